@@ -1,0 +1,5 @@
+import sys
+
+from bundlesync.cli import main
+
+sys.exit(main())

@@ -1,0 +1,3 @@
+"""Imports every command module so each registers its commands on the group."""
+
+from __future__ import annotations

@@ -1,0 +1,103 @@
+"""The one error tree of bundlesync.
+
+Every error a user can meet is a :class:`BundlesyncError`. Each class carries what
+happened (``message``), what to do about it (``hint``) and the process exit code
+(``exit_code``). Two branches matter to an administrator:
+
+* :class:`BundleRejected` -- the bundle (or a volume of it) is bad: tampered,
+  truncated, foreign, malformed, too large, not for us. Nothing was changed.
+* :class:`LocalError` -- something on our side is wrong: configuration, keys,
+  the mail store, the state index, a lock held by another run.
+
+Library exceptions (cbor2, zstandard, cryptography, sqlite3, OSError) are
+translated into these classes at the boundary where they occur; only
+``bundlesync.cli.main`` catches them and prints ``message`` and ``hint``.
+
+Exit codes (documented in ``docs/errors.md``):
+
+====  ===========================================================
+0     success
+1     unexpected internal error (a bug: please report it)
+2     usage error (bad command line)
+3     a bundle was rejected; nothing was changed
+4     a local problem (configuration, keys, store, state)
+5     partial success: some users or bundles failed, others applied
+75    another bundlesync run holds the site lock; try again later
+====  ===========================================================
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_BUNDLE_REJECTED = 3
+EXIT_LOCAL = 4
+EXIT_PARTIAL = 5
+EXIT_LOCKED = 75
+
+
+class BundlesyncError(Exception):
+    """Base of every error bundlesync reports to a person."""
+
+    exit_code: int = EXIT_INTERNAL
+    default_hint: str = ""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = self.default_hint if hint is None else hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(BundlesyncError):
+    """The command line asks for something that cannot be done as asked."""
+
+    exit_code = EXIT_USAGE
+
+
+class BundleRejected(BundlesyncError):
+    """A bundle was refused. Nothing in the store or the state was changed."""
+
+    exit_code = EXIT_BUNDLE_REJECTED
+    default_hint = (
+        "Nothing was changed. Ask the sending site to export again; "
+        "if this repeats, check the drive for errors."
+    )
+
+
+class LocalError(BundlesyncError):
+    """Something on this site is wrong (not the bundle)."""
+
+    exit_code = EXIT_LOCAL
+
+
+class ConfigError(LocalError):
+    """The site's configuration is missing or invalid."""
+
+    default_hint = "Run 'bundlesync init' first, or pass --home to point at the site."
+
+
+class StoreError(LocalError):
+    """The mail store could not be read or written."""
+
+    default_hint = "Check that the store path exists and is readable and writable by this user."
+
+
+class StateError(LocalError):
+    """The state index is missing, damaged or from a newer version."""
+
+
+class LockHeld(LocalError):
+    """Another bundlesync run is working on this site."""
+
+    exit_code = EXIT_LOCKED
+    default_hint = "Wait for the other run to finish, then try again."
+
+
+class PartialFailure(BundlesyncError):
+    """Some parts of a run failed while others succeeded."""
+
+    exit_code = EXIT_PARTIAL

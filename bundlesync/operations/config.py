@@ -1,0 +1,122 @@
+"""The site's configuration file, ``<home>/bundlesync.toml``.
+
+A small, hand-editable TOML file::
+
+    [site]
+    name = "alpha"
+    store = "/var/vmail/%d/%n/Maildir"
+
+    [filters]
+    include = []                  # mailbox patterns; empty = everything
+    exclude = ["Trash", "Junk*"]  # fnmatch patterns on "Parent/Child" names
+
+    [warnings]
+    silent_peer_days = 14         # status warns when a peer was not heard from for longer
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from bundlesync.errors import ConfigError
+from bundlesync.stores.base import FolderPath
+
+CONFIG_NAME = "bundlesync.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class MailboxFilter:
+    """Which mailboxes take part, by fnmatch patterns on their names ("A/B")."""
+
+    include: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def wants(self, path: FolderPath) -> bool:
+        name = "/".join(path)
+        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
+            return False
+        return not any(
+            fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + "/*")
+            for p in self.exclude
+        )
+
+    def merged(self, *, include: Sequence[str], exclude: Sequence[str]) -> MailboxFilter:
+        return MailboxFilter(self.include + tuple(include), self.exclude + tuple(exclude))
+
+
+@dataclass(frozen=True, slots=True)
+class SiteConfig:
+    name: str
+    store: str
+    filters: MailboxFilter = field(default_factory=MailboxFilter)
+    silent_peer_days: int = 14
+
+    def with_filters(self, *, include: Sequence[str], exclude: Sequence[str]) -> SiteConfig:
+        return replace(self, filters=self.filters.merged(include=include, exclude=exclude))
+
+
+def _toml_string(value: str) -> str:
+    # A JSON string is a valid TOML basic string for everything we write.
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _toml_list(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_toml_string(v) for v in values) + "]"
+
+
+def write_config(path: Path, config: SiteConfig) -> None:
+    text = (
+        "# bundlesync site configuration\n"
+        "[site]\n"
+        f"name = {_toml_string(config.name)}\n"
+        f"store = {_toml_string(config.store)}\n\n"
+        "[filters]\n"
+        "# fnmatch patterns on mailbox names such as \"Archive/2024\"\n"
+        f"include = {_toml_list(config.filters.include)}\n"
+        f"exclude = {_toml_list(config.filters.exclude)}\n\n"
+        "[warnings]\n"
+        f"silent_peer_days = {config.silent_peer_days}\n"
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_config(path: Path) -> SiteConfig:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"this site has no configuration ({path} is missing)") from exc
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(
+            f"the configuration {path} cannot be read: {exc}",
+            hint="Fix the file (it is TOML), or move it away and run 'bundlesync init' again.",
+        ) from exc
+    try:
+        site = data["site"]
+        filters = data.get("filters", {})
+        warnings = data.get("warnings", {})
+        return SiteConfig(
+            name=str(site["name"]),
+            store=str(site["store"]),
+            filters=MailboxFilter(
+                tuple(str(p) for p in filters.get("include", [])),
+                tuple(str(p) for p in filters.get("exclude", [])),
+            ),
+            silent_peer_days=int(warnings.get("silent_peer_days", 14)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"the configuration {path} lacks or garbles a setting: {exc}",
+            hint="Compare it with the example in docs/tutorial.md.",
+        ) from exc

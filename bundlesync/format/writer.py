@@ -1,0 +1,326 @@
+"""Writing a bundle (bundle-v1 §10): records in, signed volume files out.
+
+Memory stays constant whatever the bundle's size: records are encoded one at a
+time, cut into frames of ``frame_size`` bytes, compressed, optionally encrypted
+chunk by chunk, and written out as they come.
+
+The header states the number of records of each kind, so it must be known
+before the first body byte is written. Either the caller passes ``counts``
+(direct mode: one pass, the header first), or the writer spools the finished
+body region -- already compressed and, if asked, encrypted, so no plaintext mail
+touches the drop -- into a temporary file next to the bundle, then writes the
+header and copies the spool behind it (spool mode).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import secrets
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundlesync.core.model import Record, VersionVector
+from bundlesync.errors import UsageError
+from bundlesync.format.cose import sign_digest
+from bundlesync.format.crypto import StreamEncryptor, new_encryption
+from bundlesync.format.errors import CountMismatch, DropUnreadable
+from bundlesync.format.frames import FrameEncoder
+from bundlesync.format.header import (
+    BUNDLE_KINDS,
+    BundleHeader,
+    BundleId,
+    EncryptionParams,
+    encode_header,
+)
+from bundlesync.format.limits import (
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_FRAME_SIZE,
+    DEFAULT_LIMITS,
+    DEFAULT_ZSTD_LEVEL,
+    END_MAGIC,
+    FORMAT_VERSION,
+    HEADER_LENGTH_SIZE,
+    MAGIC,
+    MAX_CHUNK_SIZE,
+    MIN_CHUNK_SIZE,
+    MIN_VOLUME_SIZE,
+    TAG_SIZE,
+    VOLUME_HEAD_SIZE,
+    Limits,
+)
+from bundlesync.format.records import RECORD_KINDS, encode_record, record_kind
+from bundlesync.format.volumes import (
+    TEMP_SUFFIX,
+    VolumeWriter,
+    automatic_volume_size,
+    bundle_stem,
+    write_failed,
+)
+from bundlesync.keys import PeerCard, SiteIdentity
+
+RandomBytes = Callable[[int], bytes]
+_U32 = struct.Struct(">I")
+_SIGNED_PREFIX = MAGIC + struct.pack(">H", FORMAT_VERSION)
+_COPY_BLOCK = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class WrittenBundle:
+    """A bundle on disk: its volume files, its header and its size.
+
+    ``content_size`` is the size of the encoded records before compression.
+    """
+
+    paths: tuple[Path, ...]
+    header: BundleHeader
+    size: int
+    content_size: int
+
+
+class _Counter:
+    def __init__(self, expected: Mapping[str, int] | None) -> None:
+        self.counts = dict.fromkeys(RECORD_KINDS, 0)
+        self.expected = expected
+
+    def add(self, record: Record) -> None:
+        kind = record_kind(record)
+        self.counts[kind] += 1
+        if self.expected is not None and self.counts[kind] > self.expected.get(kind, 0):
+            raise CountMismatch(f"The bundle writer received more {kind} records than the "
+                                f"{self.expected.get(kind, 0)} announced.")
+
+    def check(self) -> None:
+        if self.expected is not None and any(
+                self.counts[k] != self.expected.get(k, 0) for k in RECORD_KINDS):
+            raise CountMismatch(f"The bundle writer was told {dict(self.expected)} records "
+                                f"but received {self.counts}.")
+
+
+class _BodyPipeline:
+    """records -> encoded pieces -> frames -> (sealed chunks) -> ``sink``."""
+
+    def __init__(self, sink: Callable[[bytes], None], *, frame_size: int, level: int,
+                 payload_key: bytes | None, chunk_size: int) -> None:
+        self._sink = sink
+        self._frames = FrameEncoder(frame_size=frame_size, level=level)
+        self._encryptor = (None if payload_key is None
+                           else StreamEncryptor(payload_key, chunk_size))
+
+    @property
+    def content_bytes(self) -> int:
+        return self._frames.content_bytes
+
+    def _emit(self, piece: bytes) -> None:
+        if self._encryptor is None:
+            self._sink(piece)
+        else:
+            for sealed in self._encryptor.update(piece):
+                self._sink(sealed)
+
+    def write(self, data: bytes) -> None:
+        for piece in self._frames.write(data):
+            self._emit(piece)
+
+    def finish(self) -> None:
+        for piece in self._frames.finish():
+            self._emit(piece)
+        if self._encryptor is not None:
+            self._sink(self._encryptor.finish())
+
+
+def _check_arguments(*, identity: SiteIdentity, bundle_id: BundleId, kind: str,
+                     frame_size: int, chunk_size: int, limits: Limits) -> None:
+    if bundle_id.site != identity.site_id:
+        raise ValueError(f"bundle id site {bundle_id.site} is not this site "
+                         f"({identity.site_id})")
+    if kind not in BUNDLE_KINDS:
+        raise ValueError(f"unknown bundle kind {kind!r}")
+    if not 1 <= frame_size <= limits.max_frame_content:
+        raise ValueError(f"frame size {frame_size} outside 1..{limits.max_frame_content}")
+    if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
+
+
+def write_bundle(
+    directory: Path,
+    *,
+    identity: SiteIdentity,
+    bundle_id: BundleId,
+    kind: str,
+    recipients: Sequence[PeerCard],
+    ack: VersionVector,
+    assumes: VersionVector,
+    records: Iterable[Record],
+    created_ms: int,
+    encrypt: bool = True,
+    max_volume_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    counts: Mapping[str, int] | None = None,
+    frame_size: int = DEFAULT_FRAME_SIZE,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    level: int = DEFAULT_ZSTD_LEVEL,
+    random_bytes: RandomBytes = secrets.token_bytes,
+    limits: Limits = DEFAULT_LIMITS,
+) -> WrittenBundle:
+    """Write ``records`` as a signed bundle into ``directory`` (bundle-v1 §10).
+
+    ``records`` is consumed once, lazily. With ``counts`` (records per kind, keys
+    of :data:`RECORD_KINDS`) the bundle is written in one pass and the counts are
+    checked against the records; without, the body is spooled next to the bundle
+    first. ``max_volume_size`` splits the bundle into volumes of at most that many
+    bytes; when None, the size limit of a FAT drop is applied automatically.
+    ``progress`` receives a growing count of bytes written so far (spool included).
+    ``frame_size``, ``chunk_size``, ``level`` and ``random_bytes`` are for tests,
+    tuning and reproducible vectors.
+    """
+    _check_arguments(identity=identity, bundle_id=bundle_id, kind=kind,
+                     frame_size=frame_size, chunk_size=chunk_size, limits=limits)
+    if not directory.is_dir():
+        raise DropUnreadable(f"The drop {directory} does not exist or is not a directory.")
+    unique = {card.site_id: card for card in recipients}
+    recipient_ids = tuple(sorted(unique))
+    if encrypt and not unique:
+        raise UsageError("An encrypted bundle needs at least one recipient.",
+                         hint="Name the peer sites to export to, or export unencrypted.")
+    if max_volume_size is None:
+        max_volume_size = automatic_volume_size(directory)
+    elif max_volume_size < MIN_VOLUME_SIZE:
+        raise UsageError(f"A volume size of {max_volume_size} bytes is too small "
+                         f"(minimum {MIN_VOLUME_SIZE}).")
+    encryption: EncryptionParams | None = None
+    payload_key: bytes | None = None
+    if encrypt:
+        encryption, payload_key = new_encryption(list(unique.values()), chunk_size=chunk_size,
+                                                 random_bytes=random_bytes)
+    stem = bundle_stem(origin_name=identity.name, origin_site=identity.site_id,
+                       incarnation=bundle_id.incarnation, seq=bundle_id.seq, kind=kind,
+                       recipients=recipient_ids)
+
+    def make_header(final_counts: Mapping[str, int]) -> BundleHeader:
+        return BundleHeader(
+            bundle_id=bundle_id, created_ms=created_ms, kind=kind,
+            origin_site=identity.site_id, origin_name=identity.name,
+            origin_key=identity.signing_public, recipients=recipient_ids, ack=ack,
+            assumes=assumes, counts={k: final_counts.get(k, 0) for k in RECORD_KINDS},
+            frame_size=frame_size, encryption=encryption)
+
+    counter = _Counter(counts)
+    spooled = 0
+
+    def report_spool(n: int) -> None:
+        nonlocal spooled
+        spooled = n
+        if progress is not None:
+            progress(n)
+
+    def report_final(n: int) -> None:
+        if progress is not None:
+            progress(spooled + n)
+
+    def start_volumes(header_bytes: bytes) -> VolumeWriter:
+        needed = VOLUME_HEAD_SIZE + HEADER_LENGTH_SIZE + len(header_bytes)
+        if max_volume_size is not None and max_volume_size < needed:
+            raise UsageError(f"A volume size of {max_volume_size} bytes cannot hold this "
+                             f"bundle's header ({needed} bytes with the volume head).")
+        return VolumeWriter(directory, stem=stem,
+                            tag=hashlib.sha256(header_bytes).digest()[:TAG_SIZE],
+                            max_volume_size=max_volume_size, progress=report_final)
+
+    def feed(pipeline: _BodyPipeline) -> None:
+        for record in records:
+            head, data = encode_record(record, limits)
+            counter.add(record)
+            pipeline.write(head)
+            if data:
+                pipeline.write(data)
+        pipeline.finish()
+        counter.check()
+
+    volumes: VolumeWriter | None = None
+    spool_path: Path | None = None
+    try:
+        hasher = hashlib.sha256(_SIGNED_PREFIX)
+        if counts is not None:
+            header = make_header(counts)
+            header_bytes = encode_header(header)
+            volumes = start_volumes(header_bytes)
+
+            def signed(data: bytes) -> None:
+                assert volumes is not None
+                hasher.update(data)
+                volumes.write(data)
+
+            signed(_U32.pack(len(header_bytes)) + header_bytes)
+            pipeline = _BodyPipeline(signed, frame_size=frame_size, level=level,
+                                     payload_key=payload_key, chunk_size=chunk_size)
+            feed(pipeline)
+        else:
+            spool_path = directory / f".{stem}.spool.{secrets.token_hex(4)}{TEMP_SUFFIX}"
+            pipeline = _spool(spool_path, feed, frame_size=frame_size, level=level,
+                              payload_key=payload_key, chunk_size=chunk_size,
+                              progress=report_spool)
+            header = make_header(counter.counts)
+            header_bytes = encode_header(header)
+            volumes = start_volumes(header_bytes)
+            prefix = _U32.pack(len(header_bytes)) + header_bytes
+            hasher.update(prefix)
+            volumes.write(prefix)
+            _copy_spool(spool_path, volumes, hasher)
+        trailer = sign_digest(identity, hasher.digest())
+        volumes.write(trailer + _U32.pack(len(trailer)) + END_MAGIC)
+        paths = volumes.finish()
+        size = volumes.bytes_on_disk
+    except BaseException:
+        if volumes is not None:
+            volumes.abort()
+        raise
+    finally:
+        if spool_path is not None:
+            with contextlib.suppress(OSError):
+                spool_path.unlink()
+    return WrittenBundle(paths=paths, header=header, size=size,
+                         content_size=pipeline.content_bytes)
+
+
+def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int, level: int,
+           payload_key: bytes | None, chunk_size: int,
+           progress: Callable[[int], None]) -> _BodyPipeline:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise write_failed(exc, f"a spool file in {path.parent}") from None
+    written = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal written
+        view = memoryview(data)
+        try:
+            while view:
+                done = os.write(fd, view)
+                view = view[done:]
+        except OSError as exc:
+            raise write_failed(exc, f"a spool file in {path.parent}") from None
+        written += len(data)
+        progress(written)
+
+    try:
+        pipeline = _BodyPipeline(sink, frame_size=frame_size, level=level,
+                                 payload_key=payload_key, chunk_size=chunk_size)
+        feed(pipeline)
+    finally:
+        os.close(fd)
+    return pipeline
+
+
+def _copy_spool(path: Path, volumes: VolumeWriter, hasher: hashlib._Hash) -> None:
+    try:
+        with path.open("rb") as spool:
+            while block := spool.read(_COPY_BLOCK):
+                hasher.update(block)
+                volumes.write(block)
+    except OSError as exc:
+        raise write_failed(exc, f"the bundle from its spool {path.name}") from None

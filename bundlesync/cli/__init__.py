@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bundlesync`` console script."""
     _register()
     try:
-        cli.main(args=argv, prog_name="bundlesync", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="bundlesync", standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
         return 1
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("hint: this is a bug in bundlesync; please report it with the command you ran.",
                    err=True)
         return EXIT_INTERNAL
-    return 0
+    # click returns the code of ctx.exit(); a command that just returns gives None.
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,3 +1,6 @@
 """Imports every command module so each registers its commands on the group."""
 
 from __future__ import annotations
+
+from bundlesync.cli import site_cmds  # noqa: F401
+from bundlesync.cli import demo_cmd  # noqa: F401

@@ -163,6 +163,7 @@ class StateIndex:
                 hint="If the file is damaged, restore the site's home from a backup.",
             ) from exc
         self.path = path
+        self._depth = 0
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -193,7 +194,27 @@ class StateIndex:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """One atomic unit of work: committed whole, or rolled back whole."""
+        """One atomic unit of work: committed whole, or rolled back whole.
+
+        Nested use becomes a savepoint of the outer transaction: rolled back alone on
+        error, kept or discarded with the outer one (a dry run wraps a whole import in
+        one transaction and rolls it back).
+        """
+        if self.db.in_transaction:
+            self._depth += 1
+            name = f"sp{self._depth}"
+            self.db.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                self.db.execute(f"ROLLBACK TO {name}")
+                self.db.execute(f"RELEASE {name}")
+                raise
+            else:
+                self.db.execute(f"RELEASE {name}")
+            finally:
+                self._depth -= 1
+            return
         try:
             self.db.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError as exc:

@@ -1,0 +1,62 @@
+"""Progress on stderr for long work: bytes, rate and ETA -- on a terminal only."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(count) < 1000 or unit == "TB":
+            return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
+        count /= 1000
+    return f"{count:.1f} TB"  # pragma: no cover
+
+
+class Progress:
+    """A one-line progress display, redrawn at most a few times a second."""
+
+    def __init__(self, label: str, *, total: int | None = None, stream: TextIO | None = None,
+                 enabled: bool | None = None) -> None:
+        self.label = label
+        self.total = total
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = self.stream.isatty() if enabled is None else enabled
+        self.start = time.monotonic()
+        self.last_draw = 0.0
+        self.done = 0
+        self.note = ""
+
+    def bytes(self, done: int) -> None:
+        self.done = done
+        self._draw()
+
+    def step(self, note: str) -> None:
+        self.note = note
+        self._draw()
+
+    def _draw(self, *, force: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_draw < 0.2:
+            return
+        self.last_draw = now
+        elapsed = max(now - self.start, 1e-6)
+        rate = self.done / elapsed
+        text = f"{self.label}: {human_bytes(self.done)} at {human_bytes(rate)}/s"
+        if self.total and rate > 0:
+            remaining = max(self.total - self.done, 0) / rate
+            text += f", {self.done * 100 // max(self.total, 1)}%, ETA {remaining:,.0f} s"
+        if self.note:
+            text += f"  {self.note[:40]}"
+        self.stream.write("\r" + text.ljust(79)[:120])
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.last_draw:
+            self._draw(force=True)
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,295 @@
+"""Bringing the store in line with the merged state: the journaled apply step.
+
+Every key a change touched is marked *pending* in the same transaction that
+folded the change (``operations.ledger``). This step works through the pending
+keys, user by user:
+
+1. resolve the user's mailbox tree from the registers and plan the folder
+   actions against the folders as last seen (``core.plan.plan_folders``):
+   creates and renames first, parents before children;
+2. for each pending message instance, compare what the registers want (alive,
+   in which folder, with which flags) with the files that hold it, and add, move,
+   re-flag or remove -- each action idempotent on the store;
+3. delete the folders the plan removes (only when empty: a message delivered
+   meanwhile keeps its folder), and write the subscriptions.
+
+After each store action the index records its effect and clears that pending
+mark, so a run killed at any point is finished by the next run (every run
+starts here) with the result of one clean run: the store actions are
+idempotent, and what the index did not record is done again harmlessly.
+With ``dry_run`` nothing is done; the report says what would be.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bundlesync.core.model import MailboxRef, MessageRef
+from bundlesync.core.names import ResolvedMailbox
+from bundlesync.core.plan import CreateFolder, DeleteFolder, RenameFolder, plan_folders
+from bundlesync.errors import StoreError
+from bundlesync.operations import failpoints
+from bundlesync.operations.ledger import load_message, path_from_key, path_key, resolve_user
+from bundlesync.operations.report import ApplyReport
+from bundlesync.operations.scan import flags_of, flags_text
+from bundlesync.operations.site import Site
+from bundlesync.state.index import FileRow
+from bundlesync.stores.base import FolderPath
+
+
+APPLY_BATCH = 500
+
+
+def spool_path(spool: Path, body: str) -> Path:
+    return spool / body[:2] / body
+
+
+@dataclass
+class _Folders:
+    """The user's folders as last seen: folder GUID <-> path."""
+
+    by_guid: dict[str, FolderPath] = field(default_factory=dict)
+
+    def guid_at(self, path: FolderPath) -> str | None:
+        for guid, where in self.by_guid.items():
+            if where == path:
+                return guid
+        return None
+
+
+class _UserApply:
+    def __init__(self, site: Site, user: str, *, dry_run: bool, report: ApplyReport) -> None:
+        self.site = site
+        self.index = site.index
+        self.store = site.store
+        self.user = user
+        self.dry_run = dry_run
+        self.report = report
+        self.resolved: dict[str, ResolvedMailbox] = resolve_user(self.index, user)
+        self.folders = _Folders({
+            guid: path_from_key(path) for guid, path, _m, _u in self.index.folders(user)
+        })
+        self.removed_folders: set[str] = set()
+
+    def wanted(self, path: FolderPath) -> bool:
+        return self.site.config.filters.wants(path)
+
+    def target(self, mailbox: str) -> ResolvedMailbox | None:
+        resolved = self.resolved.get(mailbox)
+        if resolved is None:
+            return None
+        canonical = self.resolved.get(resolved.canonical)
+        if canonical is None or not canonical.exists or not self.wanted(canonical.path):
+            return None
+        return canonical
+
+    # -- folders -------------------------------------------------------------------
+
+    def plan(self) -> tuple[list[CreateFolder | RenameFolder], list[DeleteFolder]]:
+        before: dict[str, ResolvedMailbox] = {}
+        for guid, path in sorted(self.folders.by_guid.items(), key=lambda item: item[1]):
+            if not self.wanted(path):
+                continue
+            resolved = self.resolved.get(guid)
+            canonical = guid if resolved is None else resolved.canonical
+            if canonical in before:
+                continue  # a second folder of a merged mailbox: emptied below, then deleted
+            before[canonical] = ResolvedMailbox(
+                guid=canonical, path=path, canonical=canonical, exists=True, subscribed=False,
+                uidvalidity=0, special_use=None,
+            )
+        after = {
+            guid: r for guid, r in self.resolved.items()
+            if r.canonical == guid and r.exists and self.wanted(r.path)
+        }
+        early: list[CreateFolder | RenameFolder] = []
+        late: list[DeleteFolder] = []
+        for action in plan_folders(self.user, before, after):
+            if isinstance(action, DeleteFolder):
+                late.append(action)
+            else:
+                early.append(action)
+        return early, late
+
+    def do_folder(self, action: CreateFolder | RenameFolder) -> None:
+        if isinstance(action, CreateFolder):
+            self.report.mailbox(self.user, action.path, "created")
+            if self.dry_run:
+                self.folders.by_guid[action.guid] = action.path
+                return
+            self.store.create_folder(self.user, action.path, guid=action.guid,
+                                     uidvalidity=action.uidvalidity)
+            failpoints.reached("folder")
+            self.index.put_folder(self.user, action.guid, path_key(action.path), None,
+                                  action.uidvalidity)
+            self.folders.by_guid[action.guid] = action.path
+            return
+        self.report.mailbox(self.user, action.new, "renamed", old=action.old)
+        if not self.dry_run:
+            old_gone = self.store.folder_stamp(self.user, action.old) is None
+            new_there = self.store.folder_stamp(self.user, action.new) is not None
+            if not (old_gone and new_there):  # else: done before a crash
+                self.store.rename_folder(self.user, action.old, action.new)
+                failpoints.reached("folder")
+        size = len(action.old)
+        for guid, path in list(self.folders.by_guid.items()):
+            if path[:size] == action.old:
+                moved = action.new + path[size:]
+                self.folders.by_guid[guid] = moved
+                if not self.dry_run:
+                    self.index.put_folder(self.user, guid, path_key(moved), None, None)
+
+    def delete_folder(self, action: DeleteFolder) -> None:
+        guid = self.folders.guid_at(action.path)
+        self.report.mailbox(self.user, action.path, "deleted")
+        if self.dry_run:
+            return
+        try:
+            self.store.delete_folder(self.user, action.path)
+        except StoreError as exc:
+            # Mail was delivered into it meanwhile: keep it; the next scan records it
+            # and the merge keeps the mailbox for it (nothing lost).
+            self.report.warn(f"{self.user or '(store)'}: kept {'/'.join(action.path)}: {exc}")
+            return
+        if guid is not None:
+            self.index.drop_folder(self.user, guid)
+            del self.folders.by_guid[guid]
+
+    # -- messages ------------------------------------------------------------------
+
+    def body_bytes(self, body: str, holders: list[FileRow]) -> bytes | None:
+        candidates = list(holders)
+        other = self.index.file_with_body(body)
+        if other is not None:
+            candidates.append(other)
+        for row in candidates:
+            path = self.folders.by_guid.get(row.folder)
+            if path is None:
+                continue
+            try:
+                data = self.store.read_body(row.user, path, row.key)
+            except StoreError:
+                continue
+            if hashlib.sha256(data).hexdigest() == body:
+                return data
+        spooled = spool_path(self.site.spool, body)
+        try:
+            data = spooled.read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == body else None
+
+    def free_key(self, folder: str, ref: MessageRef) -> str:
+        taken = {row.key for row in self.index.files(self.user, folder)}
+        if ref.guid not in taken:
+            return ref.guid
+        return f"{ref.guid}-{ref.body[:16]}"
+
+    def message(self, mailbox: str, guid: str, body: str) -> bool:
+        """Reconcile one instance; False if it must stay pending (body not here yet)."""
+        ref = MessageRef(MailboxRef(self.user, mailbox), guid, body)
+        state = load_message(self.index, ref)
+        holders = self.index.files_of_instance(self.user, mailbox, guid, body)
+        target = self.target(mailbox) if state is not None and state.alive else None
+        folder = None if target is None else self.folders.guid_at(target.path)
+        if target is not None and folder is None and not self.dry_run:
+            self.report.warn(f"{self.user or '(store)'}: no folder for {'/'.join(target.path)}")
+            return False
+        path = None if target is None else target.path
+        keep = [row for row in holders if row.folder == folder] if folder is not None else []
+        if target is not None and state is not None:
+            flags = state.effective_flags()
+            if keep:
+                row = keep[0]
+                if flags_of(row.flags) != flags:
+                    self.report.message(self.user, target.path, "flags")
+                    if not self.dry_run:
+                        assert path is not None
+                        self.store.set_flags(self.user, path, row.key, flags)
+                        failpoints.reached("apply")
+                        self.index.put_file(FileRow(row.user, row.folder, row.key, row.mailbox,
+                                                    row.guid, row.body, flags_text(flags),
+                                                    row.size, row.internal_date))
+            else:
+                self.report.message(self.user, target.path, "added", size=state.size)
+                if not self.dry_run:
+                    assert folder is not None and path is not None
+                    data = self.body_bytes(body, holders)
+                    if data is None:
+                        self.report.missing_body(self.user, target.path, ref)
+                        return False
+                    key = self.free_key(folder, ref)
+                    stored = self.store.add_message(self.user, path, key=key, data=data,
+                                                    flags=flags, internal_date=state.internal_date)
+                    failpoints.reached("apply")
+                    self.index.put_file(FileRow(self.user, folder, stored.key, mailbox, guid, body,
+                                                flags_text(flags), len(data),
+                                                state.internal_date))
+        for row in holders:
+            if row in keep:
+                continue
+            where = self.folders.by_guid.get(row.folder)
+            if where is not None:
+                self.report.message(self.user, where, "expunged")
+            if self.dry_run:
+                continue
+            if where is not None:
+                self.store.expunge(self.user, where, row.key)
+                failpoints.reached("apply")
+            self.index.drop_file(self.user, row.folder, row.key)
+        return True
+
+    # -- subscriptions ---------------------------------------------------------------
+
+    def subscriptions(self) -> None:
+        wanted = {
+            r.path for guid, r in self.resolved.items()
+            if r.canonical == guid and r.exists and r.subscribed and self.wanted(r.path)
+        }
+        current = self.store.subscriptions(self.user)
+        managed = {p for p in current if self.wanted(p)}
+        if managed != wanted:
+            self.report.subscriptions(self.user, len(wanted ^ managed))
+            if not self.dry_run:
+                self.store.set_subscriptions(self.user, wanted | (current - managed))
+
+    # -- the whole user --------------------------------------------------------------
+
+    def run(self) -> None:
+        if not self.dry_run:
+            self.store.ensure_user(self.user)
+        early, late = self.plan()
+        for action in early:
+            with self.index.transaction():
+                self.do_folder(action)
+        pending = self.index.pending_messages(self.user)
+        # Batches keep the index's commits (and their fsyncs) few; a crash inside one
+        # only repeats idempotent store actions.
+        for start in range(0, len(pending), APPLY_BATCH):
+            with self.index.transaction():
+                for mailbox, guid, body in pending[start:start + APPLY_BATCH]:
+                    if self.message(mailbox, guid, body) and not self.dry_run:
+                        self.index.clear_pending_message(self.user, mailbox, guid, body)
+        with self.index.transaction():
+            for action in late:
+                self.delete_folder(action)
+            self.subscriptions()
+            if not self.dry_run:
+                self.index.clear_pending_user(self.user)
+
+
+def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | None = None,
+                  progress: Callable[[str], None] | None = None) -> ApplyReport:
+    """Apply every pending change to the store; one user's failure does not stop the others."""
+    report = report if report is not None else ApplyReport()
+    for user in site.index.pending_users():
+        if progress is not None:
+            progress(user)
+        try:
+            _UserApply(site, user, dry_run=dry_run, report=report).run()
+        except StoreError as exc:
+            report.fail(user, exc)
+    return report

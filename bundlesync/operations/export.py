@@ -1,0 +1,239 @@
+"""``bundlesync export DROP``: one bundle per peer with everything it lacks.
+
+For each peer, the bundle holds every change in the log that the peer has not
+acknowledged -- ours and, as a relay, other sites' with their origin kept -- so a
+lost bundle is healed by the next one and a duplicate is a no-op. A body travels
+once per bundle, only for messages still alive here, and never to a peer known
+to hold it (some change adding it is covered by the peer's acknowledgement).
+
+Order of work: finish an interrupted apply, scan the store for local changes,
+write each bundle atomically (the format layer: temporary name, fsync, rename),
+record it, then tidy the drop: this site's older bundles to that peer are
+superseded by the new one (each holds everything unacknowledged), and bundles
+whose recipient has acknowledged all they carry are removed. The site's key
+card is written beside them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bundlesync.core.model import Body, Change, MessageAdded, Record, VersionVector
+from bundlesync.errors import StoreError, UsageError
+from bundlesync.format import BundleId, find_bundles, read_header, write_bundle
+from bundlesync.keys import PeerCard
+from bundlesync.operations import failpoints
+from bundlesync.operations.apply import apply_pending, spool_path
+from bundlesync.operations.ledger import decode_change, load_message, path_from_key
+from bundlesync.operations.scan import ScanStats, scan_store
+from bundlesync.operations.site import Site
+from bundlesync.state.index import decode_vector
+
+KIND_SYNC = "sync"
+
+
+@dataclass
+class BundleWritten:
+    peer: str
+    paths: list[str]
+    size: int
+    changes: int
+    bodies: int
+    body_bytes: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"peer": self.peer, "paths": self.paths, "size": self.size,
+                "changes": self.changes, "bodies": self.bodies, "body_bytes": self.body_bytes}
+
+
+@dataclass
+class ExportResult:
+    scan: ScanStats
+    bundles: list[BundleWritten] = field(default_factory=list)
+    up_to_date: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    card: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "local_changes": self.scan.changes,
+            "bundles": [b.as_dict() for b in self.bundles],
+            "up_to_date": self.up_to_date,
+            "removed": self.removed,
+            "card": self.card,
+            "warnings": self.scan.warnings,
+        }
+
+
+def select_peers(site: Site, names: Sequence[str]) -> list[PeerCard]:
+    cards = site.trust.list()
+    if not names:
+        if not cards:
+            raise UsageError(
+                "this site has no peers to export to",
+                hint="Add one with 'bundlesync peer add NAME CARD' (the card comes from the "
+                     "other site's 'bundlesync key export').",
+            )
+        return sorted(cards, key=lambda c: c.name)
+    chosen = []
+    for name in names:
+        card = site.trust.by_name(name)
+        if card is None:
+            known = ", ".join(sorted(c.name for c in cards)) or "none"
+            raise UsageError(f"no peer is called {name!r} (peers: {known})",
+                             hint="See 'bundlesync peer list'.")
+        chosen.append(card)
+    return chosen
+
+
+class _BundleContent:
+    """The records of one bundle, produced lazily (memory stays flat)."""
+
+    def __init__(self, site: Site, ack: VersionVector) -> None:
+        self.site = site
+        self.ack = ack
+        self.changes = 0
+        self.bodies = 0
+        self.body_bytes = 0
+
+    def read_body(self, body: str) -> bytes | None:
+        row = self.site.index.file_with_body(body)
+        candidates = []
+        if row is not None:
+            folder = dict((g, p) for g, p, _m, _u in self.site.index.folders(row.user))
+            if row.folder in folder:
+                candidates.append((row.user, path_from_key(folder[row.folder]), row.key))
+        for user, path, key in candidates:
+            try:
+                data = self.site.store.read_body(user, path, key)
+            except StoreError:
+                continue
+            if hashlib.sha256(data).hexdigest() == body:
+                return data
+        try:
+            data = spool_path(self.site.spool, body).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == body else None
+
+    def records(self) -> Iterator[Record]:
+        index = self.site.index
+        for _dot, _body, record in index.changes_not_covered(self.ack):
+            self.changes += 1
+            yield decode_change(record)
+        sent: set[str] = set()
+        wanted: list[tuple[str, Change]] = []
+        for _dot, body, record in index.changes_not_covered(self.ack):
+            if body is None or body in sent:
+                continue
+            sent.add(body)
+            wanted.append((body, decode_change(record)))
+        for body, change in wanted:
+            op = change.op
+            assert isinstance(op, MessageAdded)
+            state = load_message(index, op.message)
+            if state is None or not state.alive or index.body_known_to(body, self.ack):
+                continue
+            data = self.read_body(body)
+            if data is None:
+                continue  # gone meanwhile; its expunge travels in the next bundle
+            self.bodies += 1
+            self.body_bytes += len(data)
+            yield Body(body, data)
+
+
+def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool = True,
+                max_volume_size: int | None = None, now_ms: int,
+                progress: Callable[[int], None] | None = None,
+                scan_progress: Callable[[str], None] | None = None) -> ExportResult:
+    """Write one bundle per peer into ``drop`` (see the module docstring)."""
+    if not drop.is_dir():
+        raise UsageError(f"the drop {drop} is not a directory",
+                         hint="Mount the drive, or create the directory first.")
+    peers = select_peers(site, to)
+    apply_pending(site)
+    result = ExportResult(scan=scan_store(site, now_ms=now_ms, progress=scan_progress))
+    index = site.index
+    vector = index.version_vector()
+    for card in peers:
+        with index.transaction():
+            index.put_peer(card.site_id, card.name)
+        peer = index.peer(card.site_id)
+        assert peer is not None
+        last = index.db.execute(
+            "SELECT covers FROM sent WHERE peer = ? ORDER BY created_ms DESC, seq DESC LIMIT 1",
+            (card.site_id,),
+        ).fetchone()
+        pending = index.count_not_covered(peer.ack)
+        if pending == 0 and last is not None and decode_vector(last[0]) == vector:
+            result.up_to_date.append(card.name)
+            continue
+        stream = site.stream
+        # Sequence numbers count per peer (so the peer can see a gap) and are reserved
+        # before writing: a crash never lets two different bundles share an id.
+        seq_key = f"bundle_seq:{card.site_id}:{stream.incarnation}"
+        seq = int(str(index.get_meta(seq_key, 0))) + 1
+        with index.transaction():
+            index.set_meta(seq_key, seq)
+        content = _BundleContent(site, peer.ack)
+        written = write_bundle(
+            drop, identity=site.identity, bundle_id=BundleId(stream.site, stream.incarnation, seq),
+            kind=KIND_SYNC, recipients=[card], ack=vector, assumes=peer.ack,
+            records=content.records(), created_ms=now_ms, encrypt=encrypt,
+            max_volume_size=max_volume_size, progress=progress,
+        )
+        failpoints.reached("export")
+        names = [p.name for p in written.paths]
+        with index.transaction():
+            index.record_sent(card.site_id, stream.incarnation, seq, created_ms=now_ms,
+                              size=written.size, changes=content.changes, bodies=content.bodies,
+                              covers=vector, names=names)
+        result.bundles.append(BundleWritten(card.name, [str(p) for p in written.paths],
+                                            written.size, content.changes, content.bodies,
+                                            content.body_bytes))
+    result.removed = tidy_drop(site, drop, keep={p for b in result.bundles for p in b.paths})
+    card_path = drop / f"{site.identity.name}.bsc"
+    site.identity.card().write(card_path)
+    result.card = str(card_path)
+    return result
+
+
+def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
+    """Remove this site's bundles in ``drop`` that are superseded or fully acknowledged."""
+    removed: list[str] = []
+    newest: dict[str, int] = {}
+    ours = []
+    for path in find_bundles(drop):
+        try:
+            header = read_header(path)
+        except Exception:  # noqa: BLE001 - a foreign or damaged file is not ours to judge
+            continue
+        if header.origin_site != site.site_id or len(header.recipients) != 1:
+            continue
+        peer = header.recipients[0]
+        ours.append((path, header))
+        newest[peer] = max(newest.get(peer, 0), header.bundle_id.seq)
+    for path, header in ours:
+        if str(path) in keep:
+            continue
+        peer_id = header.recipients[0]
+        row = site.index.peer(peer_id)
+        acked = row is not None and all(
+            row.ack.get_count(stream) >= count for stream, count in header.ack.entries)
+        superseded = header.bundle_id.seq < newest[peer_id]
+        if acked or superseded:
+            for volume in bundle_volumes(path):
+                volume.unlink(missing_ok=True)
+                removed.append(volume.name)
+    return removed
+
+
+def bundle_volumes(first: Path) -> list[Path]:
+    """The files of a bundle: the first volume and any numbered siblings."""
+    siblings = sorted(first.parent.glob(first.name + ".*"))
+    return [first, *[p for p in siblings if p.suffix[1:].isdigit()]]
+

@@ -1,0 +1,32 @@
+"""Named crash points, for the kill -9 tests.
+
+``BUNDLESYNC_CRASH_AT=<name>:<n>`` in the environment makes the process die
+abruptly (``os._exit``, like kill -9: no cleanup, no rollback, no flush) the
+n-th time it passes the point ``name``. Unset, a pass costs one dict lookup.
+Points: ``ingest`` (after a bundle's records are folded, before the commit),
+``apply`` (after each store action, before the index records it), ``folder``
+(after each folder action), ``export`` (after a bundle is written, before it is
+recorded as sent).
+"""
+
+from __future__ import annotations
+
+import os
+
+_counts: dict[str, int] = {}
+_target: tuple[str, int] | None = None
+_spec = os.environ.get("BUNDLESYNC_CRASH_AT")
+if _spec:
+    _name, _, _n = _spec.partition(":")
+    _target = (_name, int(_n or "1"))
+
+CRASH_EXIT = 137
+
+
+def reached(name: str) -> None:
+    """Pass the crash point ``name`` (dies here if the environment says so)."""
+    if _target is None or _target[0] != name:
+        return
+    _counts[name] = _counts.get(name, 0) + 1
+    if _counts[name] == _target[1]:
+        os._exit(CRASH_EXIT)

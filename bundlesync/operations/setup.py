@@ -1,0 +1,87 @@
+"""Setting a site up: ``init``, the key card, and the peers it trusts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bundlesync.keys import (
+    PeerCard,
+    PeerNotFound,
+    TrustStore,
+    generate_identity,
+    load_identity,
+    save_identity,
+    site_paths,
+)
+from bundlesync.operations.config import CONFIG_NAME, MailboxFilter, SiteConfig, write_config
+from bundlesync.operations.scan import ScanStats, scan_store
+from bundlesync.operations.site import STATE_NAME, open_site, require_uninitialised
+from bundlesync.state.index import StateIndex
+from bundlesync.stores.base import Store
+
+
+@dataclass
+class InitResult:
+    home: Path
+    name: str
+    site_id: str
+    fingerprint: str
+    scan: ScanStats
+
+
+def init_site(home: Path | None, *, name: str, store_location: str,
+              include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), now_ms: int,
+              store: Store | None = None,
+              progress: Callable[[str], None] | None = None) -> InitResult:
+    """Create keys, configuration and the index, then take the store's inventory.
+
+    The inventory records what is already in the store with the inventory timestamp,
+    so a site set up on a copy of another site's store adds nothing when they meet.
+    """
+    paths = site_paths(home)
+    require_uninitialised(paths.home)
+    paths.home.mkdir(parents=True, exist_ok=True)
+    paths.home.chmod(0o700)
+    identity = generate_identity(name)
+    save_identity(identity, paths.keys)
+    paths.peers.mkdir(exist_ok=True)
+    StateIndex(paths.home / STATE_NAME, create=True).close()
+    config = SiteConfig(name=name, store=store_location,
+                        filters=MailboxFilter(tuple(include), tuple(exclude)))
+    write_config(paths.home / CONFIG_NAME, config)
+    site = open_site(paths.home, store=store)
+    try:
+        stats = scan_store(site, now_ms=now_ms, inventory=True, progress=progress)
+    finally:
+        site.index.close()
+    return InitResult(paths.home, name, identity.site_id, identity.fingerprint, stats)
+
+
+def own_card(home: Path | None) -> PeerCard:
+    return load_identity(site_paths(home).keys).card()
+
+
+def add_peer(home: Path | None, card_path: Path, *, name: str | None) -> PeerCard:
+    """Trust the site whose key card is at ``card_path`` (under ``name`` if given)."""
+    card = PeerCard.read(card_path)
+    if name is not None and name != card.name:
+        card = PeerCard(name=name, signing_public=card.signing_public,
+                        exchange_public=card.exchange_public)
+    own = load_identity(site_paths(home).keys)
+    if card.site_id == own.site_id:
+        from bundlesync.errors import UsageError
+
+        raise UsageError("that card is this site's own key card",
+                         hint="Add the card exported by the other site.")
+    TrustStore(site_paths(home).peers).add(card)
+    return card
+
+
+def remove_peer(home: Path | None, name: str) -> PeerCard:
+    store = TrustStore(site_paths(home).peers)
+    if store.by_name(name) is None:
+        raise PeerNotFound(f"no trusted peer is called {name!r}",
+                           hint="See 'bundlesync peer list'.")
+    return store.remove(name)

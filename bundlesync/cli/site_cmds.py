@@ -13,6 +13,7 @@ import click
 from bundlesync.cli import cli
 from bundlesync.cli.progress import Progress, human_bytes
 from bundlesync.errors import EXIT_BUNDLE_REJECTED, EXIT_PARTIAL, UsageError
+from bundlesync.keys import PeerCard, site_paths
 from bundlesync.operations.export import export_drop
 from bundlesync.operations.importer import import_drop
 from bundlesync.operations.setup import add_peer, init_site, own_card, remove_peer
@@ -145,8 +146,6 @@ def peer() -> None:
 def peer_add(ctx: click.Context, name: str, card: Path, yes: bool) -> None:
     """Trust the site whose key card is CARD, under NAME."""
     home = resolve_home(home_of(ctx))
-    from bundlesync.keys import PeerCard
-
     preview = PeerCard.read(card)
     click.echo(f"Card of {preview.name}, fingerprint {preview.fingerprint}")
     confirm("Does this fingerprint match the one the other site reads out to you?", yes=yes)
@@ -161,8 +160,6 @@ def peer_add(ctx: click.Context, name: str, card: Path, yes: bool) -> None:
 @click.pass_context
 def peer_list(ctx: click.Context, as_json: bool) -> None:
     """List the trusted peers."""
-    from bundlesync.keys import site_paths
-
     cards = sorted(site_paths(resolve_home(home_of(ctx))).trust_store().list(),
                    key=lambda c: c.name)
     if as_json:
@@ -260,8 +257,9 @@ def import_cmd(ctx: click.Context, drop: Path, dry_run: bool, include: tuple[str
         prefix = "Would apply" if dry_run else "Applied"
         for b in result.bundles:
             if b.status == "applied":
+                bodies = f"{b.bodies:,} bod{'y' if b.bodies == 1 else 'ies'}"
                 click.echo(f"{prefix} bundle {b.seq} from {b.origin}: {b.new_changes:,} new of "
-                           f"{b.changes:,} change(s), {b.bodies:,} bod{'y' if b.bodies == 1 else 'ies'}")
+                           f"{b.changes:,} change(s), {bodies}")
             elif b.status == "rejected":
                 click.echo(f"REJECTED {b.path}: {b.error}", err=True)
             else:

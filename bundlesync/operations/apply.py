@@ -39,7 +39,6 @@ from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow
 from bundlesync.stores.base import FolderPath
 
-
 APPLY_BATCH = 500
 
 
@@ -110,8 +109,9 @@ class _UserApply:
         for action in plan_folders(self.user, before, after):
             if isinstance(action, DeleteFolder):
                 late.append(action)
-            else:
+            elif isinstance(action, CreateFolder | RenameFolder):
                 early.append(action)
+            # SetSubscribed: subscriptions are written once, at the end (subscriptions()).
         return early, late
 
     def do_folder(self, action: CreateFolder | RenameFolder) -> None:
@@ -274,8 +274,8 @@ class _UserApply:
                     if self.message(mailbox, guid, body) and not self.dry_run:
                         self.index.clear_pending_message(self.user, mailbox, guid, body)
         with self.index.transaction():
-            for action in late:
-                self.delete_folder(action)
+            for deletion in late:
+                self.delete_folder(deletion)
             self.subscriptions()
             if not self.dry_run:
                 self.index.clear_pending_user(self.user)

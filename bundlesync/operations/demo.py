@@ -18,9 +18,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from datetime import UTC, datetime
 from pathlib import Path
 
 from bundlesync.core.model import FLAGGED, SEEN
@@ -46,8 +46,10 @@ def demo_message(user: str, number: int) -> tuple[bytes, int]:
     msg["To"] = user
     msg["Subject"] = f"Report {number}: Übersicht für Woche {number % 52}"
     msg["Date"] = format_datetime(datetime.fromtimestamp(when, UTC))
-    msg["Message-ID"] = f"<demo-{number}-{hashlib.sha256(user.encode()).hexdigest()[:8]}@example.net>"
-    msg.set_content(f"Hello {user.split('@')[0]},\n\n" + "Status line. " * (20 + number % 40))
+    tag = hashlib.sha256(user.encode()).hexdigest()[:8]
+    msg["Message-ID"] = f"<demo-{number}-{tag}@example.net>"
+    greeting = f"Hello {user.split('@', maxsplit=1)[0]},\n\n"
+    msg.set_content(greeting + "Status line. " * (20 + number % 40))
     if number % 5 == 0:
         msg.add_attachment(bytes(range(256)) * (4 + number % 8), maintype="application",
                            subtype="octet-stream", filename=f"data-{number}.bin")
@@ -105,9 +107,9 @@ def run_demo(root: Path, *, per_folder: int, now_ms: Callable[[], int],
     count = populate(alpha_store, per_folder=per_folder)
     (root / "bravo" / "mail").mkdir(parents=True, exist_ok=True)
     log(f"Generated alpha's store: {len(USERS)} users, {count} messages in {root / 'alpha'}")
-    for name in homes:
-        with site_lock(homes[name]):
-            result = init_site(homes[name], name=name, store_location=str(stores[name]),
+    for name, home in homes.items():
+        with site_lock(home):
+            result = init_site(home, name=name, store_location=str(stores[name]),
                                now_ms=now_ms())
         log(f"init {name}: fingerprint {result.fingerprint}, inventory of "
             f"{result.scan.added} message(s)")

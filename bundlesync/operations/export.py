@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bundlesync.core.model import Body, Change, MessageAdded, Record, VersionVector
-from bundlesync.errors import StoreError, UsageError
+from bundlesync.errors import BundleRejected, StoreError, UsageError
 from bundlesync.format import BundleId, find_bundles, read_header, write_bundle
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
@@ -104,7 +104,7 @@ class _BundleContent:
         row = self.site.index.file_with_body(body)
         candidates = []
         if row is not None:
-            folder = dict((g, p) for g, p, _m, _u in self.site.index.folders(row.user))
+            folder = {g: p for g, p, _m, _u in self.site.index.folders(row.user)}
             if row.folder in folder:
                 candidates.append((row.user, path_from_key(folder[row.folder]), row.key))
         for user, path, key in candidates:
@@ -210,8 +210,8 @@ def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
     for path in find_bundles(drop):
         try:
             header = read_header(path)
-        except Exception:  # noqa: BLE001 - a foreign or damaged file is not ours to judge
-            continue
+        except BundleRejected:
+            continue  # a foreign or damaged file is not ours to tidy away
         if header.origin_site != site.site_id or len(header.recipients) != 1:
             continue
         peer = header.recipients[0]

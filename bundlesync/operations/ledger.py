@@ -21,10 +21,10 @@ from bundlesync.core.state import (
     apply_to_message,
     register_key,
 )
-from bundlesync.format import DEFAULT_LIMITS
-from bundlesync.format.cbor import Cursor, CborError
-from bundlesync.format.records import decode_record, encode_record
 from bundlesync.errors import StateError
+from bundlesync.format import DEFAULT_LIMITS
+from bundlesync.format.cbor import CborError, Cursor
+from bundlesync.format.records import decode_record, encode_record
 from bundlesync.state.codec import decode_mailbox, decode_message, encode_mailbox, encode_message
 from bundlesync.state.index import StateIndex
 from bundlesync.stores.base import FolderPath

@@ -227,9 +227,9 @@ class _UserScan:
                 if row is None:
                     new_files.append((guid, info, message))
                 elif flags_of(row.flags) != message.flags:
-                    old = flags_of(row.flags)
-                    self.record(FlagsChanged(_ref(self.user, row),
-                                             added=message.flags - old, removed=old - message.flags))
+                    was = flags_of(row.flags)
+                    self.record(FlagsChanged(_ref(self.user, row), added=message.flags - was,
+                                             removed=was - message.flags))
                     self.stats.flag_changes += 1
                     self.index.put_file(FileRow(
                         row.user, row.folder, row.key, row.mailbox, row.guid, row.body,

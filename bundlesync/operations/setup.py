@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from bundlesync.errors import UsageError
 from bundlesync.keys import (
     PeerCard,
     PeerNotFound,
@@ -71,8 +72,6 @@ def add_peer(home: Path | None, card_path: Path, *, name: str | None) -> PeerCar
                         exchange_public=card.exchange_public)
     own = load_identity(site_paths(home).keys)
     if card.site_id == own.site_id:
-        from bundlesync.errors import UsageError
-
         raise UsageError("that card is this site's own key card",
                          hint="Add the card exported by the other site.")
     TrustStore(site_paths(home).peers).add(card)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,5 +81,5 @@ class Sites:
 
 
 @pytest.fixture
-def sites(tmp_path: Path) -> Iterator[Sites]:
-    yield Sites(tmp_path)
+def sites(tmp_path: Path) -> Sites:
+    return Sites(tmp_path)

@@ -22,7 +22,8 @@ from tests.operations.conftest import Sites
 pytestmark = pytest.mark.slow
 
 
-def bundlesync(home: Path, *args: str, crash: str | None = None) -> subprocess.CompletedProcess[str]:
+def bundlesync(home: Path, *args: str,
+               crash: str | None = None) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env.pop("BUNDLESYNC_CRASH_AT", None)
     if crash is not None:
@@ -60,8 +61,8 @@ def restore(sites: Sites, name: str, where: Path) -> None:
 
 
 @pytest.mark.parametrize("point", ["apply", "folder", "ingest"])
-def test_kill_at_every_step_then_rerun_converges(prepared: Sites, tmp_path_factory: pytest.TempPathFactory,
-                                                 point: str) -> None:
+def test_kill_at_every_step_then_rerun_converges(
+        prepared: Sites, tmp_path_factory: pytest.TempPathFactory, point: str) -> None:
     sites = prepared
     saved = tmp_path_factory.mktemp("saved")
     snapshot(sites, "bravo", saved)

@@ -188,6 +188,11 @@ class _UserApply:
             return ref.guid
         return f"{ref.guid}-{ref.body[:16]}"
 
+    def placed(self, mailbox: str, guid: str, body: str) -> bool:
+        """Whether the merged state wants this instance in some folder."""
+        state = load_message(self.index, MessageRef(MailboxRef(self.user, mailbox), guid, body))
+        return state is not None and state.alive and self.target(mailbox) is not None
+
     def message(self, mailbox: str, guid: str, body: str) -> bool:
         """Reconcile one instance; False if it must stay pending (body not here yet)."""
         ref = MessageRef(MailboxRef(self.user, mailbox), guid, body)
@@ -266,13 +271,18 @@ class _UserApply:
             with self.index.transaction():
                 self.do_folder(action)
         pending = self.index.pending_messages(self.user)
+        # Placements first, removals after: the body of a message moved to another
+        # folder is read from its old file before that file goes.
+        placing = [p for p in pending if self.placed(*p)]
+        removing = [p for p in pending if not self.placed(*p)]
         # Batches keep the index's commits (and their fsyncs) few; a crash inside one
         # only repeats idempotent store actions.
-        for start in range(0, len(pending), APPLY_BATCH):
-            with self.index.transaction():
-                for mailbox, guid, body in pending[start:start + APPLY_BATCH]:
-                    if self.message(mailbox, guid, body) and not self.dry_run:
-                        self.index.clear_pending_message(self.user, mailbox, guid, body)
+        for work in (placing, removing):
+            for start in range(0, len(work), APPLY_BATCH):
+                with self.index.transaction():
+                    for mailbox, guid, body in work[start:start + APPLY_BATCH]:
+                        if self.message(mailbox, guid, body) and not self.dry_run:
+                            self.index.clear_pending_message(self.user, mailbox, guid, body)
         with self.index.transaction():
             for deletion in late:
                 self.delete_folder(deletion)

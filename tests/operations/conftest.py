@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,8 @@ class Sites:
         self.homes: dict[str, Path] = {}
         self.stores: dict[str, MaildirStore] = {}
 
-    def add(self, name: str, *, populate_per_folder: int = 0) -> MaildirStore:
+    def add(self, name: str, *, populate_per_folder: int = 0,
+            exclude: tuple[str, ...] = ()) -> MaildirStore:
         location = self.root / name / "mail" / "%d" / "%n" / "Maildir"
         (self.root / name / "mail").mkdir(parents=True)
         store = MaildirStore(str(location))
@@ -39,10 +41,22 @@ class Sites:
             populate(store, per_folder=populate_per_folder)
         home = self.root / name / "home"
         with site_lock(home):
-            init_site(home, name=name, store_location=str(location), now_ms=tick())
+            init_site(home, name=name, store_location=str(location), exclude=exclude,
+                      now_ms=tick())
         self.homes[name] = home
         self.stores[name] = store
         return store
+
+    def add_copy_of(self, name: str, source: str) -> MaildirStore:
+        """A site set up on a full copy of another site's store (the usual seeding)."""
+        shutil.copytree(self.root / source / "mail", self.root / name / "mail", symlinks=True)
+        location = self.root / name / "mail" / "%d" / "%n" / "Maildir"
+        home = self.root / name / "home"
+        with site_lock(home):
+            init_site(home, name=name, store_location=str(location), now_ms=tick())
+        self.homes[name] = home
+        self.stores[name] = MaildirStore(str(location))
+        return self.stores[name]
 
     def befriend(self, a: str, b: str) -> None:
         card_a, card_b = self.root / f"{a}.card", self.root / f"{b}.card"

@@ -221,6 +221,17 @@ class OpenBundle:
         self._payload_key = payload_key
         self._limits = limits
         self._active: list[Iterator[Record]] = []
+        # Decompressed bytes of the record stream read so far by records().
+        self.content_size = 0
+
+    @classmethod
+    def from_verified(cls, verified: VerifiedBundle, *, identity: SiteIdentity | None,
+                      limits: Limits = DEFAULT_LIMITS) -> OpenBundle:
+        """Open an already verified bundle (NotARecipient if this site cannot read it)."""
+        payload_key = None
+        if verified.header.encryption is not None:
+            payload_key = unwrap_payload_key(verified.header.encryption, identity)
+        return cls(verified, payload_key, limits)
 
     @property
     def header(self) -> BundleHeader:
@@ -289,7 +300,9 @@ class OpenBundle:
         seen = dict.fromkeys(RECORD_KINDS, 0)
         buffer = bytearray()
         number = 0
+        self.content_size = 0
         for frame in self.frames():
+            self.content_size += len(frame)
             buffer += frame
             cursor = cbor.Cursor(buffer)
             while cursor.pos < len(buffer):
@@ -317,9 +330,11 @@ class OpenBundle:
             del buffer[:cursor.pos]
         if buffer:
             raise Malformed("The body ends inside a record.")
-        if seen != dict(expected):
-            raise Malformed(f"The bundle holds {seen} records; its header announces "
-                            f"{dict(expected)}.")
+        differ = [f"{seen[k]} {k} (header: {expected[k]})" for k in RECORD_KINDS
+                  if seen[k] != expected[k]]
+        if differ:
+            raise Malformed(f"The bundle holds other numbers of records than its header "
+                            f"announces: {', '.join(differ)}.")
 
 
 def open_bundle(path: Path, *, identity: SiteIdentity | None, trust: TrustLookup,
@@ -331,10 +346,7 @@ def open_bundle(path: Path, *, identity: SiteIdentity | None, trust: TrustLookup
     a recipient (NotARecipient otherwise).
     """
     verified = verify_bundle(path, trust=trust, identity=identity, limits=limits)
-    payload_key = None
-    if verified.header.encryption is not None:
-        payload_key = unwrap_payload_key(verified.header.encryption, identity)
-    return OpenBundle(verified, payload_key, limits)
+    return OpenBundle.from_verified(verified, identity=identity, limits=limits)
 
 
 # --- drops ----------------------------------------------------------------------------

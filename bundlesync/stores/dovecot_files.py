@@ -68,6 +68,11 @@ class FileName:
         return f"{self.key}{FLAGS_SEPARATOR}{letters}{self.more}"
 
 
+def key_of(name: str) -> str:
+    """The key (base name) of a message file name: everything before the first ":"."""
+    return name.partition(":")[0]
+
+
 def size_from_key(key: str) -> int | None:
     """The ``S=<size>`` field Dovecot puts into base names, if present."""
     match = _SIZE_FIELD.search(key)

@@ -186,7 +186,7 @@ def test_subscriptions_are_written_sorted_in_version_2() -> None:
     assert text == "V\t2\n\nINBOX\nWork\tSub\nZ&APw-rich\n"
 
 
-@given(st.sets(st.lists(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")),
+@given(st.sets(st.lists(st.text(alphabet=st.characters(exclude_categories=["Cs", "Cc"]),
                                  min_size=1, max_size=8).filter(lambda s: s.upper() != "INBOX"),
                         min_size=1, max_size=3).map(tuple), max_size=5))
 def test_subscriptions_round_trip(paths: set[tuple[str, ...]]) -> None:

@@ -19,7 +19,7 @@ KNOWN = [
     ("", ""),
 ]
 
-unicode_text = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=40)
+unicode_text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=40)
 
 
 @pytest.mark.parametrize(("name", "encoded"), KNOWN)

@@ -1,0 +1,998 @@
+"""The Maildir store adapter: Maildir++ exactly as Dovecot lays it out.
+
+Layout of one user's Maildir (``MailLocation.path_for(user)``)::
+
+    Maildir/                      INBOX: cur/ new/ tmp/ + Dovecot's files
+    Maildir/.Archive/             folder ("Archive",): cur/ new/ tmp/ maildirfolder
+    Maildir/.Archive.Z&APw-rich/  folder ("Archive", "Zürich")
+    Maildir/subscriptions         "V\\t2\\n\\n" then one name a line, TAB between levels
+    <folder>/dovecot-uidlist      "3 V<uidvalidity> N<next uid> G<mailbox guid>" + records
+    <folder>/dovecot-keywords     "<index> <keyword>" lines; letter a = index 0
+
+Folder names are modified UTF-7 (``mutf7``), levels joined with "." on disk and
+given as tuples in the API; a level holding "." or "/" cannot be stored (the
+name check refuses it, as Dovecot does).
+
+Messages are files ``<key>[:2,<letters>]`` in ``new/`` or ``cur/`` (Dovecot
+keeps flagged files in ``new/``; both are read). Letters, sorted by ASCII code:
+``D`` Draft, ``F`` Flagged, ``P`` Passed, ``R`` Answered, ``S`` Seen, ``T``
+Deleted, then ``a``..``z`` for the folder's keywords. Letters this adapter does
+not know are kept as they are when flags change. A folder holds at most 26
+keywords (Dovecot's limit for Maildir names): further keywords are not stored,
+and the flags an ``add_message`` returns (or ``messages`` reports) are the ones
+actually stored. Keywords compare without regard to case, as in Dovecot.
+
+How the adapter behaves next to Dovecot and a delivery agent:
+
+* Delivery: ``tmp/<unique>``, write, mtime := internal date (Dovecot's received
+  date), fsync, rename to ``cur/<key>:2,<letters>``, fsync ``cur/``.
+* A flag change is a rename in place (``new/`` stays ``new/``); an expunge is an
+  unlink. If the file was renamed meanwhile (by Dovecot), the folder is listed
+  again and the file found by its key; it is never duplicated.
+* New keywords are added to ``dovecot-keywords`` under Dovecot's
+  ``dovecot-uidlist.lock`` (Dovecot changes keywords only under that lock),
+  replacing the file through ``dovecot-keywords.lock`` with a strictly newer
+  mtime (Dovecot re-reads the file only when its mtime, in seconds, changes).
+* ``subscriptions`` is replaced through ``subscriptions.lock``, as Dovecot does.
+* A new folder is built inside ``tmp/`` and renamed into place, whole. When the
+  caller gives a GUID or UIDVALIDITY, a fresh ``dovecot-uidlist`` carrying them is
+  written into an empty folder that has none; Dovecot then adopts both.
+* Otherwise Dovecot's files (``dovecot.index*``, ``dovecot-uidlist``,
+  ``dovecot-uidvalidity*``) are only read, never written.
+* Files and directories are created 0600/0700 and, when this runs as root and the
+  user's Maildir (or the nearest existing directory above it) belongs to another
+  uid, chowned to that owner, so that Dovecot (``mail_uid``) can use them.
+
+Change detection: a folder's stamp is the mtimes (ns) of ``cur/`` and ``new/``.
+It is *racy* while either is less than 2 s old: a change in the same clock tick
+of a coarse file system would not move the mtime, so the caller must list the
+folder again next time. :meth:`MaildirStore.messages` itself lists a folder that
+changed during the listing (or is racy) again, until two listings agree, so a
+message present throughout is never reported missing because of a concurrent
+rename.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import shutil
+import stat
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from bundlesync.core.model import SYSTEM_FLAGS
+from bundlesync.errors import StoreError
+from bundlesync.stores import dotlock, mutf7
+from bundlesync.stores.base import INBOX, FolderInfo, FolderPath, FolderStamp, StoredMessage
+from bundlesync.stores.dovecot_files import (
+    FLAG_TO_LETTER,
+    FileName,
+    compose_letters,
+    format_keywords,
+    format_subscriptions,
+    format_uidlist_header,
+    key_of,
+    keyword_index,
+    letters_to_flags,
+    next_keyword_index,
+    parse_keywords,
+    parse_subscriptions,
+    parse_uidlist_guids,
+    parse_uidlist_header,
+    unknown_letters,
+)
+from bundlesync.stores.errors import (
+    FolderExists,
+    FolderNotEmpty,
+    FolderNotFound,
+    InvalidMailboxName,
+    KeyInUse,
+    MessageMissing,
+    UnknownUser,
+    UnsafeName,
+)
+from bundlesync.stores.location import MailLocation
+from bundlesync.stores.names import (
+    check_folder_path,
+    check_key,
+    check_keyword,
+    new_message_key,
+)
+
+RACY_NS = 2_000_000_000  # coarse file systems keep mtimes in 1 s or 2 s steps
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+UIDLIST = "dovecot-uidlist"
+KEYWORDS = "dovecot-keywords"
+SUBSCRIPTIONS = "subscriptions"
+UIDLIST_LOCK_STALE_S = 120  # Dovecot overrides dovecot-uidlist.lock after 2 minutes
+SUBSCRIPTIONS_LOCK_STALE_S = 30  # ... and subscriptions.lock after 30 s
+_MAX_LISTINGS = 8
+_MAX_RETRIES = 4
+_INDEX_CACHE = 64
+_CREATE_FLAGS = dotlock.CREATE_FLAGS
+_DELETING_PREFIX = ".bundlesync-deleting."
+_CREATING_PREFIX = ".bundlesync-creating."
+
+Owner = tuple[int, int] | None
+
+
+@dataclass(slots=True)
+class _Entry:
+    subdir: str  # "cur" or "new"
+    name: str
+
+
+@dataclass(slots=True)
+class _FolderIndex:
+    """Key -> file of one folder, valid while the folder's marks are unchanged."""
+
+    entries: dict[str, _Entry]
+    marks: tuple[int, int]
+
+
+def _translate(exc: OSError, action: str) -> StoreError:
+    where = f" ({exc.filename})" if exc.filename else ""
+    message = f"could not {action}: {exc.strerror or exc}{where}"
+    if isinstance(exc, PermissionError):
+        return StoreError(
+            message,
+            hint="Run as the mail user (or root) and check the ownership of the Maildir.",
+        )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StoreError(message, hint="Free space on the mail file system, then run again.")
+    if exc.errno == errno.EROFS:
+        return StoreError(message, hint="The mail file system is read-only; remount it rw.")
+    return StoreError(message)
+
+
+@contextlib.contextmanager
+def _io(action: str) -> Iterator[None]:
+    """Translate OSError into StoreError that says what we were doing."""
+    try:
+        yield
+    except StoreError:
+        raise
+    except OSError as exc:
+        raise _translate(exc, action) from exc
+
+
+class MaildirStore:
+    """A Dovecot-compatible Maildir++ store for one user or many (see the module text).
+
+    ``location``: a Maildir path or a template with ``%u``, ``%n``, ``%d``.
+    ``fsync``: make every write durable before returning (off only for benchmarks).
+    ``now_ns``: the clock used for racy stamps and new file names.
+    ``lock_timeout``: seconds to wait for a lock Dovecot holds before giving up.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        *,
+        fsync: bool = True,
+        now_ns: Callable[[], int] = time.time_ns,
+        lock_timeout: float = 30.0,
+    ) -> None:
+        self.location = MailLocation.parse(location)
+        self._fsync = fsync
+        self._now_ns = now_ns
+        self._lock_timeout = lock_timeout
+        self._indexes: OrderedDict[str, _FolderIndex] = OrderedDict()
+        self._keyword_cache: dict[str, tuple[tuple[int, int, int], dict[int, str]]] = {}
+        self._guid_cache: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._owners: dict[str, Owner] = {}
+        self._checked_dirs: set[str] = set()
+
+    def __repr__(self) -> str:
+        return f"MaildirStore({self.location.template!r})"
+
+    # --- paths -------------------------------------------------------------------------
+
+    def maildir_path(self, user: str) -> str:
+        """The user's Maildir directory (whether it exists or not)."""
+        return self.location.path_for(user)
+
+    def folder_dir(self, user: str, path: FolderPath) -> str:
+        """The directory of folder ``path`` (checked: safe, inside the user's Maildir)."""
+        root = self.location.path_for(user)
+        return self._dir_in(root, check_folder_path(path))
+
+    @staticmethod
+    def _dir_in(root: str, path: FolderPath) -> str:
+        if path == INBOX:
+            return root
+        name = "." + ".".join(mutf7.encode(component) for component in path)
+        if len(name.encode("utf-8")) > 255:
+            raise UnsafeName(f"folder path {path!r} is too long for one directory name")
+        return os.path.join(root, name)
+
+    def _existing_root(self, user: str) -> str:
+        root = self.location.path_for(user)
+        if not os.path.isdir(root):
+            raise UnknownUser(f"user {user!r} has no Maildir at {root}")
+        return root
+
+    # --- users -------------------------------------------------------------------------
+
+    def users(self) -> list[str]:
+        """Every user whose Maildir exists, sorted (``[""]`` for a single-user store)."""
+        with _io("list the users of the store"):
+            return self.location.users()
+
+    def ensure_user(self, user: str) -> None:
+        """Create the user's Maildir (cur/, new/, tmp/) and missing parents; idempotent."""
+        root = self.location.path_for(user)
+        with _io(f"create the Maildir of user {user!r}"):
+            owner = self._make_dirs(root)
+            if owner is None:
+                owner = self._owner_of(root)
+            for sub in ("cur", "new", "tmp"):
+                self._mkdir(os.path.join(root, sub), owner)
+
+    def _make_dirs(self, path: str) -> Owner:
+        """mkdir -p with our modes; returns the owner given to what was created."""
+        missing: list[str] = []
+        current = path
+        while not os.path.isdir(current):
+            missing.append(current)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+        if not missing:
+            return None
+        owner = self._owner_from_stat(os.stat(current))
+        for directory in reversed(missing):
+            self._mkdir(directory, owner)
+        return owner
+
+    def _mkdir(self, path: str, owner: Owner) -> None:
+        try:
+            os.mkdir(path, DIR_MODE)
+        except FileExistsError:
+            return
+        if owner is not None:
+            os.chown(path, *owner, follow_symlinks=False)
+
+    @staticmethod
+    def _owner_from_stat(st: os.stat_result) -> Owner:
+        if os.geteuid() != 0 or (st.st_uid == 0 and st.st_gid == 0):
+            return None
+        return (st.st_uid, st.st_gid)
+
+    def _owner_of(self, root: str) -> Owner:
+        if root not in self._owners:
+            self._owners[root] = self._owner_from_stat(os.stat(root))
+        return self._owners[root]
+
+    def _check_inside(self, root: str, directory: str) -> None:
+        """Refuse to write through a symlink that leads out of the user's Maildir."""
+        if directory in self._checked_dirs:
+            return
+        real_root = os.path.realpath(root)
+        for path in (directory, *(os.path.join(directory, sub) for sub in ("cur", "new", "tmp"))):
+            real = os.path.realpath(path)
+            if real != real_root and not real.startswith(real_root + os.sep):
+                raise UnsafeName(
+                    f"{path} leads out of the Maildir {root} (symlink to {real})",
+                    hint="Replace the symlink with a directory, or move the folder into the "
+                    "Maildir.",
+                )
+        self._checked_dirs.add(directory)
+
+    # --- folders -----------------------------------------------------------------------
+
+    def folders(self, user: str) -> list[FolderInfo]:
+        """Every folder of the user, INBOX included, sorted by path; [] without a Maildir.
+
+        Directories whose names are not canonical modified UTF-7, or that no
+        folder path could name (see ``check_folder_path``), are not reported.
+        """
+        root = self.location.path_for(user)
+        with _io(f"list the folders of user {user!r}"):
+            if not os.path.isdir(root):
+                return []
+            found: list[tuple[FolderPath, str]] = [(INBOX, root)]
+            with os.scandir(root) as entries:
+                for entry in entries:
+                    path = self._folder_path_of(entry.name)
+                    if path is not None and entry.is_dir():
+                        found.append((path, entry.path))
+            infos = []
+            for path, directory in sorted(found):
+                info = self._folder_info(path, directory)
+                if info is not None:
+                    infos.append(info)
+            return infos
+
+    @staticmethod
+    def _folder_path_of(name: str) -> FolderPath | None:
+        if not name.startswith(".") or name in {".", ".."}:
+            return None
+        try:
+            path = tuple(mutf7.decode(component) for component in name[1:].split("."))
+            check_folder_path(path)
+        except (InvalidMailboxName, UnsafeName):
+            return None
+        return None if path == INBOX else path
+
+    def _folder_info(self, path: FolderPath, directory: str) -> FolderInfo | None:
+        stamp = self._stamp(directory)
+        if stamp is None:
+            return None
+        header = None
+        try:
+            with open(os.path.join(directory, UIDLIST), "rb") as handle:
+                header = parse_uidlist_header(handle.readline(1024).decode("ascii", "replace"))
+        except FileNotFoundError:
+            pass
+        return FolderInfo(
+            path=path,
+            guid=header.guid if header else None,
+            uidvalidity=header.uidvalidity if header else None,
+            stamp=stamp,
+        )
+
+    def _marks(self, directory: str) -> tuple[int, int] | None:
+        """mtimes (ns) of cur/ and new/; 0 for a missing one; None if the folder is gone."""
+        marks = []
+        for sub in ("cur", "new"):
+            try:
+                marks.append(os.stat(os.path.join(directory, sub)).st_mtime_ns)
+            except (FileNotFoundError, NotADirectoryError):
+                marks.append(0)
+        if marks == [0, 0] and not os.path.isdir(directory):
+            return None
+        return (marks[0], marks[1])
+
+    def _stamp(self, directory: str) -> FolderStamp | None:
+        marks = self._marks(directory)
+        if marks is None:
+            return None
+        return FolderStamp(marks=marks, racy=self._is_racy(marks))
+
+    def _is_racy(self, marks: tuple[int, int]) -> bool:
+        now = self._now_ns()
+        return any(now - mark < RACY_NS for mark in marks)
+
+    def folder_stamp(self, user: str, path: FolderPath) -> FolderStamp | None:
+        """Two stats: the mtimes of cur/ and new/; None if the folder does not exist."""
+        directory = self.folder_dir(user, path)
+        with _io(f"read the state of folder {'/'.join(path)}"):
+            return self._stamp(directory)
+
+    def create_folder(
+        self, user: str, path: FolderPath, *, guid: str | None, uidvalidity: int | None
+    ) -> None:
+        """Create the folder whole (idempotent). GUID/UIDVALIDITY seed a new dovecot-uidlist."""
+        if guid is not None and (len(guid) != 32 or any(c not in "0123456789abcdef" for c in guid)):
+            raise UnsafeName(f"mailbox GUID {guid!r} is not 32 lowercase hex digits")
+        if uidvalidity is not None and not 0 < uidvalidity < 2**32:
+            raise UnsafeName(f"UIDVALIDITY {uidvalidity} is outside 1..4294967295")
+        root = self._existing_root(user)
+        directory = self.folder_dir(user, path)
+        with _io(f"create folder {'/'.join(path)} of user {user!r}"):
+            owner = self._owner_of(root)
+            if path != INBOX and not os.path.isdir(directory):
+                self._build_folder(root, directory, owner)
+            self._check_inside(root, directory)
+            for sub in ("cur", "new", "tmp"):
+                self._mkdir(os.path.join(directory, sub), owner)
+            if guid is not None or uidvalidity is not None:
+                self._seed_uidlist(directory, guid, uidvalidity, owner)
+
+    def _build_folder(self, root: str, directory: str, owner: Owner) -> None:
+        # Built under tmp/ and renamed into place: Dovecot never sees half a folder.
+        staging_parent = os.path.join(root, "tmp")
+        self._mkdir(staging_parent, owner)
+        staging = os.path.join(
+            staging_parent, _CREATING_PREFIX + new_message_key(now_ns=self._now_ns())
+        )
+        self._mkdir(staging, owner)
+        try:
+            for sub in ("cur", "new", "tmp"):
+                self._mkdir(os.path.join(staging, sub), owner)
+            self._write_new_file(os.path.join(staging, "maildirfolder"), b"", owner)
+            try:
+                os.rename(staging, directory)
+            except OSError as exc:
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                # Created meanwhile by someone else (Dovecot, a client): that one stands.
+            else:
+                if self._fsync:
+                    dotlock.fsync_dir(root)
+        finally:
+            if os.path.isdir(staging):
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def _seed_uidlist(
+        self, directory: str, guid: str | None, uidvalidity: int | None, owner: Owner
+    ) -> None:
+        target = os.path.join(directory, UIDLIST)
+        if os.path.lexists(target) or self._scan_names(directory):
+            return  # Dovecot's own record (or mail it has not numbered yet) stands
+        if uidvalidity is None:
+            uidvalidity = max(1, self._now_ns() // 1_000_000_000 % 2**32)
+        text = format_uidlist_header(uidvalidity=uidvalidity, guid=guid)
+        staging = os.path.join(directory, "tmp", new_message_key(now_ns=self._now_ns()))
+        self._write_new_file(staging, text.encode("ascii"), owner)
+        try:
+            # link() never replaces: if Dovecot wrote its uidlist meanwhile, it stays.
+            os.link(staging, target)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(staging)
+        if self._fsync:
+            dotlock.fsync_dir(directory)
+
+    def _write_new_file(self, path: str, data: bytes, owner: Owner) -> None:
+        fd = os.open(path, _CREATE_FLAGS, FILE_MODE)
+        try:
+            dotlock.write_all(fd, data)
+            if owner is not None:
+                os.fchown(fd, *owner)
+            if self._fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def rename_folder(self, user: str, old: FolderPath, new: FolderPath) -> None:
+        """Rename ``old`` and every folder below it; idempotent after an interruption."""
+        root = self._existing_root(user)
+        old_dir = self.folder_dir(user, old)
+        new_dir = self.folder_dir(user, new)
+        if INBOX in (old, new):
+            raise StoreError(
+                "INBOX cannot be renamed, and no folder can be renamed to INBOX",
+                hint="Move the messages instead.",
+            )
+        if old == new:
+            return
+        if new[: len(old)] == old:
+            raise StoreError(f"cannot move folder {'/'.join(old)} below itself")
+        old_name = os.path.basename(old_dir)
+        new_name = os.path.basename(new_dir)
+        with _io(f"rename folder {'/'.join(old)} to {'/'.join(new)}"):
+            with os.scandir(root) as entries:
+                children = sorted(
+                    entry.name
+                    for entry in entries
+                    if entry.name.startswith(old_name + ".") and entry.is_dir()
+                )
+            moves = []
+            if os.path.isdir(old_dir):
+                moves.append((old_name, new_name))
+            moves.extend((child, new_name + child[len(old_name) :]) for child in children)
+            if not moves:
+                if os.path.isdir(new_dir):
+                    return  # done before (the run was interrupted after renaming)
+                raise FolderNotFound(f"folder {'/'.join(old)} of user {user!r} does not exist")
+            for _, target in moves:
+                if os.path.lexists(os.path.join(root, target)):
+                    raise FolderExists(
+                        f"cannot rename {'/'.join(old)}: {target} already exists in {root}"
+                    )
+            for source, target in moves:
+                os.rename(os.path.join(root, source), os.path.join(root, target))
+            if self._fsync:
+                dotlock.fsync_dir(root)
+        self._forget_dirs(root)
+
+    def _forget_dirs(self, root: str) -> None:
+        prefix = root + os.sep
+        for directory in [d for d in self._indexes if d.startswith(prefix)]:
+            del self._indexes[directory]
+        self._checked_dirs = {d for d in self._checked_dirs if not d.startswith(prefix)}
+
+    def delete_folder(self, user: str, path: FolderPath) -> None:
+        """Delete a folder without messages; its Dovecot files go with it. Idempotent.
+
+        Refused (FolderNotEmpty) while cur/, new/ or tmp/ hold any file, or the
+        folder holds a file that is neither Maildir's nor Dovecot's.
+        """
+        if path == INBOX:
+            raise StoreError("INBOX cannot be deleted", hint="Expunge its messages instead.")
+        root = self._existing_root(user)
+        directory = self.folder_dir(user, path)
+        label = "/".join(path)
+        with _io(f"delete folder {label} of user {user!r}"):
+            if os.path.islink(directory):
+                raise StoreError(
+                    f"folder {label} is a symlink ({directory}); it is not deleted",
+                    hint="Remove the link by hand if the folder should go.",
+                )
+            if not os.path.isdir(directory):
+                return
+            self._check_deletable(directory, label)
+            # Moved out of Dovecot's sight first, then checked again: a message
+            # delivered in between is put back with its folder, never deleted.
+            graveyard = os.path.join(root, "tmp")
+            self._mkdir(graveyard, self._owner_of(root))
+            doomed = os.path.join(
+                graveyard, _DELETING_PREFIX + new_message_key(now_ns=self._now_ns())
+            )
+            os.rename(directory, doomed)
+            try:
+                self._check_deletable(doomed, label)
+            except FolderNotEmpty:
+                os.rename(doomed, directory)
+                raise
+            shutil.rmtree(doomed)
+            if self._fsync:
+                dotlock.fsync_dir(root)
+        self._forget_dirs(root)
+
+    @staticmethod
+    def _check_deletable(directory: str, label: str) -> None:
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                name = entry.name
+                if name in {"cur", "new", "tmp"} and entry.is_dir(follow_symlinks=False):
+                    with os.scandir(entry.path) as files:
+                        held = [f.name for f in files]
+                    if held:
+                        raise FolderNotEmpty(
+                            f"folder {label} still holds {len(held)} file(s) in {name}/, "
+                            f"e.g. {held[0]}"
+                        )
+                elif not (name == "maildirfolder" or name.startswith("dovecot")):
+                    raise FolderNotEmpty(
+                        f"folder {label} holds {name!r}, which is not a Maildir or Dovecot file"
+                    )
+
+    # --- messages ----------------------------------------------------------------------
+
+    def _folder(self, user: str, path: FolderPath) -> tuple[str, str]:
+        """(user root, folder dir) of an existing folder."""
+        root = self.location.path_for(user)
+        directory = self._dir_in(root, check_folder_path(path))
+        if self._marks(directory) is None:
+            raise FolderNotFound(f"folder {'/'.join(path)} of user {user!r} does not exist")
+        return root, directory
+
+    def _scan_names(self, directory: str) -> dict[str, _Entry]:
+        entries: dict[str, _Entry] = {}
+        # new/ before cur/: a file Dovecot moves from new/ to cur/ during the scan
+        # is then seen at least once, never missed.
+        for sub in ("new", "cur"):
+            try:
+                iterator = os.scandir(os.path.join(directory, sub))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with iterator:
+                for entry in iterator:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    entries[key_of(name)] = _Entry(sub, name)
+        return entries
+
+    def _scan_with_stats(
+        self, directory: str
+    ) -> tuple[dict[str, tuple[_Entry, os.stat_result]], bool]:
+        """Key -> (file, stat); True when a file vanished between readdir and stat."""
+        result: dict[str, tuple[_Entry, os.stat_result]] = {}
+        vanished = False
+        for sub in ("new", "cur"):
+            try:
+                iterator = os.scandir(os.path.join(directory, sub))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            with iterator:
+                for entry in iterator:
+                    name = entry.name
+                    if name.startswith("."):
+                        continue
+                    try:
+                        st = entry.stat()
+                    except FileNotFoundError:
+                        vanished = True
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        result[key_of(name)] = (_Entry(sub, name), st)
+        return result, vanished
+
+    def _stable_listing(
+        self, directory: str
+    ) -> tuple[dict[str, tuple[_Entry, os.stat_result]], tuple[int, int]]:
+        """List new/ and cur/ so that a message present throughout is never left out.
+
+        A rename by another program during readdir can hide a file from that
+        readdir. So: one listing is trusted only if the marks did not move during
+        it and are not racy; a racy one only once a second listing finds the same
+        keys. While the folder keeps changing, every key seen in any attempt is
+        kept (its latest file): a message reported that was just expunged is
+        harmless, a message left out would look expunged.
+        """
+        seen: dict[str, tuple[_Entry, os.stat_result]] = {}
+        previous_keys: set[str] | None = None
+        first_marks: tuple[int, int] | None = None
+        for attempt in range(_MAX_LISTINGS):
+            if attempt and previous_keys is None:
+                time.sleep(0.001 * 2**attempt)  # let a burst of changes finish
+            before = self._marks(directory)
+            if before is None:
+                raise FolderNotFound(f"folder {directory} disappeared while being listed")
+            if first_marks is None:
+                first_marks = before
+            listing, vanished = self._scan_with_stats(directory)
+            seen.update(listing)
+            if self._marks(directory) != before or vanished:
+                previous_keys = None
+                continue
+            if not self._is_racy(before):
+                return listing, before
+            if previous_keys == listing.keys():
+                return listing, before
+            previous_keys = set(listing)
+        assert first_marks is not None
+        # Marks from before the first attempt: the folder is listed afresh next time.
+        return seen, first_marks
+
+    def messages(self, user: str, path: FolderPath) -> list[StoredMessage]:
+        """Every message in new/ and cur/, sorted by key (one stat per message for its date)."""
+        _, directory = self._folder(user, path)
+        with _io(f"list folder {'/'.join(path)} of user {user!r}"):
+            listing, marks = self._stable_listing(directory)
+            self._remember(
+                directory,
+                _FolderIndex({key: entry for key, (entry, _) in listing.items()}, marks),
+            )
+            keywords = self._keywords(directory)
+            guids = self._uidlist_guids(directory)
+            # Few distinct flag combinations occur in a folder: decode each once.
+            decoded: dict[str, frozenset[str]] = {}
+            result = []
+            for key, (entry, st) in sorted(listing.items()):
+                info = entry.name[len(key) :]
+                flags = decoded.get(info)
+                if flags is None:
+                    flags = letters_to_flags(FileName.parse(entry.name).letters, keywords)
+                    decoded[info] = flags
+                result.append(
+                    StoredMessage(
+                        key=key,
+                        guid=guids.get(key, key),
+                        flags=flags,
+                        size=st.st_size,
+                        internal_date=st.st_mtime_ns // 1_000_000_000,
+                    )
+                )
+            return result
+
+    def _remember(self, directory: str, index: _FolderIndex) -> None:
+        self._indexes[directory] = index
+        self._indexes.move_to_end(directory)
+        while len(self._indexes) > _INDEX_CACHE:
+            self._indexes.popitem(last=False)
+
+    def _locate(self, directory: str, key: str, *, refresh: bool) -> _Entry | None:
+        """The file holding ``key``; the folder is scanned again if it changed."""
+        index = self._indexes.get(directory)
+        marks = self._marks(directory)
+        if marks is None:
+            raise FolderNotFound(f"folder {directory} does not exist")
+        if refresh or index is None or index.marks != marks:
+            # Marks taken before the scan: a change during it shows up next time.
+            index = _FolderIndex(self._scan_names(directory), marks)
+            self._remember(directory, index)
+        return index.entries.get(key)
+
+    def _changed(self, directory: str, key: str, entry: _Entry | None) -> None:
+        """Record our own change in the folder's index, and its new marks."""
+        index = self._indexes.get(directory)
+        if index is None:
+            return
+        if entry is None:
+            index.entries.pop(key, None)
+        else:
+            index.entries[key] = entry
+        marks = self._marks(directory)
+        if marks is None:
+            del self._indexes[directory]
+        else:
+            index.marks = marks
+
+    def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
+        """The message's raw bytes; MessageMissing if no file has this key."""
+        check_key(key)
+        _, directory = self._folder(user, path)
+        with _io(f"read message {key} in folder {'/'.join(path)}"):
+            for attempt in range(_MAX_RETRIES):
+                entry = self._locate(directory, key, refresh=attempt > 0)
+                if entry is None:
+                    break
+                try:
+                    with open(os.path.join(directory, entry.subdir, entry.name), "rb") as handle:
+                        return handle.read()
+                except FileNotFoundError:
+                    continue  # renamed meanwhile: list again, find it by its key
+        raise MessageMissing(f"message {key} is not in folder {'/'.join(path)} of user {user!r}")
+
+    def add_message(
+        self,
+        user: str,
+        path: FolderPath,
+        *,
+        key: str,
+        data: bytes,
+        flags: frozenset[str],
+        internal_date: int,
+    ) -> StoredMessage:
+        """Deliver through tmp/ into cur/ (idempotent for the same key and bytes).
+
+        KeyInUse if the key holds different bytes. The returned flags are the
+        ones stored (keywords beyond the folder's 26 are not).
+        """
+        check_key(key)
+        root, directory = self._folder(user, path)
+        label = "/".join(path)
+        with _io(f"deliver message {key} into folder {label} of user {user!r}"):
+            self._check_inside(root, directory)
+            letters, stored = self._letters_for(directory, flags)
+            for attempt in range(_MAX_RETRIES):
+                entry = self._locate(directory, key, refresh=attempt > 0)
+                if entry is None:
+                    break
+                try:
+                    same = self._holds_bytes(directory, entry, data)
+                except FileNotFoundError:
+                    continue
+                if not same:
+                    raise KeyInUse(
+                        f"folder {label} of user {user!r} already holds another message "
+                        f"under key {key}"
+                    )
+                self.set_flags(user, path, key, flags)
+                return self._stored(directory, key)
+            owner = self._owner_of(root)
+            for sub in ("cur", "tmp"):
+                self._mkdir(os.path.join(directory, sub), owner)
+            tmp_path = os.path.join(directory, "tmp", new_message_key(now_ns=self._now_ns()))
+            name = FileName(key=key, letters="").with_letters(letters)
+            date_ns = max(0, internal_date) * 1_000_000_000
+            fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
+            try:
+                try:
+                    dotlock.write_all(fd, data)
+                    if owner is not None:
+                        os.fchown(fd, *owner)
+                    # Dovecot takes the file's mtime as the received date.
+                    os.utime(fd, ns=(date_ns, date_ns))
+                    if self._fsync:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
+                os.rename(tmp_path, os.path.join(directory, "cur", name))
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_path)
+                raise
+            if self._fsync:
+                dotlock.fsync_dir(os.path.join(directory, "cur"))
+            self._changed(directory, key, _Entry("cur", name))
+        return StoredMessage(
+            key=key, guid=key, flags=stored, size=len(data), internal_date=max(0, internal_date)
+        )
+
+    @staticmethod
+    def _holds_bytes(directory: str, entry: _Entry, data: bytes) -> bool:
+        path = os.path.join(directory, entry.subdir, entry.name)
+        if os.stat(path).st_size != len(data):
+            return False
+        with open(path, "rb") as handle:
+            return handle.read() == data
+
+    def _stored(self, directory: str, key: str) -> StoredMessage:
+        for attempt in range(_MAX_RETRIES):
+            entry = self._locate(directory, key, refresh=attempt > 0)
+            if entry is None:
+                break
+            try:
+                st = os.stat(os.path.join(directory, entry.subdir, entry.name))
+            except FileNotFoundError:
+                continue
+            keywords = self._keywords(directory)
+            return StoredMessage(
+                key=key,
+                guid=self._uidlist_guids(directory).get(key, key),
+                flags=letters_to_flags(FileName.parse(entry.name).letters, keywords),
+                size=st.st_size,
+                internal_date=st.st_mtime_ns // 1_000_000_000,
+            )
+        raise MessageMissing(f"message {key} vanished from {directory} while being stored")
+
+    def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]) -> None:
+        """Rename the message file so its letters say ``flags`` (in new/ or cur/, in place)."""
+        check_key(key)
+        root, directory = self._folder(user, path)
+        label = "/".join(path)
+        with _io(f"change the flags of message {key} in folder {label}"):
+            self._check_inside(root, directory)
+            letters, _ = self._letters_for(directory, flags)
+            for attempt in range(_MAX_RETRIES):
+                entry = self._locate(directory, key, refresh=attempt > 0)
+                if entry is None:
+                    raise MessageMissing(
+                        f"message {key} is not in folder {label} of user {user!r}"
+                    )
+                parsed = FileName.parse(entry.name)
+                kept = unknown_letters(parsed.letters, self._keywords(directory))
+                wanted = compose_letters(letters, kept)
+                if wanted == parsed.letters:
+                    return
+                new_name = parsed.with_letters(wanted)
+                source = os.path.join(directory, entry.subdir, entry.name)
+                target = os.path.join(directory, entry.subdir, new_name)
+                if os.path.lexists(target):
+                    return  # a second copy already carries exactly these flags
+                try:
+                    os.rename(source, target)
+                except FileNotFoundError:
+                    continue  # renamed by Dovecot meanwhile: find it again by its key
+                if self._fsync:
+                    dotlock.fsync_dir(os.path.join(directory, entry.subdir))
+                self._changed(directory, key, _Entry(entry.subdir, new_name))
+                return
+        raise StoreError(
+            f"message {key} in folder {label} kept changing its name; try again",
+            hint="A mail client is working on this folder right now.",
+        )
+
+    def expunge(self, user: str, path: FolderPath, key: str) -> None:
+        """Unlink the message; a message (or folder) already gone is fine."""
+        check_key(key)
+        root = self.location.path_for(user)
+        directory = self._dir_in(root, check_folder_path(path))
+        with _io(f"expunge message {key} in folder {'/'.join(path)}"):
+            if self._marks(directory) is None:
+                return
+            for attempt in range(_MAX_RETRIES):
+                entry = self._locate(directory, key, refresh=attempt > 0)
+                if entry is None:
+                    return
+                try:
+                    os.unlink(os.path.join(directory, entry.subdir, entry.name))
+                except FileNotFoundError:
+                    continue
+                if self._fsync:
+                    dotlock.fsync_dir(os.path.join(directory, entry.subdir))
+                self._changed(directory, key, None)
+                return
+        raise StoreError(
+            f"message {key} in folder {'/'.join(path)} kept changing its name; try again",
+            hint="A mail client is working on this folder right now.",
+        )
+
+    # --- flags and keywords ------------------------------------------------------------
+
+    def _letters_for(self, directory: str, flags: Iterable[str]) -> tuple[str, frozenset[str]]:
+        """(letters, flags stored) for ``flags``; registers new keywords in the folder."""
+        letters: list[str] = []
+        stored: set[str] = set()
+        wanted_keywords: list[str] = []
+        for flag in flags:
+            if flag.startswith("\\"):
+                if flag not in SYSTEM_FLAGS:
+                    raise UnsafeName(f"{flag} is not a flag a Maildir file name can hold")
+                letters.append(FLAG_TO_LETTER[flag])
+                stored.add(flag)
+            else:
+                wanted_keywords.append(check_keyword(flag))
+        if wanted_keywords:
+            keywords = self._keywords(directory)
+            if any(keyword_index(keywords, name) is None for name in wanted_keywords):
+                keywords = self._register_keywords(directory, sorted(wanted_keywords))
+            for name in wanted_keywords:
+                index = keyword_index(keywords, name)
+                if index is not None:
+                    letters.append(chr(ord("a") + index))
+                    stored.add(keywords[index])
+        return "".join(sorted(set(letters))), frozenset(stored)
+
+    def _keywords(self, directory: str) -> dict[int, str]:
+        path = os.path.join(directory, KEYWORDS)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._keyword_cache.get(path)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        try:
+            with open(path, "rb") as handle:
+                keywords = parse_keywords(handle.read().decode("utf-8", "replace"))
+        except FileNotFoundError:
+            return {}
+        self._keyword_cache[path] = (signature, keywords)
+        return keywords
+
+    def _register_keywords(self, directory: str, names: list[str]) -> dict[int, str]:
+        path = os.path.join(directory, KEYWORDS)
+        owner = self._owner_of(directory)
+        result: dict[int, str] = {}
+
+        def update(old: bytes | None) -> bytes | None:
+            current = parse_keywords(old.decode("utf-8", "replace")) if old else {}
+            changed = False
+            for name in names:
+                if keyword_index(current, name) is None:
+                    index = next_keyword_index(current)
+                    if index is None:
+                        break  # all 26 letters taken: Dovecot's Maildir limit
+                    current[index] = name
+                    changed = True
+            result.update(current)
+            return format_keywords(current).encode("utf-8") if changed else None
+
+        # Dovecot changes keywords only while holding the uidlist lock.
+        with dotlock.held(
+            os.path.join(directory, UIDLIST + ".lock"),
+            stale_after=UIDLIST_LOCK_STALE_S,
+            timeout=self._lock_timeout,
+        ):
+            dotlock.replace_file(
+                path,
+                update,
+                stale_after=UIDLIST_LOCK_STALE_S,
+                timeout=self._lock_timeout,
+                owner=owner,
+                fsync=self._fsync,
+                newer_mtime=True,
+            )
+        self._keyword_cache.pop(path, None)
+        return result
+
+    def _uidlist_guids(self, directory: str) -> dict[str, str]:
+        path = os.path.join(directory, UIDLIST)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            return {}
+        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+        cached = self._guid_cache.get(path)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        try:
+            with open(path, "rb") as handle:
+                guids = parse_uidlist_guids(handle.read().decode("utf-8", "surrogateescape"))
+        except FileNotFoundError:
+            return {}
+        self._guid_cache[path] = (signature, guids)
+        return guids
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    def subscriptions(self, user: str) -> set[FolderPath]:
+        """The subscribed folder paths (names Dovecot wrote in either file version)."""
+        root = self.location.path_for(user)
+        with _io(f"read the subscriptions of user {user!r}"):
+            try:
+                with open(os.path.join(root, SUBSCRIPTIONS), "rb") as handle:
+                    text = handle.read().decode("utf-8", "replace")
+            except FileNotFoundError:
+                return set()
+        return parse_subscriptions(text)
+
+    def set_subscriptions(self, user: str, paths: Iterable[FolderPath]) -> None:
+        """Make the subscriptions exactly ``paths`` (the file is only replaced if different)."""
+        wanted = {check_folder_path(tuple(path)) for path in paths}
+        root = self._existing_root(user)
+        text = format_subscriptions(wanted).encode("utf-8")
+        with _io(f"write the subscriptions of user {user!r}"):
+            dotlock.replace_file(
+                os.path.join(root, SUBSCRIPTIONS),
+                lambda old: None if old == text else text,
+                stale_after=SUBSCRIPTIONS_LOCK_STALE_S,
+                timeout=self._lock_timeout,
+                owner=self._owner_of(root),
+                fsync=self._fsync,
+            )

@@ -2,5 +2,8 @@
 
 from __future__ import annotations
 
-from bundlesync.cli import site_cmds  # noqa: F401
-from bundlesync.cli import demo_cmd  # noqa: F401
+from bundlesync.cli import (
+    demo_cmd,  # noqa: F401
+    site_cmds,  # noqa: F401
+)
+from bundlesync.cli import bundle_cmds  # noqa: F401

@@ -183,8 +183,7 @@ class _UserApply:
         return data if hashlib.sha256(data).hexdigest() == body else None
 
     def free_key(self, folder: str, ref: MessageRef) -> str:
-        taken = {row.key for row in self.index.files(self.user, folder)}
-        if ref.guid not in taken:
+        if not self.index.has_file(self.user, folder, ref.guid):
             return ref.guid
         return f"{ref.guid}-{ref.body[:16]}"
 

@@ -409,6 +409,12 @@ class StateIndex:
         )
         return [FileRow(*r) for r in rows]
 
+    def has_file(self, user: str, folder: str, key: str) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM files WHERE user = ? AND folder = ? AND key = ?", (user, folder, key)
+        ).fetchone()
+        return row is not None
+
     def put_file(self, row: FileRow) -> None:
         self.db.execute(
             f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

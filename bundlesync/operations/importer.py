@@ -118,11 +118,15 @@ def _write_spool(spool: Path, body: Body) -> Path:
     return target
 
 
-def _handle_restore(site: Site, header: BundleHeader, result: ImportResult) -> None:
-    """A peer acknowledges more of our stream than we remember: we were restored."""
+def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
+                    remembered: int) -> None:
+    """A peer acknowledges more of our stream than we remember: we were restored.
+
+    ``remembered`` is how many changes of our stream the state held when this run
+    started, before the scan recorded new ones.
+    """
     index: StateIndex = site.index
     ours = site.stream
-    remembered = index.stream_max(ours)
     acked = header.ack.get_count(ours)
     if not detect_restore(ours, remembered, header.ack):
         return
@@ -200,6 +204,7 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
     try:
         if not dry_run:
             apply_pending(site)
+        remembered = index.stream_max(site.stream)
         result = ImportResult(scan=scan_store(site, now_ms=now_ms), report=ApplyReport(),
                               dry_run=dry_run)
         for path, header in _route(site, drop, result):
@@ -210,7 +215,7 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
             try:
                 with index.transaction():
                     _ingest(site, path, header, now_ms=now_ms, dry_run=dry_run, outcome=outcome)
-                    _handle_restore(site, header, result)
+                    _handle_restore(site, header, result, remembered=remembered)
             except BundleRejected as exc:
                 outcome.status = "rejected"
                 outcome.error = exc.message

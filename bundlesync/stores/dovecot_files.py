@@ -37,6 +37,7 @@ LETTER_TO_FLAG: Mapping[str, str] = {
 FLAG_TO_LETTER: Mapping[str, str] = {flag: letter for letter, flag in LETTER_TO_FLAG.items()}
 
 _SIZE_FIELD = re.compile(r",S=(\d+)")
+_VSIZE_FIELD = re.compile(r",W=(\d+)")
 
 
 # --- message file names ----------------------------------------------------------------
@@ -77,6 +78,29 @@ def size_from_key(key: str) -> int | None:
     """The ``S=<size>`` field Dovecot puts into base names, if present."""
     match = _SIZE_FIELD.search(key)
     return int(match.group(1)) if match else None
+
+
+def vsize_from_key(key: str) -> int | None:
+    """The ``W=<size>`` field: the size with every LF counted as CRLF (IMAP's RFC822.SIZE)."""
+    match = _VSIZE_FIELD.search(key)
+    return int(match.group(1)) if match else None
+
+
+def misstated_size(key: str, data: bytes) -> str | None:
+    """What is wrong if ``key``'s S=/W= fields do not describe ``data``, else None.
+
+    Dovecot trusts these fields instead of the file: a wrong one makes it report
+    wrong sizes (IMAP clients then cut messages short).
+    """
+    size = size_from_key(key)
+    if size is not None and size != len(data):
+        return f"S={size} but the message has {len(data)} bytes"
+    vsize = vsize_from_key(key)
+    if vsize is not None:
+        actual = len(data) + data.count(b"\n") - data.count(b"\r\n")
+        if vsize != actual:
+            return f"W={vsize} but the message has {actual} bytes with CRLF line ends"
+    return None
 
 
 def letters_to_flags(letters: str, keywords: Mapping[int, str]) -> frozenset[str]:

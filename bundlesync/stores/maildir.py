@@ -78,6 +78,7 @@ from bundlesync.stores.dovecot_files import (
     key_of,
     keyword_index,
     letters_to_flags,
+    misstated_size,
     next_keyword_index,
     parse_keywords,
     parse_subscriptions,
@@ -732,6 +733,13 @@ class MaildirStore:
         ones stored (keywords beyond the folder's 26 are not).
         """
         check_key(key)
+        problem = misstated_size(key, data)
+        if problem is not None:
+            raise UnsafeName(
+                f"message key {key} misstates its size ({problem})",
+                hint="Dovecot would trust the key and report a wrong size; deliver the "
+                "message under a new key.",
+            )
         root, directory = self._folder(user, path)
         label = "/".join(path)
         with _io(f"deliver message {key} into folder {label} of user {user!r}"):

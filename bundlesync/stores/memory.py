@@ -1,9 +1,10 @@
 """An in-memory store with the Maildir adapter's semantics, for tests of the operations.
 
 Same contract as :class:`~bundlesync.stores.maildir.MaildirStore`: the same
-name checks (UnsafeName), idempotent add (KeyInUse for other bytes under the
-key), missing expunge is fine, at most 26 keywords per folder (compared without
-regard to case; further ones are not stored), folders created by
+name checks (UnsafeName, also for a key whose S=/W= fields misstate the size),
+idempotent add (KeyInUse for other bytes under the key), missing expunge is
+fine, at most 26 keywords per folder (compared without regard to case; further
+ones are not stored), folders created by
 ``create_folder`` carry the GUID and UIDVALIDITY given (or none, like a Maildir
 folder Dovecot has not seen yet), and a folder's stamp changes on every change.
 
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from bundlesync.core.model import SYSTEM_FLAGS
 from bundlesync.errors import StoreError
 from bundlesync.stores.base import INBOX, FolderInfo, FolderPath, FolderStamp, StoredMessage
-from bundlesync.stores.dovecot_files import MAX_KEYWORDS
+from bundlesync.stores.dovecot_files import MAX_KEYWORDS, misstated_size
 from bundlesync.stores.errors import (
     FolderExists,
     FolderNotEmpty,
@@ -180,6 +181,9 @@ class MemoryStore:
     ) -> StoredMessage:
         """Add (idempotent for the same key and bytes; KeyInUse for other bytes)."""
         check_key(key)
+        problem = misstated_size(key, data)
+        if problem is not None:
+            raise UnsafeName(f"message key {key} misstates its size ({problem})")
         folder = self._folder(user, path)
         stored = self._store_flags(folder, flags)
         existing = folder.messages.get(key)

@@ -238,6 +238,15 @@ def test_unsafe_keys_are_refused_before_anything_is_written(store: Store, key: s
     assert store.messages(USER, INBOX) == []
 
 
+def test_a_key_that_misstates_the_size_is_refused(store: Store) -> None:
+    # Dovecot trusts S= and W= in a file name over the file itself.
+    with pytest.raises(UnsafeName):
+        add(store, f"k,S={len(BODY) + 1}")
+    lines = BODY.count(b"\n")
+    add(store, f"k,S={len(BODY)},W={len(BODY) + lines}")
+    assert len(store.messages(USER, INBOX)) == 1
+
+
 @pytest.mark.parametrize("path", [("..",), ("a/b",), ("a.b",), ("x", ""), ("Inbox",)])
 def test_unsafe_folder_paths_are_refused(store: Store, path: tuple[str, ...]) -> None:
     with pytest.raises(UnsafeName):

@@ -19,6 +19,7 @@ from bundlesync.stores.dovecot_files import (
     format_uidlist_header,
     keyword_index,
     letters_to_flags,
+    misstated_size,
     next_keyword_index,
     parse_keywords,
     parse_subscriptions,
@@ -57,6 +58,21 @@ def test_new_letters_keep_what_follows_the_flag_set() -> None:
 def test_size_comes_from_the_s_field() -> None:
     assert size_from_key("1795881272.M213455P7310.vm,S=17,W=20") == 17
     assert size_from_key("1795881272.M213455P7310.vm") is None
+
+
+@pytest.mark.parametrize(
+    ("key", "data", "wrong"),
+    [
+        ("k,S=5,W=6", b"ab\ncd", False),  # 5 bytes, one LF -> 6 with CRLF
+        ("k,S=6,W=6", b"ab\r\ncd", False),  # a CRLF is counted once
+        ("k", b"anything", False),
+        ("k,S=4", b"ab\ncd", True),
+        ("k,S=5,W=5", b"ab\ncd", True),
+        ("k,W=7", b"ab\ncd", True),
+    ],
+)
+def test_size_fields_of_a_key_must_describe_the_data(key: str, data: bytes, wrong: bool) -> None:
+    assert (misstated_size(key, data) is not None) is wrong
 
 
 def test_letters_name_system_flags_and_keywords() -> None:

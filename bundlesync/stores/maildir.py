@@ -63,6 +63,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from bundlesync.core.model import SYSTEM_FLAGS
 from bundlesync.errors import StoreError
@@ -114,12 +115,44 @@ UIDLIST_LOCK_STALE_S = 120  # Dovecot overrides dovecot-uidlist.lock after 2 min
 SUBSCRIPTIONS_LOCK_STALE_S = 30  # ... and subscriptions.lock after 30 s
 _MAX_LISTINGS = 8
 _MAX_RETRIES = 4
-_INDEX_CACHE = 64
+# Caches are per folder and small: memory stays bounded by the work at hand,
+# not by the size of the store (a folder index holds one entry per message).
+_INDEX_CACHE = 4
+_KEYWORDS_CACHE = 64
+_GUIDS_CACHE = 4
 _CREATE_FLAGS = dotlock.CREATE_FLAGS
 _DELETING_PREFIX = ".bundlesync-deleting."
 _CREATING_PREFIX = ".bundlesync-creating."
 
 Owner = tuple[int, int] | None
+_V = TypeVar("_V")
+
+
+class _Lru(Generic[_V]):
+    """A small least-recently-used map from paths to cached values."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, _V] = OrderedDict()
+
+    def get(self, key: str) -> _V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: _V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def drop_below(self, prefix: str) -> None:
+        for key in [k for k in self._items if k.startswith(prefix)]:
+            del self._items[key]
 
 
 @dataclass(slots=True)
@@ -183,9 +216,11 @@ class MaildirStore:
         self._fsync = fsync
         self._now_ns = now_ns
         self._lock_timeout = lock_timeout
-        self._indexes: OrderedDict[str, _FolderIndex] = OrderedDict()
-        self._keyword_cache: dict[str, tuple[tuple[int, int, int], dict[int, str]]] = {}
-        self._guid_cache: dict[str, tuple[tuple[int, int, int], dict[str, str]]] = {}
+        self._indexes: _Lru[_FolderIndex] = _Lru(_INDEX_CACHE)
+        self._keyword_cache: _Lru[tuple[tuple[int, int, int], dict[int, str]]] = _Lru(
+            _KEYWORDS_CACHE
+        )
+        self._guid_cache: _Lru[tuple[tuple[int, int, int], dict[str, str]]] = _Lru(_GUIDS_CACHE)
         self._owners: dict[str, Owner] = {}
         self._checked_dirs: set[str] = set()
 
@@ -488,8 +523,7 @@ class MaildirStore:
 
     def _forget_dirs(self, root: str) -> None:
         prefix = root + os.sep
-        for directory in [d for d in self._indexes if d.startswith(prefix)]:
-            del self._indexes[directory]
+        self._indexes.drop_below(prefix)
         self._checked_dirs = {d for d in self._checked_dirs if not d.startswith(prefix)}
 
     def delete_folder(self, user: str, path: FolderPath) -> None:
@@ -669,10 +703,7 @@ class MaildirStore:
             return result
 
     def _remember(self, directory: str, index: _FolderIndex) -> None:
-        self._indexes[directory] = index
-        self._indexes.move_to_end(directory)
-        while len(self._indexes) > _INDEX_CACHE:
-            self._indexes.popitem(last=False)
+        self._indexes.put(directory, index)
 
     def _locate(self, directory: str, key: str, *, refresh: bool) -> _Entry | None:
         """The file holding ``key``; the folder is scanned again if it changed."""
@@ -697,7 +728,7 @@ class MaildirStore:
             index.entries[key] = entry
         marks = self._marks(directory)
         if marks is None:
-            del self._indexes[directory]
+            self._indexes.pop(directory)
         else:
             index.marks = marks
 
@@ -920,7 +951,7 @@ class MaildirStore:
                 keywords = parse_keywords(handle.read().decode("utf-8", "replace"))
         except FileNotFoundError:
             return {}
-        self._keyword_cache[path] = (signature, keywords)
+        self._keyword_cache.put(path, (signature, keywords))
         return keywords
 
     def _register_keywords(self, directory: str, names: list[str]) -> dict[int, str]:
@@ -956,7 +987,7 @@ class MaildirStore:
                 fsync=self._fsync,
                 newer_mtime=True,
             )
-        self._keyword_cache.pop(path, None)
+        self._keyword_cache.pop(path)
         return result
 
     def _uidlist_guids(self, directory: str) -> dict[str, str]:
@@ -974,7 +1005,7 @@ class MaildirStore:
                 guids = parse_uidlist_guids(handle.read().decode("utf-8", "surrogateescape"))
         except FileNotFoundError:
             return {}
-        self._guid_cache[path] = (signature, guids)
+        self._guid_cache.put(path, (signature, guids))
         return guids
 
     # --- subscriptions -----------------------------------------------------------------

@@ -262,7 +262,7 @@ def _vv_text(vv: VersionVector, site: _Site) -> str:
     parts = []
     for stream, count in vv.entries:
         who = site.name_of(stream.site) or stream.site[:8]
-        parts.append(f"{who}#{stream.incarnation}:{count}")
+        parts.append(f"{who} incarnation {stream.incarnation} changes 1..{count}")
     return ", ".join(parts)
 
 

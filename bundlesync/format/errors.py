@@ -58,8 +58,9 @@ class UnknownSigner(BundleRejected):
     """The bundle is signed by a key that is not in this site's trust store."""
 
     default_hint = (
-        "Add the sending site's card with 'bundlesync peer add CARD' after checking its "
-        "fingerprint with that site's administrator, then try again. Nothing was changed."
+        "If the sending site should be trusted, add its card with 'bundlesync peer add NAME "
+        "CARD' after checking its fingerprint with that site's administrator, then try "
+        "again. Nothing was changed."
     )
 
 

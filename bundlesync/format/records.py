@@ -138,16 +138,17 @@ class _Encoder:
         self.out += head(MAJOR_TEXT, len(raw))
         self.out += raw
 
-    def hex_bytes(self, value: str, pattern: re.Pattern[str], what: str) -> None:
+    def hex_bytes(self, value: str, pattern: re.Pattern[str], what: str, kind: str) -> None:
         if not isinstance(value, str) or not pattern.match(value):
-            raise self.fail(f"{what} {value!r} is not lowercase hex of the right length")
+            digits = 32 if pattern is _HEX32 else 64
+            raise self.fail(f"{what} {value!r} is not a {kind} ({digits} lowercase hex digits)")
         self.out += encode_bytes(bytes.fromhex(value))
 
     def guid(self, value: str, what: str) -> None:
-        self.hex_bytes(value, _HEX32, what)
+        self.hex_bytes(value, _HEX32, what, "GUID")
 
     def site(self, value: str, what: str) -> None:
-        self.hex_bytes(value, _HEX32, what)
+        self.hex_bytes(value, _HEX32, what, "site id")
 
     def mailbox(self, mailbox: MailboxRef) -> None:
         if not isinstance(mailbox, MailboxRef):
@@ -162,7 +163,7 @@ class _Encoder:
         self.out.append(0x83)
         self.mailbox(message.mailbox)
         self.text(message.guid, "message GUID")
-        self.hex_bytes(message.body, _HEX64, "message body SHA-256")
+        self.hex_bytes(message.body, _HEX64, "message body", "SHA-256")
 
     def parent(self, value: str | None) -> None:
         if value is None:

@@ -1,0 +1,217 @@
+"""Site identities, cards, the trust store and the site layout (bundle-v1 §13)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from bundlesync.keys import (
+    InvalidCard,
+    InvalidSiteName,
+    KeyExists,
+    KeyFileInsecure,
+    KeyFileInvalid,
+    KeyMissing,
+    PeerCard,
+    PeerConflict,
+    PeerNotFound,
+    SiteIdentity,
+    TrustedCards,
+    TrustStore,
+    TrustStoreInvalid,
+    fingerprint_of,
+    generate_identity,
+    load_identity,
+    save_identity,
+    site_id_of,
+    site_paths,
+)
+
+
+def fixed(name: str, seed: str) -> SiteIdentity:
+    return SiteIdentity(name=name,
+                        signing_secret=hashlib.sha256(f"{seed} s".encode()).digest(),
+                        exchange_secret=hashlib.sha256(f"{seed} x".encode()).digest())
+
+
+def test_site_id_and_fingerprint_follow_the_spec() -> None:
+    identity = generate_identity("ship-a")
+    expected = hashlib.sha256(identity.signing_public).digest()[:16].hex()
+    assert identity.site_id == expected == site_id_of(identity.signing_public)
+    groups = identity.fingerprint.split(" ")
+    assert len(groups) == 8
+    assert all(len(g) == 4 for g in groups)
+    assert "".join(groups) == identity.site_id
+    assert fingerprint_of("0123456789abcdef" * 2) == "0123 4567 89ab cdef 0123 4567 89ab cdef"
+
+
+def test_identities_differ_and_hide_their_secrets() -> None:
+    one, two = generate_identity("a"), generate_identity("a")
+    assert one.site_id != two.site_id
+    assert one.signing_secret.hex() not in repr(one)
+    assert "secret" not in repr(one)
+
+
+def test_save_and_load_an_identity(tmp_path: Path) -> None:
+    identity = generate_identity("ship-a")
+    key_path = save_identity(identity, tmp_path / "keys")
+    assert stat.S_IMODE(key_path.stat().st_mode) == 0o600
+    assert load_identity(tmp_path / "keys") == identity
+    assert PeerCard.read(tmp_path / "keys" / "site.bsc") == identity.card()
+    # Nothing temporary left over from the atomic writes.
+    assert sorted(os.listdir(tmp_path / "keys")) == ["site.bsc", "site.key"]
+    with pytest.raises(KeyExists):
+        save_identity(generate_identity("other"), tmp_path / "keys")
+    save_identity(identity, tmp_path / "keys", overwrite=True)
+
+
+@pytest.mark.parametrize("mode", [0o640, 0o604, 0o660, 0o620])
+def test_an_exposed_key_file_is_refused_with_the_fix(tmp_path: Path, mode: int) -> None:
+    key_path = save_identity(generate_identity("ship-a"), tmp_path)
+    key_path.chmod(mode)
+    with pytest.raises(KeyFileInsecure) as caught:
+        load_identity(tmp_path)
+    assert f"{mode:04o}" in caught.value.message
+    assert f"chmod 600 '{key_path}'" in caught.value.hint
+    assert caught.value.exit_code == 4
+
+
+def test_missing_and_damaged_key_files(tmp_path: Path) -> None:
+    with pytest.raises(KeyMissing) as caught:
+        load_identity(tmp_path)
+    assert "bundlesync init" in caught.value.hint
+    key_path = tmp_path / "site.key"
+    key_path.write_text("bundlesync-site-key: 1\nname: a\n")
+    key_path.chmod(0o600)
+    with pytest.raises(KeyFileInvalid, match="signing-secret"):
+        load_identity(tmp_path)
+    key_path.write_text("bundlesync-site-key: 1\nname: a\nsigning-secret: !!\n"
+                        "exchange-secret: AA==\n")
+    with pytest.raises(KeyFileInvalid, match="base64"):
+        load_identity(tmp_path)
+    identity = generate_identity("a")
+    save_identity(identity, tmp_path, overwrite=True)
+    text = key_path.read_text().replace(identity.site_id, "0" * 32)
+    key_path.write_text(text)
+    with pytest.raises(KeyFileInvalid, match="does not match"):
+        load_identity(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["", "-x", ".hidden", "a b", "a/b", "x" * 65, "café"])
+def test_unusable_site_names_are_refused(name: str) -> None:
+    with pytest.raises(InvalidSiteName):
+        generate_identity(name)
+
+
+def test_card_text_round_trip_and_tampering() -> None:
+    identity = fixed("ship-a", "one")
+    card = identity.card()
+    text = card.to_text()
+    assert PeerCard.from_text(text) == card
+    assert card.fingerprint in text
+    for secret in (identity.signing_secret, identity.exchange_secret):
+        assert base64.b64encode(secret).decode() not in text
+    other = fixed("ship-b", "two").card()
+    swapped = text.replace(f"site-id: {card.site_id}", f"site-id: {other.site_id}")
+    with pytest.raises(InvalidCard, match="altered"):
+        PeerCard.from_text(swapped)
+    with pytest.raises(InvalidCard, match="fingerprint"):
+        PeerCard.from_text(text.replace(card.fingerprint, other.fingerprint))
+    with pytest.raises(InvalidCard, match="not a bundlesync site card"):
+        PeerCard.from_text("hello: world\n")
+    with pytest.raises(InvalidCard, match="twice"):
+        PeerCard.from_text(text + "name: again\n")
+
+
+def test_card_files(tmp_path: Path) -> None:
+    card = fixed("ship-a", "one").card()
+    card.write(tmp_path / "ship-a.bsc")
+    assert stat.S_IMODE((tmp_path / "ship-a.bsc").stat().st_mode) == 0o644
+    assert PeerCard.read(tmp_path / "ship-a.bsc") == card
+    with pytest.raises(InvalidCard, match="does not exist"):
+        PeerCard.read(tmp_path / "nope.bsc")
+
+
+def test_trust_store_add_list_lookup_remove(tmp_path: Path) -> None:
+    store = TrustStore(tmp_path / "peers")
+    assert store.list() == []
+    a, b = fixed("ship-a", "one").card(), fixed("hq", "two").card()
+    assert store.add(a) is True
+    assert store.add(b) is True
+    assert store.add(a) is False  # the same card again: nothing to do
+    assert [c.name for c in store.list()] == ["hq", "ship-a"]
+    assert store.by_site_id(a.site_id) == a
+    assert store.by_name("hq") == b
+    assert store.by_signing_key(b.signing_public) == b
+    assert store.by_site_id("0" * 32) is None
+    assert TrustStore(tmp_path / "peers").by_name("ship-a") == a  # persisted
+    assert store.remove("ship-a") == a
+    assert store.list() == [b]
+    with pytest.raises(PeerNotFound):
+        store.remove("ship-a")
+
+
+def test_trust_store_refuses_clashes(tmp_path: Path) -> None:
+    store = TrustStore(tmp_path)
+    a = fixed("ship-a", "one")
+    store.add(a.card())
+    same_name = fixed("ship-a", "other").card()
+    with pytest.raises(PeerConflict, match="the name 'ship-a'") as caught:
+        store.add(same_name)
+    assert "remove the old card" in caught.value.hint
+    same_key = PeerCard(name="ship-z", signing_public=a.signing_public,
+                        exchange_public=fixed("z", "z").exchange_public)
+    with pytest.raises(PeerConflict, match="signing key"):
+        store.add(same_key)
+    same_exchange = PeerCard(name="ship-y", signing_public=fixed("y", "y").signing_public,
+                             exchange_public=a.exchange_public)
+    with pytest.raises(PeerConflict, match="encryption key"):
+        store.add(same_exchange)
+    assert store.list() == [a.card()]
+
+
+def test_a_broken_trust_store_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "junk.bsc").write_text("nothing here\n")
+    with pytest.raises(TrustStoreInvalid, match=r"junk\.bsc"):
+        TrustStore(tmp_path).list()
+    (tmp_path / "junk.bsc").unlink()
+    card = fixed("ship-a", "one").card()
+    card.write(tmp_path / "one.bsc")
+    card.write(tmp_path / "two.bsc")
+    with pytest.raises(TrustStoreInvalid, match="same peer"):
+        TrustStore(tmp_path).list()
+
+
+def test_in_memory_trusted_cards() -> None:
+    a, b = fixed("ship-a", "one").card(), fixed("hq", "two").card()
+    cards = TrustedCards([b, a, a])
+    assert cards.list() == [b, a]
+    assert cards.by_signing_key(a.signing_public) == a
+    assert cards.by_name("nobody") is None
+
+
+def test_site_paths_resolution(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    paths = site_paths(tmp_path)
+    assert (paths.home, paths.keys, paths.peers) == (tmp_path, tmp_path / "keys",
+                                                     tmp_path / "peers")
+    monkeypatch.setenv("BUNDLESYNC_HOME", str(tmp_path / "env"))
+    assert site_paths(None).home == tmp_path / "env"
+    monkeypatch.delenv("BUNDLESYNC_HOME")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert site_paths(None).home == tmp_path / "xdg" / "bundlesync"
+    assert site_paths(None).trust_store().directory == tmp_path / "xdg" / "bundlesync" / "peers"
+
+
+def test_signatures_and_key_agreement() -> None:
+    a, b = fixed("a", "one"), fixed("b", "two")
+    signature = a.sign(b"message")
+    Ed25519PublicKey.from_public_bytes(a.signing_public).verify(signature, b"message")
+    assert a.key_agreement(b.exchange_public) == b.key_agreement(a.exchange_public)
+    with pytest.raises(ValueError, match=r".+"):
+        a.key_agreement(bytes(32))  # a low-order point gives an all-zero secret

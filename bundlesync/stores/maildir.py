@@ -49,7 +49,7 @@ of a coarse file system would not move the mtime, so the caller must list the
 folder again next time. :meth:`MaildirStore.messages` itself lists a folder that
 changed during the listing (or is racy) again, until two listings agree, so a
 message present throughout is never reported missing because of a concurrent
-rename.
+rename (:mod:`bundlesync.stores.folder_files`).
 """
 
 from __future__ import annotations
@@ -58,16 +58,12 @@ import contextlib
 import errno
 import os
 import shutil
-import stat
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from typing import Generic, TypeVar
 
 from bundlesync.core.model import SYSTEM_FLAGS
 from bundlesync.errors import StoreError
-from bundlesync.stores import dotlock, mutf7
+from bundlesync.stores import dotlock, folder_files, mutf7
 from bundlesync.stores.base import INBOX, FolderInfo, FolderPath, FolderStamp, StoredMessage
 from bundlesync.stores.dovecot_files import (
     FLAG_TO_LETTER,
@@ -76,7 +72,6 @@ from bundlesync.stores.dovecot_files import (
     format_keywords,
     format_subscriptions,
     format_uidlist_header,
-    key_of,
     keyword_index,
     letters_to_flags,
     misstated_size,
@@ -97,6 +92,7 @@ from bundlesync.stores.errors import (
     UnknownUser,
     UnsafeName,
 )
+from bundlesync.stores.folder_files import Entry, Lru
 from bundlesync.stores.location import MailLocation
 from bundlesync.stores.names import (
     check_folder_path,
@@ -113,7 +109,6 @@ KEYWORDS = "dovecot-keywords"
 SUBSCRIPTIONS = "subscriptions"
 UIDLIST_LOCK_STALE_S = 120  # Dovecot overrides dovecot-uidlist.lock after 2 minutes
 SUBSCRIPTIONS_LOCK_STALE_S = 30  # ... and subscriptions.lock after 30 s
-_MAX_LISTINGS = 8
 _MAX_RETRIES = 4
 # Caches are per folder and small: memory stays bounded by the work at hand,
 # not by the size of the store (a folder index holds one entry per message).
@@ -125,48 +120,6 @@ _DELETING_PREFIX = ".bundlesync-deleting."
 _CREATING_PREFIX = ".bundlesync-creating."
 
 Owner = tuple[int, int] | None
-_V = TypeVar("_V")
-
-
-class _Lru(Generic[_V]):
-    """A small least-recently-used map from paths to cached values."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._items: OrderedDict[str, _V] = OrderedDict()
-
-    def get(self, key: str) -> _V | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: _V) -> None:
-        self._items[key] = value
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
-
-    def pop(self, key: str) -> None:
-        self._items.pop(key, None)
-
-    def drop_below(self, prefix: str) -> None:
-        for key in [k for k in self._items if k.startswith(prefix)]:
-            del self._items[key]
-
-
-@dataclass(slots=True)
-class _Entry:
-    subdir: str  # "cur" or "new"
-    name: str
-
-
-@dataclass(slots=True)
-class _FolderIndex:
-    """Key -> file of one folder, valid while the folder's marks are unchanged."""
-
-    entries: dict[str, _Entry]
-    marks: tuple[int, int]
 
 
 def _translate(exc: OSError, action: str) -> StoreError:
@@ -216,11 +169,11 @@ class MaildirStore:
         self._fsync = fsync
         self._now_ns = now_ns
         self._lock_timeout = lock_timeout
-        self._indexes: _Lru[_FolderIndex] = _Lru(_INDEX_CACHE)
-        self._keyword_cache: _Lru[tuple[tuple[int, int, int], dict[int, str]]] = _Lru(
+        self._files = folder_files.FileIndex(folders=_INDEX_CACHE)
+        self._keyword_cache: Lru[tuple[tuple[int, int, int], dict[int, str]]] = Lru(
             _KEYWORDS_CACHE
         )
-        self._guid_cache: _Lru[tuple[tuple[int, int, int], dict[str, str]]] = _Lru(_GUIDS_CACHE)
+        self._guid_cache: Lru[tuple[tuple[int, int, int], dict[str, str]]] = Lru(_GUIDS_CACHE)
         self._owners: dict[str, Owner] = {}
         self._checked_dirs: set[str] = set()
 
@@ -374,20 +327,8 @@ class MaildirStore:
             stamp=stamp,
         )
 
-    def _marks(self, directory: str) -> tuple[int, int] | None:
-        """mtimes (ns) of cur/ and new/; 0 for a missing one; None if the folder is gone."""
-        marks = []
-        for sub in ("cur", "new"):
-            try:
-                marks.append(os.stat(os.path.join(directory, sub)).st_mtime_ns)
-            except (FileNotFoundError, NotADirectoryError):
-                marks.append(0)
-        if marks == [0, 0] and not os.path.isdir(directory):
-            return None
-        return (marks[0], marks[1])
-
     def _stamp(self, directory: str) -> FolderStamp | None:
-        marks = self._marks(directory)
+        marks = folder_files.marks(directory)
         if marks is None:
             return None
         return FolderStamp(marks=marks, racy=self._is_racy(marks))
@@ -451,7 +392,7 @@ class MaildirStore:
         self, directory: str, guid: str | None, uidvalidity: int | None, owner: Owner
     ) -> None:
         target = os.path.join(directory, UIDLIST)
-        if os.path.lexists(target) or self._scan_names(directory):
+        if os.path.lexists(target) or folder_files.scan_names(directory):
             return  # Dovecot's own record (or mail it has not numbered yet) stands
         if uidvalidity is None:
             uidvalidity = max(1, self._now_ns() // 1_000_000_000 % 2**32)
@@ -523,7 +464,7 @@ class MaildirStore:
 
     def _forget_dirs(self, root: str) -> None:
         prefix = root + os.sep
-        self._indexes.drop_below(prefix)
+        self._files.forget_below(prefix)
         self._checked_dirs = {d for d in self._checked_dirs if not d.startswith(prefix)}
 
     def delete_folder(self, user: str, path: FolderPath) -> None:
@@ -588,98 +529,16 @@ class MaildirStore:
         """(user root, folder dir) of an existing folder."""
         root = self.location.path_for(user)
         directory = self._dir_in(root, check_folder_path(path))
-        if self._marks(directory) is None:
+        if folder_files.marks(directory) is None:
             raise FolderNotFound(f"folder {'/'.join(path)} of user {user!r} does not exist")
         return root, directory
-
-    def _scan_names(self, directory: str) -> dict[str, _Entry]:
-        entries: dict[str, _Entry] = {}
-        # new/ before cur/: a file Dovecot moves from new/ to cur/ during the scan
-        # is then seen at least once, never missed.
-        for sub in ("new", "cur"):
-            try:
-                iterator = os.scandir(os.path.join(directory, sub))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with iterator:
-                for entry in iterator:
-                    name = entry.name
-                    if name.startswith("."):
-                        continue
-                    entries[key_of(name)] = _Entry(sub, name)
-        return entries
-
-    def _scan_with_stats(
-        self, directory: str
-    ) -> tuple[dict[str, tuple[_Entry, os.stat_result]], bool]:
-        """Key -> (file, stat); True when a file vanished between readdir and stat."""
-        result: dict[str, tuple[_Entry, os.stat_result]] = {}
-        vanished = False
-        for sub in ("new", "cur"):
-            try:
-                iterator = os.scandir(os.path.join(directory, sub))
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            with iterator:
-                for entry in iterator:
-                    name = entry.name
-                    if name.startswith("."):
-                        continue
-                    try:
-                        st = entry.stat()
-                    except FileNotFoundError:
-                        vanished = True
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        result[key_of(name)] = (_Entry(sub, name), st)
-        return result, vanished
-
-    def _stable_listing(
-        self, directory: str
-    ) -> tuple[dict[str, tuple[_Entry, os.stat_result]], tuple[int, int]]:
-        """List new/ and cur/ so that a message present throughout is never left out.
-
-        A rename by another program during readdir can hide a file from that
-        readdir. So: one listing is trusted only if the marks did not move during
-        it and are not racy; a racy one only once a second listing finds the same
-        keys. While the folder keeps changing, every key seen in any attempt is
-        kept (its latest file): a message reported that was just expunged is
-        harmless, a message left out would look expunged.
-        """
-        seen: dict[str, tuple[_Entry, os.stat_result]] = {}
-        previous_keys: set[str] | None = None
-        first_marks: tuple[int, int] | None = None
-        for attempt in range(_MAX_LISTINGS):
-            if attempt and previous_keys is None:
-                time.sleep(0.001 * 2**attempt)  # let a burst of changes finish
-            before = self._marks(directory)
-            if before is None:
-                raise FolderNotFound(f"folder {directory} disappeared while being listed")
-            if first_marks is None:
-                first_marks = before
-            listing, vanished = self._scan_with_stats(directory)
-            seen.update(listing)
-            if self._marks(directory) != before or vanished:
-                previous_keys = None
-                continue
-            if not self._is_racy(before):
-                return listing, before
-            if previous_keys == listing.keys():
-                return listing, before
-            previous_keys = set(listing)
-        assert first_marks is not None
-        # Marks from before the first attempt: the folder is listed afresh next time.
-        return seen, first_marks
 
     def messages(self, user: str, path: FolderPath) -> list[StoredMessage]:
         """Every message in new/ and cur/, sorted by key (one stat per message for its date)."""
         _, directory = self._folder(user, path)
         with _io(f"list folder {'/'.join(path)} of user {user!r}"):
-            listing, marks = self._stable_listing(directory)
-            self._remember(
-                directory,
-                _FolderIndex({key: entry for key, (entry, _) in listing.items()}, marks),
-            )
+            listing, marks = folder_files.stable_listing(directory, is_racy=self._is_racy)
+            self._files.remember(directory, listing, marks)
             keywords = self._keywords(directory)
             guids = self._uidlist_guids(directory)
             # Few distinct flag combinations occur in a folder: decode each once.
@@ -702,43 +561,13 @@ class MaildirStore:
                 )
             return result
 
-    def _remember(self, directory: str, index: _FolderIndex) -> None:
-        self._indexes.put(directory, index)
-
-    def _locate(self, directory: str, key: str, *, refresh: bool) -> _Entry | None:
-        """The file holding ``key``; the folder is scanned again if it changed."""
-        index = self._indexes.get(directory)
-        marks = self._marks(directory)
-        if marks is None:
-            raise FolderNotFound(f"folder {directory} does not exist")
-        if refresh or index is None or index.marks != marks:
-            # Marks taken before the scan: a change during it shows up next time.
-            index = _FolderIndex(self._scan_names(directory), marks)
-            self._remember(directory, index)
-        return index.entries.get(key)
-
-    def _changed(self, directory: str, key: str, entry: _Entry | None) -> None:
-        """Record our own change in the folder's index, and its new marks."""
-        index = self._indexes.get(directory)
-        if index is None:
-            return
-        if entry is None:
-            index.entries.pop(key, None)
-        else:
-            index.entries[key] = entry
-        marks = self._marks(directory)
-        if marks is None:
-            self._indexes.pop(directory)
-        else:
-            index.marks = marks
-
     def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
         """The message's raw bytes; MessageMissing if no file has this key."""
         check_key(key)
         _, directory = self._folder(user, path)
         with _io(f"read message {key} in folder {'/'.join(path)}"):
             for attempt in range(_MAX_RETRIES):
-                entry = self._locate(directory, key, refresh=attempt > 0)
+                entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
                     break
                 try:
@@ -777,7 +606,7 @@ class MaildirStore:
             self._check_inside(root, directory)
             letters, stored = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
-                entry = self._locate(directory, key, refresh=attempt > 0)
+                entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
                     break
                 try:
@@ -816,13 +645,13 @@ class MaildirStore:
                 raise
             if self._fsync:
                 dotlock.fsync_dir(os.path.join(directory, "cur"))
-            self._changed(directory, key, _Entry("cur", name))
+            self._files.changed(directory, key, Entry("cur", name))
         return StoredMessage(
             key=key, guid=key, flags=stored, size=len(data), internal_date=max(0, internal_date)
         )
 
     @staticmethod
-    def _holds_bytes(directory: str, entry: _Entry, data: bytes) -> bool:
+    def _holds_bytes(directory: str, entry: Entry, data: bytes) -> bool:
         path = os.path.join(directory, entry.subdir, entry.name)
         if os.stat(path).st_size != len(data):
             return False
@@ -831,7 +660,7 @@ class MaildirStore:
 
     def _stored(self, directory: str, key: str) -> StoredMessage:
         for attempt in range(_MAX_RETRIES):
-            entry = self._locate(directory, key, refresh=attempt > 0)
+            entry = self._files.locate(directory, key, refresh=attempt > 0)
             if entry is None:
                 break
             try:
@@ -857,7 +686,7 @@ class MaildirStore:
             self._check_inside(root, directory)
             letters, _ = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
-                entry = self._locate(directory, key, refresh=attempt > 0)
+                entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
                     raise MessageMissing(
                         f"message {key} is not in folder {label} of user {user!r}"
@@ -878,7 +707,7 @@ class MaildirStore:
                     continue  # renamed by Dovecot meanwhile: find it again by its key
                 if self._fsync:
                     dotlock.fsync_dir(os.path.join(directory, entry.subdir))
-                self._changed(directory, key, _Entry(entry.subdir, new_name))
+                self._files.changed(directory, key, Entry(entry.subdir, new_name))
                 return
         raise StoreError(
             f"message {key} in folder {label} kept changing its name; try again",
@@ -891,10 +720,10 @@ class MaildirStore:
         root = self.location.path_for(user)
         directory = self._dir_in(root, check_folder_path(path))
         with _io(f"expunge message {key} in folder {'/'.join(path)}"):
-            if self._marks(directory) is None:
+            if folder_files.marks(directory) is None:
                 return
             for attempt in range(_MAX_RETRIES):
-                entry = self._locate(directory, key, refresh=attempt > 0)
+                entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
                     return
                 try:
@@ -903,7 +732,7 @@ class MaildirStore:
                     continue
                 if self._fsync:
                     dotlock.fsync_dir(os.path.join(directory, entry.subdir))
-                self._changed(directory, key, None)
+                self._files.changed(directory, key, None)
                 return
         raise StoreError(
             f"message {key} in folder {'/'.join(path)} kept changing its name; try again",

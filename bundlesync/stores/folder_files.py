@@ -1,0 +1,215 @@
+"""The message files of one Maildir folder: listed reliably, found by key.
+
+Other programs (Dovecot, a delivery agent, a mail client) rename and add files
+while we read. Two things must hold anyway:
+
+* a listing never leaves out a message that was present throughout it (a
+  message left out would look expunged, and the expunge would travel);
+* an operation on a message finds its file by key even after someone renamed
+  it, without listing a large folder for every operation.
+
+A folder's *marks* are the mtimes (ns) of its ``cur/`` and ``new/``: any add,
+rename or unlink in them moves a mark, except within one clock tick of a
+coarse file system -- which is why a mark less than 2 s old is *racy*.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from bundlesync.stores.dovecot_files import key_of
+from bundlesync.stores.errors import FolderNotFound
+
+Marks = tuple[int, int]
+MAX_LISTINGS = 8
+_V = TypeVar("_V")
+
+
+class Lru(Generic[_V]):
+    """A small least-recently-used map from paths to cached values."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._items: OrderedDict[str, _V] = OrderedDict()
+
+    def get(self, key: str) -> _V | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: _V) -> None:
+        self._items[key] = value
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def pop(self, key: str) -> None:
+        self._items.pop(key, None)
+
+    def drop_below(self, prefix: str) -> None:
+        """Forget every entry whose path starts with ``prefix``."""
+        for key in [k for k in self._items if k.startswith(prefix)]:
+            del self._items[key]
+
+
+@dataclass(slots=True)
+class Entry:
+    """Where a message file is: ``subdir`` is "cur" or "new", ``name`` its file name."""
+
+    subdir: str
+    name: str
+
+
+Listing = dict[str, tuple[Entry, os.stat_result]]
+
+
+def marks(directory: str) -> Marks | None:
+    """mtimes (ns) of cur/ and new/ (0 for a missing one); None if the folder is gone."""
+    found = []
+    for sub in ("cur", "new"):
+        try:
+            found.append(os.stat(os.path.join(directory, sub)).st_mtime_ns)
+        except (FileNotFoundError, NotADirectoryError):
+            found.append(0)
+    if found == [0, 0] and not os.path.isdir(directory):
+        return None
+    return (found[0], found[1])
+
+
+def scan_names(directory: str) -> dict[str, Entry]:
+    """Key -> file, from readdir alone (no stat)."""
+    entries: dict[str, Entry] = {}
+    # new/ before cur/: a file Dovecot moves from new/ to cur/ during the scan is
+    # then seen at least once, never missed; cur/ wins when seen twice.
+    for sub in ("new", "cur"):
+        try:
+            iterator = os.scandir(os.path.join(directory, sub))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with iterator:
+            for entry in iterator:
+                name = entry.name
+                if not name.startswith("."):
+                    entries[key_of(name)] = Entry(sub, name)
+    return entries
+
+
+def _scan_with_stats(directory: str) -> tuple[Listing, bool]:
+    """Key -> (file, stat) of regular files; True when a file vanished before its stat."""
+    result: Listing = {}
+    vanished = False
+    for sub in ("new", "cur"):
+        try:
+            iterator = os.scandir(os.path.join(directory, sub))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        with iterator:
+            for entry in iterator:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    vanished = True
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    result[key_of(name)] = (Entry(sub, name), st)
+    return result, vanished
+
+
+def stable_listing(directory: str, *, is_racy: Callable[[Marks], bool]) -> tuple[Listing, Marks]:
+    """List new/ and cur/ so that a message present throughout is never left out.
+
+    A rename by another program during readdir can hide a file from that
+    readdir. So one listing is trusted only if the marks did not move during it
+    and are not racy; a racy one only once a second listing finds the same keys.
+    While the folder keeps changing, every key seen in any attempt is kept (its
+    latest file): a message reported that was just expunged is harmless, a
+    message left out would look expunged. Returns the listing and marks from
+    before it.
+    """
+    seen: Listing = {}
+    previous_keys: set[str] | None = None
+    first_marks: Marks | None = None
+    for attempt in range(MAX_LISTINGS):
+        if attempt and previous_keys is None:
+            time.sleep(0.001 * 2**attempt)  # let a burst of changes finish
+        before = marks(directory)
+        if before is None:
+            raise FolderNotFound(f"folder {directory} disappeared while being listed")
+        if first_marks is None:
+            first_marks = before
+        listing, vanished = _scan_with_stats(directory)
+        seen.update(listing)
+        if marks(directory) != before or vanished:
+            previous_keys = None
+            continue
+        if not is_racy(before) or previous_keys == listing.keys():
+            return listing, before
+        previous_keys = set(listing)
+    assert first_marks is not None
+    # Marks from before the first attempt: the folder is listed afresh next time.
+    return seen, first_marks
+
+
+@dataclass(slots=True)
+class _FolderIndex:
+    entries: dict[str, Entry]
+    marks: Marks
+
+
+class FileIndex:
+    """Key -> file for the few folders being worked on, kept current cheaply.
+
+    A folder is scanned again only when its marks moved since we last looked
+    (two stats per operation otherwise). Our own changes are recorded in place.
+    A rename by someone else within the same clock tick goes unseen here; the
+    caller then meets FileNotFoundError and asks again with ``refresh=True``.
+    """
+
+    def __init__(self, *, folders: int) -> None:
+        self._indexes: Lru[_FolderIndex] = Lru(folders)
+
+    def remember(self, directory: str, listing: Listing, folder_marks: Marks) -> None:
+        """Keep a fresh listing (from :func:`stable_listing`)."""
+        entries = {key: entry for key, (entry, _) in listing.items()}
+        self._indexes.put(directory, _FolderIndex(entries, folder_marks))
+
+    def locate(self, directory: str, key: str, *, refresh: bool) -> Entry | None:
+        """The file holding ``key``, or None; FolderNotFound if the folder is gone."""
+        index = self._indexes.get(directory)
+        current = marks(directory)
+        if current is None:
+            raise FolderNotFound(f"folder {directory} does not exist")
+        if refresh or index is None or index.marks != current:
+            # Marks taken before the scan: a change during it shows up next time.
+            index = _FolderIndex(scan_names(directory), current)
+            self._indexes.put(directory, index)
+        return index.entries.get(key)
+
+    def changed(self, directory: str, key: str, entry: Entry | None) -> None:
+        """Record our own change (``entry`` None: removed) and the folder's new marks."""
+        index = self._indexes.get(directory)
+        if index is None:
+            return
+        if entry is None:
+            index.entries.pop(key, None)
+        else:
+            index.entries[key] = entry
+        current = marks(directory)
+        if current is None:
+            self._indexes.pop(directory)
+        else:
+            index.marks = current
+
+    def forget_below(self, prefix: str) -> None:
+        """Drop the folders under ``prefix`` (after renames and deletes)."""
+        self._indexes.drop_below(prefix)

@@ -25,7 +25,8 @@ actually stored. Keywords compare without regard to case, as in Dovecot.
 How the adapter behaves next to Dovecot and a delivery agent:
 
 * Delivery: ``tmp/<unique>``, write, mtime := internal date (Dovecot's received
-  date), fsync, rename to ``cur/<key>:2,<letters>``, fsync ``cur/``.
+  date), fsync, link (which never replaces a file) to ``cur/<key>:2,<letters>``,
+  fsync ``cur/``, unlink the tmp name.
 * A flag change is a rename in place (``new/`` stays ``new/``); an expunge is an
   unlink. If the file was renamed meanwhile (by Dovecot), the folder is listed
   again and the file found by its key; it is never duplicated.
@@ -638,17 +639,44 @@ class MaildirStore:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-                os.rename(tmp_path, os.path.join(directory, "cur", name))
-            except BaseException:
+                placed = self._place(tmp_path, os.path.join(directory, "cur", name))
+            finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp_path)
-                raise
+            if not placed:
+                # The exact name appeared since we looked: another copy of this key.
+                entry = self._files.locate(directory, key, refresh=True)
+                if entry is None or not self._holds_bytes(directory, entry, data):
+                    raise KeyInUse(
+                        f"folder {label} of user {user!r} already holds another message "
+                        f"under key {key}"
+                    )
+                return self._stored(directory, key)
             if self._fsync:
                 dotlock.fsync_dir(os.path.join(directory, "cur"))
             self._files.changed(directory, key, Entry("cur", name))
         return StoredMessage(
             key=key, guid=key, flags=stored, size=len(data), internal_date=max(0, internal_date)
         )
+
+    @staticmethod
+    def _place(source: str, target: str) -> bool:
+        """Give the finished file its name without ever replacing a file; False if taken.
+
+        link() fails on an existing name where rename() would replace it. On file
+        systems without hard links, rename after a check (the window is tiny).
+        """
+        try:
+            os.link(source, target)
+        except FileExistsError:
+            return False
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            if os.path.lexists(target):
+                return False
+            os.rename(source, target)
+        return True
 
     @staticmethod
     def _holds_bytes(directory: str, entry: Entry, data: bytes) -> bool:

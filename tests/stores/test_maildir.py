@@ -14,7 +14,7 @@ import pytest
 from bundlesync.core.model import DELETED, FLAGGED, SEEN
 from bundlesync.errors import StoreError
 from bundlesync.stores.base import INBOX
-from bundlesync.stores.errors import FolderLocked, FolderNotEmpty, UnsafeName
+from bundlesync.stores.errors import FolderLocked, FolderNotEmpty, KeyInUse, UnsafeName
 from bundlesync.stores.maildir import MaildirStore
 
 BODY = b"Subject: hi\n\nbody\n"
@@ -257,6 +257,26 @@ def test_a_file_renamed_behind_our_back_is_found_by_its_key(
     os.utime(cur, ns=(marks, marks))
     store.expunge("", INBOX, "k1")
     assert files(cur) == []
+
+
+def test_a_delivery_never_replaces_a_file_that_appeared_unseen(
+    maildir: Path, store: MaildirStore
+) -> None:
+    store.messages("", INBOX)  # the store now believes INBOX is empty
+    cur = maildir / "cur"
+    marks = cur.stat().st_mtime_ns
+    put(cur / "k1:2,S", b"other bytes\n")
+    os.utime(cur, ns=(marks, marks))  # same clock tick: unseen by the index
+    with pytest.raises(KeyInUse):
+        store.add_message("", INBOX, key="k1", data=BODY, flags=frozenset({SEEN}),
+                          internal_date=0)
+    assert (cur / "k1:2,S").read_bytes() == b"other bytes\n"
+    assert files(maildir / "tmp") == []
+    os.utime(cur, ns=(marks, marks))
+    same = store.add_message("", INBOX, key="k1", data=b"other bytes\n",
+                             flags=frozenset({SEEN}), internal_date=0)
+    assert same.flags == {SEEN}
+    assert files(cur) == ["k1:2,S"]
 
 
 RENAMER = """

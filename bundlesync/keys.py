@@ -47,7 +47,7 @@ SITE_ID_HEX = 32
 
 # Site names end up in bundle file names (bundle-v1 §11): keep them portable
 # across file systems, FAT included, and unambiguous to a shell.
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
+SITE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 _SITE_ID_RE = re.compile(r"[0-9a-f]{32}\Z")
 
 _KEY_FILE_TAG = "bundlesync-site-key"
@@ -141,7 +141,7 @@ def is_site_id(value: str) -> bool:
 
 def check_site_name(name: str) -> str:
     """Return ``name`` if it is a valid site name, else raise InvalidSiteName."""
-    if not _NAME_RE.match(name):
+    if not SITE_NAME_RE.match(name):
         raise InvalidSiteName(f"{name!r} is not a valid site name.")
     return name
 

@@ -22,6 +22,7 @@ from bundlesync.format.limits import (
     Limits,
 )
 from bundlesync.format.records import RECORD_KINDS, site_bytes, site_hex
+from bundlesync.keys import SITE_NAME_RE
 
 KIND_SYNC = "sync"
 KIND_ARCHIVE = "archive"
@@ -195,6 +196,14 @@ class _HeaderReader:
                 f"The bundle header's {what} has {len(value)} items (limit {maximum}).")
         return value
 
+    def site_name(self, value: object) -> str:
+        # Names are shown to people and used in file names: the card rule, so
+        # that no control character or path separator reaches a terminal or a path.
+        name = self.text(value, "origin name")
+        if not SITE_NAME_RE.match(name):
+            raise self.fail(f"origin name {name!r} is not a valid site name")
+        return name
+
     def site(self, value: object, what: str) -> str:
         return site_hex(self.raw(value, 16, what))
 
@@ -231,7 +240,8 @@ class _HeaderReader:
         unknown = [c for c in caps if c not in KNOWN_CAPABILITIES]
         if unknown:
             raise UnsupportedVersion(
-                f"The bundle needs features this bundlesync does not have: {', '.join(unknown)}.")
+                f"The bundle needs features this bundlesync does not have: "
+                f"{', '.join(map(repr, unknown))}.")
         ident = self.array(top["id"], "id", maximum=3)
         if len(ident) != 3:
             raise self.fail("id is not [site, incarnation, seq]")
@@ -273,7 +283,7 @@ class _HeaderReader:
             created_ms=self.uint(top["created"], "creation time"),
             kind=kind,
             origin_site=origin_site,
-            origin_name=self.text(origin["name"], "origin name"),
+            origin_name=self.site_name(origin["name"]),
             origin_key=origin_key,
             recipients=recipients,
             ack=self.vv(top["ack"], "ack"),

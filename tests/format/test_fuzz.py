@@ -282,3 +282,12 @@ def test_wrong_recipient_and_unknown_signer_on_fresh_bundles(tmp_path: Path) -> 
         open_bundle(written.paths[0], identity=None, trust=trust(C))
     with open_bundle(written.paths[0], identity=A, trust=trust(C)) as bundle:
         assert list(bundle.records()) == []
+
+
+def test_an_origin_name_with_control_characters_is_malformed(tmp_path: Path) -> None:
+    good = header_for(COUNTS)
+    evil = good.replace(b"\x66site-a", b"\x66\x1b[2Jxx")  # same length, escape sequence
+    assert evil != good
+    path = tmp_path / "evil.bsb"
+    path.write_bytes(assemble(A, evil, frames_of(STREAM, 1024)))
+    assert outcome(path) == "Malformed"

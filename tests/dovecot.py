@@ -260,11 +260,14 @@ class Dovecot:
     # --- IMAP ----------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def imap_server(self, users: Mapping[str, Path]) -> Iterator[tuple[str, int]]:
+    def imap_server(
+        self, users: Mapping[str, Path], *, chown: bool = True
+    ) -> Iterator[tuple[str, int]]:
         """An IMAP server on a free 127.0.0.1 port for ``users`` (name -> Maildir).
 
         Every user logs in with :attr:`PASSWORD`. Yields ``(host, port)``; the
-        master and its children are stopped when the block ends.
+        master and its children are stopped when the block ends. With
+        ``chown=False`` the Maildirs are served as they are (to check ownership).
         """
         self._servers += 1
         base = self.directory(f"imap{self._servers}")
@@ -272,7 +275,7 @@ class Dovecot:
         passwd = base / "users"
         lines = []
         for user, maildir in users.items():
-            if maildir.exists():
+            if chown and maildir.exists():
                 self.chown_tree(maildir)
             lines.append(f"{user}:{{PLAIN}}{self.PASSWORD}::::{self.home}::"
                          f"userdb_mail=maildir:{maildir}\n")

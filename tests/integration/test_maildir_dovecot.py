@@ -159,7 +159,7 @@ def test_imap_sees_exactly_what_maildirstore_wrote(dovecot: Dovecot) -> None:
                             for where, key, flags, date in PLAN if where == path}
                 assert seen == expected, path
             # A keyword added while a session has the folder open reaches it by
-            # name, not as "unknown-N": dovecot-keywords got a newer mtime.
+            # name, not as "unknown-N".
             client.select("INBOX")
             store.set_flags("", INBOX, "plain-key", frozenset({"Late"}))
             client.noop()
@@ -257,3 +257,26 @@ def test_keywords_from_both_sides_share_one_keywords_file(dovecot: Dovecot) -> N
     assert (maildir / "dovecot-keywords").read_text().splitlines() == [
         "0 $Label1", "1 Work", "2 Later"
     ]
+
+
+def test_users_of_a_template_store_log_in_and_see_only_their_mail(dovecot: Dovecot) -> None:
+    root = dovecot.directory("vmail")
+    store = MaildirStore(f"{root}/%d/%n/Maildir")
+    users = ["alice@example.org", "bob@example.net"]
+    for number, user in enumerate(users, start=1):
+        store.ensure_user(user)
+        store.add_message(user, INBOX, key=f"key-{number}", data=message(number),
+                          flags=frozenset({SEEN, "Work"}), internal_date=1_700_000_000)
+    assert store.users() == users
+    maildirs = {user: Path(store.maildir_path(user)) for user in users}
+    # Served without a chown: the store gave what it created to vmail already.
+    with dovecot.imap_server(maildirs, chown=False) as (host, port):
+        for number, user in enumerate(users, start=1):
+            client = imaplib.IMAP4(host, port)
+            try:
+                client.login(user, Dovecot.PASSWORD)
+                assert _fetch_folder(client, "INBOX") == {
+                    f"key-{number}": (frozenset({SEEN, "Work"}), 1_700_000_000)
+                }
+            finally:
+                client.logout()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bundlesync.cli import (
+    bundle_cmds,  # noqa: F401
     demo_cmd,  # noqa: F401
     site_cmds,  # noqa: F401
 )
-from bundlesync.cli import bundle_cmds  # noqa: F401

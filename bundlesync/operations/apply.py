@@ -23,6 +23,7 @@ With ``dry_run`` nothing is done; the report says what would be.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from pathlib import Path
 from bundlesync.core.model import MailboxRef, MessageRef
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.plan import CreateFolder, DeleteFolder, RenameFolder, plan_folders
+from bundlesync.core.state import MessageState
 from bundlesync.errors import StoreError
 from bundlesync.operations import failpoints
 from bundlesync.operations.ledger import load_message, path_from_key, path_key, resolve_user
@@ -38,6 +40,8 @@ from bundlesync.operations.scan import flags_of, flags_text
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow
 from bundlesync.stores.base import FolderPath
+from bundlesync.stores.errors import KeyInUse, MessageMissing, UnsafeName
+from bundlesync.stores.names import new_message_key
 
 APPLY_BATCH = 500
 
@@ -192,6 +196,55 @@ class _UserApply:
         state = load_message(self.index, MessageRef(MailboxRef(self.user, mailbox), guid, body))
         return state is not None and state.alive and self.target(mailbox) is not None
 
+    def reflag(self, row: FileRow, path: FolderPath, flags: frozenset[str]) -> None:
+        if flags_of(row.flags) == flags:
+            return
+        self.report.message(self.user, path, "flags")
+        if self.dry_run:
+            return
+        try:
+            stored = self.store.set_flags(self.user, path, row.key, flags)
+        except MessageMissing:
+            # Expunged here meanwhile: the next scan records that expunge (the row
+            # stays, so the scan sees the file vanish), and the merge decides.
+            self.report.warn(f"{self.user or '(store)'}: {row.key} vanished during the import")
+            return
+        failpoints.reached("apply")
+        self.index.put_file(FileRow(row.user, row.folder, row.key, row.mailbox, row.guid,
+                                    row.body, flags_text(stored), row.size, row.internal_date))
+
+    def place(self, ref: MessageRef, state: MessageState, folder: str | None, path: FolderPath,
+              holders: list[FileRow]) -> bool:
+        """Deliver the instance into its folder; False if its body is not here yet."""
+        self.report.message(self.user, path, "added", size=state.size)
+        if self.dry_run:
+            return True
+        assert folder is not None
+        data = self.body_bytes(ref.body, holders)
+        if data is None:
+            self.report.missing_body(self.user, path, ref)
+            return False
+        flags = state.effective_flags()
+        keys = [self.free_key(folder, ref), f"{ref.guid}-{ref.body[:16]}"]
+        for key in keys:
+            try:
+                stored = self.store.add_message(self.user, path, key=key, data=data,
+                                                flags=flags, internal_date=state.internal_date)
+                break
+            except (KeyInUse, UnsafeName):
+                # The name holds other bytes here (rule 8), or its S=/W= fields do not
+                # fit these bytes: keep the message under a name of its own.
+                continue
+        else:
+            stored = self.store.add_message(
+                self.user, path, key=new_message_key(now_ns=time.time_ns()), data=data,
+                flags=flags, internal_date=state.internal_date)
+        failpoints.reached("apply")
+        self.index.put_file(FileRow(self.user, folder, stored.key, ref.mailbox.guid, ref.guid,
+                                    ref.body, flags_text(stored.flags), len(data),
+                                    state.internal_date))
+        return True
+
     def message(self, mailbox: str, guid: str, body: str) -> bool:
         """Reconcile one instance; False if it must stay pending (body not here yet)."""
         ref = MessageRef(MailboxRef(self.user, mailbox), guid, body)
@@ -205,33 +258,11 @@ class _UserApply:
         path = None if target is None else target.path
         keep = [row for row in holders if row.folder == folder] if folder is not None else []
         if target is not None and state is not None:
-            flags = state.effective_flags()
+            assert path is not None
             if keep:
-                row = keep[0]
-                if flags_of(row.flags) != flags:
-                    self.report.message(self.user, target.path, "flags")
-                    if not self.dry_run:
-                        assert path is not None
-                        self.store.set_flags(self.user, path, row.key, flags)
-                        failpoints.reached("apply")
-                        self.index.put_file(FileRow(row.user, row.folder, row.key, row.mailbox,
-                                                    row.guid, row.body, flags_text(flags),
-                                                    row.size, row.internal_date))
-            else:
-                self.report.message(self.user, target.path, "added", size=state.size)
-                if not self.dry_run:
-                    assert folder is not None and path is not None
-                    data = self.body_bytes(body, holders)
-                    if data is None:
-                        self.report.missing_body(self.user, target.path, ref)
-                        return False
-                    key = self.free_key(folder, ref)
-                    stored = self.store.add_message(self.user, path, key=key, data=data,
-                                                    flags=flags, internal_date=state.internal_date)
-                    failpoints.reached("apply")
-                    self.index.put_file(FileRow(self.user, folder, stored.key, mailbox, guid, body,
-                                                flags_text(flags), len(data),
-                                                state.internal_date))
+                self.reflag(keep[0], path, state.effective_flags())
+            elif not self.place(ref, state, folder, path, holders):
+                return False
         for row in holders:
             if row in keep:
                 continue
@@ -241,7 +272,7 @@ class _UserApply:
             if self.dry_run:
                 continue
             if where is not None:
-                self.store.expunge(self.user, where, row.key)
+                self.store.expunge(self.user, where, row.key)  # gone already is fine
                 failpoints.reached("apply")
             self.index.drop_file(self.user, row.folder, row.key)
         return True

@@ -80,7 +80,7 @@ class Store(Protocol):
         ...
 
     def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
-        """The raw bytes of one message. Raises StoreError if it is gone."""
+        """The raw bytes of one message. Raises ``MessageMissing`` if it is gone."""
         ...
 
     def add_message(
@@ -96,12 +96,16 @@ class Store(Protocol):
         """Deliver a message atomically (tmp/, fsync, rename into cur/).
 
         Idempotent: if a message with this key and the same bytes is already
-        there, it is returned unchanged (its flags set to ``flags``).
+        there, it is returned unchanged (its flags set to ``flags``). The returned
+        message carries the flags actually stored. Raises ``KeyInUse`` if the key
+        holds other bytes, ``UnsafeName`` if the key cannot name these bytes.
         """
         ...
 
-    def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]) -> None:
-        """Make the message's flags exactly ``flags`` (a rename in Maildir)."""
+    def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]
+                  ) -> frozenset[str]:
+        """Make the message's flags ``flags`` (a rename in Maildir); returns the flags
+        actually stored. Raises ``MessageMissing`` if the message is gone."""
         ...
 
     def expunge(self, user: str, path: FolderPath, key: str) -> None:

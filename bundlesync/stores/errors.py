@@ -6,7 +6,6 @@ can act on; OSError never leaves an adapter raw.
 
 # Names say what happened, like the project's tree (BundleRejected, LockHeld),
 # rather than carrying an "Error" suffix.
-# ruff: noqa: N818
 
 from __future__ import annotations
 

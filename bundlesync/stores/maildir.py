@@ -705,14 +705,18 @@ class MaildirStore:
             )
         raise MessageMissing(f"message {key} vanished from {directory} while being stored")
 
-    def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]) -> None:
-        """Rename the message file so its letters say ``flags`` (in new/ or cur/, in place)."""
+    def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]
+                  ) -> frozenset[str]:
+        """Rename the message file so its letters say ``flags`` (in new/ or cur/, in place).
+
+        Returns the flags actually stored (a folder holds at most 26 keywords).
+        """
         check_key(key)
         root, directory = self._folder(user, path)
         label = "/".join(path)
         with _io(f"change the flags of message {key} in folder {label}"):
             self._check_inside(root, directory)
-            letters, _ = self._letters_for(directory, flags)
+            letters, stored = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
                 entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
@@ -723,12 +727,12 @@ class MaildirStore:
                 kept = unknown_letters(parsed.letters, self._keywords(directory))
                 wanted = compose_letters(letters, kept)
                 if wanted == parsed.letters:
-                    return
+                    return stored
                 new_name = parsed.with_letters(wanted)
                 source = os.path.join(directory, entry.subdir, entry.name)
                 target = os.path.join(directory, entry.subdir, new_name)
                 if os.path.lexists(target):
-                    return  # a second copy already carries exactly these flags
+                    return stored  # a second copy already carries exactly these flags
                 try:
                     os.rename(source, target)
                 except FileNotFoundError:
@@ -736,7 +740,7 @@ class MaildirStore:
                 if self._fsync:
                     dotlock.fsync_dir(os.path.join(directory, entry.subdir))
                 self._files.changed(directory, key, Entry(entry.subdir, new_name))
-                return
+                return stored
         raise StoreError(
             f"message {key} in folder {label} kept changing its name; try again",
             hint="A mail client is working on this folder right now.",

@@ -199,7 +199,8 @@ class MemoryStore:
         self._touch(folder)
         return self._view(key, message)
 
-    def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]) -> None:
+    def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]
+                  ) -> frozenset[str]:
         """Make the message's flags exactly ``flags`` (as far as they can be stored)."""
         check_key(key)
         folder = self._folder(user, path)
@@ -210,6 +211,7 @@ class MemoryStore:
         if stored != message.flags:
             message.flags = stored
             self._touch(folder)
+        return stored
 
     def expunge(self, user: str, path: FolderPath, key: str) -> None:
         """Remove the message; a message or folder already gone is fine."""

@@ -105,7 +105,7 @@ def test_mutated_vectors_give_only_documented_errors_in_bounded_memory(tmp_path:
     target = tmp_path / "mutant.bsb"
     tracemalloc.start()
     try:
-        for round_ in range(1500):
+        for round_ in range(3000):
             original = (VECTORS / SINGLE_FILES[round_ % len(SINGLE_FILES)]).read_bytes()
             target.write_bytes(mutate(original, rng))
             seen.add(outcome(target))
@@ -165,7 +165,7 @@ def sample_stream() -> tuple[bytes, dict[str, int]]:
 
 
 STREAM, COUNTS = sample_stream()
-fuzz_settings = settings(max_examples=300, deadline=None,
+fuzz_settings = settings(max_examples=500, deadline=None,
                          suppress_health_check=[HealthCheck.too_slow])
 
 

@@ -17,7 +17,7 @@ def human_bytes(n: float) -> str:
 
 
 def human_seconds(s: float) -> str:
-    if s < 1:
+    if s < 0.9995:  # so that 0.9996 s reads "1.00 s", not "1000 ms"
         return f"{s * 1000:.0f} ms"
     if s < 120:
         return f"{s:.2f} s" if s < 10 else f"{s:.1f} s"
@@ -46,7 +46,7 @@ class Progress:
 
     def _line(self, done: int, nbytes: int) -> str:
         elapsed = time.monotonic() - self.start
-        parts = [f"[{self.phase}]"]
+        parts: list[str] = []
         if self.total:
             parts.append(f"{done:,}/{self.total:,} {self.unit}")
         else:
@@ -60,7 +60,7 @@ class Progress:
             parts.append(f"ETA {human_seconds(remaining)}")
         else:
             parts.append(f"{human_seconds(elapsed)} elapsed")
-        return ", ".join(parts)
+        return f"[{self.phase}] " + ", ".join(parts)
 
     def update(self, done: int, nbytes: int = 0) -> None:
         now = time.monotonic()

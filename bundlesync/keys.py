@@ -14,8 +14,6 @@ On disk, under the site home (:func:`site_paths`):
 * ``peers/<name>.bsc`` -- the cards of trusted peers (:class:`TrustStore`).
 """
 
-# ruff: noqa: N818 - error names say what happened (KeyMissing, PeerConflict)
-
 from __future__ import annotations
 
 import base64

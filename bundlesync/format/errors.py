@@ -6,8 +6,6 @@ or reading (a full disk, an unreadable drop, a record we were asked to write tha
 the format cannot carry) are :class:`LocalError` subclasses (exit code 4).
 """
 
-# ruff: noqa: N818 - class names say what happened (BadMagic, Truncated), as the spec names them
-
 from __future__ import annotations
 
 from bundlesync.errors import BundleRejected, LocalError, UsageError

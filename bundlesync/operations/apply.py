@@ -309,7 +309,9 @@ class _UserApply:
         # only repeats idempotent store actions.
         for work in (placing, removing):
             for start in range(0, len(work), APPLY_BATCH):
-                with self.index.transaction():
+                # The store's batch ends (messages durable and named) before the
+                # index commits that they are there.
+                with self.index.transaction(), self.store.batch():
                     for mailbox, guid, body in work[start:start + APPLY_BATCH]:
                         if self.message(mailbox, guid, body) and not self.dry_run:
                             self.index.clear_pending_message(self.user, mailbox, guid, body)

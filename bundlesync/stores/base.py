@@ -23,6 +23,7 @@ Words:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -99,6 +100,15 @@ class Store(Protocol):
         there, it is returned unchanged (its flags set to ``flags``). The returned
         message carries the flags actually stored. Raises ``KeyInUse`` if the key
         holds other bytes, ``UnsafeName`` if the key cannot name these bytes.
+        """
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A block in which deliveries may be made durable together, at its end.
+
+        ``add_message`` inside may return before the message is visible; it is
+        visible (and on disk) when the block ends. Callers record a delivery as
+        done only after the block.
         """
         ...
 

@@ -15,8 +15,9 @@ operations' back; ``racy`` makes every stamp racy.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bundlesync.core.model import SYSTEM_FLAGS
@@ -198,6 +199,11 @@ class MemoryStore:
         folder.messages[key] = message
         self._touch(folder)
         return self._view(key, message)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Deliveries in memory are atomic already: nothing to defer."""
+        yield
 
     def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]
                   ) -> frozenset[str]:

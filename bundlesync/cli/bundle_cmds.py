@@ -38,6 +38,7 @@ from bundlesync.format import (
     record_kind,
     verify_bundle,
 )
+from bundlesync.format.records import OPTIONAL_KINDS
 from bundlesync.keys import (
     KeyMissing,
     PeerCard,
@@ -190,7 +191,8 @@ def _as_json(report: _Report, site: _Site) -> dict[str, Any]:
     if report.body is not None and v is not None:
         b = report.body
         data["body"] = {
-            "records": {k: b.records.get(k, 0) for k in RECORD_KINDS},
+            "records": {k: b.records.get(k, 0) for k in RECORD_KINDS
+                        if k not in OPTIONAL_KINDS or b.records.get(k, 0)},
             "content_size": b.content_size,
             "compression_ratio": round(b.content_size / v.body_size, 3) if v.body_size else None,
             "message_bytes": b.body_bytes,
@@ -238,10 +240,12 @@ def _print_human(report: _Report, site: _Site) -> None:
             echo("Encrypted    yes; this site cannot decrypt it")
     else:
         echo("Encrypted    no (anyone holding the file can read the mail in it)")
-    changes = sum(n for k, n in h.counts.items() if k != "body")
-    echo(f"Records      {changes:,} changes, {h.counts['body']:,} message bodies")
+    changes = sum(n for k, n in h.counts.items() if k not in ("body", "want"))
+    wants = h.counts.get("want", 0)
+    echo(f"Records      {changes:,} changes, {h.counts['body']:,} message bodies"
+         + (f", {wants:,} bodies asked for" if wants else ""))
     for kind in RECORD_KINDS:
-        if h.counts[kind]:
+        if h.counts.get(kind, 0):
             echo(f"               {kind:<18}{h.counts[kind]:>12,}")
     echo(f"Acknowledges {_vv_text(h.ack, site)}")
     echo(f"Assumes      {_vv_text(h.assumes, site)}")

@@ -219,7 +219,19 @@ class Body:
     data: bytes
 
 
-Record = Change | Body
+@dataclass(frozen=True, slots=True)
+class Want:
+    """A request by the bundle's origin for a message body it needs and lacks.
+
+    Sent when a peer assumed the body was already here (it had acknowledged some
+    instance of it) but the copy was expunged here meanwhile. The peer answers
+    with the body in its next bundle.
+    """
+
+    sha256: str
+
+
+Record = Change | Body | Want
 
 
 def derived_mailbox_guid(user: str, path: tuple[str, ...]) -> str:

@@ -18,10 +18,17 @@ from bundlesync.format.errors import LimitExceeded, Malformed, UnsupportedVersio
 from bundlesync.format.limits import (
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
+    READABLE_RECORDS_VERSIONS,
     RECORDS_VERSION,
     Limits,
 )
-from bundlesync.format.records import RECORD_KINDS, site_bytes, site_hex
+from bundlesync.format.records import (
+    KIND_WANT,
+    OPTIONAL_KINDS,
+    RECORD_KINDS,
+    site_bytes,
+    site_hex,
+)
 from bundlesync.keys import SITE_NAME_RE
 
 KIND_SYNC = "sync"
@@ -127,7 +134,8 @@ def encode_header(header: BundleHeader) -> bytes:
         "recipients": [site_bytes(r, "recipient") for r in header.recipients],
         "ack": _vv_to_cbor(header.ack),
         "assumes": _vv_to_cbor(header.assumes),
-        "counts": {kind: header.counts.get(kind, 0) for kind in RECORD_KINDS},
+        "counts": {kind: header.counts.get(kind, 0) for kind in RECORD_KINDS
+                   if kind not in OPTIONAL_KINDS or header.counts.get(kind, 0)},
         "compression": {"alg": header.compression, "frame": header.frame_size},
         "encryption": encryption,
         "capabilities": sorted(header.capabilities),
@@ -228,10 +236,10 @@ class _HeaderReader:
     def header(self, value: object) -> BundleHeader:
         top = self.map(value, _HEADER_KEYS, "the header")
         records_version = self.uint(top["records"], "records version")
-        if records_version != RECORDS_VERSION:
+        if records_version not in READABLE_RECORDS_VERSIONS:
             raise UnsupportedVersion(
                 f"The bundle uses record schema version {records_version}; this bundlesync "
-                f"reads version {RECORDS_VERSION}.")
+                f"reads versions {', '.join(map(str, READABLE_RECORDS_VERSIONS))}.")
         capabilities = self.array(top["capabilities"], "capabilities",
                                   maximum=self.limits.max_header_items)
         caps = tuple(self.text(c, "a capability") for c in capabilities)
@@ -262,10 +270,18 @@ class _HeaderReader:
                                 maximum=self.limits.max_recipients))
         if list(recipients) != sorted(set(recipients)):
             raise self.fail("recipients are not sorted and unique")
-        counts_map = self.map(top["counts"], frozenset(RECORD_KINDS), "counts")
+        counts_value = top["counts"]
+        optional_present = (frozenset(counts_value) & OPTIONAL_KINDS
+                            if isinstance(counts_value, dict) else frozenset())
+        required = frozenset(RECORD_KINDS) - OPTIONAL_KINDS
+        counts_map = self.map(counts_value, required | optional_present, "counts")
         counts = {kind_name: self.uint(counts_map[kind_name], f"count of {kind_name}",
                                        maximum=self.limits.max_records)
-                  for kind_name in RECORD_KINDS}
+                  for kind_name in RECORD_KINDS if kind_name in counts_map}
+        if any(counts.get(kind_name) == 0 for kind_name in OPTIONAL_KINDS):
+            raise self.fail("counts name an optional record kind with a count of 0")
+        if records_version < 2 and KIND_WANT in counts:
+            raise self.fail("a schema 1 bundle cannot hold want records")
         compression = self.map(top["compression"], frozenset({"alg", "frame"}), "compression")
         alg = self.text(compression["alg"], "compression algorithm")
         if alg != COMPRESSION_ZSTD:

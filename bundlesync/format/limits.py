@@ -20,7 +20,9 @@ MAGIC = b"\x89BSB\r\n\x1a\n"
 FORMAT_VERSION = 1
 # bundle-v1 §4.4: the last 8 bytes of the logical stream.
 END_MAGIC = b"BSB-END\n"
-RECORDS_VERSION = 1
+RECORDS_VERSION = 2
+# Schema 2 is schema 1 plus the want record (bundle-v1 §6.4); both are read.
+READABLE_RECORDS_VERSIONS = (1, 2)
 
 VOLUME_HEAD_SIZE = 48
 HEADER_LENGTH_SIZE = 4

@@ -319,9 +319,9 @@ class OpenBundle:
                                     ) from None
                 kind = record_kind(record)
                 seen[kind] += 1
-                if seen[kind] > expected[kind]:
+                if seen[kind] > expected.get(kind, 0):
                     raise Malformed(f"The bundle holds more {kind} records than the "
-                                    f"{expected[kind]} its header announces.")
+                                    f"{expected.get(kind, 0)} its header announces.")
                 if isinstance(record, Body) and not body_hash_matches(record):
                     raise BodyHashMismatch(f"Record {number}: a message body does not match "
                                            f"its SHA-256 {record.sha256}.")
@@ -330,8 +330,8 @@ class OpenBundle:
             del buffer[:cursor.pos]
         if buffer:
             raise Malformed("The body ends inside a record.")
-        differ = [f"{seen[k]} {k} (header: {expected[k]})" for k in RECORD_KINDS
-                  if seen[k] != expected[k]]
+        differ = [f"{seen[k]} {k} (header: {expected.get(k, 0)})" for k in RECORD_KINDS
+                  if seen[k] != expected.get(k, 0)]
         if differ:
             raise Malformed(f"The bundle holds other numbers of records than its header "
                             f"announces: {', '.join(differ)}.")

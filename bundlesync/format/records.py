@@ -29,6 +29,7 @@ from bundlesync.core.model import (
     Record,
     SubscriptionSet,
     Timestamp,
+    Want,
 )
 from bundlesync.format import cbor
 from bundlesync.format.cbor import (
@@ -46,6 +47,7 @@ from bundlesync.format.limits import Limits
 # bundle-v1 §6.1: record type codes.
 RECORD_BODY = 0
 RECORD_CHANGE = 1
+RECORD_WANT = 2
 
 # bundle-v1 §6.3: operation codes.
 OP_MAILBOX_CREATED = 1
@@ -57,6 +59,7 @@ OP_MESSAGE_EXPUNGED = 6
 OP_FLAGS_CHANGED = 7
 
 KIND_BODY = "body"
+KIND_WANT = "want"
 OPERATION_KINDS: dict[type, str] = {
     MailboxCreated: "mailbox-created",
     MailboxRenamed: "mailbox-renamed",
@@ -67,7 +70,10 @@ OPERATION_KINDS: dict[type, str] = {
     FlagsChanged: "flags-changed",
 }
 # The keys of the header's "counts" map, in a fixed order (bundle-v1 §4.2).
-RECORD_KINDS: tuple[str, ...] = (KIND_BODY, *OPERATION_KINDS.values())
+RECORD_KINDS: tuple[str, ...] = (KIND_BODY, *OPERATION_KINDS.values(), KIND_WANT)
+# Kinds a header may leave out of its counts (meaning 0): added after the first
+# vectors were written, so that bundles without them stay byte-identical (§4.2).
+OPTIONAL_KINDS: frozenset[str] = frozenset({KIND_WANT})
 
 _HEX32 = re.compile(r"[0-9a-f]{32}\Z")
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
@@ -85,6 +91,8 @@ def record_kind(record: Record) -> str:
     """The header count key of ``record`` (bundle-v1 §4.2)."""
     if isinstance(record, Body):
         return KIND_BODY
+    if isinstance(record, Want):
+        return KIND_WANT
     return OPERATION_KINDS[type(record.op)]
 
 
@@ -247,6 +255,11 @@ def encode_record(record: Record, limits: Limits) -> tuple[bytes, bytes]:
                 f"Cannot write record: body {record.sha256} does not hash to its name.")
         prefix = b"\x83\x00" + encode_bytes(bytes.fromhex(record.sha256))
         return prefix + head(MAJOR_BYTES, len(data)), data
+    if isinstance(record, Want):
+        if not isinstance(record.sha256, str) or not _HEX64.match(record.sha256):
+            raise RecordNotEncodable(f"Cannot write record: wanted SHA-256 {record.sha256!r} "
+                                     f"is not 64 lowercase hex digits.")
+        return b"\x82\x02" + encode_bytes(bytes.fromhex(record.sha256)), b""
     if not isinstance(record, Change):
         raise RecordNotEncodable(f"Cannot write {type(record).__name__}: not a record.")
     enc = _Encoder(limits)
@@ -380,6 +393,10 @@ def decode_record(cur: Cursor, limits: Limits) -> Record:
         if size > limits.max_body:
             raise cbor.CborLimitError(f"message body of {size} bytes (limit {limits.max_body})")
         return Body(digest.hex(), cur.take(size))
+    if kind == RECORD_WANT:
+        if length != 2:
+            raise cbor.CborError(f"want record has {length} items, not 2")
+        return Want(cur.bytes_exact(32, "wanted SHA-256").hex())
     if kind != RECORD_CHANGE:
         raise cbor.CborError(f"unknown record type {kind}")
     if length != 4:

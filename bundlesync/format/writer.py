@@ -52,7 +52,7 @@ from bundlesync.format.limits import (
     VOLUME_HEAD_SIZE,
     Limits,
 )
-from bundlesync.format.records import RECORD_KINDS, encode_record, record_kind
+from bundlesync.format.records import OPTIONAL_KINDS, RECORD_KINDS, encode_record, record_kind
 from bundlesync.format.volumes import (
     TEMP_SUFFIX,
     VolumeWriter,
@@ -205,7 +205,9 @@ def write_bundle(
             bundle_id=bundle_id, created_ms=created_ms, kind=kind,
             origin_site=identity.site_id, origin_name=identity.name,
             origin_key=identity.signing_public, recipients=recipient_ids, ack=ack,
-            assumes=assumes, counts={k: final_counts.get(k, 0) for k in RECORD_KINDS},
+            assumes=assumes,
+            counts={k: final_counts.get(k, 0) for k in RECORD_KINDS
+                    if k not in OPTIONAL_KINDS or final_counts.get(k, 0)},
             frame_size=frame_size, encryption=encryption)
 
     counter = _Counter(counts)

@@ -69,7 +69,7 @@ def test_flags_are_sorted_by_code_point() -> None:
     [
         (lambda d: d.replace(b"\x81\x65\\Seen\x80", b"\x82\x61b\x61a\x80"), "sorted"),
         (lambda d: d.replace(b"\x81\x65\\Seen\x80", b"\x82\x61a\x61a\x80"), "sorted"),
-        (lambda d: b"\x84\x02" + d[2:], "unknown record type"),
+        (lambda d: b"\x84\x03" + d[2:], "unknown record type"),
         (lambda d: b"\x85\x01" + d[2:], "items"),
         (lambda d: d.replace(b"\x84\x07", b"\x84\x09"), "unknown operation"),
         (lambda d: d.replace(b"\x84\x07", b"\x83\x07"), "items"),

@@ -77,8 +77,10 @@ def _heartbeat(stop: threading.Event, progress: Progress, label: str,
     while not stop.wait(wait):
         elapsed = time.monotonic() - started
         eta = ""
-        if expected:
-            eta = f", ETA ~{human_seconds(max(0.0, expected - elapsed))} (from the previous run)"
+        if expected and elapsed < expected:
+            eta = f", ETA ~{human_seconds(expected - elapsed)} (from the previous run)"
+        elif expected:
+            eta = f", longer than the previous run ({human_seconds(expected)})"
         progress.note(f"{label}: {human_seconds(elapsed)} elapsed{eta}")
         wait = 15.0
 

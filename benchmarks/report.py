@@ -104,6 +104,8 @@ def _ratio(a: Summary | None, b: Summary | None) -> float | None:
 def _fmt_ratio(value: float | None) -> str:
     if value is None:
         return "—"
+    if value == 0:
+        return "0x"
     return f"{value:.2f}x" if value >= 0.01 else f"{value:.4f}x"
 
 

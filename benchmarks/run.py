@@ -142,7 +142,8 @@ class Bench:
                     self.bs_version = bs.version()
                 except BundlesyncUnavailableError as exc:
                     # Not fatal: set-up (next) says whether bundlesync runs at all.
-                    self.bs_version = f"unknown ({exc})".replace("\n", " / ")
+                    self.bs_version = "unknown (`--version` failed, see the notes)"
+                    self.results.notes.append(str(exc).replace("\n", " / "))
                 self.bs = bs
         for tool, why in self.results.skipped.items():
             self.note("setup", f"{tool} skipped: {why}")
@@ -230,6 +231,7 @@ class Bench:
         self.results.add("first", "bundlesync_export", exp.sample)
         self.results.add("first", "bundlesync_import", imp.sample)
         self.results.add("first", "bundlesync_ack", combine(*ack))
+        self._bs_complaints(f"first transfer {i}", imp.report)
         progress.note(f"bundlesync init {human_seconds(init.sample.seconds)}, export "
                       f"{human_seconds(exp.sample.seconds)} "
                       f"({human_bytes(float(exp.sample.bytes or 0))}), import "
@@ -275,10 +277,24 @@ class Bench:
                 row.update(bundlesync_s=exp.sample.seconds + imp.sample.seconds,
                            bundlesync_bytes=exp.sample.bytes,
                            bundlesync_import=imp.report.get("changes"))
+                self._bs_complaints(label, imp.report)
         parts = [f"{k[:-2]} {human_seconds(float(v))}" for k, v in row.items()  # type: ignore[arg-type]
                  if k.endswith("_s")]
         progress.note(", ".join(parts) or "nothing to run")
         return row
+
+    def _bs_complaints(self, label: str, report: dict[str, object]) -> None:
+        """Put what bundlesync's import itself says went wrong into the notes."""
+        changes = report.get("changes")
+        if not isinstance(changes, dict):
+            return
+        for key in ("missing_bodies", "failures", "warnings"):
+            value = changes.get(key)
+            if value:
+                text = json.dumps(value, ensure_ascii=False)
+                self.results.notes.append(f"{label}: bundlesync import reported {key}: "
+                                          f"{text[:500]}")
+                self.note(label, f"bundlesync import reported {key}: {text[:200]}")
 
     def no_change_runs(self) -> None:
         n = self.args.nochange_runs

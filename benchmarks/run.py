@@ -186,10 +186,10 @@ class Bench:
                                      quiet=self.args.quiet)
                     return dsync.backup_all(f"first-{i}", users)
 
-                s = self._guard_dsync("first transfer", first_dsync)
-                if s is not None:
-                    self.results.add("first", "dsync", s)
-                    progress.note(f"dsync {human_seconds(s.seconds)}")
+                ds = self._guard_dsync("first transfer", first_dsync)
+                if ds is not None:
+                    self.results.add("first", "dsync", ds)
+                    progress.note(f"dsync {human_seconds(ds.seconds)}")
             if self.bs is not None:
                 self._bs_first(i, progress)
         if self.rsync_on:
@@ -207,9 +207,9 @@ class Bench:
                                  total=len(pipe.users()), unit="users", quiet=self.args.quiet)
                 return pipe.backup_all("first", users)
 
-            s = self._guard_dsync("first transfer through a pipe", first_pipe)
-            if s is not None:
-                self.results.add("first", "dsync_pipe", s)
+            ps = self._guard_dsync("first transfer through a pipe", first_pipe)
+            if ps is not None:
+                self.results.add("first", "dsync_pipe", ps)
 
     def _bs_first(self, i: int, progress: Progress) -> None:
         bs = self.bs
@@ -258,12 +258,12 @@ class Bench:
             def go(tool: Dsync = tool) -> Sample:
                 return tool.backup_all(f"{case}-{run}")
 
-            s = self._guard_dsync(f"{case} run", go)
-            if s is not None:
-                self.results.add(case, series, s)
-                row[f"{series}_s"] = s.seconds
-                if s.bytes is not None:
-                    row[f"{series}_bytes"] = s.bytes
+            ds = self._guard_dsync(f"{case} run", go)
+            if ds is not None:
+                self.results.add(case, series, ds)
+                row[f"{series}_s"] = ds.seconds
+                if ds.bytes is not None:
+                    row[f"{series}_bytes"] = ds.bytes
         if self.bs is not None:
             bs = self.bs
             done = self._guard_bs(f"{case} run", lambda: (bs.cycle(f"{case}-{run}"),

@@ -222,7 +222,9 @@ class _UserApply:
         assert folder is not None
         data = self.body_bytes(ref.body, holders)
         if data is None:
+            # A peer assumed we hold it, but our copy went meanwhile: ask for it.
             self.report.missing_body(self.user, path, ref)
+            self.index.want(ref.body)
             return False
         flags = state.effective_flags()
         keys = [self.free_key(folder, ref), f"{ref.guid}-{ref.body[:16]}"]
@@ -327,6 +329,9 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
                   progress: Callable[[str], None] | None = None) -> ApplyReport:
     """Apply every pending change to the store; one user's failure does not stop the others."""
     report = report if report is not None else ApplyReport()
+    if not dry_run:
+        with site.index.transaction():
+            site.index.clear_wants()  # what is still missing is asked for again below
     for user in site.index.pending_users():
         if progress is not None:
             progress(user)

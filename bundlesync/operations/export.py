@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlesync.core.model import Body, Change, MessageAdded, Record, VersionVector
+from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, StoreError, UsageError
 from bundlesync.format import BundleId, find_bundles, read_header, write_bundle
 from bundlesync.keys import PeerCard
@@ -93,9 +93,11 @@ def select_peers(site: Site, names: Sequence[str]) -> list[PeerCard]:
 class _BundleContent:
     """The records of one bundle, produced lazily (memory stays flat)."""
 
-    def __init__(self, site: Site, ack: VersionVector) -> None:
+    def __init__(self, site: Site, ack: VersionVector, *, peer: str) -> None:
         self.site = site
         self.ack = ack
+        self.asked = set(site.index.peer_wants(peer))
+        self.wants = site.index.wanted()
         self.changes = 0
         self.bodies = 0
         self.body_bytes = 0
@@ -122,28 +124,35 @@ class _BundleContent:
 
     def records(self) -> Iterator[Record]:
         index = self.site.index
+        for sha in self.wants:
+            yield Want(sha)
         for _dot, _body, record in index.changes_not_covered(self.ack):
             self.changes += 1
             yield decode_change(record)
-        sent: set[str] = set()
-        wanted: list[tuple[str, Change]] = []
+        decided: set[str] = set()
         for _dot, body, record in index.changes_not_covered(self.ack):
-            if body is None or body in sent:
+            if body is None or body in decided:
                 continue
-            sent.add(body)
-            wanted.append((body, decode_change(record)))
-        for body, change in wanted:
-            op = change.op
+            op = decode_change(record).op
             assert isinstance(op, MessageAdded)
             state = load_message(index, op.message)
-            if state is None or not state.alive or index.body_known_to(body, self.ack):
+            if state is None or not state.alive:
+                continue  # another add of the same body may still need it
+            decided.add(body)
+            if body not in self.asked and index.body_known_to(body, self.ack):
                 continue
-            data = self.read_body(body)
-            if data is None:
-                continue  # gone meanwhile; its expunge travels in the next bundle
-            self.bodies += 1
-            self.body_bytes += len(data)
-            yield Body(body, data)
+            yield from self.body_record(body)
+        for body in sorted(self.asked - decided):
+            # Asked for, but not among the changes this peer lacks: send it anyway.
+            yield from self.body_record(body)
+
+    def body_record(self, body: str) -> Iterator[Body]:
+        data = self.read_body(body)
+        if data is None:
+            return  # gone meanwhile; its expunge travels in the next bundle
+        self.bodies += 1
+        self.body_bytes += len(data)
+        yield Body(body, data)
 
 
 def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool = True,
@@ -169,7 +178,9 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
             (card.site_id,),
         ).fetchone()
         pending = index.count_not_covered(peer.ack)
-        if pending == 0 and last is not None and decode_vector(last[0]) == vector:
+        asking = index.wanted() or index.peer_wants(card.site_id)
+        if (pending == 0 and not asking and last is not None
+                and decode_vector(last[0]) == vector):
             result.up_to_date.append(card.name)
             continue
         stream = site.stream
@@ -179,7 +190,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         seq = int(str(index.get_meta(seq_key, 0))) + 1
         with index.transaction():
             index.set_meta(seq_key, seq)
-        content = _BundleContent(site, peer.ack)
+        content = _BundleContent(site, peer.ack, peer=card.site_id)
         written = write_bundle(
             drop, identity=site.identity, bundle_id=BundleId(stream.site, stream.incarnation, seq),
             kind=KIND_SYNC, recipients=[card], ack=vector, assumes=peer.ack,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlesync.core.model import Body, Change, Stream, VersionVector
+from bundlesync.core.model import Body, Change, Stream, VersionVector, Want
 from bundlesync.core.vv import detect_restore
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, find_bundles, open_bundle, read_header
@@ -160,8 +160,12 @@ def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_ru
             outcome: BundleOutcome) -> None:
     index = site.index
     streams: set[Stream] = set()
+    wants: list[str] = []
     with open_bundle(path, identity=site.identity, trust=site.trust) as bundle:
         for record in bundle.records():
+            if isinstance(record, Want):
+                wants.append(record.sha256)
+                continue
             if isinstance(record, Body):
                 outcome.bodies += 1
                 if not dry_run and index.file_with_body(record.sha256) is None:
@@ -185,6 +189,7 @@ def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_ru
     for stream, count in header.ack.entries:
         merged[stream] = max(merged.get(stream, 0), count)
     index.set_peer_ack(header.origin_site, VersionVector.of(merged), heard_ms=now_ms)
+    index.set_peer_wants(header.origin_site, wants)
     bid = header.bundle_id
     failpoints.reached("ingest")
     index.record_received(bid.site, bid.incarnation, bid.seq, received_ms=now_ms,

@@ -29,7 +29,7 @@ from pathlib import Path
 from bundlesync.core.model import Dot, Stream, VersionVector
 from bundlesync.errors import StateError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -94,6 +94,13 @@ MIGRATIONS: dict[int, str] = {
         received_ms INTEGER NOT NULL, created_ms INTEGER NOT NULL, changes INTEGER NOT NULL,
         new_changes INTEGER NOT NULL,
         PRIMARY KEY (site, incarnation, seq)
+    ) WITHOUT ROWID;
+    """,
+    # Bodies this site lacks and asks its peers for; bodies peers ask this site for.
+    2: """
+    CREATE TABLE wanted (body TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE peer_wants (
+        peer TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (peer, body)
     ) WITHOUT ROWID;
     """,
 }
@@ -481,6 +488,27 @@ class StateIndex:
         return bool(
             self.db.execute("SELECT 1 FROM pending UNION SELECT 1 FROM pending_users").fetchone()
         )
+
+    # -- bodies asked for ----------------------------------------------------------
+
+    def want(self, body: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO wanted (body) VALUES (?)", (body,))
+
+    def clear_wants(self) -> None:
+        self.db.execute("DELETE FROM wanted")
+
+    def wanted(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT body FROM wanted ORDER BY body")]
+
+    def set_peer_wants(self, peer: str, bodies: Sequence[str]) -> None:
+        self.db.execute("DELETE FROM peer_wants WHERE peer = ?", (peer,))
+        self.db.executemany("INSERT OR IGNORE INTO peer_wants (peer, body) VALUES (?, ?)",
+                            [(peer, b) for b in bodies])
+
+    def peer_wants(self, peer: str) -> list[str]:
+        rows = self.db.execute("SELECT body FROM peer_wants WHERE peer = ? ORDER BY body",
+                               (peer,))
+        return [r[0] for r in rows]
 
     # -- peers and bundles ---------------------------------------------------------
 

@@ -90,3 +90,35 @@ def test_users_appear_at_the_other_site_from_the_template(sites: Sites) -> None:
     assert bravo.users() == sorted(USERS)
     maildir = sites.root / "bravo" / "mail" / "example.org" / "bob" / "Maildir"
     assert (maildir / "cur").is_dir()
+
+
+def test_a_body_expunged_here_while_the_peer_moved_it_is_asked_for(sites: Sites) -> None:
+    """bravo expunges a message while alpha files it into another folder. alpha does
+    not send the body (bravo had it); bravo asks for it, and gets it next time."""
+    alpha = sites.add("alpha", populate_per_folder=2)
+    bravo = sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    sites.export("alpha")
+    sites.import_("bravo")
+    sites.export("bravo")
+    sites.import_("alpha")
+    inbox = ("INBOX",)
+    message = alpha.messages(ALICE, inbox)[0]
+    data = alpha.read_body(ALICE, inbox, message.key)
+    alpha.add_message(ALICE, ("Archive",), key=message.key, data=data, flags=message.flags,
+                      internal_date=message.internal_date)
+    alpha.expunge(ALICE, inbox, message.key)
+    bravo.expunge(ALICE, inbox, message.key)
+    assert sites.export("alpha").bundles[0].bodies == 0
+    first = sites.import_("bravo")
+    assert first.report.missing  # bravo lacks it, and says so
+    asking = sites.export("bravo")
+    assert asking.bundles
+    sites.import_("alpha")
+    answer = sites.export("alpha")
+    assert answer.bundles[0].bodies == 1
+    sites.import_("bravo")
+    assert message.key in {m.key for m in bravo.messages(ALICE, ("Archive",))}
+    sites.export("bravo")
+    sites.import_("alpha")
+    assert sites.digest("alpha") == sites.digest("bravo")

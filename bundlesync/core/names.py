@@ -37,8 +37,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
-from bundlesync.core.model import Timestamp
-from bundlesync.core.state import FlagRegister, MailboxState
+from bundlesync.core.model import MailboxRef, Timestamp
+from bundlesync.core.state import FlagRegister, MailboxState, empty_mailbox
 
 __all__ = ["INBOX_PATH", "FolderPath", "ResolvedMailbox", "folder_paths", "resolve_mailboxes"]
 
@@ -141,8 +141,15 @@ def resolve_mailboxes(
     of mailboxes with at least one alive message. Returns an entry for every
     mailbox given (deleted ones included, with ``exists=False``).
     """
-    guids = sorted(mailboxes)
     live_set = set(live)
+    if not live_set <= mailboxes.keys():
+        # Mail arrived for a mailbox whose create has not: show it, never hide it.
+        users = {m.ref.user for m in mailboxes.values()}
+        user = users.pop() if len(users) == 1 else ""
+        mailboxes = dict(mailboxes)
+        for g in live_set - mailboxes.keys():
+            mailboxes[g] = empty_mailbox(MailboxRef(user, g))
+    guids = sorted(mailboxes)
     exists = {g: _own_existence(mailboxes[g], g in live_set) for g in guids}
 
     leaf: dict[str, FolderPath] = {}
@@ -152,7 +159,6 @@ def resolve_mailboxes(
         m = mailboxes[g]
         parts = tuple(p for p in m.name.split("/") if p) if m.name_ts is not None else ()
         if not parts:
-            # Mail arrived for a mailbox whose create has not: show it, never hide it.
             parts = (f"unnamed-{g[:8]}",)
             parent[g] = None
             creation_name[g] = False

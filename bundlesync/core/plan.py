@@ -329,7 +329,10 @@ def collapse_instances(instances: Iterable[MessageState]) -> Collapsed:
 
     The representative is the instance of the highest mailbox GUID (the
     canonical mailbox's own instance, if it has one); each flag takes the
-    newest version across the instances (rule 3, applied across them).
+    newest version across the instances (rule 3, applied across them). An
+    instance has a version of a flag if its add carried the flag (set at the
+    add's time) or it has a register for it; a flag its add did not carry and
+    nobody changed there is no opinion, so it cannot clear another instance's.
     """
     states = sorted(instances, key=lambda s: s.ref)
     if not states:

@@ -25,6 +25,7 @@ from typing import Any
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, StoreError, UsageError
 from bundlesync.format import BundleId, find_bundles, read_header, write_bundle
+from bundlesync.format.records import OPERATION_KINDS
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending, spool_path
@@ -34,6 +35,7 @@ from bundlesync.operations.site import Site
 from bundlesync.state.index import decode_vector
 
 KIND_SYNC = "sync"
+KIND_OF_OPERATION = {op.__name__: kind for op, kind in OPERATION_KINDS.items()}
 
 
 @dataclass
@@ -90,8 +92,13 @@ def select_peers(site: Site, names: Sequence[str]) -> list[PeerCard]:
     return chosen
 
 
+class BodyVanished(Exception):
+    """A body planned for the bundle could not be read any more (expunged meanwhile)."""
+
+
 class _BundleContent:
-    """The records of one bundle, produced lazily (memory stays flat)."""
+    """The records of one bundle, planned first (so the header's counts are known and
+    the bundle is written in one pass), then produced lazily (memory stays flat)."""
 
     def __init__(self, site: Site, ack: VersionVector, *, peer: str) -> None:
         self.site = site
@@ -101,34 +108,23 @@ class _BundleContent:
         self.changes = 0
         self.bodies = 0
         self.body_bytes = 0
+        self.strict = True
+        self._folders: dict[str, dict[str, str]] = {}
 
-    def read_body(self, body: str) -> bytes | None:
-        row = self.site.index.file_with_body(body)
-        candidates = []
-        if row is not None:
-            folder = {g: p for g, p, _m, _u in self.site.index.folders(row.user)}
-            if row.folder in folder:
-                candidates.append((row.user, path_from_key(folder[row.folder]), row.key))
-        for user, path, key in candidates:
-            try:
-                data = self.site.store.read_body(user, path, key)
-            except StoreError:
-                continue
-            if hashlib.sha256(data).hexdigest() == body:
-                return data
-        try:
-            data = spool_path(self.site.spool, body).read_bytes()
-        except OSError:
-            return None
-        return data if hashlib.sha256(data).hexdigest() == body else None
+    def plan(self) -> dict[str, int]:
+        """Decide which bodies go, and count every kind of record."""
+        counts: dict[str, int] = {}
+        for kind in self.site.index.kinds_not_covered(self.ack):
+            name = KIND_OF_OPERATION[kind]
+            counts[name] = counts.get(name, 0) + 1
+        self.send = list(self._bodies_to_send())
+        counts["body"] = len(self.send)
+        if self.wants:
+            counts["want"] = len(self.wants)
+        return counts
 
-    def records(self) -> Iterator[Record]:
+    def _bodies_to_send(self) -> Iterator[str]:
         index = self.site.index
-        for sha in self.wants:
-            yield Want(sha)
-        for _dot, _body, record in index.changes_not_covered(self.ack):
-            self.changes += 1
-            yield decode_change(record)
         decided: set[str] = set()
         for _dot, body, record in index.changes_not_covered(self.ack):
             if body is None or body in decided:
@@ -139,20 +135,46 @@ class _BundleContent:
             if state is None or not state.alive:
                 continue  # another add of the same body may still need it
             decided.add(body)
-            if body not in self.asked and index.body_known_to(body, self.ack):
-                continue
-            yield from self.body_record(body)
-        for body in sorted(self.asked - decided):
-            # Asked for, but not among the changes this peer lacks: send it anyway.
-            yield from self.body_record(body)
+            if body in self.asked or not index.body_known_to(body, self.ack):
+                yield body
+        # Asked for, but not among the changes this peer lacks: sent all the same.
+        yield from sorted(self.asked - decided)
 
-    def body_record(self, body: str) -> Iterator[Body]:
-        data = self.read_body(body)
-        if data is None:
-            return  # gone meanwhile; its expunge travels in the next bundle
-        self.bodies += 1
-        self.body_bytes += len(data)
-        yield Body(body, data)
+    def read_body(self, body: str) -> bytes | None:
+        row = self.site.index.file_with_body(body)
+        if row is not None:
+            if row.user not in self._folders:
+                self._folders[row.user] = {
+                    g: p for g, p, _m, _u in self.site.index.folders(row.user)}
+            where = self._folders[row.user].get(row.folder)
+            if where is not None:
+                try:
+                    data = self.site.store.read_body(row.user, path_from_key(where), row.key)
+                except StoreError:
+                    data = b""
+                if hashlib.sha256(data).hexdigest() == body:
+                    return data
+        try:
+            data = spool_path(self.site.spool, body).read_bytes()
+        except OSError:
+            return None
+        return data if hashlib.sha256(data).hexdigest() == body else None
+
+    def records(self) -> Iterator[Record]:
+        for sha in self.wants:
+            yield Want(sha)
+        for _dot, _body, record in self.site.index.changes_not_covered(self.ack):
+            self.changes += 1
+            yield decode_change(record)
+        for body in self.send:
+            data = self.read_body(body)
+            if data is None:
+                if self.strict:
+                    raise BodyVanished(body)
+                continue  # gone meanwhile; its expunge travels in the next bundle
+            self.bodies += 1
+            self.body_bytes += len(data)
+            yield Body(body, data)
 
 
 def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool = True,
@@ -191,12 +213,22 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         with index.transaction():
             index.set_meta(seq_key, seq)
         content = _BundleContent(site, peer.ack, peer=card.site_id)
-        written = write_bundle(
-            drop, identity=site.identity, bundle_id=BundleId(stream.site, stream.incarnation, seq),
-            kind=KIND_SYNC, recipients=[card], ack=vector, assumes=peer.ack,
-            records=content.records(), created_ms=now_ms, encrypt=encrypt,
-            max_volume_size=max_volume_size, progress=progress,
-        )
+        counts: dict[str, int] | None = content.plan()
+        while True:
+            try:
+                written = write_bundle(
+                    drop, identity=site.identity,
+                    bundle_id=BundleId(stream.site, stream.incarnation, seq), kind=KIND_SYNC,
+                    recipients=[card], ack=vector, assumes=peer.ack, records=content.records(),
+                    created_ms=now_ms, encrypt=encrypt, max_volume_size=max_volume_size,
+                    progress=progress, counts=counts,
+                )
+                break
+            except BodyVanished:
+                # A message went while we wrote: write again without announcing counts
+                # (the format layer then counts as it goes), leaving the vanished out.
+                content.strict, counts = False, None
+                content.changes = content.bodies = content.body_bytes = 0
         failpoints.reached("export")
         names = [p.name for p in written.paths]
         with index.transaction():

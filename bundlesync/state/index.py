@@ -302,13 +302,7 @@ class StateIndex:
 
     def changes_not_covered(self, ack: VersionVector) -> Iterator[tuple[Dot, str | None, bytes]]:
         """Every logged change the vector ``ack`` does not cover, in dot order."""
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS ackv (site TEXT, incarnation INTEGER,"
-                        " counter INTEGER, PRIMARY KEY (site, incarnation))")
-        self.db.execute("DELETE FROM ackv")
-        self.db.executemany(
-            "INSERT INTO ackv VALUES (?, ?, ?)",
-            [(s.site, s.incarnation, n) for s, n in ack.entries],
-        )
+        self._load_ack(ack)
         cursor = self.db.execute(
             "SELECT c.site, c.incarnation, c.counter, c.body, c.record FROM changes c "
             "LEFT JOIN ackv a ON a.site = c.site AND a.incarnation = c.incarnation "
@@ -318,8 +312,29 @@ class StateIndex:
         for site, incarnation, counter, body, record in cursor:
             yield Dot(site, incarnation, counter), body, record
 
+    def kinds_not_covered(self, ack: VersionVector) -> Iterator[str]:
+        """The kind (operation class name) of each change ``ack`` does not cover."""
+        self._load_ack(ack)
+        cursor = self.db.execute(
+            "SELECT c.kind FROM changes c "
+            "LEFT JOIN ackv a ON a.site = c.site AND a.incarnation = c.incarnation "
+            "WHERE c.counter > COALESCE(a.counter, 0)"
+        )
+        for (kind,) in cursor:
+            yield kind
+
     def count_not_covered(self, ack: VersionVector) -> int:
-        return sum(1 for _ in self.changes_not_covered(ack))
+        return sum(1 for _ in self.kinds_not_covered(ack))
+
+    def _load_ack(self, ack: VersionVector) -> None:
+        # A temporary table per call: the queries above join the log against it.
+        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS ackv (site TEXT, incarnation INTEGER,"
+                        " counter INTEGER, PRIMARY KEY (site, incarnation))")
+        self.db.execute("DELETE FROM ackv")
+        self.db.executemany(
+            "INSERT INTO ackv VALUES (?, ?, ?)",
+            [(s.site, s.incarnation, n) for s, n in ack.entries],
+        )
 
     def body_known_to(self, body: str, ack: VersionVector) -> bool:
         """Whether a change adding this body is covered by ``ack`` (the peer holds it)."""

@@ -127,3 +127,38 @@ def test_flag_change_by_the_user_after_an_import_travels(sites: Sites, tmp_path:
     assert result.scan.flag_changes == 1
     sites.import_("alpha")
     assert sites.digest("alpha") == sites.digest("bravo")
+
+
+class VanishingStore(MaildirStore):
+    """A store in which one message is expunged by the user while the export writes."""
+
+    def __init__(self, location: str, victim: str) -> None:
+        super().__init__(location)
+        self.victim = victim
+
+    def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
+        if key == self.victim:
+            self.expunge(user, path, key)
+        return super().read_body(user, path, key)
+
+
+def test_a_message_expunged_while_the_export_writes_is_left_out(sites: Sites) -> None:
+    from bundlesync.operations.export import export_drop
+
+    alpha = sites.add("alpha", populate_per_folder=2)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    victim = alpha.messages(ALICE, ("INBOX",))[0].key
+    store = VanishingStore(location(sites, "alpha"), victim)
+    with site_lock(sites.homes["alpha"]):
+        site = open_site(sites.homes["alpha"], store=store)
+        try:
+            result = export_drop(site, sites.drop, now_ms=tick())
+        finally:
+            site.index.close()
+    total = sum(len(v) for v in sites.digest("alpha").values())  # type: ignore[attr-defined]
+    assert result.bundles[0].bodies == total  # one fewer than planned, written all the same
+    sites.import_("bravo")
+    sites.export("alpha")  # the expunge is recorded and travels
+    sites.import_("bravo")
+    assert sites.digest("bravo") == sites.digest("alpha")

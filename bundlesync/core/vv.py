@@ -303,7 +303,9 @@ class Intake:
     incoming)`` with one dot and different content -- proof that the dot's site
     reused a counter after a restore. Apply the incoming change anyway (the
     join ignores dots, so nothing is lost here) and re-emit both under the local
-    stream with :func:`reemit`, so that every site gets both.
+    stream with :func:`reemit`, so that every site gets both -- each content
+    only if it is not already held under another dot (same timestamp and
+    operation), so that a fork seen twice is repaired once.
     """
 
     new: tuple[Change, ...]

@@ -39,7 +39,7 @@ from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import flags_of, flags_text
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow
-from bundlesync.stores.base import FolderPath
+from bundlesync.stores.base import FolderPath, StoredMessage
 from bundlesync.stores.errors import KeyInUse, MessageMissing, UnsafeName
 from bundlesync.stores.names import new_message_key
 
@@ -164,7 +164,9 @@ class _UserApply:
 
     # -- messages ------------------------------------------------------------------
 
-    def body_bytes(self, body: str, holders: list[FileRow]) -> bytes | None:
+    def body_source(self, body: str, holders: list[FileRow]) -> bytes | Path | None:
+        """Where to take a body from: the bytes of a file holding it here (a move or
+        a copy), or the spool file it arrived in; None if it is nowhere here."""
         candidates = list(holders)
         other = self.index.file_with_body(body)
         if other is not None:
@@ -180,11 +182,9 @@ class _UserApply:
             if hashlib.sha256(data).hexdigest() == body:
                 return data
         spooled = spool_path(self.site.spool, body)
-        try:
-            data = spooled.read_bytes()
-        except OSError:
-            return None
-        return data if hashlib.sha256(data).hexdigest() == body else None
+        # Spool files were checked against their SHA-256 when the bundle was read,
+        # and only this site writes there.
+        return spooled if spooled.is_file() else None
 
     def free_key(self, folder: str, ref: MessageRef) -> str:
         if not self.index.has_file(self.user, folder, ref.guid):
@@ -213,6 +213,14 @@ class _UserApply:
         self.index.put_file(FileRow(row.user, row.folder, row.key, row.mailbox, row.guid,
                                     row.body, flags_text(stored), row.size, row.internal_date))
 
+    def deliver(self, path: FolderPath, key: str, data: bytes | Path, flags: frozenset[str],
+                internal_date: int) -> StoredMessage:
+        if isinstance(data, Path):
+            return self.store.add_message_file(self.user, path, key=key, source=str(data),
+                                               flags=flags, internal_date=internal_date)
+        return self.store.add_message(self.user, path, key=key, data=data, flags=flags,
+                                      internal_date=internal_date)
+
     def place(self, ref: MessageRef, state: MessageState, folder: str | None, path: FolderPath,
               holders: list[FileRow]) -> bool:
         """Deliver the instance into its folder; False if its body is not here yet."""
@@ -220,7 +228,7 @@ class _UserApply:
         if self.dry_run:
             return True
         assert folder is not None
-        data = self.body_bytes(ref.body, holders)
+        data = self.body_source(ref.body, holders)
         if data is None:
             # A peer assumed we hold it, but our copy went meanwhile: ask for it.
             self.report.missing_body(self.user, path, ref)
@@ -228,22 +236,19 @@ class _UserApply:
             return False
         flags = state.effective_flags()
         keys = [self.free_key(folder, ref), f"{ref.guid}-{ref.body[:16]}"]
+        keys.append(new_message_key(now_ns=time.time_ns()))
         for key in keys:
             try:
-                stored = self.store.add_message(self.user, path, key=key, data=data,
-                                                flags=flags, internal_date=state.internal_date)
+                stored = self.deliver(path, key, data, flags, state.internal_date)
                 break
             except (KeyInUse, UnsafeName):
                 # The name holds other bytes here (rule 8), or its S=/W= fields do not
                 # fit these bytes: keep the message under a name of its own.
-                continue
-        else:
-            stored = self.store.add_message(
-                self.user, path, key=new_message_key(now_ns=time.time_ns()), data=data,
-                flags=flags, internal_date=state.internal_date)
+                if key == keys[-1]:
+                    raise
         failpoints.reached("apply")
         self.index.put_file(FileRow(self.user, folder, stored.key, ref.mailbox.guid, ref.guid,
-                                    ref.body, flags_text(stored.flags), len(data),
+                                    ref.body, flags_text(stored.flags), stored.size,
                                     state.internal_date))
         return True
 

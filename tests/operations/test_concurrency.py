@@ -29,13 +29,23 @@ class DeliveringStore(MaildirStore):
                     flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
         stored = super().add_message(user, path, key=key, data=data, flags=flags,
                                      internal_date=internal_date)
+        self.lda_delivers()
+        return stored
+
+    def add_message_file(self, user: str, path: FolderPath, *, key: str, source: str,
+                         flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
+        stored = super().add_message_file(user, path, key=key, source=source, flags=flags,
+                                          internal_date=internal_date)
+        self.lda_delivers()
+        return stored
+
+    def lda_delivers(self) -> None:
         if not self.delivered:
             body, when = demo_message(self.user, 5_555)
             lda_key = f"{when}.M5555P77.lda"
             self.lda.add_message(self.user, ("INBOX",), key=lda_key, data=body,
                                  flags=frozenset(), internal_date=when)
             self.delivered.append(lda_key)
-        return stored
 
 
 class FailingStore(MaildirStore):
@@ -44,6 +54,13 @@ class FailingStore(MaildirStore):
     def __init__(self, location: str, broken: str) -> None:
         super().__init__(location)
         self.broken = broken
+
+    def add_message_file(self, user: str, path: FolderPath, *, key: str, source: str,
+                         flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
+        if user == self.broken:
+            raise StoreError(f"cannot write into the Maildir of {user}: read-only file system")
+        return super().add_message_file(user, path, key=key, source=source, flags=flags,
+                                        internal_date=internal_date)
 
     def add_message(self, user: str, path: FolderPath, *, key: str, data: bytes,
                     flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]

@@ -26,7 +26,6 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from bundlesync.core.model import MailboxRef, MessageRef
 from bundlesync.core.names import ResolvedMailbox
@@ -38,16 +37,13 @@ from bundlesync.operations.ledger import load_message, path_from_key, path_key, 
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import flags_of, flags_text
 from bundlesync.operations.site import Site
+from bundlesync.operations.spool import read_spooled
 from bundlesync.state.index import FileRow
 from bundlesync.stores.base import FolderPath, StoredMessage
 from bundlesync.stores.errors import KeyInUse, MessageMissing, UnsafeName
 from bundlesync.stores.names import new_message_key
 
 APPLY_BATCH = 500
-
-
-def spool_path(spool: Path, body: str) -> Path:
-    return spool / body[:2] / body
 
 
 @dataclass
@@ -164,9 +160,9 @@ class _UserApply:
 
     # -- messages ------------------------------------------------------------------
 
-    def body_source(self, body: str, holders: list[FileRow]) -> bytes | Path | None:
-        """Where to take a body from: the bytes of a file holding it here (a move or
-        a copy), or the spool file it arrived in; None if it is nowhere here."""
+    def body_source(self, body: str, holders: list[FileRow]) -> bytes | None:
+        """A body's bytes: from a file holding it here (a move or a copy), or from the
+        spool it arrived in; None if it is nowhere here."""
         candidates = list(holders)
         other = self.index.file_with_body(body)
         if other is not None:
@@ -181,10 +177,7 @@ class _UserApply:
                 continue
             if hashlib.sha256(data).hexdigest() == body:
                 return data
-        spooled = spool_path(self.site.spool, body)
-        # Spool files were checked against their SHA-256 when the bundle was read,
-        # and only this site writes there.
-        return spooled if spooled.is_file() else None
+        return read_spooled(self.site.spool, self.index, body)
 
     def free_key(self, folder: str, ref: MessageRef) -> str:
         if not self.index.has_file(self.user, folder, ref.guid):
@@ -213,11 +206,8 @@ class _UserApply:
         self.index.put_file(FileRow(row.user, row.folder, row.key, row.mailbox, row.guid,
                                     row.body, flags_text(stored), row.size, row.internal_date))
 
-    def deliver(self, path: FolderPath, key: str, data: bytes | Path, flags: frozenset[str],
+    def deliver(self, path: FolderPath, key: str, data: bytes, flags: frozenset[str],
                 internal_date: int) -> StoredMessage:
-        if isinstance(data, Path):
-            return self.store.add_message_file(self.user, path, key=key, source=str(data),
-                                               flags=flags, internal_date=internal_date)
         return self.store.add_message(self.user, path, key=key, data=data, flags=flags,
                                       internal_date=internal_date)
 

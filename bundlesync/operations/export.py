@@ -28,10 +28,11 @@ from bundlesync.format import BundleId, find_bundles, read_header, write_bundle
 from bundlesync.format.records import OPERATION_KINDS
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
-from bundlesync.operations.apply import apply_pending, spool_path
+from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.ledger import decode_change, load_message, path_from_key
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
+from bundlesync.operations.spool import read_spooled
 from bundlesync.state.index import decode_vector
 
 KIND_SYNC = "sync"
@@ -154,11 +155,7 @@ class _BundleContent:
                     data = b""
                 if hashlib.sha256(data).hexdigest() == body:
                     return data
-        try:
-            data = spool_path(self.site.spool, body).read_bytes()
-        except OSError:
-            return None
-        return data if hashlib.sha256(data).hexdigest() == body else None
+        return read_spooled(self.site.spool, self.site.index, body)
 
     def records(self) -> Iterator[Record]:
         for sha in self.wants:

@@ -21,7 +21,6 @@ neither the store nor the spool, and reports what would change.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,11 +31,12 @@ from bundlesync.core.vv import detect_restore
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, find_bundles, open_bundle, read_header
 from bundlesync.operations import failpoints
-from bundlesync.operations.apply import apply_pending, spool_path
+from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.ledger import decode_change, encode_change, fold_change
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
+from bundlesync.operations.spool import SpoolWriter, clear_spool
 from bundlesync.state.index import StateIndex
 
 
@@ -106,18 +106,6 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
     return mine
 
 
-def _write_spool(spool: Path, body: Body) -> Path:
-    target = spool_path(spool, body.sha256)
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(body.data)
-    os.replace(tmp, target)
-    return target
-
-
 def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
                     remembered: int) -> None:
     """A peer acknowledges more of our stream than we remember: we were restored.
@@ -161,6 +149,22 @@ def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_ru
     index = site.index
     streams: set[Stream] = set()
     wants: list[str] = []
+    spool = SpoolWriter(site.spool, index)
+    try:
+        _read_records(site, path, now_ms=now_ms, dry_run=dry_run, outcome=outcome,
+                      streams=streams, wants=wants, spool=spool)
+        spool.finish()  # the bodies are on disk before the index says they are spooled
+    except BaseException:
+        spool.abandon()
+        raise
+    index.advance_streams(sorted(streams))
+    _remember(site, header, outcome=outcome, wants=wants, now_ms=now_ms)
+
+
+def _read_records(site: Site, path: Path, *, now_ms: int, dry_run: bool,
+                  outcome: BundleOutcome, streams: set[Stream], wants: list[str],
+                  spool: SpoolWriter) -> None:
+    index = site.index
     with open_bundle(path, identity=site.identity, trust=site.trust) as bundle:
         for record in bundle.records():
             if isinstance(record, Want):
@@ -169,7 +173,7 @@ def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_ru
             if isinstance(record, Body):
                 outcome.bodies += 1
                 if not dry_run and index.file_with_body(record.sha256) is None:
-                    _write_spool(site.spool, record)
+                    spool.add(record)
                 continue
             assert isinstance(record, Change)
             outcome.changes += 1
@@ -177,9 +181,12 @@ def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_ru
             if fold_change(index, record, record=encode_change(record)):
                 outcome.new_changes += 1
                 streams.add(record.dot.stream)
-    if not dry_run and outcome.bodies:
-        os.sync()  # spooled bodies are on disk before the index says we hold them
-    index.advance_streams(sorted(streams))
+
+
+def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants: list[str],
+              now_ms: int) -> None:
+    """The peer's acknowledgement and wants, and the bundle as received."""
+    index = site.index
     site.save_clock()
     peer = index.peer(header.origin_site)
     old_ack = peer.ack if peer is not None else None
@@ -227,19 +234,8 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
             result.bundles.append(outcome)
         apply_pending(site, dry_run=dry_run, report=result.report)
         if not dry_run and not index.has_pending():
-            _clear_spool(site.spool)
+            clear_spool(site.spool, index)
     finally:
         if dry_run:
             index.db.execute("ROLLBACK")
     return result
-
-
-def _clear_spool(spool: Path) -> None:
-    if not spool.is_dir():
-        return
-    for sub in spool.iterdir():
-        if sub.is_dir():
-            for item in sub.iterdir():
-                item.unlink(missing_ok=True)
-            sub.rmdir()
-

@@ -29,7 +29,7 @@ from pathlib import Path
 from bundlesync.core.model import Dot, Stream, VersionVector
 from bundlesync.errors import StateError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -101,6 +101,13 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE wanted (body TEXT PRIMARY KEY) WITHOUT ROWID;
     CREATE TABLE peer_wants (
         peer TEXT NOT NULL, body TEXT NOT NULL, PRIMARY KEY (peer, body)
+    ) WITHOUT ROWID;
+    """,
+    # Received bodies not yet delivered: which spool file holds them, and where.
+    3: """
+    CREATE TABLE spool (
+        body TEXT PRIMARY KEY, file TEXT NOT NULL, offset INTEGER NOT NULL,
+        size INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
 }
@@ -503,6 +510,25 @@ class StateIndex:
         return bool(
             self.db.execute("SELECT 1 FROM pending UNION SELECT 1 FROM pending_users").fetchone()
         )
+
+    # -- the spool -----------------------------------------------------------------
+
+    def spooled(self, body: str) -> tuple[str, int, int] | None:
+        row = self.db.execute(
+            "SELECT file, offset, size FROM spool WHERE body = ?", (body,)).fetchone()
+        return None if row is None else (row[0], int(row[1]), int(row[2]))
+
+    def put_spooled(self, body: str, file: str, offset: int, size: int) -> None:
+        self.db.execute("INSERT OR IGNORE INTO spool (body, file, offset, size) "
+                        "VALUES (?, ?, ?, ?)", (body, file, offset, size))
+
+    def next_spool_file(self) -> int:
+        number = int(str(self.get_meta("spool_files", 0))) + 1
+        self.set_meta("spool_files", number)
+        return number
+
+    def clear_spooled(self) -> None:
+        self.db.execute("DELETE FROM spool")
 
     # -- bodies asked for ----------------------------------------------------------
 

@@ -103,22 +103,6 @@ class Store(Protocol):
         """
         ...
 
-    def add_message_file(
-        self,
-        user: str,
-        path: FolderPath,
-        *,
-        key: str,
-        source: str,
-        flags: frozenset[str],
-        internal_date: int,
-    ) -> StoredMessage:
-        """Like ``add_message``, the bytes being the file ``source`` (left in place).
-
-        An adapter may hard-link the file instead of copying it.
-        """
-        ...
-
     def batch(self) -> AbstractContextManager[None]:
         """A block in which deliveries may be made durable together, at its end.
 

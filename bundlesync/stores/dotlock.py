@@ -39,15 +39,6 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[written:]
 
 
-def fsync_path(path: str) -> None:
-    """Make the data of the file at ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def fsync_dir(path: str) -> None:
     """Make the entries of directory ``path`` (renames, unlinks) durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -178,7 +178,7 @@ class MaildirStore:
         self._owners: dict[str, Owner] = {}
         self._checked_dirs: set[str] = set()
         # Messages written to tmp/ inside batch(), named when the batch ends.
-        self._deferred: list[tuple[str, str, str, str, str | None, bytes | None]] | None = None
+        self._deferred: list[tuple[str, str, str, str, bytes]] | None = None
 
     def __repr__(self) -> str:
         return f"MaildirStore({self.location.template!r})"
@@ -595,28 +595,8 @@ class MaildirStore:
         KeyInUse if the key holds different bytes. The returned flags are the
         ones stored (keywords beyond the folder's 26 are not).
         """
-        return self._add(user, path, key=key, data=data, source=None, size=len(data),
-                         flags=flags, internal_date=internal_date)
-
-    def add_message_file(
-        self,
-        user: str,
-        path: FolderPath,
-        *,
-        key: str,
-        source: str,
-        flags: frozenset[str],
-        internal_date: int,
-    ) -> StoredMessage:
-        """Like :meth:`add_message`, with the message in the file ``source``.
-
-        On the same file system the file is hard-linked into ``tmp/`` (no copy);
-        elsewhere it is copied. ``source`` itself is left in place.
-        """
-        with _io(f"read the message file {source}"):
-            size = os.stat(source).st_size
-        return self._add(user, path, key=key, data=None, source=source, size=size,
-                         flags=flags, internal_date=internal_date)
+        return self._add(user, path, key=key, data=data, flags=flags,
+                         internal_date=internal_date)
 
     def _add(
         self,
@@ -624,22 +604,13 @@ class MaildirStore:
         path: FolderPath,
         *,
         key: str,
-        data: bytes | None,
-        source: str | None,
-        size: int,
+        data: bytes,
         flags: frozenset[str],
         internal_date: int,
     ) -> StoredMessage:
         check_key(key)
-
-        def content() -> bytes:
-            if data is not None:
-                return data
-            assert source is not None
-            with open(source, "rb") as handle:
-                return handle.read()
-
-        problem = misstated_size(key, content()) if ",S=" in key or ",W=" in key else None
+        size = len(data)
+        problem = misstated_size(key, data)
         if problem is not None:
             raise UnsafeName(
                 f"message key {key} misstates its size ({problem})",
@@ -656,7 +627,7 @@ class MaildirStore:
                 if entry is None:
                     break
                 try:
-                    same = self._holds_bytes(directory, entry, content())
+                    same = self._holds_bytes(directory, entry, data)
                 except FileNotFoundError:
                     continue
                 if not same:
@@ -672,25 +643,21 @@ class MaildirStore:
             tmp_path = os.path.join(directory, "tmp", new_message_key(now_ns=self._now_ns()))
             name = FileName(key=key, letters="").with_letters(letters)
             date_ns = max(0, internal_date) * 1_000_000_000
+            fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
             try:
-                linked = source is not None and self._link_source(source, tmp_path)
-                if not linked:
-                    fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
-                    try:
-                        dotlock.write_all(fd, content())
-                        if self._fsync and self._deferred is None:
-                            os.fsync(fd)
-                    finally:
-                        os.close(fd)
-                if owner is not None:
-                    os.chown(tmp_path, *owner)
-                # Dovecot takes the file's mtime as the received date.
-                os.utime(tmp_path, ns=(date_ns, date_ns))
-                if linked and self._fsync and self._deferred is None:
-                    dotlock.fsync_path(tmp_path)
+                try:
+                    dotlock.write_all(fd, data)
+                    if owner is not None:
+                        os.fchown(fd, *owner)
+                    # Dovecot takes the file's mtime as the received date.
+                    os.utime(fd, ns=(date_ns, date_ns))
+                    if self._fsync and self._deferred is None:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
                 if self._deferred is not None:
                     # Made visible at the end of the batch, after one sync for all.
-                    self._deferred.append((tmp_path, directory, key, name, source, data))
+                    self._deferred.append((tmp_path, directory, key, name, data))
                     tmp_path = ""
                     return StoredMessage(key=key, guid=key, flags=stored, size=size,
                                          internal_date=max(0, internal_date))
@@ -702,7 +669,7 @@ class MaildirStore:
             if not placed:
                 # The exact name appeared since we looked: another copy of this key.
                 entry = self._files.locate(directory, key, refresh=True)
-                if entry is None or not self._holds_bytes(directory, entry, content()):
+                if entry is None or not self._holds_bytes(directory, entry, data):
                     raise KeyInUse(
                         f"folder {label} of user {user!r} already holds another message "
                         f"under key {key}"
@@ -714,18 +681,6 @@ class MaildirStore:
         return StoredMessage(
             key=key, guid=key, flags=stored, size=size, internal_date=max(0, internal_date)
         )
-
-    @staticmethod
-    def _link_source(source: str, target: str) -> bool:
-        """Hard-link ``source`` as ``target``; False where links cannot be made."""
-        try:
-            os.link(source, target)
-        except OSError as exc:
-            if exc.errno in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK,
-                             errno.ENOSYS):
-                return False
-            raise
-        return True
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
@@ -756,17 +711,12 @@ class MaildirStore:
             if self._fsync:
                 os.sync()
             touched: set[str] = set()
-            for tmp_path, directory, key, name, source, data in deferred:
+            for tmp_path, directory, key, name, data in deferred:
                 try:
                     target = os.path.join(directory, "cur", name)
                     if not self._place(tmp_path, target):
                         entry = self._files.locate(directory, key, refresh=True)
-                        ours = data
-                        if ours is None and source is not None:
-                            with open(source, "rb") as handle:
-                                ours = handle.read()
-                        assert ours is not None
-                        if entry is None or not self._holds_bytes(directory, entry, ours):
+                        if entry is None or not self._holds_bytes(directory, entry, data):
                             # The very name appeared meanwhile with other bytes: keep
                             # ours beside it; the next scan sees a new file (no loss).
                             self._place(tmp_path, os.path.join(

@@ -200,22 +200,6 @@ class MemoryStore:
         self._touch(folder)
         return self._view(key, message)
 
-    def add_message_file(
-        self,
-        user: str,
-        path: FolderPath,
-        *,
-        key: str,
-        source: str,
-        flags: frozenset[str],
-        internal_date: int,
-    ) -> StoredMessage:
-        """Like :meth:`add_message`, reading the bytes from ``source``."""
-        with open(source, "rb") as handle:
-            data = handle.read()
-        return self.add_message(user, path, key=key, data=data, flags=flags,
-                                internal_date=internal_date)
-
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Deliveries in memory are atomic already: nothing to defer."""

@@ -32,13 +32,6 @@ class DeliveringStore(MaildirStore):
         self.lda_delivers()
         return stored
 
-    def add_message_file(self, user: str, path: FolderPath, *, key: str, source: str,
-                         flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
-        stored = super().add_message_file(user, path, key=key, source=source, flags=flags,
-                                          internal_date=internal_date)
-        self.lda_delivers()
-        return stored
-
     def lda_delivers(self) -> None:
         if not self.delivered:
             body, when = demo_message(self.user, 5_555)
@@ -54,13 +47,6 @@ class FailingStore(MaildirStore):
     def __init__(self, location: str, broken: str) -> None:
         super().__init__(location)
         self.broken = broken
-
-    def add_message_file(self, user: str, path: FolderPath, *, key: str, source: str,
-                         flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
-        if user == self.broken:
-            raise StoreError(f"cannot write into the Maildir of {user}: read-only file system")
-        return super().add_message_file(user, path, key=key, source=source, flags=flags,
-                                        internal_date=internal_date)
 
     def add_message(self, user: str, path: FolderPath, *, key: str, data: bytes,
                     flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]

@@ -55,19 +55,3 @@ def test_a_batch_is_idempotent_with_what_is_already_there(tmp_path: Path) -> Non
                           internal_date=1)
     assert [m.key for m in store.messages("", INBOX)] == ["k1"]
 
-
-def test_delivery_from_a_file_links_it_without_copying(tmp_path: Path) -> None:
-    store = MaildirStore(str(tmp_path / "Maildir"))
-    store.ensure_user("")
-    source = tmp_path / "spooled"
-    source.write_bytes(body(7))
-    with store.batch():
-        stored = store.add_message_file("", INBOX, key="k7", source=str(source),
-                                        flags=frozenset({"\\Seen"}), internal_date=1_700_000_007)
-    assert stored.size == len(body(7))
-    assert store.read_body("", INBOX, "k7") == body(7)
-    assert source.exists()  # left in place for other deliveries of the same body
-    assert source.stat().st_nlink == 2  # one inode: the spool and the Maildir share it
-    listed = store.messages("", INBOX)
-    assert [(m.key, m.flags, m.internal_date) for m in listed] == [
-        ("k7", frozenset({"\\Seen"}), 1_700_000_007)]

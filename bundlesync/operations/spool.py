@@ -1,0 +1,86 @@
+"""The spool: bodies received in bundles and not yet delivered into the store.
+
+Bodies are appended to one file per bundle, ``<home>/spool/<n>.bodies``; where
+each body lies is recorded in the state index in the same transaction that folds
+the bundle's changes, after the file was synced. So the index never names a body
+that is not on disk, and a bundle's thousands of bodies cost one file, not
+thousands (creating a file is the dearest thing a file system does here).
+
+When nothing is pending any more, the spool is emptied.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from bundlesync.core.model import Body
+from bundlesync.state.index import StateIndex
+
+
+class SpoolWriter:
+    """Appends the bodies of one bundle; ``finish`` syncs them before the commit."""
+
+    def __init__(self, spool: Path, index: StateIndex) -> None:
+        self.spool = spool
+        self.index = index
+        self.path: Path | None = None
+        self.handle: int | None = None
+        self.offset = 0
+
+    def add(self, body: Body) -> None:
+        if self.index.spooled(body.sha256) is not None:
+            return
+        if self.handle is None:
+            self.spool.mkdir(mode=0o700, exist_ok=True)
+            number = self.index.next_spool_file()
+            self.path = self.spool / f"{number}.bodies"
+            self.handle = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
+                                  0o600)
+        view = memoryview(body.data)
+        while view:
+            view = view[os.write(self.handle, view):]
+        assert self.path is not None
+        self.index.put_spooled(body.sha256, self.path.name, self.offset, len(body.data))
+        self.offset += len(body.data)
+
+    def finish(self) -> None:
+        if self.handle is not None:
+            os.fsync(self.handle)
+            os.close(self.handle)
+            self.handle = None
+
+    def abandon(self) -> None:
+        if self.handle is not None:
+            os.close(self.handle)
+            self.handle = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+
+
+def read_spooled(spool: Path, index: StateIndex, body: str) -> bytes | None:
+    """The spooled bytes of ``body``, checked against its SHA-256; None if absent."""
+    where = index.spooled(body)
+    if where is None:
+        return None
+    name, offset, size = where
+    try:
+        fd = os.open(spool / name, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        data = os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+    return data if hashlib.sha256(data).hexdigest() == body else None
+
+
+def clear_spool(spool: Path, index: StateIndex) -> None:
+    """Forget and remove every spooled body (call when nothing is pending)."""
+    with index.transaction():
+        index.clear_spooled()
+    if spool.is_dir():
+        for item in spool.iterdir():
+            if item.is_file():
+                item.unlink(missing_ok=True)

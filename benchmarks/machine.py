@@ -66,6 +66,13 @@ def _os_name() -> str:
     return platform.system()
 
 
+def source_revision(repo: Path) -> str:
+    """The checkout's commit (``-dirty`` with local changes), or "unknown"."""
+    if not (repo / ".git").exists():
+        return "unknown"
+    return _first_line(["git", "-C", str(repo), "describe", "--always", "--dirty"])
+
+
 def describe_machine(workdir: Path, bundlesync_version: str | None) -> dict[str, str]:
     load = os.getloadavg()
     return {
@@ -79,5 +86,6 @@ def describe_machine(workdir: Path, bundlesync_version: str | None) -> dict[str,
         "rsync": _first_line(["rsync", "--version"]),
         "dovecot": _first_line(["dovecot", "--version"]) if shutil.which("dovecot") else "absent",
         "bundlesync": bundlesync_version or "absent",
+        "source revision": source_revision(Path(__file__).resolve().parent.parent),
         "load average at start": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
     }

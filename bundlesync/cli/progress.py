@@ -28,10 +28,21 @@ class Progress:
         self.last_draw = 0.0
         self.done = 0
         self.note = ""
+        self.phase = ""
+        self.phase_start = self.start
+        self.count = 0
+        self.count_total: int | None = None
 
     def bytes(self, done: int) -> None:
         self.done = done
         self._draw()
+
+    def items(self, phase: str, done: int, total: int | None) -> None:
+        """Count things (messages, records) of one phase; rate and ETA follow them."""
+        if phase != self.phase:
+            self.phase, self.phase_start = phase, time.monotonic()
+        self.count, self.count_total = done, total
+        self._draw(force=total is not None and done >= total)
 
     def step(self, note: str) -> None:
         self.note = note
@@ -46,7 +57,19 @@ class Progress:
         self.last_draw = now
         elapsed = max(now - self.start, 1e-6)
         rate = self.done / elapsed
-        text = f"{self.label}: {human_bytes(self.done)} at {human_bytes(rate)}/s"
+        text = f"{self.label}:"
+        if self.phase:
+            spent = max(now - self.phase_start, 1e-6)
+            per_second = self.count / spent
+            text += f" {self.phase} {self.count:,}"
+            if self.count_total:
+                text += f"/{self.count_total:,} ({self.count * 100 // self.count_total}%)"
+            text += f" at {per_second:,.0f}/s"
+            if self.count_total and per_second > 0:
+                eta = max(self.count_total - self.count, 0) / per_second
+                text += f", ETA {eta:,.0f} s"
+        if self.done:
+            text += f"  {human_bytes(self.done)} written at {human_bytes(rate)}/s"
         if self.total and rate > 0:
             remaining = max(self.total - self.done, 0) / rate
             text += f", {self.done * 100 // max(self.total, 1)}%, ETA {remaining:,.0f} s"

@@ -209,7 +209,8 @@ def export_cmd(ctx: click.Context, drop: Path, to: tuple[str, ...], no_encrypt: 
             site.config = site.config.with_filters(include=include, exclude=exclude)
             result = export_drop(site, drop, to=to, encrypt=not no_encrypt,
                                  max_volume_size=parse_size(max_volume_size), now_ms=now_ms(),
-                                 progress=progress.bytes, scan_progress=progress.step)
+                                 progress=progress.bytes, scan_progress=progress.step,
+                                 counter=progress.items)
         finally:
             site.index.close()
     progress.finish()
@@ -247,7 +248,7 @@ def import_cmd(ctx: click.Context, drop: Path, dry_run: bool, include: tuple[str
         try:
             site.config = site.config.with_filters(include=include, exclude=exclude)
             result = import_drop(site, drop, dry_run=dry_run, now_ms=now_ms(),
-                                 progress=progress.step)
+                                 progress=progress.items)
         finally:
             site.index.close()
     progress.finish()

@@ -60,7 +60,9 @@ class _Folders:
 
 
 class _UserApply:
-    def __init__(self, site: Site, user: str, *, dry_run: bool, report: ApplyReport) -> None:
+    def __init__(self, site: Site, user: str, *, dry_run: bool, report: ApplyReport,
+                 tick: Callable[[], None] | None = None) -> None:
+        self.tick = tick
         self.site = site
         self.index = site.index
         self.store = site.store
@@ -312,6 +314,8 @@ class _UserApply:
                     for mailbox, guid, body in work[start:start + APPLY_BATCH]:
                         if self.message(mailbox, guid, body) and not self.dry_run:
                             self.index.clear_pending_message(self.user, mailbox, guid, body)
+                        if self.tick is not None:
+                            self.tick()
         with self.index.transaction():
             for deletion in late:
                 self.delete_folder(deletion)
@@ -321,17 +325,25 @@ class _UserApply:
 
 
 def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | None = None,
-                  progress: Callable[[str], None] | None = None) -> ApplyReport:
+                  progress: Callable[[str, int, int | None], None] | None = None
+                  ) -> ApplyReport:
     """Apply every pending change to the store; one user's failure does not stop the others."""
     report = report if report is not None else ApplyReport()
     if not dry_run:
         with site.index.transaction():
             site.index.clear_wants()  # what is still missing is asked for again below
-    for user in site.index.pending_users():
+    total = site.index.count_pending() if progress is not None else 0
+    done = 0
+
+    def tick() -> None:
+        nonlocal done
+        done += 1
         if progress is not None:
-            progress(user)
+            progress("messages applied", done, total)
+
+    for user in site.index.pending_users():
         try:
-            _UserApply(site, user, dry_run=dry_run, report=report).run()
+            _UserApply(site, user, dry_run=dry_run, report=report, tick=tick).run()
         except StoreError as exc:
             report.fail(user, exc)
     return report

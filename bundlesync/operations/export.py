@@ -36,6 +36,8 @@ from bundlesync.operations.spool import read_spooled
 from bundlesync.state.index import decode_vector
 
 KIND_SYNC = "sync"
+# Progress of counted work: (what, done, total or None).
+Counter = Callable[[str, int, int | None], None]
 KIND_OF_OPERATION = {op.__name__: kind for op, kind in OPERATION_KINDS.items()}
 
 
@@ -101,7 +103,9 @@ class _BundleContent:
     """The records of one bundle, planned first (so the header's counts are known and
     the bundle is written in one pass), then produced lazily (memory stays flat)."""
 
-    def __init__(self, site: Site, ack: VersionVector, *, peer: str) -> None:
+    def __init__(self, site: Site, ack: VersionVector, *, peer: str,
+                 counter: Counter | None = None) -> None:
+        self.counter = counter
         self.site = site
         self.ack = ack
         self.asked = set(site.index.peer_wants(peer))
@@ -171,13 +175,16 @@ class _BundleContent:
                 continue  # gone meanwhile; its expunge travels in the next bundle
             self.bodies += 1
             self.body_bytes += len(data)
+            if self.counter is not None:
+                self.counter("message bodies", self.bodies, len(self.send))
             yield Body(body, data)
 
 
 def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool = True,
                 max_volume_size: int | None = None, now_ms: int,
                 progress: Callable[[int], None] | None = None,
-                scan_progress: Callable[[str], None] | None = None) -> ExportResult:
+                scan_progress: Callable[[str], None] | None = None,
+                counter: Counter | None = None) -> ExportResult:
     """Write one bundle per peer into ``drop`` (see the module docstring)."""
     if not drop.is_dir():
         raise UsageError(f"the drop {drop} is not a directory",
@@ -209,7 +216,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         seq = int(str(index.get_meta(seq_key, 0))) + 1
         with index.transaction():
             index.set_meta(seq_key, seq)
-        content = _BundleContent(site, peer.ack, peer=card.site_id)
+        content = _BundleContent(site, peer.ack, peer=card.site_id, counter=counter)
         counts: dict[str, int] | None = content.plan()
         while True:
             try:

@@ -205,7 +205,8 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
 
 
 def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
-                progress: Callable[[str], None] | None = None) -> ImportResult:
+                progress: Callable[[str, int, int | None], None] | None = None
+                ) -> ImportResult:
     """Import every bundle in ``drop`` addressed to this site (see the module docstring)."""
     if not drop.is_dir():
         raise UsageError(f"the drop {drop} is not a directory",
@@ -223,7 +224,7 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
             outcome = BundleOutcome(str(path), header.origin_name, header.bundle_id.seq,
                                     "applied")
             if progress is not None:
-                progress(path.name)
+                progress(f"reading {path.name[:24]}", 0, sum(header.counts.values()))
             try:
                 with index.transaction():
                     _ingest(site, path, header, now_ms=now_ms, dry_run=dry_run, outcome=outcome)
@@ -232,7 +233,7 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                 outcome.status = "rejected"
                 outcome.error = exc.message
             result.bundles.append(outcome)
-        apply_pending(site, dry_run=dry_run, report=result.report)
+        apply_pending(site, dry_run=dry_run, report=result.report, progress=progress)
         if not dry_run and not index.has_pending():
             clear_spool(site.spool, index)
     finally:

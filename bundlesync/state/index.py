@@ -506,6 +506,9 @@ class StateIndex:
     def clear_pending_user(self, user: str) -> None:
         self.db.execute("DELETE FROM pending_users WHERE user = ?", (user,))
 
+    def count_pending(self) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+
     def has_pending(self) -> bool:
         return bool(
             self.db.execute("SELECT 1 FROM pending UNION SELECT 1 FROM pending_users").fetchone()

@@ -118,14 +118,17 @@ def path_of(replica: Replica, label: str) -> tuple[str, ...]:
     return replica.resolve(USER)[guid(label)].path
 
 
-def placed(replica: Replica, *, interim: FolderPlan | None = None) -> list[Placed]:
+def placed(replica: Replica, *, interim: FolderPlan | None = None,
+           user: str = USER) -> list[Placed]:
     """Every message instance of the user with the path of its mailbox's folder.
 
     With ``interim``, paths are the folders' interim paths under that plan
     (the *before* side of a merge)."""
-    resolved = replica.resolve(USER)
+    resolved = replica.resolve(user)
     result = []
     for ref, state in sorted(replica.messages.items()):
+        if ref.mailbox.user != user:
+            continue
         entry = resolved.get(ref.mailbox.guid)
         path = None
         if entry is not None and entry.exists:
@@ -137,9 +140,10 @@ def placed(replica: Replica, *, interim: FolderPlan | None = None) -> list[Place
     return result
 
 
-def merge_plan(before: Replica, after: Replica) -> tuple[FolderPlan, list[MessageAction]]:
+def merge_plan(before: Replica, after: Replica, *,
+               user: str = USER) -> tuple[FolderPlan, list[MessageAction]]:
     """The folder plan and message actions that turn ``before`` into ``after``."""
-    folder_plan = plan_folder_changes(USER, before.resolve(USER), after.resolve(USER))
-    actions = plan_messages(USER, before=placed(before, interim=folder_plan),
-                            after=placed(after))
+    folder_plan = plan_folder_changes(user, before.resolve(user), after.resolve(user))
+    actions = plan_messages(user, before=placed(before, interim=folder_plan, user=user),
+                            after=placed(after, user=user))
     return folder_plan, actions

@@ -83,6 +83,15 @@ def test_rule2_late_add_of_an_expunged_instance_stays_expunged() -> None:
     assert not merged.messages[m].alive
 
 
+def test_rule2_an_add_and_an_expunge_with_one_timestamp_stay_expunged() -> None:
+    m = msg("INBOX", "m1")
+    # Only a site restored from an old copy can issue one timestamp twice.
+    same = add(m, 1000, "a")
+    merged = converge([same], [change(expunge(m, 0).op, 1000, "a")])
+    assert merged.messages[m].add_ts == merged.messages[m].expunge_ts
+    assert not merged.messages[m].alive
+
+
 def test_rule2_a_later_readd_revives_the_instance() -> None:
     m = msg("INBOX", "m1")
     # Moved to Archive and back: same base name, so the same instance, re-added later.

@@ -26,10 +26,12 @@ The rules, in order (each with an example in ``docs/conflict-rules.md``):
    that holds INBOX from its creation keeps it; a rename never wins INBOX.
 5. **Same full name.** Two existing mailboxes with one path that both hold the
    name from their creation (both sites auto-created "Sent") are *merged*: the
-   higher GUID is the ``canonical`` mailbox of both (rule 6, as dsync). If one
-   got there by a rename, the unit with the later name register keeps the
-   name and the other gets ``<name>-<first 8 hex digits of its GUID>``:
-   nothing is merged and nothing lost.
+   higher GUID is the ``canonical`` mailbox of both (rule 6, as dsync). So are
+   mailboxes renamed in one operation (a merged folder renamed: one rename per
+   member, all with one timestamp). Otherwise -- one got there by a rename --
+   the unit with the later name register keeps the name and the other gets
+   ``<name>-<first 8 hex digits of its GUID>``: nothing is merged and nothing
+   lost.
 """
 
 from __future__ import annotations
@@ -219,7 +221,17 @@ def resolve_mailboxes(
             units: list[tuple[str, list[str]]] = []
             if holders:
                 units.append((max(holders), holders))
-            units.extend((g, [g]) for g in members if not creation_name[g])
+            # Members renamed in one operation (a merged folder renamed: one
+            # rename per member, all with one timestamp) stay merged; two
+            # renames made apart never share a timestamp.
+            together: dict[tuple[Timestamp, str, str], list[str]] = {}
+            for g in members:
+                m = mailboxes[g]
+                if not creation_name[g] and m.name_ts is not None:
+                    together.setdefault((m.name_ts, m.parent or "", m.name), []).append(g)
+                elif not creation_name[g]:
+                    units.append((g, [g]))
+            units.extend((max(group), group) for _, group in sorted(together.items()))
             if path == INBOX_PATH:
                 winner = units[0] if holders else None
             else:

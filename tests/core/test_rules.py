@@ -183,6 +183,20 @@ def test_rule6_two_mailboxes_with_the_same_name_are_merged() -> None:
     assert list(tree(merged)) == [("Sent",)]
 
 
+def test_rule6_a_merged_folder_renamed_in_one_operation_stays_merged() -> None:
+    common = [create("Sent@a", 1000, "a", name="Sent"), create("Sent@b", 1000, "b", name="Sent")]
+    # The rename of the merged folder is one rename per member, with one timestamp.
+    together = [change(rename(label, 0, name="Outbox").op, 2000, "a")
+                for label in ("Sent@a", "Sent@b")]
+    merged = converge(common, together)
+    assert list(tree(merged)) == [("Outbox",)]
+    assert path_of(merged, "Sent@a") == path_of(merged, "Sent@b") == ("Outbox",)
+    # Renamed one by one (two timestamps), they separate: nothing merges by accident.
+    apart = converge(common, [rename("Sent@a", 2000, "a", name="Outbox"),
+                              rename("Sent@b", 2001, "a", name="Outbox")])
+    assert len(tree(apart)) == 2
+
+
 # --- rule 7 ------------------------------------------------------------------------
 
 

@@ -143,7 +143,13 @@ class Site:
         ts = inventory_timestamp(self.name)
         self._record_all([(ts, op) for op in seed_changes()])
 
-    def record(self, ops: Iterable[Operation], now_ms: int) -> list[Change]:
+    def record(self, ops: Iterable[Operation], now_ms: int, *,
+               one_timestamp: bool = False) -> list[Change]:
+        """Record local changes; ``one_timestamp`` for one operation on several
+        registers (a merged folder renamed: one rename per member)."""
+        if one_timestamp:
+            ts = self.clock.tick(now_ms + self.skew_ms)
+            return self._record_all([(ts, op) for op in ops])
         return self._record_all([(self.clock.tick(now_ms + self.skew_ms), op) for op in ops])
 
     def _record_all(self, stamped: list[tuple[Timestamp, Operation]]) -> list[Change]:

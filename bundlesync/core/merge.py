@@ -36,6 +36,7 @@ class Replica:
 
     @classmethod
     def of(cls, changes: Iterable[Change]) -> Replica:
+        """The replica holding exactly ``changes``."""
         replica = cls()
         replica.apply_all(changes)
         return replica
@@ -50,6 +51,7 @@ class Replica:
         return key
 
     def apply_all(self, changes: Iterable[Change]) -> None:
+        """Join every change, in the order given (any order gives the same result)."""
         for change in changes:
             self.apply(change)
 
@@ -63,6 +65,7 @@ class Replica:
             self.mailboxes[mref] = b if mine_b is None else join_mailboxes(mine_b, b)
 
     def copy(self) -> Replica:
+        """An independent copy (registers are immutable, so this is cheap)."""
         clone = Replica()
         clone.messages = dict(self.messages)
         clone.mailboxes = dict(self.mailboxes)
@@ -76,6 +79,7 @@ class Replica:
     __hash__ = None  # type: ignore[assignment]  # mutable
 
     def users(self) -> list[str]:
+        """Every user with a mailbox or message register, sorted."""
         found = {ref.user for ref in self.mailboxes}
         found.update(ref.mailbox.user for ref in self.messages)
         return sorted(found)

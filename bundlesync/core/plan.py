@@ -85,6 +85,8 @@ class DeleteFolder:
 
 @dataclass(frozen=True, slots=True)
 class SetSubscribed:
+    """Subscribe to or unsubscribe from the folder at ``path``."""
+
     user: str
     path: FolderPath
     subscribed: bool
@@ -149,12 +151,14 @@ class FolderPlan:
     interim: tuple[tuple[str, FolderPath], ...]
 
     def interim_path(self, before_canonical: str) -> FolderPath | None:
+        """Where the folder of a mailbox of the before tree is between the phases."""
         for guid, path in self.interim:
             if guid == before_canonical:
                 return path
         return None
 
     def actions(self) -> list[FolderAction]:
+        """Every action in order: ``prepare`` then ``cleanup``."""
         return [*self.prepare, *self.cleanup]
 
 

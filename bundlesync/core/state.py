@@ -74,6 +74,7 @@ class FlagRegister:
     value: bool
 
     def key(self) -> tuple[Timestamp, bool]:
+        """The order of registers: timestamp, then value."""
         return (self.ts, self.value)
 
 
@@ -116,6 +117,7 @@ class MessageState:
         return self.expunge_ts is None or self.add_ts > self.expunge_ts
 
     def flag_register(self, name: str) -> FlagRegister | None:
+        """The register of one flag, None if no change to it was seen."""
         for flag, register in self.flags:
             if flag == name:
                 return register
@@ -275,6 +277,7 @@ class MailboxState:
 
     @property
     def subscribed(self) -> bool:
+        """The subscription register's value (False if never set)."""
         return self.subscription is not None and self.subscription.value
 
 

@@ -126,6 +126,7 @@ class DotSet:
         return sum(base + len(extras) for _, base, extras in self.entries)
 
     def streams(self) -> list[Stream]:
+        """The streams with at least one dot, sorted."""
         return [stream for stream, _, _ in self.entries]
 
     def contiguous(self, stream: Stream) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -353,4 +354,4 @@ def _taken(folders: Mapping[tuple[str, ...], ResolvedMailbox], path: tuple[str, 
 
 Replication.TestCase.settings = settings.get_profile(PROFILE if PROFILE in ("ci", "long")
                                                      else "ci")
-TestReplication = Replication.TestCase
+TestReplication = pytest.mark.slow(Replication.TestCase)

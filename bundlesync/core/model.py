@@ -41,8 +41,10 @@ SYSTEM_FLAGS: frozenset[str] = frozenset({SEEN, ANSWERED, FLAGGED, DELETED, DRAF
 class Timestamp:
     """A hybrid logical clock reading: physical ms, logical counter, site.
 
-    Totally ordered; two different changes never share a timestamp because the
-    site id is part of it and one site never reuses a (wall_ms, counter) pair.
+    Totally ordered. Within one register two different changes never share a
+    timestamp: the site id is part of it and a site never reuses a (wall_ms,
+    counter) pair for one register. (The renames of the mailboxes merged into one
+    folder deliberately share one, so that they stay merged.)
     """
 
     wall_ms: int

@@ -26,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlesync.core.model import Body, Change, Stream, VersionVector, Want
-from bundlesync.core.vv import detect_restore
+from bundlesync.core.model import Body, Change, Stream, Want
+from bundlesync.core.vv import detect_restore, next_incarnation
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, find_bundles, open_bundle, read_header
 from bundlesync.operations import failpoints
@@ -107,7 +107,7 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
 
 
 def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
-                    remembered: int) -> None:
+                    remembered: int, now_ms: int) -> None:
     """A peer acknowledges more of our stream than we remember: we were restored.
 
     ``remembered`` is how many changes of our stream the state held when this run
@@ -122,7 +122,9 @@ def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
     # collided with the forgotten ones; the peer ignored them as duplicates. Re-issue
     # them under a new incarnation, and forget the colliding dots so the peer's
     # originals can come back to us.
-    fresh = ours.incarnation + 1
+    # Above every incarnation seen, and at least the time in seconds: two restores of
+    # one old copy, neither aware of the other, still take different incarnations.
+    fresh = next_incarnation(ours, [header.ack], floor=now_ms // 1000).incarnation
     while index.stream_max(Stream(ours.site, fresh)) > 0:
         fresh += 1
     index.set_meta("incarnation", fresh)
@@ -192,10 +194,10 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     old_ack = peer.ack if peer is not None else None
     if peer is None:
         index.put_peer(header.origin_site, header.origin_name)
-    merged = dict(old_ack.entries) if old_ack is not None else {}
-    for stream, count in header.ack.entries:
-        merged[stream] = max(merged.get(stream, 0), count)
-    index.set_peer_ack(header.origin_site, VersionVector.of(merged), heard_ms=now_ms)
+    del old_ack
+    # The peer's newest word replaces the old one, never merges with it: a peer
+    # restored from an old copy acknowledges less, and must be sent that again.
+    index.set_peer_ack(header.origin_site, header.ack, heard_ms=now_ms)
     index.set_peer_wants(header.origin_site, wants)
     bid = header.bundle_id
     failpoints.reached("ingest")
@@ -228,7 +230,7 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
             try:
                 with index.transaction():
                     _ingest(site, path, header, now_ms=now_ms, dry_run=dry_run, outcome=outcome)
-                    _handle_restore(site, header, result, remembered=remembered)
+                    _handle_restore(site, header, result, remembered=remembered, now_ms=now_ms)
             except BundleRejected as exc:
                 outcome.status = "rejected"
                 outcome.error = exc.message

@@ -112,11 +112,24 @@ class _UserScan:
 
     # -- helpers -------------------------------------------------------------------
 
-    def record(self, op: Operation) -> Change:
-        ts: Timestamp | None = inventory_timestamp(self.site.site_id) if self.inventory else None
-        change = self.site.new_change(op, now_ms=self.now_ms, ts=ts)
+    def stamp(self) -> Timestamp:
+        """The timestamp of a change made now (the inventory's, during ``init``)."""
+        if self.inventory:
+            return inventory_timestamp(self.site.site_id)
+        stamp = self.site.clock.tick(self.now_ms)
+        self.site.save_clock()
+        return stamp
+
+    def record(self, op: Operation, *, ts: Timestamp | None = None) -> Change:
+        change = self.site.new_change(op, now_ms=self.now_ms, ts=ts or self.stamp())
         fold_change(self.index, change)
         return change
+
+    def members(self, folder: str) -> list[str]:
+        """The mailboxes a folder shows: its own and those merged into the same one."""
+        canonical = self.canonical(folder)
+        merged = {g for g, r in self.resolved.items() if r.canonical == canonical}
+        return sorted(merged | {folder})
 
     def canonical(self, folder_guid: str) -> str:
         resolved = self.resolved.get(folder_guid)
@@ -205,10 +218,14 @@ class _UserScan:
             old_path = known[guid][0]
             if info.path != old_path:
                 parent, name = self.parent_and_name(info.path, by_path)
-                state = load_mailbox(self.index, MailboxRef(self.user, guid))
+                state = load_mailbox(self.index, MailboxRef(self.user, self.canonical(guid)))
                 if state is None or (state.parent, state.name) != (parent, name):
-                    self.record(MailboxRenamed(MailboxRef(self.user, self.canonical(guid)),
-                                               parent, name))
+                    # Every mailbox merged into this folder is renamed, all at one
+                    # timestamp, so that they stay merged (docs/conflict-rules.md).
+                    stamp = self.stamp()
+                    for member in self.members(guid):
+                        self.record(MailboxRenamed(MailboxRef(self.user, member), parent, name),
+                                    ts=stamp)
                     self.stats.mailboxes_renamed += 1
 
         # 4. message-level changes in every folder whose stamp moved.
@@ -263,8 +280,7 @@ class _UserScan:
             for row in self.index.files(self.user, guid):
                 self.record(MessageExpunged(_ref(self.user, row)))
                 self.stats.expunged += 1
-            members = [g for g, r in self.resolved.items() if r.canonical == self.canonical(guid)]
-            for member in sorted(set(members) | {guid}):
+            for member in self.members(guid):
                 if load_mailbox(self.index, MailboxRef(self.user, member)) is not None:
                     self.record(MailboxDeleted(MailboxRef(self.user, member)))
                     self.stats.mailboxes_deleted += 1
@@ -278,7 +294,8 @@ class _UserScan:
             resolved = self.resolved.get(canonical)
             on_disk = path in subscribed
             if resolved is not None and resolved.subscribed != on_disk:
-                self.record(SubscriptionSet(MailboxRef(self.user, canonical), on_disk))
+                for member in self.members(guid):
+                    self.record(SubscriptionSet(MailboxRef(self.user, member), on_disk))
                 self.stats.subscriptions += 1
 
     def _exists(self, guid: str) -> bool:

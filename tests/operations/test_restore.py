@@ -36,7 +36,8 @@ def test_restored_site_moves_to_a_new_incarnation_and_converges(sites: Sites) ->
     shutil.copytree(backup, sites.homes["alpha"])
     sites.deliver("alpha", ALICE, inbox, 4343)
     result = sites.import_("alpha")
-    assert result.new_incarnation == 2
+    assert result.new_incarnation is not None
+    assert result.new_incarnation > 1  # above every incarnation seen, at least the time
     sites.export("alpha")
     sites.import_("bravo")
     sites.export("bravo")

@@ -11,11 +11,12 @@ from pathlib import Path
 
 import click
 
+from bundlesync import __version__
 from bundlesync.errors import EXIT_INTERNAL, BundlesyncError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="bundlesync")
+@click.version_option(version=__version__, prog_name="bundlesync")
 @click.option(
     "--home",
     type=click.Path(file_okay=False, path_type=Path),

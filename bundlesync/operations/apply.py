@@ -22,7 +22,6 @@ With ``dry_run`` nothing is done; the report says what would be.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,11 +32,11 @@ from bundlesync.core.plan import CreateFolder, DeleteFolder, RenameFolder, plan_
 from bundlesync.core.state import MessageState
 from bundlesync.errors import StoreError
 from bundlesync.operations import failpoints
+from bundlesync.operations.bodies import BodyFinder
 from bundlesync.operations.ledger import load_message, path_from_key, path_key, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import flags_of, flags_text
 from bundlesync.operations.site import Site
-from bundlesync.operations.spool import read_spooled
 from bundlesync.state.index import FileRow
 from bundlesync.stores.base import FolderPath, StoredMessage
 from bundlesync.stores.errors import KeyInUse, MessageMissing, UnsafeName
@@ -61,7 +60,8 @@ class _Folders:
 
 class _UserApply:
     def __init__(self, site: Site, user: str, *, dry_run: bool, report: ApplyReport,
-                 tick: Callable[[], None] | None = None) -> None:
+                 tick: Callable[[], None] | None = None,
+                 bodies: BodyFinder | None = None) -> None:
         self.tick = tick
         self.site = site
         self.index = site.index
@@ -74,6 +74,8 @@ class _UserApply:
             guid: path_from_key(path) for guid, path, _m, _u in self.index.folders(user)
         })
         self.removed_folders: set[str] = set()
+        self.bodies = bodies if bodies is not None else BodyFinder(site)
+        self.bodies.use_folders(user, self.folders.by_guid)
 
     def wanted(self, path: FolderPath) -> bool:
         return self.site.config.filters.wants(path)
@@ -162,25 +164,6 @@ class _UserApply:
 
     # -- messages ------------------------------------------------------------------
 
-    def body_source(self, body: str, holders: list[FileRow]) -> bytes | None:
-        """A body's bytes: from a file holding it here (a move or a copy), or from the
-        spool it arrived in; None if it is nowhere here."""
-        candidates = list(holders)
-        other = self.index.file_with_body(body)
-        if other is not None:
-            candidates.append(other)
-        for row in candidates:
-            path = self.folders.by_guid.get(row.folder)
-            if path is None:
-                continue
-            try:
-                data = self.store.read_body(row.user, path, row.key)
-            except StoreError:
-                continue
-            if hashlib.sha256(data).hexdigest() == body:
-                return data
-        return read_spooled(self.site.spool, self.index, body)
-
     def free_key(self, folder: str, ref: MessageRef) -> str:
         if not self.index.has_file(self.user, folder, ref.guid):
             return ref.guid
@@ -220,7 +203,7 @@ class _UserApply:
         if self.dry_run:
             return True
         assert folder is not None
-        data = self.body_source(ref.body, holders)
+        data = self.bodies.read(ref.body, first=holders)
         if data is None:
             # A peer assumed we hold it, but our copy went meanwhile: ask for it.
             self.report.missing_body(self.user, path, ref)
@@ -332,6 +315,7 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
     if not dry_run:
         with site.index.transaction():
             site.index.clear_wants()  # what is still missing is asked for again below
+    bodies = BodyFinder(site)
     total = site.index.count_pending() if progress is not None else 0
     done = 0
 
@@ -343,7 +327,8 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
 
     for user in site.index.pending_users():
         try:
-            _UserApply(site, user, dry_run=dry_run, report=report, tick=tick).run()
+            _UserApply(site, user, dry_run=dry_run, report=report, tick=tick,
+                       bodies=bodies).run()
         except StoreError as exc:
             report.fail(user, exc)
     return report

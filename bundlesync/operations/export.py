@@ -16,23 +16,22 @@ card is written beside them.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
-from bundlesync.errors import BundleRejected, StoreError, UsageError
+from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleId, find_bundles, read_header, write_bundle
 from bundlesync.format.records import OPERATION_KINDS
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
-from bundlesync.operations.ledger import decode_change, load_message, path_from_key
+from bundlesync.operations.bodies import BodyFinder
+from bundlesync.operations.ledger import decode_change, load_message
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
-from bundlesync.operations.spool import read_spooled
 from bundlesync.state.index import decode_vector
 
 KIND_SYNC = "sync"
@@ -114,7 +113,7 @@ class _BundleContent:
         self.bodies = 0
         self.body_bytes = 0
         self.strict = True
-        self._folders: dict[str, dict[str, str]] = {}
+        self.finder = BodyFinder(site)
 
     def plan(self) -> dict[str, int]:
         """Decide which bodies go, and count every kind of record."""
@@ -146,20 +145,7 @@ class _BundleContent:
         yield from sorted(self.asked - decided)
 
     def read_body(self, body: str) -> bytes | None:
-        row = self.site.index.file_with_body(body)
-        if row is not None:
-            if row.user not in self._folders:
-                self._folders[row.user] = {
-                    g: p for g, p, _m, _u in self.site.index.folders(row.user)}
-            where = self._folders[row.user].get(row.folder)
-            if where is not None:
-                try:
-                    data = self.site.store.read_body(row.user, path_from_key(where), row.key)
-                except StoreError:
-                    data = b""
-                if hashlib.sha256(data).hexdigest() == body:
-                    return data
-        return read_spooled(self.site.spool, self.site.index, body)
+        return self.finder.read(body)
 
     def records(self) -> Iterator[Record]:
         for sha in self.wants:

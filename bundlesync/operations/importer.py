@@ -174,7 +174,9 @@ def _read_records(site: Site, path: Path, *, now_ms: int, dry_run: bool,
                 continue
             if isinstance(record, Body):
                 outcome.bodies += 1
-                if not dry_run and index.file_with_body(record.sha256) is None:
+                # Spooled even when a file here holds the same bytes: that file may
+                # be expunged by this very import before the body is delivered.
+                if not dry_run:
                     spool.add(record)
                 continue
             assert isinstance(record, Change)

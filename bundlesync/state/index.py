@@ -464,12 +464,12 @@ class StateIndex:
         )
         return [FileRow(*r) for r in rows]
 
-    def file_with_body(self, body: str) -> FileRow | None:
-        """Any file last seen holding this body."""
-        row = self.db.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files WHERE body = ? LIMIT 1", (body,)
-        ).fetchone()
-        return None if row is None else FileRow(*row)
+    def files_with_body(self, body: str, *, limit: int = 8) -> list[FileRow]:
+        """Some files (of any user) last seen holding this body."""
+        rows = self.db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE body = ? LIMIT ?", (body, limit)
+        )
+        return [FileRow(*r) for r in rows]
 
     def count_files(self) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0])

@@ -122,3 +122,29 @@ def test_a_body_expunged_here_while_the_peer_moved_it_is_asked_for(sites: Sites)
     sites.export("bravo")
     sites.import_("alpha")
     assert sites.digest("alpha") == sites.digest("bravo")
+
+
+def test_move_of_a_post_other_users_also_hold_finds_its_body_here(sites: Sites) -> None:
+    """A mailing-list post lies byte for byte in several users' folders; one user
+    files it into another folder. No body travels, and the receiving site builds the
+    moved message from a copy it holds -- whichever user's."""
+    alpha = sites.add("alpha")
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    post = b"From: list@example.org\nSubject: weekly digest\n\nSame bytes for everyone.\n"
+    for user in (ALICE, BOB):
+        alpha.ensure_user(user)
+        alpha.create_folder(user, ("Sent",), guid=None, uidvalidity=None)
+        alpha.add_message(user, ("INBOX",), key="1700000000.M1P1.list", data=post,
+                          flags=frozenset(), internal_date=1_700_000_000)
+    sites.export("alpha")
+    sites.import_("bravo")
+    sites.export("bravo")
+    sites.import_("alpha")
+    alpha.add_message(BOB, ("Sent",), key="1700000000.M1P1.list", data=post,
+                      flags=frozenset(), internal_date=1_700_000_000)
+    alpha.expunge(BOB, ("INBOX",), "1700000000.M1P1.list")
+    assert sites.export("alpha").bundles[0].bodies == 0
+    result = sites.import_("bravo")
+    assert not result.report.missing
+    assert sites.digest("bravo") == sites.digest("alpha")

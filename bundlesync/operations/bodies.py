@@ -1,0 +1,54 @@
+"""Finding a message body at this site: in a file of the store, or in the spool.
+
+A body travels only to a site that lacks it, so an import often takes a body from
+a file already here: the old place of a moved message, or the same mailing-list
+post in another user's folder. Every candidate is read and checked against the
+SHA-256 before it is used; a file that vanished or changed is passed over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from bundlesync.errors import StoreError
+from bundlesync.operations.ledger import path_from_key
+from bundlesync.operations.site import Site
+from bundlesync.operations.spool import read_spooled
+from bundlesync.state.index import FileRow
+from bundlesync.stores.base import FolderPath
+
+
+class BodyFinder:
+    """Reads bodies by SHA-256, caching each user's folder map from the index."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.folders: dict[str, dict[str, FolderPath]] = {}
+
+    def use_folders(self, user: str, folders: dict[str, FolderPath]) -> None:
+        """Use a live folder map for ``user`` (one the caller keeps up to date)."""
+        self.folders[user] = folders
+
+    def path_of(self, row: FileRow) -> FolderPath | None:
+        if row.user not in self.folders:
+            self.folders[row.user] = {
+                guid: path_from_key(path)
+                for guid, path, _m, _u in self.site.index.folders(row.user)
+            }
+        return self.folders[row.user].get(row.folder)
+
+    def read(self, body: str, *, first: Iterable[FileRow] = ()) -> bytes | None:
+        """The bytes of ``body`` from any file holding it (``first`` tried first), else
+        from the spool; None if it is nowhere here."""
+        for row in [*first, *self.site.index.files_with_body(body)]:
+            path = self.path_of(row)
+            if path is None:
+                continue
+            try:
+                data = self.site.store.read_body(row.user, path, row.key)
+            except StoreError:
+                continue
+            if hashlib.sha256(data).hexdigest() == body:
+                return data
+        return read_spooled(self.site.spool, self.site.index, body)

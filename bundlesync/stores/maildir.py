@@ -61,6 +61,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
 
 from bundlesync.core.model import SYSTEM_FLAGS
 from bundlesync.errors import StoreError
@@ -121,6 +122,32 @@ _DELETING_PREFIX = ".bundlesync-deleting."
 _CREATING_PREFIX = ".bundlesync-creating."
 
 Owner = tuple[int, int] | None
+
+
+_Parsed = TypeVar("_Parsed")
+
+
+def _read_cached(path: str, cache: Lru[tuple[tuple[int, int, int], _Parsed]],
+                 parse: Callable[[bytes], _Parsed]) -> _Parsed:
+    """Parse one of Dovecot's small files, again only when it changed on disk.
+
+    A missing file parses as the empty value (``parse(b"")``).
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return parse(b"")
+    signature = (st.st_ino, st.st_mtime_ns, st.st_size)
+    cached = cache.get(path)
+    if cached is not None and cached[0] == signature:
+        return cached[1]
+    try:
+        with open(path, "rb") as handle:
+            value = parse(handle.read())
+    except FileNotFoundError:
+        return parse(b"")
+    cache.put(path, (signature, value))
+    return value
 
 
 def _translate(exc: OSError, action: str) -> StoreError:
@@ -870,22 +897,8 @@ class MaildirStore:
         return "".join(sorted(set(letters))), frozenset(stored)
 
     def _keywords(self, directory: str) -> dict[int, str]:
-        path = os.path.join(directory, KEYWORDS)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return {}
-        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._keyword_cache.get(path)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        try:
-            with open(path, "rb") as handle:
-                keywords = parse_keywords(handle.read().decode("utf-8", "replace"))
-        except FileNotFoundError:
-            return {}
-        self._keyword_cache.put(path, (signature, keywords))
-        return keywords
+        return _read_cached(os.path.join(directory, KEYWORDS), self._keyword_cache,
+                            lambda text: parse_keywords(text.decode("utf-8", "replace")))
 
     def _register_keywords(self, directory: str, names: list[str]) -> dict[int, str]:
         path = os.path.join(directory, KEYWORDS)
@@ -924,22 +937,9 @@ class MaildirStore:
         return result
 
     def _uidlist_guids(self, directory: str) -> dict[str, str]:
-        path = os.path.join(directory, UIDLIST)
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            return {}
-        signature = (st.st_ino, st.st_mtime_ns, st.st_size)
-        cached = self._guid_cache.get(path)
-        if cached is not None and cached[0] == signature:
-            return cached[1]
-        try:
-            with open(path, "rb") as handle:
-                guids = parse_uidlist_guids(handle.read().decode("utf-8", "surrogateescape"))
-        except FileNotFoundError:
-            return {}
-        self._guid_cache.put(path, (signature, guids))
-        return guids
+        return _read_cached(
+            os.path.join(directory, UIDLIST), self._guid_cache,
+            lambda text: parse_uidlist_guids(text.decode("utf-8", "surrogateescape")))
 
     # --- subscriptions -----------------------------------------------------------------
 

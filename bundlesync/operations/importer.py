@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from bundlesync.core.model import Body, Change, Stream, Want
+from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.vv import detect_restore, next_incarnation
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, find_bundles, open_bundle, read_header
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
-from bundlesync.operations.ledger import decode_change, encode_change, fold_change
+from bundlesync.operations.ledger import decode_change, encode_change, fold_change, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
@@ -50,6 +51,11 @@ class BundleOutcome:
     new_changes: int = 0
     bodies: int = 0
     error: str | None = None
+    superseded: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def lost(self, user: str, mailbox: str) -> None:
+        """A change of this bundle lost a conflict to a newer one (for the report)."""
+        self.superseded[(user, mailbox)] = self.superseded.get((user, mailbox), 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "origin": self.origin, "seq": self.seq,
@@ -182,7 +188,8 @@ def _read_records(site: Site, path: Path, *, now_ms: int, dry_run: bool,
             assert isinstance(record, Change)
             outcome.changes += 1
             site.clock.observe(record.ts, now_ms)
-            if fold_change(index, record, record=encode_change(record)):
+            if fold_change(index, record, record=encode_change(record),
+                           superseded=outcome.lost):
                 outcome.new_changes += 1
                 streams.add(record.dot.stream)
 
@@ -206,6 +213,19 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     index.record_received(bid.site, bid.incarnation, bid.seq, received_ms=now_ms,
                           created_ms=header.created_ms, changes=outcome.changes,
                           new_changes=outcome.new_changes)
+
+
+def _report_conflicts(site: Site, result: ImportResult) -> None:
+    """Tally the changes that lost a conflict, by the mailbox they are now in."""
+    resolved: dict[str, dict[str, ResolvedMailbox]] = {}
+    for outcome in result.bundles:
+        for (user, mailbox), count in outcome.superseded.items():
+            if user not in resolved:
+                resolved[user] = resolve_user(site.index, user)
+            where = resolved[user].get(mailbox)
+            path = resolved[user][where.canonical].path if where is not None and (
+                where.canonical in resolved[user]) else ("(deleted mailbox)",)
+            result.report.conflict(user, path, count)
 
 
 def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
@@ -238,6 +258,7 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                 outcome.error = exc.message
             result.bundles.append(outcome)
         apply_pending(site, dry_run=dry_run, report=result.report, progress=progress)
+        _report_conflicts(site, result)
         if not dry_run and not index.has_pending():
             clear_spool(site.spool, index)
     finally:

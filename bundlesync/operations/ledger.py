@@ -10,9 +10,19 @@ happen in the caller's transaction, so a crash leaves either all or none.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable
 
-from bundlesync.core.model import Change, MailboxRef, MessageAdded, MessageRef
+from bundlesync.core.model import (
+    Change,
+    FlagsChanged,
+    MailboxRef,
+    MailboxRenamed,
+    MessageAdded,
+    MessageExpunged,
+    MessageRef,
+    Operation,
+    SubscriptionSet,
+)
 from bundlesync.core.names import ResolvedMailbox, resolve_mailboxes
 from bundlesync.core.state import (
     MailboxState,
@@ -77,39 +87,62 @@ def resolve_user(index: StateIndex, user: str) -> dict[str, ResolvedMailbox]:
     return resolve_mailboxes(user_mailboxes(index, user), live=index.live_mailboxes(user))
 
 
-def fold_change(index: StateIndex, change: Change, *, record: bytes | None = None) -> bool:
-    """Log and fold one change; False if it was already known (a duplicate)."""
+def _message_change_lost(op: Operation, state: MessageState) -> bool:
+    """Whether a change that left the register as it was wanted something else."""
+    if isinstance(op, MessageAdded):
+        return not state.alive  # stays expunged
+    if isinstance(op, MessageExpunged):
+        return state.alive  # a later re-add won
+    if isinstance(op, FlagsChanged) and state.alive:
+        flags = state.effective_flags()
+        return bool(op.added - flags) or bool(op.removed & flags)
+    return False
+
+
+def _mailbox_change_lost(op: Operation, state: MailboxState) -> bool:
+    if isinstance(op, MailboxRenamed):
+        return (state.parent, state.name) != (op.parent, op.name)
+    if isinstance(op, SubscriptionSet):
+        return state.subscribed != op.subscribed
+    return False
+
+
+def fold_change(index: StateIndex, change: Change, *, record: bytes | None = None,
+                superseded: Callable[[str, str], None] | None = None) -> bool:
+    """Log and fold one change; False if it was already known (a duplicate).
+
+    A new change that leaves its register as it was lost a conflict to a newer one
+    (an older flag change, an add of an expunged message, a rename that came too
+    late): ``superseded(user, mailbox_guid)`` is told, and nothing is marked for
+    the store, which already holds the winner.
+    """
     if index.has_change(change.dot):
         return False
     key = register_key(change.op)
     body: str | None = None
     if isinstance(key, MessageRef):
         user, mailbox = key.mailbox.user, key.mailbox.guid
-        state = apply_to_message(load_message(index, key), change)
-        index.store_message(user, mailbox, key.guid, key.body, alive=state.alive,
-                            state=encode_message(state))
-        index.mark_pending(user, mailbox, key.guid, key.body)
+        before = load_message(index, key)
+        state = apply_to_message(before, change)
+        if state != before:
+            index.store_message(user, mailbox, key.guid, key.body, alive=state.alive,
+                                state=encode_message(state))
+            index.mark_pending(user, mailbox, key.guid, key.body)
+        elif superseded is not None and _message_change_lost(change.op, state):
+            superseded(user, mailbox)
         if isinstance(change.op, MessageAdded):
             body = key.body
     else:
         user, mailbox = key.user, key.guid
-        mstate = apply_to_mailbox(load_mailbox(index, key), change)
-        index.store_mailbox(user, mailbox, encode_mailbox(mstate))
-        index.mark_user_pending(user)
+        was = load_mailbox(index, key)
+        mstate = apply_to_mailbox(was, change)
+        if mstate != was:
+            index.store_mailbox(user, mailbox, encode_mailbox(mstate))
+            index.mark_user_pending(user)
+        elif superseded is not None and _mailbox_change_lost(change.op, mstate):
+            superseded(user, mailbox)
     index.add_change(
         change.dot, user=user, mailbox=mailbox, kind=type(change.op).__name__, body=body,
         record=record if record is not None else encode_change(change),
     )
     return True
-
-
-def fold_changes(index: StateIndex, changes: Iterable[Change]) -> int:
-    """Fold many changes; returns how many were new. Advances the stream counters."""
-    new = 0
-    streams = set()
-    for change in changes:
-        if fold_change(index, change):
-            new += 1
-            streams.add(change.dot.stream)
-    index.advance_streams(sorted(streams))
-    return new

@@ -30,6 +30,7 @@ class MailboxTally:
     expunged: int = 0
     flags: int = 0
     bytes_added: int = 0
+    conflicts: int = 0
 
 
 @dataclass
@@ -53,6 +54,10 @@ class ApplyReport:
             tally.expunged += 1
         else:
             tally.flags += 1
+
+    def conflict(self, user: str, path: FolderPath, count: int = 1) -> None:
+        """A change that arrived and lost to a newer one already here."""
+        self.tallies[(user, path)].conflicts += count
 
     def mailbox(self, user: str, path: FolderPath, what: str, *,
                 old: FolderPath | None = None) -> None:
@@ -89,8 +94,13 @@ class ApplyReport:
         return sum(t.flags for t in self.tallies.values())
 
     @property
+    def conflicts(self) -> int:
+        return sum(t.conflicts for t in self.tallies.values())
+
+    @property
     def empty(self) -> bool:
-        return not (self.tallies or self.mailboxes or self.subscription_changes)
+        return not (any(t.added or t.expunged or t.flags for t in self.tallies.values())
+                    or self.mailboxes or self.subscription_changes)
 
     def lines(self) -> list[str]:
         out: list[str] = []
@@ -106,6 +116,9 @@ class ApplyReport:
                 parts.append(f"+{tally.added:,} -{tally.expunged:,}")
             if tally.flags:
                 parts.append(f"{tally.flags:,} flag change{'s' if tally.flags != 1 else ''}")
+            if tally.conflicts:
+                parts.append(f"{tally.conflicts:,} conflict{'s' if tally.conflicts != 1 else ''}"
+                             " (an older change lost to a newer one)")
             out.append(f"{show_user(user)}  {show_path(path)} {', '.join(parts)}")
         if self.subscription_changes:
             out.append(f"{self.subscription_changes} subscription change(s)")
@@ -118,16 +131,19 @@ class ApplyReport:
 
     def summary(self) -> str:
         return (f"{self.added:,} message(s) added, {self.expunged:,} expunged, "
-                f"{self.flag_changes:,} flag change(s), {len(self.mailboxes)} mailbox change(s)")
+                f"{self.flag_changes:,} flag change(s), {len(self.mailboxes)} mailbox change(s)"
+                + (f", {self.conflicts:,} conflict(s) resolved" if self.conflicts else ""))
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "added": self.added,
             "expunged": self.expunged,
             "flag_changes": self.flag_changes,
+            "conflicts": self.conflicts,
             "mailboxes": [
                 {"user": u, "mailbox": show_path(p), "added": t.added, "expunged": t.expunged,
-                 "flag_changes": t.flags, "bytes_added": t.bytes_added}
+                 "flag_changes": t.flags, "bytes_added": t.bytes_added,
+                 "conflicts": t.conflicts}
                 for (u, p), t in sorted(self.tallies.items())
             ],
             "mailbox_changes": self.mailboxes,

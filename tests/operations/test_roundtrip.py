@@ -144,3 +144,28 @@ def test_relay_forwards_changes_with_their_origin(sites: Sites) -> None:
     sites.export("hq", to=["bravo"])
     sites.import_("bravo")
     assert sites.digest("bravo") == sites.digest("alpha")
+
+
+def test_dry_run_names_conflicts_in_mail_terms(sites: Sites) -> None:
+    """Both sites change the same flag of one message; the later change wins
+    everywhere, and the site whose change lost is told so, per mailbox."""
+    alpha = sites.add("alpha", populate_per_folder=2)
+    bravo = sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    sites.export("alpha")
+    sites.import_("bravo")
+    inbox = ("INBOX",)
+    unread = next(m for m in alpha.messages(ALICE, inbox) if SEEN not in m.flags)
+    bravo.set_flags(ALICE, inbox, unread.key, unread.flags | {SEEN})  # read at bravo first
+    sites.export("bravo")
+    alpha.set_flags(ALICE, inbox, unread.key, unread.flags | {SEEN})
+    sites.export("alpha")
+    alpha.set_flags(ALICE, inbox, unread.key, unread.flags)  # marked unread again, later
+    sites.export("alpha")
+    dry = sites.import_("alpha", dry_run=True)
+    assert dry.report.conflicts == 1
+    assert any("conflict" in line and "INBOX" in line for line in dry.report.lines())
+    sites.import_("alpha")
+    sites.import_("bravo")
+    assert SEEN not in {m.key: m.flags for m in bravo.messages(ALICE, inbox)}[unread.key]
+    assert sites.digest("alpha") == sites.digest("bravo")

@@ -21,6 +21,7 @@ def test_sites_seeded_from_a_copy_add_nothing_on_first_exchange(sites: Sites) ->
     result_a = sites.import_("alpha")
     assert result_a.report.empty, result_a.report.lines()
     assert result_b.report.empty, result_b.report.lines()
+    assert result_a.report.conflicts == result_b.report.conflicts == 0
     assert sites.digest("alpha") == before_a
     assert sites.digest("bravo") == before_b
 

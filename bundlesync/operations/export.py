@@ -23,7 +23,7 @@ from typing import Any
 
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import BundleId, find_bundles, read_header, write_bundle
+from bundlesync.format import BundleId, BundleNotFound, find_bundles, read_header, write_bundle
 from bundlesync.format.records import OPERATION_KINDS
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
@@ -243,8 +243,8 @@ def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
     for path in find_bundles(drop):
         try:
             header = read_header(path)
-        except BundleRejected:
-            continue  # a foreign or damaged file is not ours to tidy away
+        except (BundleRejected, BundleNotFound):
+            continue  # a foreign, damaged or vanished file is not ours to tidy away
         if header.origin_site != site.site_id or len(header.recipients) != 1:
             continue
         peer = header.recipients[0]

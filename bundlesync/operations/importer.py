@@ -30,7 +30,7 @@ from bundlesync.core.model import Body, Change, Stream, Want
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.vv import detect_restore, next_incarnation
 from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import BundleHeader, find_bundles, open_bundle, read_header
+from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.ledger import decode_change, encode_change, fold_change, resolve_user
@@ -91,6 +91,8 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
     for path in find_bundles(drop):
         try:
             header = read_header(path)
+        except BundleNotFound:
+            continue  # removed from the drop since it was listed: nothing to import
         except BundleRejected as exc:
             result.bundles.append(BundleOutcome(str(path), "?", 0, "rejected", error=exc.message))
             continue

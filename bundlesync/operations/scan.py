@@ -55,7 +55,8 @@ from bundlesync.operations.ledger import (
 )
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow
-from bundlesync.stores.base import FolderInfo, FolderPath, StoredMessage
+from bundlesync.stores.base import FolderInfo, FolderPath
+from bundlesync.stores.errors import MessageMissing
 
 # A folder found on disk with no GUID of its own is taken as a rename of a vanished
 # folder when at least this share of the vanished folder's files sit in it.
@@ -153,11 +154,12 @@ class _UserScan:
         wants = self.site.config.filters.wants
         disk = [f for f in self.store.folders(self.user) if wants(f.path)]
         self.stats.folders += len(disk)
-        listings: dict[FolderPath, list[StoredMessage]] = {}
+        listings: dict[FolderPath, dict[str, tuple[str, frozenset[str]]]] = {}
 
-        def listing(info: FolderInfo) -> list[StoredMessage]:
+        def listing(info: FolderInfo) -> dict[str, tuple[str, frozenset[str]]]:
+            # Names only: a file already known needs no stat; new ones get one below.
             if info.path not in listings:
-                listings[info.path] = self.store.messages(self.user, info.path)
+                listings[info.path] = self.store.message_names(self.user, info.path)
                 self.stats.folders_listed += 1
             return listings[info.path]
 
@@ -179,7 +181,7 @@ class _UserScan:
         for info in list(unmatched):
             if not vanished:
                 break
-            keys = {m.key for m in listing(info)}
+            keys = set(listing(info))
             best, best_share = None, 0.0
             for guid in vanished:
                 old = {row.key for row in self.index.files(self.user, guid)}
@@ -229,7 +231,7 @@ class _UserScan:
                     self.stats.mailboxes_renamed += 1
 
         # 4. message-level changes in every folder whose stamp moved.
-        new_files: list[tuple[str, FolderInfo, StoredMessage]] = []
+        new_files: list[tuple[str, FolderInfo, str]] = []
         gone: dict[str, FileRow] = {}
         for guid, info in sorted((matched | new_folders).items(), key=lambda item: item[1].path):
             marks = encode_marks(info)
@@ -239,23 +241,27 @@ class _UserScan:
                                           info.uidvalidity)
                 continue
             rows = {row.key: row for row in self.index.files(self.user, guid)}
-            for message in listing(info):
-                row = rows.pop(message.key, None)
+            for key, (_guid, flags) in sorted(listing(info).items()):
+                row = rows.pop(key, None)
                 if row is None:
-                    new_files.append((guid, info, message))
-                elif flags_of(row.flags) != message.flags:
+                    new_files.append((guid, info, key))
+                elif flags_of(row.flags) != flags:
                     was = flags_of(row.flags)
-                    self.record(FlagsChanged(_ref(self.user, row), added=message.flags - was,
-                                             removed=was - message.flags))
+                    self.record(FlagsChanged(_ref(self.user, row), added=flags - was,
+                                             removed=was - flags))
                     self.stats.flag_changes += 1
                     self.index.put_file(FileRow(
                         row.user, row.folder, row.key, row.mailbox, row.guid, row.body,
-                        flags_text(message.flags), row.size, row.internal_date))
+                        flags_text(flags), row.size, row.internal_date))
             for row in rows.values():
                 gone[row.key] = row
             self.index.put_folder(self.user, guid, path_key(info.path), marks, info.uidvalidity)
 
-        for guid, info, message in new_files:
+        for guid, info, key in new_files:
+            try:
+                message = self.store.message_info(self.user, info.path, key)
+            except MessageMissing:
+                continue  # gone again since the listing: it never was, for us
             moved = gone.get(message.key)
             if moved is not None and moved.size == message.size:
                 body = moved.body

@@ -80,6 +80,15 @@ class Store(Protocol):
         """Every message in the folder (new and cur), sorted by key."""
         ...
 
+    def message_names(self, user: str, path: FolderPath) -> dict[str, tuple[str, frozenset[str]]]:
+        """Key -> (GUID, flags) of every message, as cheaply as the store allows
+        (Maildir: from the file names, with no stat per message)."""
+        ...
+
+    def message_info(self, user: str, path: FolderPath, key: str) -> StoredMessage:
+        """One message with its size and internal date. Raises ``MessageMissing``."""
+        ...
+
     def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
         """The raw bytes of one message. Raises ``MessageMissing`` if it is gone."""
         ...

@@ -125,6 +125,19 @@ def _scan_with_stats(directory: str) -> tuple[Listing, bool]:
     return result, vanished
 
 
+_Found = TypeVar("_Found")
+
+
+def _scan_names_only(directory: str) -> tuple[dict[str, Entry], bool]:
+    return scan_names(directory), False
+
+
+def stable_names(directory: str, *, is_racy: Callable[[Marks], bool]
+                 ) -> tuple[dict[str, Entry], Marks]:
+    """Like :func:`stable_listing`, from the names alone (no stat per file)."""
+    return _stable(directory, is_racy=is_racy, scan=_scan_names_only)
+
+
 def stable_listing(directory: str, *, is_racy: Callable[[Marks], bool]) -> tuple[Listing, Marks]:
     """List new/ and cur/ so that a message present throughout is never left out.
 
@@ -136,7 +149,13 @@ def stable_listing(directory: str, *, is_racy: Callable[[Marks], bool]) -> tuple
     message left out would look expunged. Returns the listing and marks from
     before it.
     """
-    seen: Listing = {}
+    return _stable(directory, is_racy=is_racy, scan=_scan_with_stats)
+
+
+def _stable(directory: str, *, is_racy: Callable[[Marks], bool],
+            scan: Callable[[str], tuple[dict[str, _Found], bool]]
+            ) -> tuple[dict[str, _Found], Marks]:
+    seen: dict[str, _Found] = {}
     previous_keys: set[str] | None = None
     first_marks: Marks | None = None
     for attempt in range(MAX_LISTINGS):
@@ -147,7 +166,7 @@ def stable_listing(directory: str, *, is_racy: Callable[[Marks], bool]) -> tuple
             raise FolderNotFound(f"folder {directory} disappeared while being listed")
         if first_marks is None:
             first_marks = before
-        listing, vanished = _scan_with_stats(directory)
+        listing, vanished = scan(directory)
         seen.update(listing)
         if marks(directory) != before or vanished:
             previous_keys = None
@@ -180,8 +199,13 @@ class FileIndex:
 
     def remember(self, directory: str, listing: Listing, folder_marks: Marks) -> None:
         """Keep a fresh listing (from :func:`stable_listing`)."""
-        entries = {key: entry for key, (entry, _) in listing.items()}
-        self._indexes.put(directory, _FolderIndex(entries, folder_marks))
+        self.remember_entries(directory, {key: entry for key, (entry, _) in listing.items()},
+                              folder_marks)
+
+    def remember_entries(self, directory: str, entries: dict[str, Entry],
+                         folder_marks: Marks) -> None:
+        """Keep a fresh listing of names (from :func:`stable_names`)."""
+        self._indexes.put(directory, _FolderIndex(dict(entries), folder_marks))
 
     def locate(self, directory: str, key: str, *, refresh: bool) -> Entry | None:
         """The file holding ``key``, or None; FolderNotFound if the folder is gone."""

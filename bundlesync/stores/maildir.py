@@ -591,6 +591,37 @@ class MaildirStore:
                 )
             return result
 
+    def message_names(self, user: str, path: FolderPath) -> dict[str, tuple[str, frozenset[str]]]:
+        """Key -> (GUID, flags) of every message, from the file names alone.
+
+        The cheap listing a scan diffs against what it knew: no stat per file (as
+        reliable as :meth:`messages` against concurrent renames); only the new
+        files need :meth:`message_info`.
+        """
+        _, directory = self._folder(user, path)
+        with _io(f"list folder {'/'.join(path)} of user {user!r}"):
+            entries, marks = folder_files.stable_names(directory, is_racy=self._is_racy)
+            self._files.remember_entries(directory, entries, marks)
+            keywords = self._keywords(directory)
+            guids = self._uidlist_guids(directory)
+            decoded: dict[str, frozenset[str]] = {}
+            result: dict[str, tuple[str, frozenset[str]]] = {}
+            for key, entry in entries.items():
+                info = entry.name[len(key) :]
+                flags = decoded.get(info)
+                if flags is None:
+                    flags = letters_to_flags(FileName.parse(entry.name).letters, keywords)
+                    decoded[info] = flags
+                result[key] = (guids.get(key, key), flags)
+            return result
+
+    def message_info(self, user: str, path: FolderPath, key: str) -> StoredMessage:
+        """One message with its size and date; MessageMissing if it is gone."""
+        check_key(key)
+        _, directory = self._folder(user, path)
+        with _io(f"look at message {key} in folder {'/'.join(path)}"):
+            return self._stored(directory, key)
+
     def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
         """The message's raw bytes; MessageMissing if no file has this key."""
         check_key(key)
@@ -802,7 +833,7 @@ class MaildirStore:
                 size=st.st_size,
                 internal_date=st.st_mtime_ns // 1_000_000_000,
             )
-        raise MessageMissing(f"message {key} vanished from {directory} while being stored")
+        raise MessageMissing(f"message {key} is not in {directory} (any more)")
 
     def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]
                   ) -> frozenset[str]:

@@ -162,6 +162,17 @@ class MemoryStore:
         folder = self._folder(user, path)
         return [self._view(key, folder.messages[key]) for key in sorted(folder.messages)]
 
+    def message_names(self, user: str, path: FolderPath) -> dict[str, tuple[str, frozenset[str]]]:
+        """Key -> (GUID, flags) of every message."""
+        return {m.key: (m.guid, m.flags) for m in self.messages(user, path)}
+
+    def message_info(self, user: str, path: FolderPath, key: str) -> StoredMessage:
+        """One message with its size and date; MessageMissing if it is gone."""
+        for message in self.messages(user, path):
+            if message.key == key:
+                return message
+        raise MessageMissing(f"message {key} is not in folder {'/'.join(path)}")
+
     def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
         """The message's bytes; MessageMissing if it is not there."""
         check_key(key)

@@ -259,3 +259,17 @@ def test_unsafe_users_are_refused(store: Store, user: str) -> None:
     with pytest.raises(StoreError):
         store.ensure_user(user)
     assert store.users() == [USER]
+
+
+def test_names_listing_agrees_with_the_full_listing(store: Store) -> None:
+    add(store, "k1", flags=frozenset({SEEN}))
+    add(store, "k2", data=BODY + b"more\n")
+    full = {m.key: (m.guid, m.flags) for m in store.messages(USER, INBOX)}
+    assert len(full) == 2
+    assert store.message_names(USER, INBOX) == full
+    info = store.message_info(USER, INBOX, "k2")
+    assert info == next(m for m in store.messages(USER, INBOX) if m.key == "k2")
+    assert info.size == len(BODY) + 5
+    store.expunge(USER, INBOX, "k2")
+    with pytest.raises(MessageMissing):
+        store.message_info(USER, INBOX, "k2")

@@ -81,6 +81,18 @@ def is_first_volume_name(name: str) -> bool:
     return match is None or int(match["k"]) == 1
 
 
+def named_volumes(first: Path) -> list[Path]:
+    """The files of the bundle whose first volume is ``first``, by their names
+    (bundle-v1 §11): ``first`` itself and those of its numbered siblings that exist.
+    For deleting a bundle; reading checks volumes by their heads instead."""
+    match = _PART_RE.match(first.name)
+    if match is None:
+        return [first]
+    count = int(match["n"])
+    siblings = (first.parent / volume_name(match["stem"], k, count) for k in range(2, count + 1))
+    return [first, *(p for p in siblings if p.exists())]
+
+
 # --- file systems ---------------------------------------------------------------------
 
 

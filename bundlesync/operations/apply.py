@@ -73,7 +73,6 @@ class _UserApply:
         self.folders = _Folders({
             guid: path_from_key(path) for guid, path, _m, _u in self.index.folders(user)
         })
-        self.removed_folders: set[str] = set()
         self.bodies = bodies if bodies is not None else BodyFinder(site)
         self.bodies.use_folders(user, self.folders.by_guid)
 
@@ -285,8 +284,10 @@ class _UserApply:
         pending = self.index.pending_messages(self.user)
         # Placements first, removals after: the body of a message moved to another
         # folder is read from its old file before that file goes.
-        placing = [p for p in pending if self.placed(*p)]
-        removing = [p for p in pending if not self.placed(*p)]
+        placing: list[tuple[str, str, str]] = []
+        removing: list[tuple[str, str, str]] = []
+        for item in pending:
+            (placing if self.placed(*item) else removing).append(item)
         # Batches keep the index's commits (and their fsyncs) few; a crash inside one
         # only repeats idempotent store actions.
         for work in (placing, removing):

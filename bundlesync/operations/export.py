@@ -25,6 +25,7 @@ from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Wan
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleId, BundleNotFound, find_bundles, read_header, write_bundle
 from bundlesync.format.records import OPERATION_KINDS
+from bundlesync.format.volumes import named_volumes
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
@@ -259,14 +260,7 @@ def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
             row.ack.get_count(stream) >= count for stream, count in header.ack.entries)
         superseded = header.bundle_id.seq < newest[peer_id]
         if acked or superseded:
-            for volume in bundle_volumes(path):
+            for volume in named_volumes(path):
                 volume.unlink(missing_ok=True)
                 removed.append(volume.name)
     return removed
-
-
-def bundle_volumes(first: Path) -> list[Path]:
-    """The files of a bundle: the first volume and any numbered siblings."""
-    siblings = sorted(first.parent.glob(first.name + ".*"))
-    return [first, *[p for p in siblings if p.suffix[1:].isdigit()]]
-

@@ -169,3 +169,16 @@ def test_dry_run_names_conflicts_in_mail_terms(sites: Sites) -> None:
     sites.import_("bravo")
     assert SEEN not in {m.key: m.flags for m in bravo.messages(ALICE, inbox)}[unread.key]
     assert sites.digest("alpha") == sites.digest("bravo")
+
+
+def test_a_superseded_bundle_goes_from_the_drop_with_all_its_volumes(sites: Sites) -> None:
+    sites.add("alpha", populate_per_folder=4)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    first = sites.export("alpha", max_volume_size=4096, encrypt=False)
+    volumes = first.bundles[0].paths
+    assert len(volumes) > 1
+    sites.deliver("alpha", ALICE, ("INBOX",), 9191)
+    second = sites.export("alpha")
+    assert sorted(second.removed) == sorted(Path(p).name for p in volumes)
+    assert not any(Path(p).exists() for p in volumes)

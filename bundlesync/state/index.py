@@ -633,3 +633,56 @@ class StateIndex:
             (site,),
         )
         return list(rows)
+
+    # == own stream, forks and held-back mailboxes ====================================
+    # (the queries behind restore detection, fork handling and import filters)
+
+    def change_record(self, dot: Dot) -> bytes | None:
+        """The logged record of ``dot``, or None if no change is held under it."""
+        row = self.db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
+            (dot.site, dot.incarnation, dot.counter),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def stream_records_above(self, stream: Stream, counter: int) -> list[bytes]:
+        """The records of ``stream`` logged above ``counter``, in counter order."""
+        rows = self.db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter > ? "
+            "ORDER BY counter", (stream.site, stream.incarnation, counter),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def forget_stream_above(self, stream: Stream, counter: int) -> None:
+        """Drop ``stream``'s changes above ``counter`` from the log (the registers keep
+        their effect), so peers holding other versions of those dots send them back."""
+        self.db.execute(
+            "DELETE FROM changes WHERE site = ? AND incarnation = ? AND counter > ?",
+            (stream.site, stream.incarnation, counter))
+        self.db.execute(
+            "UPDATE streams SET contiguous = MIN(contiguous, ?) WHERE site = ? "
+            "AND incarnation = ?", (counter, stream.site, stream.incarnation))
+
+    def site_streams(self, site: str) -> list[tuple[Stream, int]]:
+        """Every stream of ``site`` in the log, with its highest counter logged."""
+        rows = self.db.execute(
+            "SELECT incarnation, MAX(counter) FROM changes WHERE site = ? "
+            "GROUP BY incarnation ORDER BY incarnation", (site,))
+        return [(Stream(site, int(i)), int(n)) for i, n in rows]
+
+    def received_created_ms(self, site: str, incarnation: int, seq: int) -> int | None:
+        """When the bundle received under this id was written (None: none received)."""
+        row = self.db.execute(
+            "SELECT created_ms FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+            (site, incarnation, seq)).fetchone()
+        return None if row is None else int(row[0])
+
+    def forget_received(self, site: str, incarnation: int, seq: int) -> None:
+        """Forget a received bundle id (its origin reused it for another bundle)."""
+        self.db.execute("DELETE FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+                        (site, incarnation, seq))
+
+    def meta_int(self, key: str, default: int = 0) -> int:
+        """An integer setting of the meta table."""
+        value = self.get_meta(key)
+        return default if value is None else int(str(value))

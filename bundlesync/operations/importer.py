@@ -33,7 +33,7 @@ from typing import Any
 
 from bundlesync.core.model import Body, Change, Dot, Stream, VersionVector, Want
 from bundlesync.core.names import ResolvedMailbox
-from bundlesync.core.vv import DotSet, detect_restore, reincarnate, sort_incoming
+from bundlesync.core.vv import DotSet, detect_restore, sort_incoming
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
 from bundlesync.operations import failpoints
@@ -131,27 +131,8 @@ def _held(index: StateIndex, dot: Dot) -> Change | None:
 
 def _reincarnate(site: Site, *, keep_through: int, evidence: list[VersionVector | DotSet],
                  now_ms: int, result: ImportResult) -> None:
-    """Move to a new incarnation with the core's rules (``core.vv.reincarnate``).
-
-    Our changes of the old stream above ``keep_through`` may share their dots with
-    other changes peers hold: they are re-emitted under the new incarnation and
-    forgotten under the old one, so the peers' versions can come back to us.
-    """
-    index = site.index
-    ours = site.stream
-    own = [decode_change(record) for record in index.stream_records_above(ours, keep_through)]
-    # Every incarnation of ours in the log counts as evidence too: never reuse one.
-    logged = VersionVector.of(dict(index.site_streams(ours.site)))
-    step = reincarnate(stream=ours, own_changes=own, keep_through=keep_through,
-                       evidence=[*evidence, logged], floor=now_ms // 1000)
-    index.forget_stream_above(step.old_stream, step.keep_through)
-    site.move_to(step.stream)
-    if step.reemitted:
-        index.set_meta("counter", len(step.reemitted))
-        for change in step.reemitted:
-            fold_change(index, change)
-    index.advance_streams([step.old_stream, step.stream])
-    result.new_incarnation = step.stream.incarnation
+    stream = site.reincarnate(keep_through=keep_through, evidence=evidence, now_ms=now_ms)
+    result.new_incarnation = stream.incarnation
 
 
 def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
@@ -321,6 +302,8 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
         _report_conflicts(site, result)
         if not dry_run and not index.has_pending():
             clear_spool(site.spool, index)
+        if not dry_run:
+            site.settle()
     finally:
         if dry_run:
             index.db.execute("ROLLBACK")

@@ -170,7 +170,7 @@ class StateIndex:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self._migrate(create=create)
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"the state index {path} cannot be opened: {exc}",
@@ -181,8 +181,17 @@ class StateIndex:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, create: bool) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0 and not create:
+            # Not a bundlesync index (or an emptied one): taking it for a new one
+            # would start this site over and reuse its change numbers.
+            raise StateError(
+                "the state index holds no bundlesync state",
+                hint="Restore the site's home from a backup (the restore is detected and "
+                     "the site moves to a new incarnation), or set the site up again in a "
+                     "new home with 'bundlesync init'.",
+            )
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"the state index has schema version {version}, newer than this bundlesync "
@@ -686,3 +695,13 @@ class StateIndex:
         """An integer setting of the meta table."""
         value = self.get_meta(key)
         return default if value is None else int(str(value))
+
+    def bundle_seqs(self, incarnation: int) -> dict[str, int]:
+        """The last bundle number reserved for each peer in ``incarnation``."""
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'bundle_seq:%'")
+        seqs: dict[str, int] = {}
+        for key, value in rows:
+            _, peer, inc = str(key).split(":")
+            if int(inc) == incarnation:
+                seqs[peer] = int(value)
+        return seqs

@@ -20,6 +20,7 @@ refused. Every sqlite3 error is translated to :class:`StateError`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -705,3 +706,15 @@ class StateIndex:
             if int(inc) == incarnation:
                 seqs[peer] = int(value)
         return seqs
+
+    def set_held_back(self, mailboxes: dict[str, list[str]]) -> None:
+        """Remember which mailboxes a filter held back at the last apply (for status)."""
+        self.set_meta("held_back", json.dumps(mailboxes, sort_keys=True, ensure_ascii=False))
+
+    def held_back(self) -> dict[str, list[str]]:
+        """User -> names of the mailboxes a filter held back at the last apply."""
+        value = self.get_meta("held_back")
+        if value is None:
+            return {}
+        data = json.loads(str(value))
+        return {str(user): [str(n) for n in names] for user, names in data.items()}

@@ -23,7 +23,7 @@ from pathlib import Path
 from core.fakestore import projection
 
 from bundlesync.core.merge import Replica
-from bundlesync.core.model import Change, VersionVector
+from bundlesync.core.model import Change, MessageAdded, VersionVector
 from bundlesync.operations.export import ExportResult, export_drop
 from bundlesync.operations.importer import ImportResult, import_drop
 from bundlesync.operations.ledger import decode_change
@@ -134,6 +134,10 @@ class Network:
                     for _, _, blob in site.index.changes_not_covered(VersionVector())]
         finally:
             site.index.close()
+
+    def message_keys(self, name: str) -> set[str]:
+        """The message keys (GUIDs) of every add in the site's log."""
+        return {c.op.message.guid for c in self.changes(name) if isinstance(c.op, MessageAdded)}
 
     # --- backups --------------------------------------------------------------------
     def back_up(self, name: str, label: str) -> None:

@@ -14,9 +14,9 @@ Folder names here are plain ASCII, so no modified UTF-7 is needed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from bundlesync.stores.dovecot_files import FLAG_TO_LETTER, LETTER_TO_FLAG
@@ -110,12 +110,15 @@ class MailClient:
 
     # --- folders -------------------------------------------------------------------
     def create_folder(self, path: FolderPath, uidvalidity: int) -> None:
+        """A new folder; its GUID is derived from ``uidvalidity`` (unique per
+        create) so that runs are repeatable."""
+        guid = hashlib.sha256(f"folder {uidvalidity}".encode()).hexdigest()[:32]
         directory = self.folder_dir(path)
         for sub in ("cur", "new", "tmp"):
             (directory / sub).mkdir(parents=True)
         (directory / "maildirfolder").write_bytes(b"")
         (directory / "dovecot-uidlist").write_text(
-            f"3 V{uidvalidity} N1 G{uuid.uuid4().hex}\n")
+            f"3 V{uidvalidity} N1 G{guid}\n")
 
     def rename_folder(self, old: FolderPath, new: FolderPath) -> None:
         """IMAP RENAME: the folder and everything below it."""

@@ -19,11 +19,13 @@ import hashlib
 import itertools
 import shutil
 from pathlib import Path
+from unittest import mock
 
 from core.fakestore import projection
 
 from bundlesync.core.merge import Replica
 from bundlesync.core.model import Change, MessageAdded, VersionVector
+from bundlesync.keys import SiteIdentity, generate_identity
 from bundlesync.operations.export import ExportResult, export_drop
 from bundlesync.operations.importer import ImportResult, import_drop
 from bundlesync.operations.ledger import decode_change
@@ -94,7 +96,15 @@ class Network:
         for name in SITES[1:]:
             shutil.copytree(self.run / HQ / "mail", self.run / name / "mail")
         for name in SITES:
-            with site_lock(self.home(name)):
+            # Keys from the site's name: site ids break ties, and a run must
+            # draw the same ties every time (deterministic CI).
+            def keys(name: str, site: str = name) -> SiteIdentity:
+                seed = itertools.count()
+                return generate_identity(name, random_bytes=lambda n: hashlib.sha256(
+                    f"{site} {next(seed)}".encode()).digest()[:n])
+
+            with site_lock(self.home(name)), mock.patch(
+                    "bundlesync.operations.setup.generate_identity", keys):
                 init_site(self.home(name), name=name, store_location=self.location(name),
                           now_ms=self.now())
         for leaf in SITES[1:]:

@@ -349,3 +349,19 @@ def test_a_site_restored_with_new_mail_before_it_hears_from_a_peer_loses_nothing
     assert {before, after} <= {key for files in machine.net.snapshot("s2").values()
                             for key, _ in files}
     machine.teardown()
+
+
+@pytest.mark.slow
+def test_hierarchy_merged_children_of_a_renamed_folder_on_real_sites() -> None:
+    # The model's hierarchy failure on real sites: s1 renames Archive to Sent and
+    # creates Sent/Sent; s0 creates Archive/Sent and Archive/Sent/Sent. The two
+    # children named Sent merge; s0's grandchild must end at Sent/Sent/Sent.
+    machine = _machine()
+    machine.rename_folder("s1", "Sent", _Draws(("Archive",), None))  # type: ignore[arg-type]
+    machine.create_folder("s1", "Sent", _Draws(("Sent",)))  # type: ignore[arg-type]
+    machine.create_folder("s0", "Sent", _Draws(("Archive",)))  # type: ignore[arg-type]
+    machine.create_folder("s0", "Sent", _Draws(("Archive", "Sent")))  # type: ignore[arg-type]
+    machine.full_exchange()
+    assert sorted(machine.net.snapshot("s2")) == [
+        ("INBOX",), ("Sent",), ("Sent", "Sent"), ("Sent", "Sent", "Sent")]
+    machine.teardown()

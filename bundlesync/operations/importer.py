@@ -286,11 +286,16 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
     if dry_run:
         index.db.execute("BEGIN IMMEDIATE")
     try:
+        # Our own bundles in the drop can show a restore the mark could not (home
+        # restored whole): checked before the scan records anything.
+        result_stream = site.check_drop(drop, now_ms=now_ms)
         if not dry_run:
             apply_pending(site)
         remembered = (site.stream, index.stream_max(site.stream))
         result = ImportResult(scan=scan_store(site, now_ms=now_ms), report=ApplyReport(),
                               dry_run=dry_run)
+        if result_stream is not None:
+            result.new_incarnation = result_stream.incarnation
         for path, header in _route(site, drop, result):
             outcome = BundleOutcome(str(path), header.origin_name, header.bundle_id.seq,
                                     "applied")

@@ -189,3 +189,27 @@ def test_a_known_dot_with_other_content_is_a_fork_and_both_are_kept(sites: Sites
     _exchange(sites, "alpha", "charlie")
     charlie = {m.guid for m in sites.stores["charlie"].messages(ALICE, INBOX)}
     assert {"forked-5302", original.message.guid} <= charlie
+
+
+def test_restored_home_and_store_is_noticed_from_our_own_bundles_in_the_drop(
+        sites: Sites) -> None:
+    """Home and store restored together agree with each other (the mark came back
+    with the index); the bundle bravo wrote before the restore, still in the drop,
+    gives it away before bravo records or exports anything."""
+    _two_sites(sites)
+    backup = sites.root / "bravo-backup"
+    shutil.copytree(sites.root / "bravo", backup, symlinks=True)
+    sites.deliver("bravo", ALICE, INBOX, 5401)
+    _exchange(sites, "bravo", "alpha")
+    _, before, _ = _stream(sites, "bravo")
+
+    shutil.rmtree(sites.root / "bravo")
+    shutil.copytree(backup, sites.root / "bravo", symlinks=True)
+    sites.deliver("bravo", ALICE, INBOX, 5402)
+    sites.export("bravo")
+    _, after, _ = _stream(sites, "bravo")
+    assert after > before
+    _exchange(sites, "alpha", "bravo", rounds=2)
+    assert _has(_keys(sites, "alpha"), 5402, "bravo")
+    assert _has(_keys(sites, "bravo"), 5401, "bravo")
+    assert sites.digest("alpha") == sites.digest("bravo")

@@ -45,6 +45,10 @@ from bundlesync.operations.site import Site
 from bundlesync.operations.spool import SpoolWriter, clear_spool
 from bundlesync.state.index import StateIndex
 
+# Incarnations are at most the time in seconds plus the restores since; counters
+# count changes. Far below SQLite's 63-bit integers, with room to move on.
+MAX_DOT = 2**48
+
 
 @dataclass
 class BundleOutcome:
@@ -158,6 +162,10 @@ def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[St
     """Sort one incoming change with the core (``sort_incoming``) and fold it."""
     index = site.index
     ours = site.stream
+    if change.dot.incarnation > MAX_DOT or change.dot.counter > MAX_DOT:
+        # The state index stores 63-bit integers, and a forged incarnation of ours
+        # near the top would leave this site no incarnation to move to.
+        raise BundleRejected(f"a change carries an out-of-range dot {change.dot}")
     if change.dot.site == ours.site and change.dot.incarnation >= ours.incarnation:
         if _held(index, change.dot) == change:
             return  # our own change coming back through a relay

@@ -213,3 +213,18 @@ def test_restored_home_and_store_is_noticed_from_our_own_bundles_in_the_drop(
     assert _has(_keys(sites, "alpha"), 5402, "bravo")
     assert _has(_keys(sites, "bravo"), 5401, "bravo")
     assert sites.digest("alpha") == sites.digest("bravo")
+
+
+def test_a_dot_out_of_range_rejects_the_bundle_and_changes_nothing(sites: Sites) -> None:
+    """A forged incarnation of the receiver near the top of the integers would leave
+    it no incarnation to move to (and does not fit the index): the bundle is refused."""
+    _two_sites(sites)
+    alpha_id, incarnation, _ = _stream(sites, "alpha")
+    ghost = MailboxRef(ALICE, "e" * 32)
+    _forge(sites, "bravo", "alpha", [
+        Change(Dot(alpha_id, 2**63, 1), inventory_timestamp(alpha_id),
+               SubscriptionSet(ghost, True))])
+    result = sites.import_("alpha")
+    assert [b.status for b in result.bundles if b.seq == 9_999] == ["rejected"]
+    assert result.new_incarnation is None
+    assert _stream(sites, "alpha")[1] == incarnation

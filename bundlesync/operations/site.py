@@ -275,9 +275,9 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
         # over at counter 1 of its first incarnation and reuse everything.
         raise StateError(
             f"the state index {state} is empty (0 bytes)",
-            hint="Restore the site's home from a backup (the restore is detected and the "
-                 "site moves to a new incarnation), or set the site up again in a new "
-                 "home with 'bundlesync init'.",
+            hint="Restore state.sqlite from a backup and keep spent.json as it is (the "
+                 "restore is then detected and the site moves to a new incarnation), or "
+                 "set the site up again in a new home with 'bundlesync init'.",
         )
     index = StateIndex(state)
     wall = index.get_meta("clock_wall")

@@ -253,8 +253,14 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     del old_ack
     # The peer's newest word replaces the old one, never merges with it: a peer
     # restored from an old copy acknowledges less, and must be sent that again.
-    index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
-    index.set_peer_wants(header.origin_site, wants)
+    # A bundle written before one already heard (delivered late) is not its newest
+    # word: lowering the acknowledgement to it would send the peer what it holds
+    # on every run, and a peer with nothing new writes no bundle to correct it.
+    newest = max((created for *_, created in index.received_from(header.origin_site)),
+                 default=None)
+    if newest is None or header.created_ms >= newest:
+        index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
+        index.set_peer_wants(header.origin_site, wants)
     bid = header.bundle_id
     failpoints.reached("ingest")
     index.forget_received(bid.site, bid.incarnation, bid.seq)  # an id reused after a restore

@@ -365,3 +365,21 @@ def test_hierarchy_merged_children_of_a_renamed_folder_on_real_sites() -> None:
     assert sorted(machine.net.snapshot("s2")) == [
         ("INBOX",), ("Sent",), ("Sent", "Sent"), ("Sent", "Sent", "Sent")]
     machine.teardown()
+
+
+@pytest.mark.slow
+def test_regression_a_bundle_delivered_late_does_not_lower_the_peers_acknowledgement() -> None:
+    # A bundle s1 wrote early reaches the relay after newer ones. The relay took
+    # its old acknowledgement as s1's newest word, sent s1 everything again on
+    # every run, and s1 (with nothing new) never wrote the bundle that would
+    # correct it: the exchange never settled.
+    machine = _machine()
+    machine.change_flag("s0", "\\Seen", True, _Draws((INBOX, "seed1")))  # type: ignore[arg-type]
+    machine.create_folder("s0", "Sent", _Draws(None))  # type: ignore[arg-type]
+    machine.delete_folder("s2", _Draws(("Archive",)))  # type: ignore[arg-type]
+    machine.export("s1", inbound=True)
+    for _ in range(2):
+        machine.full_exchange()
+    machine.deliver_bundle(_Draws(0))  # type: ignore[arg-type]
+    machine.full_exchange()
+    machine.teardown()

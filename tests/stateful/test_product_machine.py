@@ -43,12 +43,14 @@ from .realsites import HQ, SITES, Network, message, reference
 NAMES = ("Sent", "Archive", "Old", "Work")
 FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "$Work", "Later")
 
-# Restoring a site from an old copy of its home and store makes it reuse change
-# counters it had already spent. The machine keeps the rule; it runs once the
-# product detects the restore from its high-water mark (kept outside the state)
-# and keeps both contents of a reused dot (a fork), as docs/conflict-rules.md
-# says. Until then a restored site's new mail can be dropped as a duplicate.
-RESTORES_ENABLED = True
+# Restoring a site from an old copy of its home and store (with or without new
+# changes before it hears from a peer) is a rule of this machine, but it is off
+# until the product brings a restored site back in line with what its peers
+# hold of its own stream: today a site restored to a copy older than its own
+# later changes (e.g. a folder it deleted after the copy was taken) keeps the
+# old store, and the stores differ for ever
+# (test_restored_relay_takes_back_its_own_later_changes, xfail, replays it).
+RESTORES_ENABLED = False
 
 _ROOT: Path | None = None
 
@@ -381,5 +383,29 @@ def test_regression_a_bundle_delivered_late_does_not_lower_the_peers_acknowledge
     for _ in range(2):
         machine.full_exchange()
     machine.deliver_bundle(_Draws(0))  # type: ignore[arg-type]
+    machine.full_exchange()
+    machine.teardown()
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(reason="a restored site does not re-apply its own later changes that its "
+                          "peers hold; RESTORES_ENABLED waits for this", strict=True)
+def test_restored_relay_takes_back_its_own_later_changes() -> None:
+    # s0 (the relay) deletes Sent after a backup was taken, everyone applies the
+    # delete, then s0 is restored from the backup (home and store): its store
+    # shows Sent again, and it must take the delete back from its peers.
+    machine = _machine()
+    machine.change_flag("s0", "\\Seen", True, _Draws((INBOX, "seed1")))  # type: ignore[arg-type]
+    machine.create_folder("s0", "Sent", _Draws(None))  # type: ignore[arg-type]
+    machine.delete_folder("s0", _Draws(("Archive",)))  # type: ignore[arg-type]
+    machine.full_exchange()
+    machine.back_up("s0")
+    machine.full_exchange()
+    machine.delete_folder("s0", _Draws(("Sent",)))  # type: ignore[arg-type]
+    machine.full_exchange()
+    machine.back_up("s1")
+    machine.full_exchange()
+    machine.restore_from_backup(_Draws("s0"))  # type: ignore[arg-type]
+    machine.rename_folder("s1", "Work", _Draws(("Sent",), None))  # type: ignore[arg-type]
     machine.full_exchange()
     machine.teardown()

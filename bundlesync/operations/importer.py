@@ -21,6 +21,7 @@ neither the store nor the spool, and reports what would change.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -135,21 +136,13 @@ def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
     fresh = next_incarnation(ours, [header.ack], floor=now_ms // 1000).incarnation
     while index.stream_max(Stream(ours.site, fresh)) > 0:
         fresh += 1
-    index.set_meta("incarnation", fresh)
-    index.set_meta("counter", 0)
-    rows = index.db.execute(
-        "SELECT counter, record FROM changes WHERE site = ? AND incarnation = ? AND counter > ? "
-        "ORDER BY counter", (ours.site, ours.incarnation, min(acked, remembered)),
-    ).fetchall()
-    for counter, record in rows:
-        old = decode_change(bytes(record))
-        index.db.execute(
-            "DELETE FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
-            (ours.site, ours.incarnation, counter))
+    index.start_incarnation(fresh)
+    for logged in index.changes_of_stream(ours, above=min(acked, remembered)):
+        old = decode_change(logged.record)
+        index.forget_change(logged.dot)
         again = site.new_change(old.op, now_ms=0, ts=old.ts)
         fold_change(index, again)
-    index.db.execute("UPDATE streams SET contiguous = MIN(contiguous, ?) WHERE site = ? AND "
-                     "incarnation = ?", (min(acked, remembered), ours.site, ours.incarnation))
+    index.cap_stream(ours, min(acked, remembered))
     index.advance_streams([site.stream])
     result.new_incarnation = fresh
 
@@ -238,9 +231,8 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or check the path.")
     index = site.index
-    if dry_run:
-        index.db.execute("BEGIN IMMEDIATE")
-    try:
+    # A dry run does everything inside one transaction that is rolled back.
+    with index.rehearsal() if dry_run else contextlib.nullcontext():
         if not dry_run:
             apply_pending(site)
         remembered = index.stream_max(site.stream)
@@ -263,7 +255,4 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
         _report_conflicts(site, result)
         if not dry_run and not index.has_pending():
             clear_spool(site.spool, index)
-    finally:
-        if dry_run:
-            index.db.execute("ROLLBACK")
     return result

@@ -141,8 +141,5 @@ def fold_change(index: StateIndex, change: Change, *, record: bytes | None = Non
             index.mark_user_pending(user)
         elif superseded is not None and _mailbox_change_lost(change.op, mstate):
             superseded(user, mailbox)
-    index.add_change(
-        change.dot, user=user, mailbox=mailbox, kind=type(change.op).__name__, body=body,
-        record=record if record is not None else encode_change(change),
-    )
+    index.add_change(change, user=user, mailbox=mailbox, body=body, record=record)
     return True

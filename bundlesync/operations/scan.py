@@ -27,8 +27,6 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import cbor2
-
 from bundlesync.core.model import (
     Change,
     FlagsChanged,
@@ -46,15 +44,10 @@ from bundlesync.core.model import (
 )
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.state import inventory_timestamp
-from bundlesync.operations.ledger import (
-    fold_change,
-    load_mailbox,
-    path_from_key,
-    path_key,
-    resolve_user,
-)
+from bundlesync.operations.ledger import fold_change, load_mailbox, resolve_user
 from bundlesync.operations.site import Site
-from bundlesync.state.index import FileRow
+from bundlesync.state.codec import encode_path
+from bundlesync.state.index import FileRow, FolderRow
 from bundlesync.stores.base import FolderInfo, FolderPath
 from bundlesync.stores.errors import MessageMissing
 
@@ -84,17 +77,9 @@ class ScanStats:
                 + self.mailboxes_renamed + self.mailboxes_deleted + self.subscriptions)
 
 
-def flags_text(flags: frozenset[str]) -> str:
-    return " ".join(sorted(flags))
-
-
-def flags_of(text: str) -> frozenset[str]:
-    return frozenset(text.split()) if text else frozenset()
-
-
-def encode_marks(info: FolderInfo) -> bytes | None:
+def stamp_marks(info: FolderInfo) -> tuple[int, ...] | None:
     # A racy stamp is not remembered, so the folder is listed again next time.
-    return None if info.stamp.racy else cbor2.dumps(list(info.stamp.marks))
+    return None if info.stamp.racy else info.stamp.marks
 
 
 class _UserScan:
@@ -147,9 +132,8 @@ class _UserScan:
     # -- the scan ------------------------------------------------------------------
 
     def run(self) -> None:
-        known: dict[str, tuple[FolderPath, bytes | None]] = {
-            guid: (path_from_key(path), marks)
-            for guid, path, marks, _uidv in self.index.folders(self.user)
+        known: dict[str, tuple[FolderPath, tuple[int, ...] | None]] = {
+            row.guid: (row.path, row.marks) for row in self.index.folders(self.user)
         }
         wants = self.site.config.filters.wants
         disk = [f for f in self.store.folders(self.user) if wants(f.path)]
@@ -201,7 +185,7 @@ class _UserScan:
         for info in sorted(unmatched, key=lambda f: f.path):
             candidates = [info.guid, derived_mailbox_guid(self.user, info.path),
                           hashlib.sha256(f"{self.site.site_id}\0{self.now_ms}\0{self.user}\0"
-                                         f"{path_key(info.path)}".encode()).hexdigest()[:32]]
+                                         f"{encode_path(info.path)}".encode()).hexdigest()[:32]]
             guid = next(g for g in candidates if g is not None and g not in in_use)
             in_use.add(guid)
             new_folders[guid] = info
@@ -215,7 +199,7 @@ class _UserScan:
                 self.record(MailboxCreated(MailboxRef(self.user, guid), parent, name,
                                            info.uidvalidity or _uidvalidity(self.now_ms)))
                 self.stats.mailboxes_created += 1
-            self.index.put_folder(self.user, guid, path_key(info.path), None, info.uidvalidity)
+            self.index.put_folder(self.user, FolderRow(guid, info.path, None, info.uidvalidity))
         for guid, info in sorted(matched.items(), key=lambda item: item[1].path):
             old_path = known[guid][0]
             if info.path != old_path:
@@ -234,28 +218,26 @@ class _UserScan:
         new_files: list[tuple[str, FolderInfo, str]] = []
         gone: dict[str, FileRow] = {}
         for guid, info in sorted((matched | new_folders).items(), key=lambda item: item[1].path):
-            marks = encode_marks(info)
+            marks = stamp_marks(info)
             if guid in matched and marks is not None and known[guid][1] == marks:
                 if info.path != known[guid][0]:
-                    self.index.put_folder(self.user, guid, path_key(info.path), marks,
-                                          info.uidvalidity)
+                    self.index.put_folder(self.user, FolderRow(guid, info.path, marks,
+                                                               info.uidvalidity))
                 continue
             rows = {row.key: row for row in self.index.files(self.user, guid)}
             for key, (_guid, flags) in sorted(listing(info).items()):
                 row = rows.pop(key, None)
                 if row is None:
                     new_files.append((guid, info, key))
-                elif flags_of(row.flags) != flags:
-                    was = flags_of(row.flags)
+                elif row.flags != flags:
+                    was = row.flags
                     self.record(FlagsChanged(_ref(self.user, row), added=flags - was,
                                              removed=was - flags))
                     self.stats.flag_changes += 1
-                    self.index.put_file(FileRow(
-                        row.user, row.folder, row.key, row.mailbox, row.guid, row.body,
-                        flags_text(flags), row.size, row.internal_date))
+                    self.index.put_file(row.with_flags(flags))
             for row in rows.values():
                 gone[row.key] = row
-            self.index.put_folder(self.user, guid, path_key(info.path), marks, info.uidvalidity)
+            self.index.put_folder(self.user, FolderRow(guid, info.path, marks, info.uidvalidity))
 
         for guid, info, key in new_files:
             try:
@@ -274,7 +256,7 @@ class _UserScan:
             self.record(MessageAdded(ref, message.size, message.internal_date, message.flags))
             self.stats.added += 1
             self.index.put_file(FileRow(self.user, guid, message.key, mailbox, message.guid, body,
-                                        flags_text(message.flags), message.size,
+                                        message.flags, message.size,
                                         message.internal_date))
         for row in gone.values():
             self.record(MessageExpunged(_ref(self.user, row)))

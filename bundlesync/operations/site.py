@@ -85,13 +85,12 @@ class Site:
 
     @property
     def stream(self) -> Stream:
-        return Stream(self.site_id, int(str(self.index.get_meta("incarnation", 1))))
+        return Stream(self.site_id, self.index.incarnation())
 
     def new_change(self, op: Operation, *, now_ms: int, ts: Timestamp | None = None) -> Change:
         """Give a local operation its dot and timestamp (inside the caller's transaction)."""
         stream = self.stream
-        counter = int(str(self.index.get_meta("counter", 0))) + 1
-        self.index.set_meta("counter", counter)
+        counter = self.index.next_counter()
         stamp = ts if ts is not None else self.clock.tick(now_ms)
         self.save_clock()
         return Change(Dot(stream.site, stream.incarnation, counter), stamp, op)
@@ -99,8 +98,7 @@ class Site:
     def save_clock(self) -> None:
         last = self.clock.last
         if last is not None:
-            self.index.set_meta("clock_wall", last.wall_ms)
-            self.index.set_meta("clock_counter", last.counter)
+            self.index.save_clock(last.wall_ms, last.counter)
 
 
 def open_store(location: str) -> Store:
@@ -114,11 +112,8 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
     identity = load_identity(paths.keys)
     trust = TrustStore(paths.peers)
     index = StateIndex(paths.home / STATE_NAME)
-    wall = index.get_meta("clock_wall")
-    last = None
-    if wall is not None:
-        last = Timestamp(int(str(wall)), int(str(index.get_meta("clock_counter", 0))),
-                         identity.site_id)
+    saved = index.clock()
+    last = None if saved is None else Timestamp(saved[0], saved[1], identity.site_id)
     clock = HybridClock(identity.site_id, last)
     try:
         the_store = store if store is not None else open_store(config.store)

@@ -20,12 +20,13 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundlesync.core.hlc import HybridClock
 from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp
+from bundlesync.core.vv import reemit
 from bundlesync.errors import ConfigError, LockHeld, StoreError
 from bundlesync.keys import SiteIdentity, TrustStore, load_identity, site_paths
 from bundlesync.operations.config import CONFIG_NAME, SiteConfig, read_config
@@ -94,6 +95,17 @@ class Site:
         stamp = ts if ts is not None else self.clock.tick(now_ms)
         self.save_clock()
         return Change(Dot(stream.site, stream.incarnation, counter), stamp, op)
+
+    def reissue(self, changes: Sequence[Change]) -> list[Change]:
+        """The same changes under the next dots of this site's stream (core ``reemit``)."""
+        stream = self.stream
+        again = reemit(changes, stream, self.index.last_counter() + 1)
+        self.index.spend_counters(len(again))
+        return again
+
+    def move_to(self, stream: Stream) -> None:
+        """Continue under a new incarnation: counters start again at 1."""
+        self.index.start_incarnation(stream.incarnation)
 
     def save_clock(self) -> None:
         last = self.clock.last

@@ -371,6 +371,12 @@ class StateIndex:
         self._set_meta_int(_COUNTER, counter)
         return counter
 
+    def spend_counters(self, count: int) -> int:
+        """Spend ``count`` counters of this site's stream at once; the first of them."""
+        first = self.last_counter() + 1
+        self._set_meta_int(_COUNTER, first + count - 1)
+        return first
+
     def start_incarnation(self, incarnation: int) -> None:
         """Move this site to a new incarnation; its counters start again at 1."""
         self._set_meta_int(_INCARNATION, incarnation)
@@ -863,3 +869,59 @@ class StateIndex:
             (site,),
         )
         return [ReceivedRow(int(i), int(s), int(r), int(c)) for i, s, r, c in rows]
+
+    # == own stream, forks and held-back mailboxes ====================================
+    # (the queries behind restore detection, fork handling and import filters)
+
+    def change_record(self, dot: Dot) -> bytes | None:
+        """The logged record of ``dot``, or None if no change is held under it."""
+        row = self._db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
+            (dot.site, dot.incarnation, dot.counter),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def stream_records_above(self, stream: Stream, counter: int) -> list[bytes]:
+        """The records of ``stream`` logged above ``counter``, in counter order."""
+        rows = self._db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter > ? "
+            "ORDER BY counter", (stream.site, stream.incarnation, counter),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def forget_stream_above(self, stream: Stream, counter: int) -> None:
+        """Drop ``stream``'s changes above ``counter`` from the log (the registers keep
+        their effect), so peers holding other versions of those dots send them back."""
+        self._db.execute(
+            "DELETE FROM changes WHERE site = ? AND incarnation = ? AND counter > ?",
+            (stream.site, stream.incarnation, counter))
+        self._db.execute(
+            "UPDATE streams SET contiguous = MIN(contiguous, ?) WHERE site = ? "
+            "AND incarnation = ?", (counter, stream.site, stream.incarnation))
+
+    def site_streams(self, site: str) -> list[tuple[Stream, int]]:
+        """Every stream of ``site`` in the log, with its highest counter logged (two
+        index seeks per stream, never a walk over the site's changes)."""
+        found: list[tuple[Stream, int]] = []
+        after = -1
+        while True:
+            row = self._db.execute(
+                "SELECT incarnation FROM changes WHERE site = ? AND incarnation > ? "
+                "ORDER BY incarnation LIMIT 1", (site, after)).fetchone()
+            if row is None:
+                return found
+            after = int(row[0])
+            stream = Stream(site, after)
+            found.append((stream, self.stream_max(stream)))
+
+    def received_created_ms(self, site: str, incarnation: int, seq: int) -> int | None:
+        """When the bundle received under this id was written (None: none received)."""
+        row = self._db.execute(
+            "SELECT created_ms FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+            (site, incarnation, seq)).fetchone()
+        return None if row is None else int(row[0])
+
+    def forget_received(self, site: str, incarnation: int, seq: int) -> None:
+        """Forget a received bundle id (its origin reused it for another bundle)."""
+        self._db.execute("DELETE FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+                        (site, incarnation, seq))

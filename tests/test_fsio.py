@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from bundlesync import fsio
+from bundlesync.errors import ConfigError
+from bundlesync.operations.config import CONFIG_NAME, SiteConfig, read_config, write_config
 
 
 def test_atomic_write_replaces_the_file_with_the_exact_mode(tmp_path: Path) -> None:
@@ -64,3 +66,16 @@ def test_write_all_writes_every_byte_to_a_pipe() -> None:
         reader.join()
         os.close(read_fd)
     assert bytes(received) == data
+
+
+def test_the_configuration_is_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / CONFIG_NAME
+    write_config(path, SiteConfig(name="alpha", store=str(tmp_path / "mail")))
+    write_config(path, SiteConfig(name="alpha", store=str(tmp_path / "other")))
+    assert read_config(path).store == str(tmp_path / "other")
+    assert [p.name for p in tmp_path.iterdir()] == [CONFIG_NAME]
+
+
+def test_an_unwritable_configuration_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot write the configuration"):
+        write_config(tmp_path / "gone" / CONFIG_NAME, SiteConfig(name="a", store="/x"))

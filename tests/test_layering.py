@@ -13,6 +13,7 @@ a lazy import inside a function is caught too.
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from pathlib import Path
 
@@ -59,8 +60,14 @@ _SQL_ATTRIBUTES = {"db", "_db", "execute", "executemany", "executescript", "in_t
                    "set_trace_callback", "commit", "rollback", "cursor"}
 
 
+@functools.cache
+def parsed(path: Path) -> ast.Module:
+    """Each module is parsed once for all the checks below."""
+    return ast.parse(path.read_text(encoding="utf-8"))
+
+
 def imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parsed(path)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -98,7 +105,7 @@ def _docstrings(tree: ast.AST) -> set[int]:
 
 def sql_uses(path: Path, *, base: Path = PACKAGE) -> list[str]:
     """Where ``path`` touches SQLite or holds SQL text (docstrings aside)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    tree = parsed(path)
     docstrings = _docstrings(tree)
     found = []
     where = path.relative_to(base)

@@ -192,7 +192,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         stream = site.stream
         # Sequence numbers count per peer (so the peer can see a gap) and are reserved
         # before writing: a crash never lets two different bundles share an id.
-        seq = index.reserve_bundle_seq(card.site_id, stream.incarnation)
+        seq = site.reserve_bundle_seq(card.site_id)
         content = _BundleContent(site, peer.ack, peer=card.site_id, counter=counter)
         counts: dict[str, int] | None = content.plan()
         while True:
@@ -223,6 +223,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
     card_path = drop / f"{site.identity.name}.bsc"
     site.identity.card().write(card_path)
     result.card = str(card_path)
+    site.settle()  # what the scan recorded counts as spent from now on
     return result
 
 

@@ -27,18 +27,18 @@ neither the store nor the spool, and reports what would change.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bundlesync.core.model import Body, Change, Dot, Stream, VersionVector, Want
 from bundlesync.core.names import ResolvedMailbox
-from bundlesync.core.vv import DotSet, detect_restore, reincarnate, sort_incoming
+from bundlesync.core.vv import DotSet, detect_restore, sort_incoming
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
 from bundlesync.operations import failpoints
-from bundlesync.operations.apply import apply_pending
+from bundlesync.operations.apply import HeldBack, apply_pending
 from bundlesync.operations.ledger import fold_change, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
@@ -79,6 +79,7 @@ class ImportResult:
     bundles: list[BundleOutcome] = field(default_factory=list)
     dry_run: bool = False
     new_incarnation: int | None = None
+    held_back: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> list[BundleOutcome]:
@@ -91,6 +92,7 @@ class ImportResult:
             "bundles": [b.as_dict() for b in self.bundles],
             "changes": self.report.as_dict(),
             "new_incarnation": self.new_incarnation,
+            "held_back": self.held_back,
             "warnings": self.scan.warnings,
         }
 
@@ -133,27 +135,8 @@ def _held(index: StateIndex, dot: Dot) -> Change | None:
 
 def _reincarnate(site: Site, *, keep_through: int, evidence: list[VersionVector | DotSet],
                  now_ms: int, result: ImportResult) -> None:
-    """Move to a new incarnation with the core's rules (``core.vv.reincarnate``).
-
-    Our changes of the old stream above ``keep_through`` may share their dots with
-    other changes peers hold: they are re-emitted under the new incarnation and
-    forgotten under the old one, so the peers' versions can come back to us.
-    """
-    index = site.index
-    ours = site.stream
-    own = [decode_change(record) for record in index.stream_records_above(ours, keep_through)]
-    # Every incarnation of ours in the log counts as evidence too: never reuse one.
-    logged = VersionVector.of(dict(index.site_streams(ours.site)))
-    step = reincarnate(stream=ours, own_changes=own, keep_through=keep_through,
-                       evidence=[*evidence, logged], floor=now_ms // 1000)
-    index.forget_stream_above(step.old_stream, step.keep_through)
-    site.move_to(step.stream)
-    if step.reemitted:
-        index.spend_counters(len(step.reemitted))
-        for change in step.reemitted:
-            fold_change(index, change)
-    index.advance_streams([step.old_stream, step.stream])
-    result.new_incarnation = step.stream.incarnation
+    stream = site.reincarnate(keep_through=keep_through, evidence=evidence, now_ms=now_ms)
+    result.new_incarnation = stream.incarnation
 
 
 def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
@@ -288,9 +271,16 @@ def _report_conflicts(site: Site, result: ImportResult) -> None:
 
 
 def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
-                progress: Callable[[str, int, int | None], None] | None = None
+                progress: Callable[[str, int, int | None], None] | None = None,
+                include: Sequence[str] = (), exclude: Sequence[str] = ()
                 ) -> ImportResult:
-    """Import every bundle in ``drop`` addressed to this site (see the module docstring)."""
+    """Import every bundle in ``drop`` addressed to this site (see the module docstring).
+
+    ``include``/``exclude`` narrow the configured mailbox filter for this run: what
+    they exclude is held back (logged and acknowledged, not applied to the store)
+    until a run without them (docs/conflict-rules.md, "Filters")."""
+    if include or exclude:
+        site.config = site.config.with_filters(include=include, exclude=exclude)
     if not drop.is_dir():
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or check the path.")
@@ -318,8 +308,14 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                 outcome.status = "rejected"
                 outcome.error = exc.message
             result.bundles.append(outcome)
-        apply_pending(site, dry_run=dry_run, report=result.report, progress=progress)
+        held = HeldBack()
+        apply_pending(site, dry_run=dry_run, report=result.report, progress=progress, held=held)
+        result.held_back = held.mailboxes
         _report_conflicts(site, result)
-        if not dry_run and not index.has_pending():
+        if not dry_run and (not index.has_pending() or held.only_held(index.count_pending())):
+            # Bodies of held-back mail are not kept: lifting the filter asks the
+            # peers for them again (want records).
             clear_spool(site.spool, index)
+        if not dry_run:
+            site.settle()
     return result

@@ -119,6 +119,22 @@ def decode_flags(text: str) -> frozenset[str]:
     return frozenset(text.split()) if text else frozenset()
 
 
+# -- mailboxes held back by an import filter ------------------------------------------
+
+
+def encode_held_back(mailboxes: dict[str, list[str]]) -> str:
+    return json.dumps(mailboxes, sort_keys=True, ensure_ascii=False)
+
+
+def decode_held_back(text: str) -> dict[str, list[str]]:
+    try:
+        data = json.loads(text)
+        return {str(user): [str(n) for n in names] for user, names in data.items()}
+    except (ValueError, AttributeError, TypeError) as exc:
+        raise StateError(f"damaged list of held-back mailboxes in the state index: {exc}"
+                         ) from exc
+
+
 # -- the registers ---------------------------------------------------------------------
 
 

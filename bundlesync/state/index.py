@@ -34,11 +34,13 @@ from bundlesync.state.codec import (
     FolderPath,
     change_kind,
     decode_flags,
+    decode_held_back,
     decode_marks,
     decode_path,
     decode_vector,
     encode_change,
     encode_flags,
+    encode_held_back,
     encode_marks,
     encode_path,
     encode_vector,
@@ -146,6 +148,11 @@ _COUNTER = "counter"
 _CLOCK_WALL = "clock_wall"
 _CLOCK_COUNTER = "clock_counter"
 _SPOOL_FILES = "spool_files"
+_HELD_BACK = "held_back"
+
+
+def _bundle_seq_key(peer: str, incarnation: int) -> str:
+    return f"bundle_seq:{peer}:{incarnation}"
 
 
 
@@ -247,7 +254,7 @@ class StateIndex:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self._migrate(create=create)
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"the state index {path} cannot be opened: {exc}",
@@ -258,8 +265,17 @@ class StateIndex:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, create: bool) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0 and not create:
+            # Not a bundlesync index (or an emptied one): taking it for a new one
+            # would start this site over and reuse its change numbers.
+            raise StateError(
+                "the state index holds no bundlesync state",
+                hint="Restore the site's home from a backup (the restore is detected and "
+                     "the site moves to a new incarnation), or set the site up again in a "
+                     "new home with 'bundlesync init'.",
+            )
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"the state index has schema version {version}, newer than this bundlesync "
@@ -357,6 +373,17 @@ class StateIndex:
             (key, int(value)),
         )
 
+    def _meta_text(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def _set_meta_text(self, key: str, value: str) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
     def incarnation(self) -> int:
         """This site's current incarnation (1 until a restore is detected)."""
         return self._meta_int(_INCARNATION) or 1
@@ -394,7 +421,7 @@ class StateIndex:
     def reserve_bundle_seq(self, peer: str, incarnation: int) -> int:
         """The next bundle number to ``peer`` in ``incarnation``, reserved at once (its
         own transaction) so that a crash never lets two bundles share an id."""
-        key = f"bundle_seq:{peer}:{incarnation}"
+        key = _bundle_seq_key(peer, incarnation)
         with self.transaction():
             seq = (self._meta_int(key) or 0) + 1
             self._set_meta_int(key, seq)
@@ -925,3 +952,23 @@ class StateIndex:
         """Forget a received bundle id (its origin reused it for another bundle)."""
         self._db.execute("DELETE FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
                         (site, incarnation, seq))
+
+    def bundle_seqs(self, incarnation: int) -> dict[str, int]:
+        """The last bundle number reserved for each peer in ``incarnation``."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE key >= 'bundle_seq:' AND key < 'bundle_seq;'")
+        seqs: dict[str, int] = {}
+        for key, value in rows:
+            _, peer, inc = str(key).split(":")
+            if int(inc) == incarnation:
+                seqs[peer] = int(value)
+        return seqs
+
+    def set_held_back(self, mailboxes: dict[str, list[str]]) -> None:
+        """Remember which mailboxes a filter held back at the last apply (for status)."""
+        self._set_meta_text(_HELD_BACK, encode_held_back(mailboxes))
+
+    def held_back(self) -> dict[str, list[str]]:
+        """User -> names of the mailboxes a filter held back at the last apply."""
+        value = self._meta_text(_HELD_BACK)
+        return {} if value is None else decode_held_back(value)

@@ -97,8 +97,10 @@ class Site:
     def new_change(self, op: Operation, *, now_ms: int, ts: Timestamp | None = None) -> Change:
         """Give a local operation its dot and timestamp (inside the caller's transaction)."""
         stream = self.stream
-        self._reserve(stream, self.index.last_counter() + 1)
+        # Spent in the index first, marked before the transaction commits: the
+        # counter is used only once both hold it.
         counter = self.index.next_counter()
+        self._reserve(stream, counter)
         stamp = ts if ts is not None else self.clock.tick(now_ms)
         self.save_clock()
         return Change(Dot(stream.site, stream.incarnation, counter), stamp, op)

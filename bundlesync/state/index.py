@@ -393,10 +393,20 @@ class StateIndex:
         return self._meta_int(_COUNTER) or 0
 
     def next_counter(self) -> int:
-        """Spend the next counter of this site's stream (inside a transaction)."""
-        counter = self.last_counter() + 1
-        self._set_meta_int(_COUNTER, counter)
-        return counter
+        """Spend the next counter of this site's stream (inside a transaction).
+
+        One statement: this runs once per change. A damaged value is left as it is
+        and reported, never counted from.
+        """
+        rows = self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET "
+            "value = CASE typeof(value) WHEN 'integer' THEN value + 1 ELSE value END "
+            "RETURNING value", (_COUNTER,),
+        ).fetchall()
+        value = rows[0][0]
+        if not isinstance(value, int):
+            raise StateError(f"damaged value {_COUNTER!r} in the state index: {value!r}")
+        return value
 
     def spend_counters(self, count: int) -> int:
         """Spend ``count`` counters of this site's stream at once; the first of them."""
@@ -415,8 +425,12 @@ class StateIndex:
         return None if wall is None else (wall, self._meta_int(_CLOCK_COUNTER) or 0)
 
     def save_clock(self, wall_ms: int, counter: int) -> None:
-        self._set_meta_int(_CLOCK_WALL, wall_ms)
-        self._set_meta_int(_CLOCK_COUNTER, counter)
+        # One statement for both: this runs once per change.
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?), (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_CLOCK_WALL, int(wall_ms), _CLOCK_COUNTER, int(counter)),
+        )
 
     def reserve_bundle_seq(self, peer: str, incarnation: int) -> int:
         """The next bundle number to ``peer`` in ``incarnation``, reserved at once (its

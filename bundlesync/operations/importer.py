@@ -26,6 +26,7 @@ neither the store nor the spool, and reports what would change.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,11 +39,12 @@ from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
-from bundlesync.operations.ledger import decode_change, encode_change, fold_change, resolve_user
+from bundlesync.operations.ledger import fold_change, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
 from bundlesync.operations.spool import SpoolWriter, clear_spool
+from bundlesync.state.codec import decode_change, encode_change
 from bundlesync.state.index import StateIndex
 
 # Incarnations are at most the time in seconds plus the restores since; counters
@@ -297,9 +299,8 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or check the path.")
     index = site.index
-    if dry_run:
-        index.db.execute("BEGIN IMMEDIATE")
-    try:
+    # A dry run does everything inside one transaction that is rolled back.
+    with index.rehearsal() if dry_run else contextlib.nullcontext():
         # Our own bundles in the drop can show a restore the mark could not (home
         # restored whole): checked before the scan records anything.
         result_stream = site.check_drop(drop, now_ms=now_ms)
@@ -336,7 +337,4 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
             clear_spool(site.spool, index)
         if not dry_run:
             site.settle()
-    finally:
-        if dry_run:
-            index.db.execute("ROLLBACK")
     return result

@@ -258,7 +258,7 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     # A bundle written before one already heard (delivered late) is not its newest
     # word: lowering the acknowledgement to it would send the peer what it holds
     # on every run, and a peer with nothing new writes no bundle to correct it.
-    newest = max((created for *_, created in index.received_from(header.origin_site)),
+    newest = max((row.created_ms for row in index.received_from(header.origin_site)),
                  default=None)
     if newest is None or header.created_ms >= newest:
         index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)

@@ -140,8 +140,8 @@ class Network:
         """Every change in the site's log."""
         site = open_site(self.home(name))
         try:
-            return [decode_change(blob)
-                    for _, _, blob in site.index.changes_not_covered(VersionVector())]
+            return [decode_change(logged.record)
+                    for logged in site.index.changes_not_covered(VersionVector())]
         finally:
             site.index.close()
 

@@ -28,9 +28,9 @@ from bundlesync.core.model import Change, MessageAdded, VersionVector
 from bundlesync.keys import SiteIdentity, generate_identity
 from bundlesync.operations.export import ExportResult, export_drop
 from bundlesync.operations.importer import ImportResult, import_drop
-from bundlesync.operations.ledger import decode_change
 from bundlesync.operations.setup import add_peer, init_site, own_card
 from bundlesync.operations.site import open_site, site_lock
+from bundlesync.state.codec import decode_change
 
 from .mailclient import INBOX, FolderPath, MailClient
 

@@ -7,12 +7,16 @@ next one with the result of one clean run:
    the last run are in the merge (and are never overwritten unseen);
 2. list the drop; read each bundle's header (unverified, bounded) only to route
    it: bundles for other sites are left alone, bundles already applied are
-   reported and skipped; the rest go in (origin, incarnation, sequence) order;
-3. for each bundle: verify it whole (signature by a trusted peer, every frame)
-   before a record is decoded, then in ONE transaction log and fold its new
+   reported and skipped; the rest go in (origin, incarnation, sequence) order.
+   The unverified header may only make a bundle be left alone: nothing it says
+   is recorded (a drop may read differently the next time);
+3. for each bundle: copy it privately and verify the copy whole (signature by a
+   trusted peer) before a record is decoded; route it again by the VERIFIED
+   header, the only one acted on; then in ONE transaction log and fold its new
    changes (duplicates by dot are skipped), spool its bodies (synced to disk
    before the commit), raise the peer's acknowledgement, and remember the bundle
-   as received. A bundle that fails anywhere leaves nothing behind;
+   as received. A bundle that fails anywhere leaves nothing behind (its clock
+   observations are applied only once all its records were read and checked);
 4. apply the pending keys to the store (``operations.apply``).
 
 ``dry_run`` does all of it inside one transaction that is rolled back, touches
@@ -26,11 +30,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlesync.core.model import Body, Change, Stream, Want
+from bundlesync.core.model import Body, Change, Stream, Timestamp, Want
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.vv import detect_restore, next_incarnation
 from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
+from bundlesync.format import (
+    BundleHeader,
+    BundleNotFound,
+    OpenBundle,
+    find_bundles,
+    open_bundle,
+    read_header,
+)
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.ledger import decode_change, encode_change, fold_change, resolve_user
@@ -154,46 +165,77 @@ def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
     result.new_incarnation = fresh
 
 
-def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_run: bool,
-            outcome: BundleOutcome) -> None:
+def _ingest(site: Site, path: Path, *, now_ms: int, dry_run: bool,
+            outcome: BundleOutcome) -> BundleHeader | None:
+    """Verify and take in one bundle; its verified header, or None if it is not ours."""
     index = site.index
     streams: set[Stream] = set()
     wants: list[str] = []
     spool = SpoolWriter(site.spool, index)
     try:
-        _read_records(site, path, now_ms=now_ms, dry_run=dry_run, outcome=outcome,
-                      streams=streams, wants=wants, spool=spool)
+        # A large bundle's private copy goes beside the state, not to a small /tmp.
+        with open_bundle(path, identity=site.identity, trust=site.trust,
+                         scratch=site.home) as bundle:
+            header = bundle.header
+            outcome.origin, outcome.seq = header.origin_name, header.bundle_id.seq
+            if not _still_ours(site, header, outcome):
+                spool.abandon()
+                return None
+            newest = _read_records(site, bundle, dry_run=dry_run, outcome=outcome,
+                                   streams=streams, wants=wants, spool=spool)
         spool.finish()  # the bodies are on disk before the index says they are spooled
     except BaseException:
         spool.abandon()
         raise
+    # Observed only now: a bundle rejected anywhere above leaves the clock alone.
+    if newest is not None:
+        site.clock.observe(newest, now_ms)
     index.advance_streams(sorted(streams))
     _remember(site, header, outcome=outcome, wants=wants, now_ms=now_ms)
+    return header
 
 
-def _read_records(site: Site, path: Path, *, now_ms: int, dry_run: bool,
+def _still_ours(site: Site, header: BundleHeader, outcome: BundleOutcome) -> bool:
+    """Route again by the verified header (the listing read an unverified one)."""
+    bid = header.bundle_id
+    if header.origin_site == site.site_id:
+        outcome.status = "own"
+    elif site.site_id not in header.recipients:
+        outcome.status = "not for this site"
+    elif site.index.has_received(bid.site, bid.incarnation, bid.seq):
+        outcome.status = "already applied"
+    else:
+        return True
+    return False
+
+
+def _read_records(site: Site, bundle: OpenBundle, *, dry_run: bool,
                   outcome: BundleOutcome, streams: set[Stream], wants: list[str],
-                  spool: SpoolWriter) -> None:
+                  spool: SpoolWriter) -> Timestamp | None:
+    """Fold the records; the newest timestamp seen, for the clock once all is checked."""
     index = site.index
-    with open_bundle(path, identity=site.identity, trust=site.trust) as bundle:
-        for record in bundle.records():
-            if isinstance(record, Want):
-                wants.append(record.sha256)
-                continue
-            if isinstance(record, Body):
-                outcome.bodies += 1
-                # Spooled even when a file here holds the same bytes: that file may
-                # be expunged by this very import before the body is delivered.
-                if not dry_run:
-                    spool.add(record)
-                continue
-            assert isinstance(record, Change)
-            outcome.changes += 1
-            site.clock.observe(record.ts, now_ms)
-            if fold_change(index, record, record=encode_change(record),
-                           superseded=outcome.lost):
-                outcome.new_changes += 1
-                streams.add(record.dot.stream)
+    newest: Timestamp | None = None
+    for record in bundle.records():
+        if isinstance(record, Want):
+            wants.append(record.sha256)
+            continue
+        if isinstance(record, Body):
+            outcome.bodies += 1
+            # Spooled even when a file here holds the same bytes: that file may
+            # be expunged by this very import before the body is delivered.
+            if not dry_run:
+                spool.add(record)
+            continue
+        assert isinstance(record, Change)
+        outcome.changes += 1
+        if newest is None or (record.ts.wall_ms, record.ts.counter) > (
+                newest.wall_ms, newest.counter):
+            newest = record.ts
+        if fold_change(index, record, record=encode_change(record),
+                       superseded=outcome.lost):
+            outcome.new_changes += 1
+            streams.add(record.dot.stream)
+    return newest
 
 
 def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants: list[str],
@@ -253,8 +295,11 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                 progress(f"reading {path.name[:24]}", 0, sum(header.counts.values()))
             try:
                 with index.transaction():
-                    _ingest(site, path, header, now_ms=now_ms, dry_run=dry_run, outcome=outcome)
-                    _handle_restore(site, header, result, remembered=remembered, now_ms=now_ms)
+                    verified = _ingest(site, path, now_ms=now_ms, dry_run=dry_run,
+                                       outcome=outcome)
+                    if verified is not None:
+                        _handle_restore(site, verified, result, remembered=remembered,
+                                        now_ms=now_ms)
             except BundleRejected as exc:
                 outcome.status = "rejected"
                 outcome.error = exc.message

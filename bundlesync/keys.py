@@ -1,10 +1,14 @@
-"""Site identities, public cards and the trust store (``formats/bundle-v1.md`` §13).
+"""Site identities, public cards and the trust store (``formats/bundle-v2.md`` §3).
 
 A site has two key pairs: Ed25519 to sign the bundles it writes, X25519 to
 receive bundles encrypted to it. Its ``site_id`` -- the lowercase hex of the
 first 16 bytes of the SHA-256 of the Ed25519 public key -- is the id used in
-every Timestamp, Dot and Stream. People compare the *fingerprint*: the site id
-in groups of four.
+every Timestamp, Dot and Stream. People compare the *fingerprint*, a hash of
+BOTH public keys (bundle-v2 §3.1): a card whose encryption key was swapped has
+another fingerprint. A card is signed by its site's signing key over a
+domain-separated statement of its name, site id, encryption key and creation
+time (bundle-v2 §3.2); an unsigned (version 1) card is accepted only where it
+was trusted before, and is upgraded when its site exports its card again.
 
 On disk, under the site home (:func:`site_paths`):
 
@@ -19,20 +23,25 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
 import secrets
 import stat
+import struct
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 import click
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from bundlesync.errors import LocalError
@@ -51,6 +60,12 @@ _SITE_ID_RE = re.compile(r"[0-9a-f]{32}\Z")
 _KEY_FILE_TAG = "bundlesync-site-key"
 _CARD_TAG = "bundlesync-card"
 _FORMAT_VERSION = "1"
+_CARD_VERSION = "2"
+SIGNATURE_SIZE = 64
+# bundle-v2 §3.1, §3.2: domain separation, so neither hash nor signature can be
+# mistaken for one made for another purpose.
+_FINGERPRINT_DOMAIN = b"bundlesync fingerprint v2\x00"
+_CARD_DOMAIN = b"bundlesync card v2\x00"
 
 RandomBytes = Callable[[int], bytes]
 
@@ -129,8 +144,26 @@ def site_id_of(signing_public: bytes) -> str:
 
 
 def fingerprint_of(site_id: str) -> str:
-    """The site id in groups of four hex digits, for people to compare aloud."""
+    """The site id in groups of four hex digits (bundle-v1 §13.1).
+
+    This names a signing key only; what people compare before trusting a card is
+    :func:`card_fingerprint`, which also covers the encryption key.
+    """
     return " ".join(site_id[i:i + 4] for i in range(0, len(site_id), 4))
+
+
+def card_fingerprint(signing_public: bytes, exchange_public: bytes) -> str:
+    """The fingerprint of a site's two public keys (bundle-v2 §3.1), in groups of four."""
+    digest = hashlib.sha256(_FINGERPRINT_DOMAIN + signing_public + exchange_public)
+    return fingerprint_of(digest.hexdigest()[:SITE_ID_HEX])
+
+
+def card_statement(*, name: str, site_id: str, exchange_public: bytes, created_ms: int
+                   ) -> bytes:
+    """The bytes a card's signature covers (bundle-v2 §3.2)."""
+    encoded = name.encode("utf-8")
+    return b"".join((_CARD_DOMAIN, struct.pack(">H", len(encoded)), encoded,
+                     bytes.fromhex(site_id), exchange_public, struct.pack(">Q", created_ms)))
 
 
 def is_site_id(value: str) -> bool:
@@ -149,11 +182,19 @@ def check_site_name(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PeerCard:
-    """A site's public identity: what a peer needs to verify and encrypt to it."""
+    """A site's public identity: what a peer needs to verify and encrypt to it.
+
+    ``name`` is the name this site knows the peer by; ``signed_name`` (None: the
+    same) is the name the peer signed for itself. ``signature`` is empty for an
+    unsigned version 1 card, which only a trust store that held it before reads.
+    """
 
     name: str
     signing_public: bytes
     exchange_public: bytes
+    created_ms: int = 0
+    signature: bytes = b""
+    signed_name: str | None = None
 
     def __post_init__(self) -> None:
         check_site_name(self.name)
@@ -166,58 +207,138 @@ class PeerCard:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_of(self.site_id)
+        """What people compare: covers both keys (bundle-v2 §3.1)."""
+        return card_fingerprint(self.signing_public, self.exchange_public)
+
+    @property
+    def own_name(self) -> str:
+        """The name the site gave itself (what its bundles carry as origin name)."""
+        return self.signed_name if self.signed_name is not None else self.name
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signature)
+
+    def statement(self) -> bytes:
+        return card_statement(name=self.own_name, site_id=self.site_id,
+                              exchange_public=self.exchange_public, created_ms=self.created_ms)
+
+    def signature_valid(self) -> bool:
+        """Whether ``signature`` is the site's signature of this card's statement."""
+        if len(self.signature) != SIGNATURE_SIZE:
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(self.signing_public).verify(
+                self.signature, self.statement())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def renamed(self, name: str) -> PeerCard:
+        """The same card known locally under ``name`` (the signature stays valid)."""
+        if name == self.name:
+            return self
+        return dataclasses.replace(self, name=name, signed_name=self.own_name)
 
     def to_text(self) -> str:
         """The card as a small text file a person can mail, print or carry."""
-        return "".join(
-            (
-                "# bundlesync site card. Give it to the administrators of peer sites;\n",
-                "# they should confirm the fingerprint with you by another channel.\n",
-                f"{_CARD_TAG}: {_FORMAT_VERSION}\n",
-                f"name: {self.name}\n",
-                f"site-id: {self.site_id}\n",
-                f"fingerprint: {self.fingerprint}\n",
-                f"signing-key: {_b64(self.signing_public)}\n",
-                f"exchange-key: {_b64(self.exchange_public)}\n",
-            )
-        )
+        head = ("# bundlesync site card. Give it to the administrators of peer sites;\n"
+                "# they should confirm the fingerprint with you by another channel.\n")
+        if not self.signed:
+            # Only a trust store writes this: the version 1 card it was given.
+            return "".join((head, f"{_CARD_TAG}: {_FORMAT_VERSION}\n",
+                            f"name: {self.name}\n", f"site-id: {self.site_id}\n",
+                            f"fingerprint: {fingerprint_of(self.site_id)}\n",
+                            f"signing-key: {_b64(self.signing_public)}\n",
+                            f"exchange-key: {_b64(self.exchange_public)}\n"))
+        local = f"local-name: {self.name}\n" if self.signed_name is not None else ""
+        return "".join((
+            head, f"{_CARD_TAG}: {_CARD_VERSION}\n",
+            f"name: {self.own_name}\n",
+            local,
+            f"site-id: {self.site_id}\n",
+            f"fingerprint: {self.fingerprint}\n",
+            f"signing-key: {_b64(self.signing_public)}\n",
+            f"exchange-key: {_b64(self.exchange_public)}\n",
+            f"created: {self.created_ms}\n",
+            f"signature: {_b64(self.signature)}\n",
+        ))
 
     @classmethod
-    def from_text(cls, text: str, *, source: str = "card") -> PeerCard:
-        """Parse :meth:`to_text` output; the site id and fingerprint must match the key."""
+    def from_text(cls, text: str, *, source: str = "card",
+                  accept_unsigned: bool = False) -> PeerCard:
+        """Parse :meth:`to_text` output, checking ids, fingerprint and signature.
+
+        A version 1 (unsigned) card is refused unless ``accept_unsigned`` (a trust
+        store reading the card it was given before cards were signed).
+        """
         fields = _parse_fields(text, source=source, error=InvalidCard)
-        if fields.get(_CARD_TAG) != _FORMAT_VERSION:
-            raise InvalidCard(f"{source} is not a bundlesync site card (version 1).")
+        version = fields.get(_CARD_TAG)
+        if version not in (_FORMAT_VERSION, _CARD_VERSION):
+            raise InvalidCard(f"{source} is not a bundlesync site card (version 1 or 2).")
         name = _require(fields, "name", source, InvalidCard)
-        try:
-            check_site_name(name)
-        except InvalidSiteName as exc:
-            raise InvalidCard(f"{source}: {exc.message}") from None
-        card = cls(
-            name=name,
-            signing_public=_unb64(_require(fields, "signing-key", source, InvalidCard),
-                                  source, InvalidCard),
-            exchange_public=_unb64(_require(fields, "exchange-key", source, InvalidCard),
-                                   source, InvalidCard),
-        )
+        local_name = fields.get("local-name", name)
+        for each in (name, local_name):
+            try:
+                check_site_name(each)
+            except InvalidSiteName as exc:
+                raise InvalidCard(f"{source}: {exc.message}") from None
+        signing = _unb64(_require(fields, "signing-key", source, InvalidCard),
+                         source, InvalidCard)
+        exchange = _unb64(_require(fields, "exchange-key", source, InvalidCard),
+                          source, InvalidCard)
         claimed_id = fields.get("site-id")
-        if claimed_id is not None and claimed_id != card.site_id:
+        if claimed_id is not None and claimed_id != site_id_of(signing):
             raise InvalidCard(
                 f"{source}: its site id {claimed_id} does not belong to its signing key "
-                f"(which has site id {card.site_id}); the card was altered."
+                f"(which has site id {site_id_of(signing)}); the card was altered."
             )
+        if version == _FORMAT_VERSION:
+            return cls._unsigned(fields, name, signing, exchange, source=source,
+                                 accept=accept_unsigned)
+        created = _require(fields, "created", source, InvalidCard)
+        if not created.isdigit() or int(created) >= 2**63:
+            raise InvalidCard(f"{source}: its creation time {created!r} is not a number of "
+                              f"milliseconds.")
+        card = cls(name=local_name, signing_public=signing, exchange_public=exchange,
+                   created_ms=int(created),
+                   signature=_unb64(_require(fields, "signature", source, InvalidCard),
+                                    source, InvalidCard, size=SIGNATURE_SIZE),
+                   signed_name=None if local_name == name else name)
         claimed_fp = fields.get("fingerprint")
         if claimed_fp is not None and claimed_fp != card.fingerprint:
-            raise InvalidCard(f"{source}: its fingerprint does not match its signing key.")
+            raise InvalidCard(f"{source}: its fingerprint does not match its keys; the card "
+                              f"was altered.")
+        if not card.signature_valid():
+            raise InvalidCard(
+                f"{source}: the card's signature does not match its name and keys; the card "
+                f"was altered (or damaged) after its site signed it.",
+                hint="Do not trust this card. Get the card again from the site's "
+                     "administrator and compare its fingerprint by another channel.")
         return card
+
+    @classmethod
+    def _unsigned(cls, fields: dict[str, str], name: str, signing: bytes, exchange: bytes,
+                  *, source: str, accept: bool) -> PeerCard:
+        if not accept:
+            raise InvalidCard(
+                f"{source} is an unsigned card (version 1): nothing shows that its "
+                f"encryption key belongs to {name!r}.",
+                hint=f"Ask the administrator of {name!r} to export the site's card again "
+                     f"with this version of bundlesync ('bundlesync site card'), compare "
+                     f"the new fingerprint by another channel, then add that card.")
+        claimed_fp = fields.get("fingerprint")
+        if claimed_fp is not None and claimed_fp != fingerprint_of(site_id_of(signing)):
+            raise InvalidCard(f"{source}: its fingerprint does not match its signing key.")
+        return cls(name=name, signing_public=signing, exchange_public=exchange)
 
     def write(self, path: Path) -> None:
         """Write the card atomically (mode 0644: it is public)."""
         write_file_atomically(path, self.to_text().encode("utf-8"), mode=0o644)
 
     @classmethod
-    def read(cls, path: Path) -> PeerCard:
+    def read(cls, path: Path, *, accept_unsigned: bool = False) -> PeerCard:
+        """Read a card file (see :meth:`from_text`)."""
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -225,7 +346,7 @@ class PeerCard:
                               hint="Check the path of the card file.") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidCard(f"Cannot read card file {path}: {exc}") from None
-        return cls.from_text(text, source=str(path))
+        return cls.from_text(text, source=str(path), accept_unsigned=accept_unsigned)
 
 
 # --- identity -------------------------------------------------------------------------
@@ -238,6 +359,8 @@ class SiteIdentity:
     name: str
     signing_secret: bytes = field(repr=False)
     exchange_secret: bytes = field(repr=False)
+    # When the card was made (ms); 0 for a key file from before cards were signed.
+    created_ms: int = 0
     signing_public: bytes = field(init=False, repr=False)
     exchange_public: bytes = field(init=False, repr=False)
 
@@ -259,11 +382,16 @@ class SiteIdentity:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_of(self.site_id)
+        return card_fingerprint(self.signing_public, self.exchange_public)
 
     def card(self) -> PeerCard:
+        """This site's card, signed (bundle-v2 §3.2)."""
+        statement = card_statement(name=self.name, site_id=self.site_id,
+                                   exchange_public=self.exchange_public,
+                                   created_ms=self.created_ms)
         return PeerCard(name=self.name, signing_public=self.signing_public,
-                        exchange_public=self.exchange_public)
+                        exchange_public=self.exchange_public, created_ms=self.created_ms,
+                        signature=self.sign(statement))
 
     def sign(self, message: bytes) -> bytes:
         """An Ed25519 signature of ``message`` by this site."""
@@ -281,14 +409,14 @@ class SiteIdentity:
             raise ValueError(str(exc)) from None
 
 
-def generate_identity(name: str, *, random_bytes: RandomBytes = secrets.token_bytes
-                      ) -> SiteIdentity:
-    """A new site identity with fresh Ed25519 and X25519 keys.
+def generate_identity(name: str, *, random_bytes: RandomBytes = secrets.token_bytes,
+                      created_ms: int = 0) -> SiteIdentity:
+    """A new site identity with fresh Ed25519 and X25519 keys, made at ``created_ms``.
 
     ``random_bytes`` exists for deterministic test keys; leave it alone otherwise.
     """
     return SiteIdentity(name=check_site_name(name), signing_secret=random_bytes(KEY_SIZE),
-                        exchange_secret=random_bytes(KEY_SIZE))
+                        exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
 
 
 def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = False) -> Path:
@@ -313,6 +441,7 @@ def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = 
             f"site-id: {identity.site_id}\n",
             f"signing-secret: {_b64(identity.signing_secret)}\n",
             f"exchange-secret: {_b64(identity.exchange_secret)}\n",
+            f"created: {identity.created_ms}\n",
         )
     )
     write_file_atomically(key_path, text.encode("utf-8"), mode=0o600)
@@ -347,6 +476,9 @@ def load_identity(directory: Path) -> SiteIdentity:
     if fields.get(_KEY_FILE_TAG) != _FORMAT_VERSION:
         raise KeyFileInvalid(f"{source} is not a bundlesync site key file (version 1).")
     name = _require(fields, "name", source, KeyFileInvalid)
+    created = fields.get("created", "0")
+    if not created.isdigit() or int(created) >= 2**63:
+        raise KeyFileInvalid(f"{source}: the creation time {created!r} is not a number.")
     try:
         identity = SiteIdentity(
             name=check_site_name(name),
@@ -354,6 +486,7 @@ def load_identity(directory: Path) -> SiteIdentity:
                                   source, KeyFileInvalid),
             exchange_secret=_unb64(_require(fields, "exchange-secret", source, KeyFileInvalid),
                                    source, KeyFileInvalid),
+            created_ms=int(created),
         )
     except InvalidSiteName as exc:
         raise KeyFileInvalid(f"{source}: {exc.message}") from None
@@ -424,7 +557,9 @@ class TrustStore(_Lookups):
         loaded: list[tuple[Path, PeerCard]] = []
         for path in paths:
             try:
-                card = PeerCard.read(path)
+                # A card trusted before cards were signed stays trusted until its
+                # site's signed card replaces it (add()).
+                card = PeerCard.read(path, accept_unsigned=True)
             except InvalidCard as exc:
                 raise TrustStoreInvalid(f"Trust store file {path} is not a valid card: "
                                         f"{exc.message}") from None
@@ -446,9 +581,18 @@ class TrustStore(_Lookups):
         Refuses (PeerConflict) a card whose name, site id or either key belongs to
         another trusted peer.
         """
-        for _, known in self._load():
+        if not card.signed:
+            raise InvalidCard(f"The card of {card.name!r} is not signed; it cannot be added.",
+                              hint="Add the card its site exports with this version.")
+        for known_path, known in self._load():
             if known == card:
                 return False
+            if (not known.signed and known.name == card.name
+                    and known.signing_public == card.signing_public
+                    and known.exchange_public == card.exchange_public):
+                # The signed card of a peer trusted by an unsigned one: an upgrade.
+                card.write(known_path)
+                return True
             clash = []
             if known.name == card.name:
                 clash.append(f"the name {card.name!r}")
@@ -549,13 +693,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str, source: str, error: type[LocalError]) -> bytes:
+def _unb64(text: str, source: str, error: type[LocalError], *, size: int = KEY_SIZE
+           ) -> bytes:
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raise error(f"{source}: a key is not valid base64.") from None
-    if len(data) != KEY_SIZE:
-        raise error(f"{source}: a key is {len(data)} bytes long, not {KEY_SIZE}.")
+    if len(data) != size:
+        raise error(f"{source}: a key is {len(data)} bytes long, not {size}.")
     return data
 
 

@@ -37,7 +37,13 @@ from typing import IO, Protocol, Self
 from bundlesync.core.model import Body, Record
 from bundlesync.format import cbor
 from bundlesync.format.cose import CoseSign1, parse_sign1, signature_valid
-from bundlesync.format.crypto import chunk_sizes, decrypt_stream, unwrap_payload_key
+from bundlesync.format.crypto import (
+    chunk_sizes,
+    decrypt_stream,
+    open_file_key,
+    open_inner,
+    unwrap_payload_key,
+)
 from bundlesync.format.errors import (
     BodyHashMismatch,
     DropUnreadable,
@@ -46,10 +52,19 @@ from bundlesync.format.errors import (
     SignatureInvalid,
     Truncated,
     UnknownSigner,
+    UnsupportedVersion,
     VolumeMismatch,
 )
 from bundlesync.format.frames import ByteSource, iter_frames
-from bundlesync.format.header import BundleHeader, decode_header
+from bundlesync.format.header import (
+    FORMAT_V2,
+    BundleHeader,
+    BundleId,
+    ClearHeader,
+    decode_any_header,
+    decode_inner,
+    header_hash,
+)
 from bundlesync.format.limits import (
     DEFAULT_LIMITS,
     END_MAGIC,
@@ -78,20 +93,57 @@ from bundlesync.keys import PeerCard, SiteIdentity, TrustLookup, site_id_of
 
 _U32 = struct.Struct(">I")
 _SIGNED_PREFIX = MAGIC + struct.pack(">H", FORMAT_VERSION)
+_SIGNED_PREFIX_V2 = MAGIC + struct.pack(">H", FORMAT_V2)
 
 
 # --- the header alone -----------------------------------------------------------------
 
 
 def read_header(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
-    """The header of the bundle at ``path`` -- UNVERIFIED: for listing a drop only.
+    """The header of the version 1 bundle at ``path`` -- UNVERIFIED: for showing only.
 
     Reads at most the volume head and ``limits.max_header`` bytes of the first
-    volume. Nothing in the result may be trusted before :func:`open_bundle`.
+    volume. Nothing in the result may be trusted before :func:`open_bundle`. A
+    version 2 bundle has no public header to show (UnsupportedVersion); use
+    :func:`list_bundle`, which reads both versions.
     """
+    listing = list_bundle(path, limits=limits)
+    if listing.header is None:
+        raise UnsupportedVersion(f"{path.name} is a version 2 bundle: its header is sealed "
+                                 f"and is read only when the bundle is opened.")
+    return listing.header
+
+
+@dataclass(frozen=True, slots=True)
+class BundleListing:
+    """What a drop listing learns of a bundle without verifying it (bundle-v2 §4.1).
+
+    UNVERIFIED: it may only be used to leave a bundle alone or to order work.
+    ``header`` is the whole (unverified) header of a version 1 bundle.
+    """
+
+    bundle_id: BundleId
+    kind: str
+    recipients: tuple[str, ...]
+    encrypted: bool
+    format_version: int
+    header: BundleHeader | None = None
+
+    @property
+    def origin_site(self) -> str:
+        return self.bundle_id.site
+
+
+def list_bundle(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> BundleListing:
+    """The routing facts of the bundle at ``path`` (either version) -- UNVERIFIED."""
     volume, size = read_volume(path)
     header_bytes = _read_header_bytes(LogicalStream([volume]), volume, size, limits)
-    return decode_header(header_bytes, limits)
+    decoded = decode_any_header(header_bytes, limits)
+    if isinstance(decoded, ClearHeader):
+        return BundleListing(decoded.bundle_id, decoded.kind, decoded.recipients,
+                             decoded.encrypted, FORMAT_V2)
+    return BundleListing(decoded.bundle_id, decoded.kind, decoded.recipients,
+                         decoded.encrypted, 1, decoded)
 
 
 def _read_header_bytes(stream: _Readable, first: Volume, first_size: int,
@@ -191,9 +243,13 @@ class PrivateCopy:
 
 @dataclass(frozen=True, slots=True)
 class VerifiedBundle:
-    """A bundle whose structure and signature were checked (body not yet read)."""
+    """A bundle whose structure and signature were checked (body not yet read).
 
-    header: BundleHeader
+    ``header`` is the whole header of a version 1 bundle; a version 2 bundle has
+    only its ``clear`` header until it is opened (its inner header is sealed).
+    """
+
+    header: BundleHeader | None
     signer: PeerCard
     paths: tuple[Path, ...]
     size: int
@@ -203,6 +259,19 @@ class VerifiedBundle:
     _body_end: int = field(repr=False, compare=False)
     _digest: bytes = field(repr=False, compare=False)
     _prefix_hash: hashlib._Hash = field(repr=False, compare=False)
+    clear: ClearHeader | None = None
+    _inner: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def format_version(self) -> int:
+        return 1 if self.clear is None else FORMAT_V2
+
+    @property
+    def bundle_id(self) -> BundleId:
+        if self.clear is not None:
+            return self.clear.bundle_id
+        assert self.header is not None
+        return self.header.bundle_id
 
     def close(self) -> None:
         """Release the private copy (OpenBundle.close does it for an opened bundle)."""
@@ -214,6 +283,15 @@ class VerifiedBundle:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.close()
+
+
+def _same_name(origin_name: str, card: PeerCard) -> PeerCard:
+    """The header's origin name must be the name the signer's card was signed with
+    (bundle-v2 §8). An unsigned version 1 card proves no name: its name is local."""
+    if card.signed and origin_name != card.own_name:
+        raise Malformed(f"The bundle says it comes from {origin_name!r}, but it is signed by "
+                        f"{card.own_name!r}.")
+    return card
 
 
 def _trusted_signer(header: BundleHeader, sign1: CoseSign1 | None, trust: TrustLookup,
@@ -240,6 +318,28 @@ def _trusted_signer(header: BundleHeader, sign1: CoseSign1 | None, trust: TrustL
                         f"of this site.")
 
 
+def _trusted_signer_v2(clear: ClearHeader, sign1: CoseSign1 | None, trust: TrustLookup,
+                       identity: SiteIdentity | None) -> PeerCard:
+    """The signer of a version 2 bundle: the trusted site named by its id (bundle-v2 §7)."""
+    site = clear.bundle_id.site
+    if sign1 is not None and sign1.kid != bytes.fromhex(site):
+        raise Malformed("The signature's key id is not the bundle's origin site.")
+    if identity is not None and identity.site_id == site:
+        return identity.card()
+    card = trust.by_site_id(site)
+    if card is not None:
+        return card
+    raise UnknownSigner(f"The bundle is signed by site id {site}, which is not a trusted "
+                        f"peer of this site.")
+
+
+def _signer(header: BundleHeader | ClearHeader, sign1: CoseSign1 | None, trust: TrustLookup,
+            identity: SiteIdentity | None) -> PeerCard:
+    if isinstance(header, ClearHeader):
+        return _trusted_signer_v2(header, sign1, trust, identity)
+    return _trusted_signer(header, sign1, trust, identity)
+
+
 def verify_bundle(path: Path, *, trust: TrustLookup, identity: SiteIdentity | None = None,
                   limits: Limits = DEFAULT_LIMITS, scratch: Path | None = None
                   ) -> VerifiedBundle:
@@ -257,8 +357,8 @@ def verify_bundle(path: Path, *, trust: TrustLookup, identity: SiteIdentity | No
     stream = LogicalStream(volumes)
     first_size = VOLUME_HEAD_SIZE + volumes[0].head.length
     # Unverified, and used only to refuse early: nothing is learned from it.
-    _trusted_signer(decode_header(_read_header_bytes(stream, volumes[0], first_size, limits),
-                                  limits), None, trust, identity)
+    _signer(decode_any_header(_read_header_bytes(stream, volumes[0], first_size, limits),
+                              limits), None, trust, identity)
     copy = PrivateCopy(stream, scratch=scratch)
     try:
         return _verify_copy(copy, volumes, trust=trust, identity=identity, limits=limits)
@@ -271,8 +371,23 @@ def _verify_copy(copy: PrivateCopy, volumes: list[Volume], *, trust: TrustLookup
                  identity: SiteIdentity | None, limits: Limits) -> VerifiedBundle:
     first_size = VOLUME_HEAD_SIZE + volumes[0].head.length
     header_bytes = _read_header_bytes(copy, volumes[0], first_size, limits)
-    header = decode_header(header_bytes, limits)
+    decoded = decode_any_header(header_bytes, limits)
     body_start = HEADER_LENGTH_SIZE + len(header_bytes)
+    inner = b""
+    version = 1
+    if isinstance(decoded, ClearHeader):
+        # bundle-v2 §4: the (sealed) inner header follows the clear one.
+        version = FORMAT_V2
+        if copy.length < body_start + HEADER_LENGTH_SIZE:
+            raise Truncated("The bundle ends before its inner header.")
+        (inner_length,) = _U32.unpack(copy.read_at(body_start, HEADER_LENGTH_SIZE))
+        if inner_length > limits.max_header:
+            raise LimitExceeded(f"The bundle's inner header is {inner_length} bytes long "
+                                f"(limit {limits.max_header}).")
+        if copy.length < body_start + HEADER_LENGTH_SIZE + inner_length:
+            raise Truncated("The bundle ends inside its inner header.")
+        inner = copy.read_at(body_start + HEADER_LENGTH_SIZE, inner_length)
+        body_start += HEADER_LENGTH_SIZE + inner_length
     if copy.length < body_start + TRAILER_FIXED_SIZE:
         raise Truncated("The bundle ends before its signature.")
     tail = copy.read_at(copy.length - TRAILER_FIXED_SIZE, TRAILER_FIXED_SIZE)
@@ -285,10 +400,10 @@ def _verify_copy(copy: PrivateCopy, volumes: list[Volume], *, trust: TrustLookup
     body_end = copy.length - TRAILER_FIXED_SIZE - sign_length
     if body_end < body_start:
         raise Malformed("The bundle's signature overlaps its header.")
-    sign1 = parse_sign1(copy.read_at(body_end, sign_length), limits)
-    signer = _trusted_signer(header, sign1, trust, identity)
+    sign1 = parse_sign1(copy.read_at(body_end, sign_length), limits, version=version)
+    signer = _signer(decoded, sign1, trust, identity)
 
-    hasher = hashlib.sha256(_SIGNED_PREFIX)
+    hasher = hashlib.sha256(_SIGNED_PREFIX if version == 1 else _SIGNED_PREFIX_V2)
     hasher.update(copy.read_at(0, body_start))
     prefix_hash = hasher.copy()
     for block in copy.iter_range(body_start, body_end):
@@ -297,16 +412,21 @@ def _verify_copy(copy: PrivateCopy, volumes: list[Volume], *, trust: TrustLookup
     if digest != sign1.payload:
         raise SignatureInvalid(f"The bundle's bytes do not match the signature of "
                                f"{signer.name!r}: it was damaged or altered.")
-    if not signature_valid(sign1, header.origin_key):
+    if not signature_valid(sign1, signer.signing_public):
         raise SignatureInvalid(f"The bundle's signature is not a valid signature by "
                                f"{signer.name!r}.")
     if hashlib.sha256(header_bytes).digest()[:TAG_SIZE] != volumes[0].head.tag:
         raise Malformed("The volume head does not belong to this bundle's header.")
+    if not isinstance(decoded, ClearHeader):
+        # After the signature, so that an altered name reads as the alteration it is.
+        _same_name(decoded.origin_name, signer)
     return VerifiedBundle(
-        header=header, signer=signer, paths=tuple(v.path for v in volumes),
+        header=None if isinstance(decoded, ClearHeader) else decoded, signer=signer,
+        paths=tuple(v.path for v in volumes),
         size=sum(VOLUME_HEAD_SIZE + v.head.length for v in volumes),
         body_size=body_end - body_start, _stream=copy, _body_start=body_start,
-        _body_end=body_end, _digest=digest, _prefix_hash=prefix_hash)
+        _body_end=body_end, _digest=digest, _prefix_hash=prefix_hash,
+        clear=decoded if isinstance(decoded, ClearHeader) else None, _inner=inner)
 
 
 # --- opening --------------------------------------------------------------------------
@@ -321,9 +441,12 @@ class OpenBundle:
     """
 
     def __init__(self, verified: VerifiedBundle, payload_key: bytes | None,
-                 limits: Limits) -> None:
+                 limits: Limits, header: BundleHeader | None = None) -> None:
         self.verified = verified
         self._payload_key = payload_key
+        found = header if header is not None else verified.header
+        assert found is not None
+        self._header = found
         self._limits = limits
         self._active: list[Iterator[Record]] = []
         # Decompressed bytes of the record stream read so far by records().
@@ -333,18 +456,37 @@ class OpenBundle:
     def from_verified(cls, verified: VerifiedBundle, *, identity: SiteIdentity | None,
                       limits: Limits = DEFAULT_LIMITS) -> OpenBundle:
         """Open an already verified bundle (NotARecipient if this site cannot read it)."""
-        payload_key = None
-        if verified.header.encryption is not None:
-            try:
+        try:
+            if verified.clear is not None:
+                return cls._open_v2(verified, verified.clear, identity=identity, limits=limits)
+            assert verified.header is not None
+            payload_key = None
+            if verified.header.encryption is not None:
                 payload_key = unwrap_payload_key(verified.header.encryption, identity)
-            except BaseException:
-                verified.close()
-                raise
+        except BaseException:
+            verified.close()
+            raise
         return cls(verified, payload_key, limits)
+
+    @classmethod
+    def _open_v2(cls, verified: VerifiedBundle, clear: ClearHeader, *,
+                 identity: SiteIdentity | None, limits: Limits) -> OpenBundle:
+        """Unseal the file key (MAC checked first) and the inner header (bundle-v2 §8)."""
+        payload_key = None
+        inner = verified._inner
+        if clear.encrypted:
+            keys = open_file_key(clear, identity, header_hash(clear))
+            payload_key = keys.payload
+            inner = open_inner(keys.inner, inner)
+        header = decode_inner(inner, clear, origin_key=verified.signer.signing_public,
+                              limits=limits)
+        _same_name(header.origin_name, verified.signer)
+        return cls(verified, payload_key, limits, header)
 
     @property
     def header(self) -> BundleHeader:
-        return self.verified.header
+        """The verified header (for version 2: the clear and inner headers together)."""
+        return self._header
 
     @property
     def signer(self) -> PeerCard:
@@ -390,15 +532,22 @@ class OpenBundle:
                 yield block
 
         plain: Iterator[bytes] = hashed()
-        enc = v.header.encryption
-        if enc is not None:
+        chunk = None
+        if v.clear is not None:
+            chunk = v.clear.chunk_size
+        elif self.header.encryption is not None:
+            chunk = self.header.encryption.chunk_size
+        if chunk is not None:
             assert self._payload_key is not None
             sealed = ByteSource(plain, short=lambda: Truncated("The encrypted body is cut."))
-            sizes = chunk_sizes(v._body_end - v._body_start, enc.chunk_size)
+            sizes = chunk_sizes(v._body_end - v._body_start, chunk)
             plain = decrypt_stream((sealed.read(n) for n in sizes), self._payload_key)
         source = ByteSource(plain, short=lambda: Malformed("The body ends inside a frame."))
-        yield from iter_frames(source, frame_size=v.header.frame_size, limits=self._limits)
-        if not source.at_end():
+        yield from iter_frames(source, frame_size=self.header.frame_size, limits=self._limits)
+        if v.clear is not None:
+            if not source.rest_is_zero():  # bundle-v2 §6: only zero padding may follow
+                raise Malformed("The body has data other than padding after its end frame.")
+        elif not source.at_end():
             raise Malformed("The body has data after its end frame.")
         if hasher.digest() != v._digest:
             # The private copy cannot change under us; this guards the local disk.

@@ -36,11 +36,12 @@ from bundlesync.core.vv import detect_restore, next_incarnation
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import (
     BundleHeader,
+    BundleListing,
     BundleNotFound,
     OpenBundle,
     find_bundles,
+    list_bundle,
     open_bundle,
-    read_header,
 )
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
@@ -97,18 +98,18 @@ class ImportResult:
         }
 
 
-def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, BundleHeader]]:
-    mine: list[tuple[Path, BundleHeader]] = []
+def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, BundleListing]]:
+    mine: list[tuple[Path, BundleListing]] = []
     for path in find_bundles(drop):
         try:
-            header = read_header(path)
+            header = list_bundle(path)
         except BundleNotFound:
             continue  # removed from the drop since it was listed: nothing to import
         except BundleRejected as exc:
             result.bundles.append(BundleOutcome(str(path), "?", 0, "rejected", error=exc.message))
             continue
         bid = header.bundle_id
-        outcome = BundleOutcome(str(path), header.origin_name, bid.seq, "")
+        outcome = BundleOutcome(str(path), _origin_label(site, header), bid.seq, "")
         if header.origin_site == site.site_id:
             continue  # our own bundle for a peer: not ours to import
         if site.site_id not in header.recipients:
@@ -123,6 +124,14 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
     mine.sort(key=lambda item: (item[1].bundle_id.site, item[1].bundle_id.incarnation,
                                 item[1].bundle_id.seq))
     return mine
+
+
+def _origin_label(site: Site, listing: BundleListing) -> str:
+    """Who a listed bundle claims to come from, for the report only (unverified)."""
+    if listing.header is not None:
+        return listing.header.origin_name
+    card = site.trust.by_site_id(listing.origin_site)
+    return card.name if card is not None else listing.origin_site[:8]
 
 
 def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
@@ -289,10 +298,11 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
         result = ImportResult(scan=scan_store(site, now_ms=now_ms), report=ApplyReport(),
                               dry_run=dry_run)
         for path, header in _route(site, drop, result):
-            outcome = BundleOutcome(str(path), header.origin_name, header.bundle_id.seq,
-                                    "applied")
+            outcome = BundleOutcome(str(path), _origin_label(site, header),
+                                    header.bundle_id.seq, "applied")
             if progress is not None:
-                progress(f"reading {path.name[:24]}", 0, sum(header.counts.values()))
+                total = None if header.header is None else header.header.record_count
+                progress(f"reading {path.name[:24]}", 0, total)
             try:
                 with index.transaction():
                     verified = _ingest(site, path, now_ms=now_ms, dry_run=dry_run,

@@ -11,17 +11,20 @@ mark, no restore procedure, no clock observation from a rejected bundle.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import cbor2
 import pytest
 
 from bundlesync.core.model import Change, Record, Stream, Timestamp, VersionVector
 from bundlesync.format import BundleId, find_bundles, open_bundle, write_bundle
 from bundlesync.format import volumes as volumes_module
+from bundlesync.keys import SiteIdentity
 from bundlesync.operations.importer import ImportResult, import_drop
 from bundlesync.operations.site import Site, open_site, site_lock
 from tests.operations.conftest import Sites, tick
@@ -212,3 +215,77 @@ def test_a_drop_that_reads_differently_twice_commits_nothing_forged(
         monkeypatch.undo()
     # The genuine bundle, read whole from one content, is still applied.
     assert applied >= 1
+
+
+# --- a trusted third site re-signs another site's bundle -------------------------------
+
+
+def _resign_as(data: bytes, signer: SiteIdentity) -> bytes:
+    """The bundle re-signed by ``signer`` under its own id (either format version)."""
+    from bundlesync.format.cose import sign_digest
+    from bundlesync.format.limits import END_MAGIC, MAGIC
+    from bundlesync.format.volumes import VolumeHead
+
+    stream = data[48:]
+    (header_length,) = struct.unpack(">I", stream[:4])
+    header = cbor2.loads(stream[4:4 + header_length])
+    (cose_length,) = struct.unpack(">I", stream[-12:-8])
+    rest = stream[4 + header_length:-12 - cose_length]
+    header["id"][0] = bytes.fromhex(signer.site_id)
+    version = 2 if "v" in header else 1
+    if version == 1:
+        header["origin"] = {"site": bytes.fromhex(signer.site_id), "name": signer.name,
+                            "key": signer.signing_public}
+    new_header = cbor2.dumps(header, canonical=True)
+    new_stream = struct.pack(">I", len(new_header)) + new_header + rest
+    digest = hashlib.sha256(MAGIC + struct.pack(">H", version) + new_stream).digest()
+    # (A version 1 signature is made as version 1 writers made it.)
+    cose = sign_digest(signer, digest) if version == 1 else sign_digest(signer, digest,
+                                                                        version=version)
+    new_stream += cose + struct.pack(">I", len(cose)) + END_MAGIC
+    tag = hashlib.sha256(new_header).digest()[:16]
+    return VolumeHead(1, 1, tag, len(new_stream), 0).pack() + new_stream
+
+
+def test_a_trusted_site_cannot_pass_off_another_sites_bundle_as_its_own(
+        tmp_path: Path) -> None:
+    sites = Sites(tmp_path)
+    sites.add("alpha", populate_per_folder=1)
+    sites.add("bravo")
+    sites.add("charlie")
+    for a, b in (("alpha", "bravo"), ("alpha", "charlie"), ("bravo", "charlie")):
+        sites.befriend(a, b)
+    sites.export("alpha", to=["bravo"])
+    [genuine] = find_bundles(sites.drop)
+    with site_lock(sites.homes["charlie"]):
+        charlie = open_site(sites.homes["charlie"])
+        identity = charlie.identity
+        charlie.index.close()
+    forged_drop = tmp_path / "forged"
+    forged_drop.mkdir()
+    (forged_drop / "charlie_forged.bsb").write_bytes(_resign_as(genuine.read_bytes(), identity))
+    result = sites.import_("bravo", forged_drop)
+    [outcome] = result.bundles
+    assert outcome.status == "rejected"
+    assert outcome.changes == 0
+    with site_lock(sites.homes["bravo"]):
+        bravo = open_site(sites.homes["bravo"])
+        try:
+            assert bravo.index.received_from(identity.site_id) == []
+        finally:
+            bravo.index.close()
+
+
+def test_an_exported_bundle_shows_only_what_routing_needs(tmp_path: Path) -> None:
+    sites = Sites(tmp_path)
+    sites.add("alpha", populate_per_folder=1)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    sites.export("alpha")
+    [bundle] = find_bundles(sites.drop)
+    stream = bundle.read_bytes()[48:]
+    (header_length,) = struct.unpack(">I", stream[:4])
+    header = cbor2.loads(stream[4:4 + header_length])
+    # No acknowledgement vectors, counts, creation time or origin name in the clear.
+    assert set(header) == {"v", "id", "kind", "recipients", "enc"}
+    assert b"alpha" not in stream

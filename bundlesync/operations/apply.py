@@ -75,9 +75,37 @@ class _UserApply:
         })
         self.bodies = bodies if bodies is not None else BodyFinder(site)
         self.bodies.use_folders(user, self.folders.by_guid)
+        self.held_back: set[FolderPath] = set()
+        self.held_messages = 0
 
     def wanted(self, path: FolderPath) -> bool:
         return self.site.config.filters.wants(path)
+
+    def held(self, mailbox: str, guid: str, body: str) -> FolderPath | None:
+        """The excluded mailbox that holds this instance back, if any.
+
+        Filters hold back, they never drop (docs/conflict-rules.md, "Filters"): an
+        instance of an excluded mailbox, or with a file in an excluded folder, is
+        neither placed nor removed; it stays pending until the filter is lifted.
+        """
+        resolved = self.resolved.get(mailbox)
+        if resolved is not None:
+            canonical = self.resolved.get(resolved.canonical, resolved)
+            if not self.wanted(canonical.path):
+                return canonical.path
+        for row in self.index.files_of_instance(self.user, mailbox, guid, body):
+            where = self.folders.by_guid.get(row.folder)
+            if where is not None and not self.wanted(where):
+                return where
+        return None
+
+    def held_folders(self) -> set[FolderPath]:
+        """Excluded mailboxes the store does not show as the merged state has them."""
+        return {
+            r.path for guid, r in self.resolved.items()
+            if r.canonical == guid and r.exists and not self.wanted(r.path)
+            and self.folders.guid_at(r.path) != guid
+        }
 
     def target(self, mailbox: str) -> ResolvedMailbox | None:
         resolved = self.resolved.get(mailbox)
@@ -287,6 +315,11 @@ class _UserApply:
         placing: list[tuple[str, str, str]] = []
         removing: list[tuple[str, str, str]] = []
         for item in pending:
+            where = self.held(*item)
+            if where is not None:
+                self.held_back.add(where)
+                self.held_messages += 1
+                continue  # stays pending: applied once the filter is lifted
             (placing if self.placed(*item) else removing).append(item)
         # Batches keep the index's commits (and their fsyncs) few; a crash inside one
         # only repeats idempotent store actions.
@@ -304,14 +337,19 @@ class _UserApply:
             for deletion in late:
                 self.delete_folder(deletion)
             self.subscriptions()
-            if not self.dry_run:
+            self.held_back |= self.held_folders()
+            if not self.dry_run and not self.held_back:
+                # A user with held-back mailboxes stays pending: lifting the filter
+                # creates, renames and fills them.
                 self.index.clear_pending_user(self.user)
 
 
 def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | None = None,
-                  progress: Callable[[str, int, int | None], None] | None = None
-                  ) -> ApplyReport:
-    """Apply every pending change to the store; one user's failure does not stop the others."""
+                  progress: Callable[[str, int, int | None], None] | None = None,
+                  held: HeldBack | None = None) -> ApplyReport:
+    """Apply every pending change to the store; one user's failure does not stop the others.
+
+    ``held`` is filled with what a filter held back (it stays pending)."""
     report = report if report is not None else ApplyReport()
     if not dry_run:
         with site.index.transaction():
@@ -326,10 +364,32 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
         if progress is not None:
             progress("messages applied", done, total)
 
+    held = held if held is not None else HeldBack()
     for user in site.index.pending_users():
+        work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
         try:
-            _UserApply(site, user, dry_run=dry_run, report=report, tick=tick,
-                       bodies=bodies).run()
+            work.run()
         except StoreError as exc:
             report.fail(user, exc)
+            held.failed = True
+        if work.held_back:
+            held.mailboxes[user] = sorted("/".join(p) for p in work.held_back)
+        held.messages += work.held_messages
+    if not dry_run:
+        with site.index.transaction():
+            site.index.set_held_back(held.mailboxes)
     return report
+
+
+@dataclass
+class HeldBack:
+    """What the last apply left pending because a filter excludes it."""
+
+    mailboxes: dict[str, list[str]] = field(default_factory=dict)  # user -> names
+    messages: int = 0
+    failed: bool = False  # some user's apply failed: pending is not only held back
+
+    def only_held(self, index_pending: int) -> bool:
+        """Whether everything still pending is held back (the spool can go: what the
+        filter holds back is asked for again once it is lifted)."""
+        return not self.failed and index_pending == self.messages

@@ -199,10 +199,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         stream = site.stream
         # Sequence numbers count per peer (so the peer can see a gap) and are reserved
         # before writing: a crash never lets two different bundles share an id.
-        seq_key = f"bundle_seq:{card.site_id}:{stream.incarnation}"
-        seq = int(str(index.get_meta(seq_key, 0))) + 1
-        with index.transaction():
-            index.set_meta(seq_key, seq)
+        seq = site.reserve_bundle_seq(card.site_id)
         content = _BundleContent(site, peer.ack, peer=card.site_id, counter=counter)
         counts: dict[str, int] | None = content.plan()
         while True:
@@ -233,6 +230,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
     card_path = drop / f"{site.identity.name}.bsc"
     site.identity.card().write(card_path)
     result.card = str(card_path)
+    site.settle()  # what the scan recorded counts as spent from now on
     return result
 
 

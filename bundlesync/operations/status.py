@@ -44,10 +44,14 @@ class SiteStatus:
     changes_logged: int
     pending_apply: bool
     peers: list[PeerStatus]
+    held_back: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
-        return [w for p in self.peers for w in p.warnings]
+        held = [f"{user or '(store)'}: {', '.join(names)} held back by a filter (their "
+                "changes are kept and applied once the filter is lifted)"
+                for user, names in sorted(self.held_back.items())]
+        return [w for p in self.peers for w in p.warnings] + held
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +61,7 @@ class SiteStatus:
                       "messages": self.messages},
             "changes_logged": self.changes_logged,
             "pending_apply": self.pending_apply,
+            "held_back": self.held_back,
             "peers": [p.as_dict() for p in self.peers],
             "warnings": self.warnings,
         }
@@ -113,4 +118,5 @@ def site_status(site: Site, *, now_ms: int) -> SiteStatus:
         changes_logged=int(db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]),
         pending_apply=index.has_pending(),
         peers=peers,
+        held_back=index.held_back(),
     )

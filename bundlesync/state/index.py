@@ -20,6 +20,7 @@ refused. Every sqlite3 error is translated to :class:`StateError`.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -170,7 +171,7 @@ class StateIndex:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self._migrate(create=create)
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"the state index {path} cannot be opened: {exc}",
@@ -181,8 +182,17 @@ class StateIndex:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _migrate(self) -> None:
+    def _migrate(self, *, create: bool) -> None:
         version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0 and not create:
+            # Not a bundlesync index (or an emptied one): taking it for a new one
+            # would start this site over and reuse its change numbers.
+            raise StateError(
+                "the state index holds no bundlesync state",
+                hint="Restore the site's home from a backup (the restore is detected and "
+                     "the site moves to a new incarnation), or set the site up again in a "
+                     "new home with 'bundlesync init'.",
+            )
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"the state index has schema version {version}, newer than this bundlesync "
@@ -633,3 +643,78 @@ class StateIndex:
             (site,),
         )
         return list(rows)
+
+    # == own stream, forks and held-back mailboxes ====================================
+    # (the queries behind restore detection, fork handling and import filters)
+
+    def change_record(self, dot: Dot) -> bytes | None:
+        """The logged record of ``dot``, or None if no change is held under it."""
+        row = self.db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
+            (dot.site, dot.incarnation, dot.counter),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def stream_records_above(self, stream: Stream, counter: int) -> list[bytes]:
+        """The records of ``stream`` logged above ``counter``, in counter order."""
+        rows = self.db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter > ? "
+            "ORDER BY counter", (stream.site, stream.incarnation, counter),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def forget_stream_above(self, stream: Stream, counter: int) -> None:
+        """Drop ``stream``'s changes above ``counter`` from the log (the registers keep
+        their effect), so peers holding other versions of those dots send them back."""
+        self.db.execute(
+            "DELETE FROM changes WHERE site = ? AND incarnation = ? AND counter > ?",
+            (stream.site, stream.incarnation, counter))
+        self.db.execute(
+            "UPDATE streams SET contiguous = MIN(contiguous, ?) WHERE site = ? "
+            "AND incarnation = ?", (counter, stream.site, stream.incarnation))
+
+    def site_streams(self, site: str) -> list[tuple[Stream, int]]:
+        """Every stream of ``site`` in the log, with its highest counter logged."""
+        rows = self.db.execute(
+            "SELECT incarnation, MAX(counter) FROM changes WHERE site = ? "
+            "GROUP BY incarnation ORDER BY incarnation", (site,))
+        return [(Stream(site, int(i)), int(n)) for i, n in rows]
+
+    def received_created_ms(self, site: str, incarnation: int, seq: int) -> int | None:
+        """When the bundle received under this id was written (None: none received)."""
+        row = self.db.execute(
+            "SELECT created_ms FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+            (site, incarnation, seq)).fetchone()
+        return None if row is None else int(row[0])
+
+    def forget_received(self, site: str, incarnation: int, seq: int) -> None:
+        """Forget a received bundle id (its origin reused it for another bundle)."""
+        self.db.execute("DELETE FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+                        (site, incarnation, seq))
+
+    def meta_int(self, key: str, default: int = 0) -> int:
+        """An integer setting of the meta table."""
+        value = self.get_meta(key)
+        return default if value is None else int(str(value))
+
+    def bundle_seqs(self, incarnation: int) -> dict[str, int]:
+        """The last bundle number reserved for each peer in ``incarnation``."""
+        rows = self.db.execute("SELECT key, value FROM meta WHERE key LIKE 'bundle_seq:%'")
+        seqs: dict[str, int] = {}
+        for key, value in rows:
+            _, peer, inc = str(key).split(":")
+            if int(inc) == incarnation:
+                seqs[peer] = int(value)
+        return seqs
+
+    def set_held_back(self, mailboxes: dict[str, list[str]]) -> None:
+        """Remember which mailboxes a filter held back at the last apply (for status)."""
+        self.set_meta("held_back", json.dumps(mailboxes, sort_keys=True, ensure_ascii=False))
+
+    def held_back(self) -> dict[str, list[str]]:
+        """User -> names of the mailboxes a filter held back at the last apply."""
+        value = self.get_meta("held_back")
+        if value is None:
+            return {}
+        data = json.loads(str(value))
+        return {str(user): [str(n) for n in names] for user, names in data.items()}

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bundlesync.core.hlc import MAX_AHEAD_MS
 from bundlesync.core.model import Body, Change, Dot, Stream, Timestamp, VersionVector, Want
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.vv import DotSet, detect_restore, sort_incoming
@@ -246,8 +247,12 @@ def _ingest(site: Site, path: Path, *, now_ms: int, dry_run: bool, outcome: Bund
         spool.abandon()
         raise
     # Observed only now: a bundle rejected anywhere above leaves the clock alone.
+    # Clamped (bundle-v2 §2.5): a peer with a wrong clock or a stolen key cannot
+    # drag this site's clock beyond the allowed skew; its change keeps its stamp.
     if newest is not None:
-        site.clock.observe(newest, now_ms)
+        limit = now_ms + MAX_AHEAD_MS
+        site.clock.observe(newest if newest.wall_ms <= limit
+                           else Timestamp(limit, 0, newest.site), now_ms)
     index.advance_streams(sorted(streams))
     _remember(site, header, outcome=outcome, wants=wants, now_ms=now_ms)
 
@@ -300,11 +305,16 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     if peer is None:
         index.put_peer(header.origin_site, header.origin_name)
     del old_ack
-    # The peer's newest word replaces the old one, never merges with it: a peer
-    # restored from an old copy acknowledges less, and must be sent that again.
-    index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
-    index.set_peer_wants(header.origin_site, wants)
     bid = header.bundle_id
+    # The high-water mark of the origin's bundles (bundle-v2 §2.4): an older bundle
+    # (a replay, or one that arrived late) may merge its changes, but its word on
+    # what the peer holds and wants is superseded and never replaces the newer one.
+    newest = max(((inc, seq) for inc, seq, *_ in index.received_from(bid.site)), default=None)
+    if newest is None or (bid.incarnation, bid.seq) >= newest:
+        # The peer's newest word replaces the old one, never merges with it: a peer
+        # restored from an old copy acknowledges less, and must be sent that again.
+        index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
+        index.set_peer_wants(header.origin_site, wants)
     failpoints.reached("ingest")
     index.forget_received(bid.site, bid.incarnation, bid.seq)  # an id reused after a restore
     index.record_received(bid.site, bid.incarnation, bid.seq, received_ms=now_ms,

@@ -21,6 +21,7 @@ from pathlib import Path
 import cbor2
 import pytest
 
+from bundlesync.core.hlc import MAX_AHEAD_MS
 from bundlesync.core.model import Change, Record, Stream, Timestamp, VersionVector
 from bundlesync.format import BundleId, find_bundles, open_bundle, write_bundle
 from bundlesync.format import volumes as volumes_module
@@ -289,3 +290,24 @@ def test_an_exported_bundle_shows_only_what_routing_needs(tmp_path: Path) -> Non
     # No acknowledgement vectors, counts, creation time or origin name in the clear.
     assert set(header) == {"v", "id", "kind", "recipients", "enc"}
     assert b"alpha" not in stream
+
+
+def test_a_far_future_stamp_is_observed_clamped(stick: Stick, tmp_path: Path) -> None:
+    # A genuine, validly signed bundle of alpha's whose change is stamped 2^62 ms
+    # (a broken clock, or a stolen key): the change merges, the clock stays sane.
+    change = _first_change(stick)
+    far = dataclasses.replace(change, ts=Timestamp(FAR_FUTURE_MS, 0, change.ts.site))
+    data = _alpha_writes(stick, tmp_path / "far", seq=stick.genuine_id.seq + 1,
+                         ack=stick.genuine_ack, records=[far])
+    drop = tmp_path / "far-drop"
+    drop.mkdir()
+    (drop / "alpha_far.bsb").write_bytes(data)
+    with site_lock(stick.sites.homes["bravo"]):
+        site = open_site(stick.sites.homes["bravo"])
+        try:
+            now = tick()
+            result = import_drop(site, drop, now_ms=now)
+            assert [b.status for b in result.bundles] == ["applied"]
+            assert site.clock.last.wall_ms <= now + MAX_AHEAD_MS
+        finally:
+            site.index.close()

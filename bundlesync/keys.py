@@ -36,13 +36,15 @@ from pathlib import Path
 from typing import Protocol
 
 import click
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bundlesync.errors import LocalError
 
@@ -66,6 +68,10 @@ SIGNATURE_SIZE = 64
 # mistaken for one made for another purpose.
 _FINGERPRINT_DOMAIN = b"bundlesync fingerprint v2\x00"
 _CARD_DOMAIN = b"bundlesync card v2\x00"
+# bundle-v2 §3.5: an optional passphrase on the key file.
+PASSPHRASE_ENV = "BUNDLESYNC_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+PASSPHRASE_SCRYPT_N = 2**15
+_KEY_FILE_AAD = b"bundlesync site key v2\x00"
 
 RandomBytes = Callable[[int], bytes]
 
@@ -87,6 +93,13 @@ class KeyFileInvalid(LocalError):
     """The key file exists but cannot be parsed."""
 
     default_hint = "Restore the key file from the site's backup; do not edit it by hand."
+
+
+class KeyFileLocked(LocalError):
+    """The key file is protected by a passphrase and none (or a wrong one) was given."""
+
+    default_hint = ("Give the passphrase in the environment variable BUNDLESYNC_PASSPHRASE "
+                    "(for example from a secrets manager); nothing was changed.")
 
 
 class KeyExists(LocalError):
@@ -419,11 +432,49 @@ def generate_identity(name: str, *, random_bytes: RandomBytes = secrets.token_by
                         exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
 
 
-def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = False) -> Path:
+def _passphrase_key(passphrase: str, salt: bytes, n: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=8, p=1).derive(passphrase.encode("utf-8"))
+
+
+def _seal_secrets(identity: SiteIdentity, passphrase: str) -> str:
+    """``sealed-secrets`` of a protected key file (bundle-v2 §3.5)."""
+    salt = secrets.token_bytes(16)
+    key = _passphrase_key(passphrase, salt, PASSPHRASE_SCRYPT_N)
+    sealed = ChaCha20Poly1305(key).encrypt(
+        bytes(12), identity.signing_secret + identity.exchange_secret,
+        _KEY_FILE_AAD + bytes.fromhex(identity.site_id))
+    return _b64(salt + sealed)
+
+
+def _open_secrets(text: str, site_id: str | None, passphrase: str | None, source: str,
+                  n: int) -> tuple[bytes, bytes]:
+    if passphrase is None:
+        passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None:
+        raise KeyFileLocked(f"The site key {source} is protected by a passphrase.")
+    try:
+        blob = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise KeyFileInvalid(f"{source}: the sealed secrets are not valid base64.") from None
+    if len(blob) != 16 + 2 * KEY_SIZE + 16 or site_id is None or not is_site_id(site_id):
+        raise KeyFileInvalid(f"{source}: the sealed secrets are damaged.")
+    try:
+        plain = ChaCha20Poly1305(_passphrase_key(passphrase, blob[:16], n)).decrypt(
+            bytes(12), blob[16:], _KEY_FILE_AAD + bytes.fromhex(site_id))
+    except InvalidTag:
+        raise KeyFileLocked(f"The passphrase does not open the site key {source}.",
+                            hint=f"Check the passphrase in {PASSPHRASE_ENV}; nothing was "
+                                 f"changed.") from None
+    return plain[:KEY_SIZE], plain[KEY_SIZE:]
+
+
+def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = False,
+                  passphrase: str | None = None) -> Path:
     """Write the key file (0600, atomically) and the site's own card into ``directory``.
 
     Returns the key file's path. Refuses to replace an existing key file unless
-    ``overwrite``: peers trust the old key.
+    ``overwrite``: peers trust the old key. With ``passphrase`` the secret keys are
+    sealed under it (bundle-v2 §3.5); loading then needs the passphrase.
     """
     key_path = directory / KEY_FILE_NAME
     try:
@@ -439,8 +490,10 @@ def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = 
             f"{_KEY_FILE_TAG}: {_FORMAT_VERSION}\n",
             f"name: {identity.name}\n",
             f"site-id: {identity.site_id}\n",
-            f"signing-secret: {_b64(identity.signing_secret)}\n",
-            f"exchange-secret: {_b64(identity.exchange_secret)}\n",
+            *((f"signing-secret: {_b64(identity.signing_secret)}\n",
+               f"exchange-secret: {_b64(identity.exchange_secret)}\n") if passphrase is None
+              else (f"scrypt-n: {PASSPHRASE_SCRYPT_N}\n",
+                    f"sealed-secrets: {_seal_secrets(identity, passphrase)}\n")),
             f"created: {identity.created_ms}\n",
         )
     )
@@ -449,8 +502,12 @@ def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = 
     return key_path
 
 
-def load_identity(directory: Path) -> SiteIdentity:
-    """Read the site identity from ``directory``, refusing an exposed key file."""
+def load_identity(directory: Path, *, passphrase: str | None = None) -> SiteIdentity:
+    """Read the site identity from ``directory``, refusing an exposed key file.
+
+    A key file protected by a passphrase needs ``passphrase`` or the environment
+    variable ``BUNDLESYNC_PASSPHRASE`` (KeyFileLocked otherwise).
+    """
     key_path = directory / KEY_FILE_NAME
     try:
         fd = os.open(key_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -479,15 +536,20 @@ def load_identity(directory: Path) -> SiteIdentity:
     created = fields.get("created", "0")
     if not created.isdigit() or int(created) >= 2**63:
         raise KeyFileInvalid(f"{source}: the creation time {created!r} is not a number.")
+    if "sealed-secrets" in fields:
+        n = fields.get("scrypt-n", "")
+        if not n.isdigit() or not 2**14 <= int(n) <= 2**22 or int(n) & (int(n) - 1):
+            raise KeyFileInvalid(f"{source}: the scrypt cost {n!r} is not supported.")
+        signing, exchange = _open_secrets(fields["sealed-secrets"], fields.get("site-id"),
+                                          passphrase, source, int(n))
+    else:
+        signing = _unb64(_require(fields, "signing-secret", source, KeyFileInvalid),
+                         source, KeyFileInvalid)
+        exchange = _unb64(_require(fields, "exchange-secret", source, KeyFileInvalid),
+                          source, KeyFileInvalid)
     try:
-        identity = SiteIdentity(
-            name=check_site_name(name),
-            signing_secret=_unb64(_require(fields, "signing-secret", source, KeyFileInvalid),
-                                  source, KeyFileInvalid),
-            exchange_secret=_unb64(_require(fields, "exchange-secret", source, KeyFileInvalid),
-                                   source, KeyFileInvalid),
-            created_ms=int(created),
-        )
+        identity = SiteIdentity(name=check_site_name(name), signing_secret=signing,
+                                exchange_secret=exchange, created_ms=int(created))
     except InvalidSiteName as exc:
         raise KeyFileInvalid(f"{source}: {exc.message}") from None
     claimed = fields.get("site-id")

@@ -320,3 +320,29 @@ def test_a_peer_renamed_locally_keeps_a_valid_card(tmp_path: Path) -> None:
     assert local.signature_valid()
     local.write(tmp_path / "north.bsc")
     assert PeerCard.read(tmp_path / "north.bsc") == local
+
+
+# --- passphrase on the key file (bundle-v2 §3.5) --------------------------------------
+
+
+def test_a_key_file_under_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bundlesync.keys import KeyFileLocked
+    monkeypatch.delenv("BUNDLESYNC_PASSPHRASE", raising=False)
+    identity = fixed("ship-a", "one")
+    key_path = save_identity(identity, tmp_path, passphrase="correct horse")
+    text = key_path.read_text()
+    assert base64.b64encode(identity.signing_secret).decode() not in text
+    assert base64.b64encode(identity.exchange_secret).decode() not in text
+    with pytest.raises(KeyFileLocked, match="passphrase") as caught:
+        load_identity(tmp_path)
+    assert "BUNDLESYNC_PASSPHRASE" in caught.value.hint
+    with pytest.raises(KeyFileLocked, match="does not open"):
+        load_identity(tmp_path, passphrase="wrong")
+    assert load_identity(tmp_path, passphrase="correct horse") == identity
+    monkeypatch.setenv("BUNDLESYNC_PASSPHRASE", "correct horse")
+    assert load_identity(tmp_path) == identity
+    # The sealed secrets are bound to the site id recorded next to them.
+    other = fixed("ship-b", "two").site_id
+    key_path.write_text(text.replace(f"site-id: {identity.site_id}", f"site-id: {other}"))
+    with pytest.raises(KeyFileLocked):
+        load_identity(tmp_path)

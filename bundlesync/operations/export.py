@@ -177,6 +177,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or create the directory first.")
     peers = select_peers(site, to)
+    site.check_drop(drop, now_ms=now_ms)  # our own bundles there may show a restore
     apply_pending(site)
     result = ExportResult(scan=scan_store(site, now_ms=now_ms, progress=scan_progress))
     index = site.index

@@ -58,6 +58,10 @@ from bundlesync.operations.site import Site
 from bundlesync.operations.spool import SpoolWriter, clear_spool
 from bundlesync.state.index import StateIndex
 
+# Incarnations are at most the time in seconds plus the restores since; counters
+# count changes. Far below SQLite's 63-bit integers, with room to move on.
+MAX_DOT = 2**48
+
 
 @dataclass
 class BundleOutcome:
@@ -196,6 +200,10 @@ def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[St
     """Sort one incoming change with the core (``sort_incoming``) and fold it."""
     index = site.index
     ours = site.stream
+    if change.dot.incarnation > MAX_DOT or change.dot.counter > MAX_DOT:
+        # The state index stores 63-bit integers, and a forged incarnation of ours
+        # near the top would leave this site no incarnation to move to.
+        raise BundleRejected(f"a change carries an out-of-range dot {change.dot}")
     if change.dot.site == ours.site and change.dot.incarnation >= ours.incarnation:
         if _held(index, change.dot) == change:
             return  # our own change coming back through a relay
@@ -353,11 +361,16 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
     if dry_run:
         index.db.execute("BEGIN IMMEDIATE")
     try:
+        # Our own bundles in the drop can show a restore the mark could not (home
+        # restored whole): checked before the scan records anything.
+        result_stream = site.check_drop(drop, now_ms=now_ms)
         if not dry_run:
             apply_pending(site)
         remembered = (site.stream, index.stream_max(site.stream))
         result = ImportResult(scan=scan_store(site, now_ms=now_ms), report=ApplyReport(),
                               dry_run=dry_run)
+        if result_stream is not None:
+            result.new_incarnation = result_stream.incarnation
         for path, header in _route(site, drop, result):
             outcome = BundleOutcome(str(path), _origin_label(site, header),
                                     header.bundle_id.seq, "applied")

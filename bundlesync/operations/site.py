@@ -28,8 +28,9 @@ from pathlib import Path
 
 from bundlesync.core.hlc import HybridClock
 from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp, VersionVector
-from bundlesync.core.vv import DotSet, reemit, reincarnate
-from bundlesync.errors import ConfigError, LockHeld, StateError, StoreError
+from bundlesync.core.vv import DotSet, detect_restore, reemit, reincarnate
+from bundlesync.errors import BundleRejected, ConfigError, LockHeld, StateError, StoreError
+from bundlesync.format import BundleNotFound, find_bundles, read_header
 from bundlesync.keys import SiteIdentity, TrustStore, load_identity, site_paths
 from bundlesync.operations.config import CONFIG_NAME, SiteConfig, read_config
 from bundlesync.operations.ledger import decode_change, fold_change
@@ -190,6 +191,40 @@ class Site:
         self.settle()
         return stream
 
+    def check_drop(self, drop: Path, *, now_ms: int) -> Stream | None:
+        """Look for our own bundles in ``drop`` that this state does not remember
+        writing: a later incarnation of ours, a bundle number above the one reserved
+        for that peer, or an acknowledgement of more of our stream than we issued.
+
+        Any of them means the home was restored (with its mark, so the mark could
+        not tell); the site then moves to a new incarnation before it records or
+        exports anything. Returns the new stream, if any.
+        """
+        ours = self.stream
+        issued = self.index.stream_max(ours)
+        seqs = self.index.bundle_seqs(ours.incarnation)
+        found: list[VersionVector] = []
+        for path in find_bundles(drop):
+            try:
+                header = read_header(path)
+            except (BundleRejected, BundleNotFound):
+                continue  # not ours to judge here; the import reports it
+            if header.origin_site != self.site_id:
+                continue
+            bid = header.bundle_id
+            later = bid.incarnation > ours.incarnation
+            reused = (bid.incarnation == ours.incarnation and len(header.recipients) == 1
+                      and bid.seq > seqs.get(header.recipients[0], 0))
+            if later or reused or detect_restore(ours, issued, header.ack):
+                found.append(header.ack)
+                found.append(VersionVector.of({Stream(bid.site, bid.incarnation): 1}))
+        if not found:
+            return None
+        with self.index.transaction():
+            stream = self.reincarnate(keep_through=issued, evidence=found, now_ms=now_ms)
+        self.settle()
+        return stream
+
     def reincarnate(self, *, keep_through: int, evidence: Sequence[VersionVector | DotSet],
                     now_ms: int) -> Stream:
         """Move to a new incarnation with the core's rules (``core.vv.reincarnate``),
@@ -240,9 +275,9 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
         # over at counter 1 of its first incarnation and reuse everything.
         raise StateError(
             f"the state index {state} is empty (0 bytes)",
-            hint="Restore the site's home from a backup (the restore is detected and the "
-                 "site moves to a new incarnation), or set the site up again in a new "
-                 "home with 'bundlesync init'.",
+            hint="Restore state.sqlite from a backup and keep spent.json as it is (the "
+                 "restore is then detected and the site moves to a new incarnation), or "
+                 "set the site up again in a new home with 'bundlesync init'.",
         )
     index = StateIndex(state)
     wall = index.get_meta("clock_wall")

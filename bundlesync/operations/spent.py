@@ -26,9 +26,10 @@ lost on its own; it is rewritten from the index (nothing can have been reused).
 
 What the mark cannot see (docs/conflict-rules.md, "Restored sites"): a home
 restored whole from one old copy brings back an old mark with its index, so
-they agree. Then the evidence is outside the site -- a peer's acknowledgement,
-our own changes or bundle numbers coming back, the forks our reused counters
-make at peers -- and the importer acts on each of those.
+they agree. Then the evidence is outside the site -- our own newer bundles in
+the drop (``Site.check_drop``), a peer's acknowledgement, our own changes or
+bundle numbers coming back, the forks our reused counters make at peers -- and
+the import acts on each of those.
 """
 
 from __future__ import annotations

@@ -189,9 +189,9 @@ class StateIndex:
             # would start this site over and reuse its change numbers.
             raise StateError(
                 "the state index holds no bundlesync state",
-                hint="Restore the site's home from a backup (the restore is detected and "
-                     "the site moves to a new incarnation), or set the site up again in a "
-                     "new home with 'bundlesync init'.",
+                hint="Restore state.sqlite from a backup and keep spent.json as it is (the "
+                     "restore is then detected and the site moves to a new incarnation), "
+                     "or set the site up again in a new home with 'bundlesync init'.",
             )
         if version > SCHEMA_VERSION:
             raise StateError(

@@ -189,3 +189,42 @@ def test_a_known_dot_with_other_content_is_a_fork_and_both_are_kept(sites: Sites
     _exchange(sites, "alpha", "charlie")
     charlie = {m.guid for m in sites.stores["charlie"].messages(ALICE, INBOX)}
     assert {"forked-5302", original.message.guid} <= charlie
+
+
+def test_restored_home_and_store_is_noticed_from_our_own_bundles_in_the_drop(
+        sites: Sites) -> None:
+    """Home and store restored together agree with each other (the mark came back
+    with the index); the bundle bravo wrote before the restore, still in the drop,
+    gives it away before bravo records or exports anything."""
+    _two_sites(sites)
+    backup = sites.root / "bravo-backup"
+    shutil.copytree(sites.root / "bravo", backup, symlinks=True)
+    sites.deliver("bravo", ALICE, INBOX, 5401)
+    _exchange(sites, "bravo", "alpha")
+    _, before, _ = _stream(sites, "bravo")
+
+    shutil.rmtree(sites.root / "bravo")
+    shutil.copytree(backup, sites.root / "bravo", symlinks=True)
+    sites.deliver("bravo", ALICE, INBOX, 5402)
+    sites.export("bravo")
+    _, after, _ = _stream(sites, "bravo")
+    assert after > before
+    _exchange(sites, "alpha", "bravo", rounds=2)
+    assert _has(_keys(sites, "alpha"), 5402, "bravo")
+    assert _has(_keys(sites, "bravo"), 5401, "bravo")
+    assert sites.digest("alpha") == sites.digest("bravo")
+
+
+def test_a_dot_out_of_range_rejects_the_bundle_and_changes_nothing(sites: Sites) -> None:
+    """A forged incarnation of the receiver near the top of the integers would leave
+    it no incarnation to move to (and does not fit the index): the bundle is refused."""
+    _two_sites(sites)
+    alpha_id, incarnation, _ = _stream(sites, "alpha")
+    ghost = MailboxRef(ALICE, "e" * 32)
+    _forge(sites, "bravo", "alpha", [
+        Change(Dot(alpha_id, 2**63, 1), inventory_timestamp(alpha_id),
+               SubscriptionSet(ghost, True))])
+    result = sites.import_("alpha")
+    assert [b.status for b in result.bundles if b.seq == 9_999] == ["rejected"]
+    assert result.new_incarnation is None
+    assert _stream(sites, "alpha")[1] == incarnation

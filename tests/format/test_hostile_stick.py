@@ -311,3 +311,30 @@ def test_a_far_future_stamp_is_observed_clamped(stick: Stick, tmp_path: Path) ->
             assert site.clock.last.wall_ms <= now + MAX_AHEAD_MS
         finally:
             site.index.close()
+
+
+def test_an_unsigned_file_posing_as_our_own_newer_bundle_is_no_evidence(
+        tmp_path: Path) -> None:
+    # A later incarnation of our own bundles in the drop means we were restored --
+    # but only if we signed it. A forger's copy must not start a new incarnation.
+    sites = Sites(tmp_path)
+    sites.add("alpha", populate_per_folder=1)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    with site_lock(sites.homes["alpha"]):
+        alpha = open_site(sites.homes["alpha"])
+        try:
+            bravo_card = alpha.trust.by_name("bravo")
+            assert bravo_card is not None
+            stream = alpha.stream
+            written = write_bundle(
+                tmp_path, identity=alpha.identity,
+                bundle_id=BundleId(alpha.site_id, stream.incarnation + 5, 1), kind="sync",
+                recipients=[bravo_card], ack=VersionVector(), assumes=VersionVector(),
+                records=iter([]), created_ms=tick())
+        finally:
+            alpha.index.close()
+    (sites.drop / written.paths[0].name).write_bytes(
+        _unsigned(written.paths[0].read_bytes()))
+    result = sites.import_("alpha")
+    assert result.new_incarnation is None

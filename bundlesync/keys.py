@@ -397,6 +397,17 @@ class SiteIdentity:
     def fingerprint(self) -> str:
         return card_fingerprint(self.signing_public, self.exchange_public)
 
+    def with_new_exchange_key(self, *, created_ms: int,
+                              random_bytes: RandomBytes = secrets.token_bytes) -> SiteIdentity:
+        """This site with a fresh encryption key made at ``created_ms`` (bundle-v2 §3.6).
+
+        Its card, signed by the unchanged signing key, is the update peers take in
+        with :meth:`TrustStore.update`; bundles already sent stay readable only
+        with the old key.
+        """
+        return SiteIdentity(name=self.name, signing_secret=self.signing_secret,
+                            exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
+
     def card(self) -> PeerCard:
         """This site's card, signed (bundle-v2 §3.2)."""
         statement = card_statement(name=self.name, site_id=self.site_id,
@@ -672,6 +683,33 @@ class TrustStore(_Lookups):
             raise LocalError(f"Cannot create {self.directory}: {exc.strerror}") from None
         card.write(self.directory / f"{card.name}{CARD_SUFFIX}")
         return True
+
+    def update(self, card: PeerCard) -> PeerCard:
+        """Take a trusted peer's new encryption key (bundle-v2 §3.6); returns the old card.
+
+        ``card`` must be signed by the signing key this store already trusts for
+        that peer, under the same signed name, and be newer (``created``) than the
+        card it replaces: an older card (a replay of a superseded key) is refused.
+        """
+        if not card.signed or not card.signature_valid():
+            raise InvalidCard(f"The card of {card.name!r} is not signed; it cannot update "
+                              f"a key.")
+        for known_path, known in self._load():
+            if known.signing_public != card.signing_public:
+                continue
+            if card.own_name != known.own_name:
+                raise PeerConflict(f"The new card names the site {card.own_name!r}, but its "
+                                   f"key belongs to {known.own_name!r}.")
+            if card.created_ms <= known.created_ms:
+                raise PeerConflict(
+                    f"The card of {known.name!r} is not newer than the trusted one: it "
+                    f"cannot replace it (an old card shown again?).",
+                    hint="Ask the site for its current card; nothing was changed.")
+            card.renamed(known.name).write(known_path)
+            return known
+        raise PeerNotFound(f"No trusted peer has the signing key of card {card.name!r} "
+                           f"({card.fingerprint}).",
+                           hint="A new site is added with 'bundlesync peer add'.")
 
     def remove(self, name: str) -> PeerCard:
         """Stop trusting the peer called ``name``; returns its card."""

@@ -346,3 +346,35 @@ def test_a_key_file_under_a_passphrase(tmp_path: Path, monkeypatch: pytest.Monke
     key_path.write_text(text.replace(f"site-id: {identity.site_id}", f"site-id: {other}"))
     with pytest.raises(KeyFileLocked):
         load_identity(tmp_path)
+
+
+# --- a new encryption key (bundle-v2 §3.6) ----------------------------------------------
+
+
+def test_a_peer_takes_a_newer_encryption_key_signed_by_the_trusted_key(
+        tmp_path: Path) -> None:
+    site = SiteIdentity(name="ship-a", signing_secret=fixed("a", "one").signing_secret,
+                        exchange_secret=fixed("a", "one").exchange_secret, created_ms=100)
+    store = TrustStore(tmp_path)
+    store.add(site.card().renamed("north"))
+    rotated = site.with_new_exchange_key(created_ms=200)
+    assert rotated.site_id == site.site_id
+    assert rotated.exchange_public != site.exchange_public
+    old = store.update(rotated.card())
+    assert old.exchange_public == site.exchange_public
+    [now] = store.list()
+    assert now.name == "north"
+    assert now.exchange_public == rotated.exchange_public
+    assert now.signature_valid()
+    # The superseded card shown again (a replay) does not roll the key back.
+    with pytest.raises(PeerConflict, match="not newer"):
+        store.update(site.card())
+    # A card of another signing key is not an update of this peer.
+    with pytest.raises(PeerNotFound):
+        store.update(fixed("ship-b", "two").card())
+    # Nor is an altered one.
+    forged = PeerCard(name="ship-a", signing_public=site.signing_public,
+                      exchange_public=fixed("x", "x").exchange_public, created_ms=300,
+                      signature=rotated.card().signature)
+    with pytest.raises(InvalidCard):
+        store.update(forged)

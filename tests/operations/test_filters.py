@@ -3,6 +3,10 @@ changes in the log, lifting it brings the store in line, and status says so."""
 
 from __future__ import annotations
 
+import pytest
+
+from bundlesync.cli import main
+from bundlesync.errors import EXIT_OK
 from bundlesync.operations.demo import USERS
 from bundlesync.operations.site import open_site, site_lock
 from bundlesync.operations.status import site_status
@@ -35,7 +39,8 @@ def _status(sites: Sites, name: str) -> dict[str, list[str]]:
             site.index.close()
 
 
-def test_import_exclude_holds_back_and_lifting_it_brings_the_mail(sites: Sites) -> None:
+def test_import_exclude_holds_back_and_lifting_it_brings_the_mail(
+        sites: Sites, capsys: pytest.CaptureFixture[str]) -> None:
     sites.add("alpha", populate_per_folder=2)
     sites.add("bravo")
     sites.befriend("alpha", "bravo")
@@ -46,6 +51,9 @@ def test_import_exclude_holds_back_and_lifting_it_brings_the_mail(sites: Sites) 
     sites.import_("bravo", exclude=("Sent*",))
     assert _sent(sites, "bravo") == set()  # held back: not in the store ...
     assert _status(sites, "bravo") == {u: ["Sent"] for u in USERS}  # ... status says so
+    capsys.readouterr()
+    assert main(["--home", str(sites.homes["bravo"]), "status"]) == EXIT_OK
+    assert f"{ALICE}: Sent held back by a filter" in capsys.readouterr().out
     sites.export("bravo")
     sites.import_("alpha")
 

@@ -72,6 +72,9 @@ _CARD_DOMAIN = b"bundlesync card v2\x00"
 PASSPHRASE_ENV = "BUNDLESYNC_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
 PASSPHRASE_SCRYPT_N = 2**15
 _KEY_FILE_AAD = b"bundlesync site key v2\x00"
+_REVOCATION_DOMAIN = b"bundlesync revocation v2\x00"
+_REVOCATION_TAG = "bundlesync-revocation"
+REVOKED_DIR = "revoked"
 
 RandomBytes = Callable[[int], bytes]
 
@@ -140,6 +143,13 @@ class PeerNotFound(LocalError):
     """No trusted peer by that name."""
 
     default_hint = "List the trusted peers with 'bundlesync peer list'."
+
+
+class KeyRevoked(LocalError):
+    """The card's signing key was revoked by its site."""
+
+    default_hint = ("Ask the site's administrator for the card of its new site; a revoked "
+                    "key is never trusted again.")
 
 
 class TrustStoreInvalid(LocalError):
@@ -362,6 +372,66 @@ class PeerCard:
         return cls.from_text(text, source=str(path), accept_unsigned=accept_unsigned)
 
 
+# --- revocation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A site's statement that its signing key must no longer be trusted (bundle-v2 §3.7).
+
+    Signed by the revoked key itself: whoever holds the key -- the site, or a thief
+    -- can only make it less trusted.
+    """
+
+    signing_public: bytes
+    created_ms: int
+    signature: bytes
+
+    @property
+    def site_id(self) -> str:
+        return site_id_of(self.signing_public)
+
+    def statement(self) -> bytes:
+        return (_REVOCATION_DOMAIN + bytes.fromhex(self.site_id)
+                + struct.pack(">Q", self.created_ms))
+
+    def signature_valid(self) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.signing_public).verify(
+                self.signature, self.statement())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def to_text(self) -> str:
+        return "".join((
+            "# bundlesync revocation: the site's signing key below must not be trusted.\n",
+            f"{_REVOCATION_TAG}: {_FORMAT_VERSION}\n", f"site-id: {self.site_id}\n",
+            f"signing-key: {_b64(self.signing_public)}\n", f"created: {self.created_ms}\n",
+            f"signature: {_b64(self.signature)}\n"))
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "revocation") -> Revocation:
+        """Parse :meth:`to_text` output; the signature must verify (InvalidCard)."""
+        fields = _parse_fields(text, source=source, error=InvalidCard)
+        if fields.get(_REVOCATION_TAG) != _FORMAT_VERSION:
+            raise InvalidCard(f"{source} is not a bundlesync revocation.")
+        created = _require(fields, "created", source, InvalidCard)
+        if not created.isdigit() or int(created) >= 2**63:
+            raise InvalidCard(f"{source}: its creation time {created!r} is not a number.")
+        revocation = cls(
+            signing_public=_unb64(_require(fields, "signing-key", source, InvalidCard),
+                                  source, InvalidCard),
+            created_ms=int(created),
+            signature=_unb64(_require(fields, "signature", source, InvalidCard), source,
+                             InvalidCard, size=SIGNATURE_SIZE))
+        if fields.get("site-id", revocation.site_id) != revocation.site_id:
+            raise InvalidCard(f"{source}: its site id does not belong to its key.")
+        if not revocation.signature_valid():
+            raise InvalidCard(f"{source}: its signature does not verify; it was altered.")
+        return revocation
+
+
 # --- identity -------------------------------------------------------------------------
 
 
@@ -407,6 +477,11 @@ class SiteIdentity:
         """
         return SiteIdentity(name=self.name, signing_secret=self.signing_secret,
                             exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
+
+    def revocation(self, *, created_ms: int) -> Revocation:
+        """This site's statement that its signing key must no longer be trusted."""
+        unsigned = Revocation(self.signing_public, created_ms, b"")
+        return Revocation(self.signing_public, created_ms, self.sign(unsigned.statement()))
 
     def card(self) -> PeerCard:
         """This site's card, signed (bundle-v2 §3.2)."""
@@ -657,6 +732,9 @@ class TrustStore(_Lookups):
         if not card.signed:
             raise InvalidCard(f"The card of {card.name!r} is not signed; it cannot be added.",
                               hint="Add the card its site exports with this version.")
+        if self.is_revoked(card.signing_public):
+            raise KeyRevoked(f"The signing key of {card.name!r} (site id {card.site_id}) was "
+                             f"revoked by its site.")
         for known_path, known in self._load():
             if known == card:
                 return False
@@ -710,6 +788,35 @@ class TrustStore(_Lookups):
         raise PeerNotFound(f"No trusted peer has the signing key of card {card.name!r} "
                            f"({card.fingerprint}).",
                            hint="A new site is added with 'bundlesync peer add'.")
+
+    def is_revoked(self, signing_public: bytes) -> bool:
+        """Whether a revocation of this signing key was taken in."""
+        return (self.directory / REVOKED_DIR / site_id_of(signing_public)).is_file()
+
+    def revoke(self, revocation: Revocation) -> PeerCard | None:
+        """Take in a site's revocation (bundle-v2 §3.7): stop trusting its key for good.
+
+        Returns the card that was removed (None if the key was not trusted; the
+        revocation is remembered all the same, so the key cannot be added later).
+        """
+        if not revocation.signature_valid():
+            raise InvalidCard("The revocation's signature does not verify; it was altered.")
+        removed = None
+        for path, card in self._load():
+            if card.signing_public == revocation.signing_public:
+                removed = card
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    raise LocalError(f"Cannot remove {path}: {exc.strerror}") from None
+        revoked = self.directory / REVOKED_DIR
+        try:
+            revoked.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalError(f"Cannot create {revoked}: {exc.strerror}") from None
+        write_file_atomically(revoked / revocation.site_id,
+                              revocation.to_text().encode("utf-8"), mode=0o644)
+        return removed
 
     def remove(self, name: str) -> PeerCard:
         """Stop trusting the peer called ``name``; returns its card."""

@@ -378,3 +378,30 @@ def test_a_peer_takes_a_newer_encryption_key_signed_by_the_trusted_key(
                       signature=rotated.card().signature)
     with pytest.raises(InvalidCard):
         store.update(forged)
+
+
+# --- revocation (bundle-v2 §3.7) ------------------------------------------------------
+
+
+def test_a_revoked_key_is_removed_and_never_trusted_again(tmp_path: Path) -> None:
+    from bundlesync.keys import KeyRevoked, Revocation
+    site = fixed("ship-a", "one")
+    other = fixed("hq", "two")
+    store = TrustStore(tmp_path)
+    store.add(site.card())
+    store.add(other.card())
+    revocation = Revocation.from_text(site.revocation(created_ms=5).to_text())
+    assert revocation == site.revocation(created_ms=5)
+    assert store.revoke(revocation) == site.card()
+    assert store.list() == [other.card()]
+    assert store.by_signing_key(site.signing_public) is None
+    with pytest.raises(KeyRevoked):
+        store.add(site.card())
+    assert TrustStore(tmp_path).is_revoked(site.signing_public)  # remembered on disk
+    # Only the key itself can revoke: a statement signed by another key is refused.
+    forged = Revocation(other.signing_public, 5, revocation.signature)
+    with pytest.raises(InvalidCard):
+        store.revoke(forged)
+    with pytest.raises(InvalidCard, match="altered"):
+        Revocation.from_text(forged.to_text())
+    assert store.list() == [other.card()]

@@ -68,6 +68,7 @@ from bundlesync.format.volumes import (
     bundle_stem,
     write_failed,
 )
+from bundlesync.fsio import write_all
 from bundlesync.keys import PeerCard, SiteIdentity
 
 RandomBytes = Callable[[int], bytes]
@@ -149,7 +150,12 @@ class _BodyPipeline:
 
 
 def _check_arguments(*, identity: SiteIdentity, bundle_id: BundleId, kind: str,
-                     frame_size: int, chunk_size: int, limits: Limits) -> None:
+                     frame_size: int, chunk_size: int, limits: Limits, format_version: int,
+                     pad_to: int | None) -> None:
+    if format_version not in (1, FORMAT_V2):
+        raise ValueError(f"unknown bundle format version {format_version}")
+    if pad_to is not None and (format_version != FORMAT_V2 or pad_to < 1):
+        raise ValueError("padding needs format version 2 and a positive size")
     if bundle_id.site != identity.site_id:
         raise ValueError(f"bundle id site {bundle_id.site} is not this site "
                          f"({identity.site_id})")
@@ -159,6 +165,34 @@ def _check_arguments(*, identity: SiteIdentity, bundle_id: BundleId, kind: str,
         raise ValueError(f"frame size {frame_size} outside 1..{limits.max_frame_content}")
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealing:
+    """How a bundle is encrypted: v1 parameters, or a v2 clear header and keys."""
+
+    encryption: EncryptionParams | None = None
+    payload_key: bytes | None = None
+    inner_key: bytes | None = None
+    clear: ClearHeader | None = None
+
+
+def _sealing(format_version: int, *, encrypt: bool, bundle_id: BundleId, kind: str,
+             recipients: list[PeerCard], chunk_size: int,
+             random_bytes: RandomBytes) -> _Sealing:
+    if format_version == FORMAT_V2:
+        clear = ClearHeader(bundle_id=bundle_id, kind=kind,
+                            recipients=tuple(sorted(c.site_id for c in recipients)),
+                            chunk_size=chunk_size if encrypt else None)
+        if not encrypt:
+            return _Sealing(clear=clear)
+        clear, keys = new_encryption_v2(clear, recipients, random_bytes=random_bytes)
+        return _Sealing(payload_key=keys.payload, inner_key=keys.inner, clear=clear)
+    if not encrypt:
+        return _Sealing()
+    encryption, payload_key = new_encryption(recipients, chunk_size=chunk_size,
+                                             random_bytes=random_bytes)
+    return _Sealing(encryption=encryption, payload_key=payload_key)
 
 
 def write_bundle(
@@ -197,38 +231,17 @@ def write_bundle(
     header for routing, sealed inner header); ``pad_to`` (version 2 only) pads the
     body with zero bytes to a multiple of that many bytes.
     """
-    if format_version not in (1, FORMAT_V2):
-        raise ValueError(f"unknown bundle format version {format_version}")
-    if pad_to is not None and (format_version != FORMAT_V2 or pad_to < 1):
-        raise ValueError("padding needs format version 2 and a positive size")
     _check_arguments(identity=identity, bundle_id=bundle_id, kind=kind,
-                     frame_size=frame_size, chunk_size=chunk_size, limits=limits)
-    if not directory.is_dir():
-        raise DropUnreadable(f"The drop {directory} does not exist or is not a directory.")
-    unique = {card.site_id: card for card in recipients}
+                     frame_size=frame_size, chunk_size=chunk_size, limits=limits,
+                     format_version=format_version, pad_to=pad_to)
+    max_volume_size = _volume_size(directory, max_volume_size)
+    unique = _unique_recipients(recipients, encrypt=encrypt)
     recipient_ids = tuple(sorted(unique))
-    if encrypt and not unique:
-        raise UsageError("An encrypted bundle needs at least one recipient.",
-                         hint="Name the peer sites to export to, or export unencrypted.")
-    if max_volume_size is None:
-        max_volume_size = automatic_volume_size(directory)
-    elif max_volume_size < MIN_VOLUME_SIZE:
-        raise UsageError(f"A volume size of {max_volume_size} bytes is too small "
-                         f"(minimum {MIN_VOLUME_SIZE}).")
-    encryption: EncryptionParams | None = None
-    payload_key: bytes | None = None
-    inner_key: bytes | None = None
-    clear: ClearHeader | None = None
-    if format_version == FORMAT_V2:
-        clear = ClearHeader(bundle_id=bundle_id, kind=kind, recipients=recipient_ids,
-                            chunk_size=chunk_size if encrypt else None)
-        if encrypt:
-            clear, keys = new_encryption_v2(clear, list(unique.values()),
-                                            random_bytes=random_bytes)
-            payload_key, inner_key = keys.payload, keys.inner
-    elif encrypt:
-        encryption, payload_key = new_encryption(list(unique.values()), chunk_size=chunk_size,
-                                                 random_bytes=random_bytes)
+    sealing = _sealing(format_version, encrypt=encrypt, bundle_id=bundle_id, kind=kind,
+                       recipients=list(unique.values()), chunk_size=chunk_size,
+                       random_bytes=random_bytes)
+    encryption, payload_key = sealing.encryption, sealing.payload_key
+    inner_key, clear = sealing.inner_key, sealing.clear
     stem = bundle_stem(origin_name=identity.name, origin_site=identity.site_id,
                        incarnation=bundle_id.incarnation, seq=bundle_id.seq, kind=kind,
                        recipients=recipient_ids)
@@ -257,17 +270,7 @@ def write_bundle(
                              + _U32.pack(len(inner)) + inner)
 
     counter = _Counter(counts)
-    spooled = 0
-
-    def report_spool(n: int) -> None:
-        nonlocal spooled
-        spooled = n
-        if progress is not None:
-            progress(n)
-
-    def report_final(n: int) -> None:
-        if progress is not None:
-            progress(spooled + n)
+    report = _Progress(progress)
 
     def start_volumes(header_bytes: bytes, prefix: bytes) -> VolumeWriter:
         needed = VOLUME_HEAD_SIZE + len(prefix)
@@ -276,7 +279,7 @@ def write_bundle(
                              f"bundle's header ({needed} bytes with the volume head).")
         return VolumeWriter(directory, stem=stem,
                             tag=hashlib.sha256(header_bytes).digest()[:TAG_SIZE],
-                            max_volume_size=max_volume_size, progress=report_final)
+                            max_volume_size=max_volume_size, progress=report.final)
 
     def feed(pipeline: _BodyPipeline) -> None:
         for record in records:
@@ -311,7 +314,7 @@ def write_bundle(
             spool_path = directory / f".{stem}.spool.{secrets.token_hex(4)}{TEMP_SUFFIX}"
             pipeline = _spool(spool_path, feed, frame_size=frame_size, level=level,
                               payload_key=payload_key, chunk_size=chunk_size,
-                              progress=report_spool, pad_to=pad_to)
+                              progress=report.spool, pad_to=pad_to)
             header = make_header(counter.counts)
             header_bytes, prefix = encode_prefix(header)
             volumes = start_volumes(header_bytes, prefix)
@@ -334,6 +337,43 @@ def write_bundle(
                          content_size=pipeline.content_bytes)
 
 
+def _volume_size(directory: Path, asked: int | None) -> int | None:
+    """The volume size to write with: the one asked for, else the drop's limit."""
+    if not directory.is_dir():
+        raise DropUnreadable(f"The drop {directory} does not exist or is not a directory.")
+    if asked is None:
+        return automatic_volume_size(directory)
+    if asked < MIN_VOLUME_SIZE:
+        raise UsageError(f"A volume size of {asked} bytes is too small "
+                         f"(minimum {MIN_VOLUME_SIZE}).")
+    return asked
+
+
+def _unique_recipients(recipients: Sequence[PeerCard], *, encrypt: bool) -> dict[str, PeerCard]:
+    unique = {card.site_id: card for card in recipients}
+    if encrypt and not unique:
+        raise UsageError("An encrypted bundle needs at least one recipient.",
+                         hint="Name the peer sites to export to, or export unencrypted.")
+    return unique
+
+
+class _Progress:
+    """Bytes written so far: the spool's first (if any), then the volumes' on top."""
+
+    def __init__(self, callback: Callable[[int], None] | None) -> None:
+        self.callback = callback
+        self.spooled = 0
+
+    def spool(self, n: int) -> None:
+        self.spooled = n
+        if self.callback is not None:
+            self.callback(n)
+
+    def final(self, n: int) -> None:
+        if self.callback is not None:
+            self.callback(self.spooled + n)
+
+
 def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int, level: int,
            payload_key: bytes | None, chunk_size: int,
            progress: Callable[[int], None], pad_to: int | None) -> _BodyPipeline:
@@ -345,11 +385,8 @@ def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int
 
     def sink(data: bytes) -> None:
         nonlocal written
-        view = memoryview(data)
         try:
-            while view:
-                done = os.write(fd, view)
-                view = view[done:]
+            write_all(fd, data)
         except OSError as exc:
             raise write_failed(exc, f"a spool file in {path.parent}") from None
         written += len(data)

@@ -33,11 +33,10 @@ from bundlesync.core.state import MessageState
 from bundlesync.errors import StoreError
 from bundlesync.operations import failpoints
 from bundlesync.operations.bodies import BodyFinder
-from bundlesync.operations.ledger import load_message, path_from_key, path_key, resolve_user
+from bundlesync.operations.ledger import load_message, resolve_user
 from bundlesync.operations.report import ApplyReport
-from bundlesync.operations.scan import flags_of, flags_text
 from bundlesync.operations.site import Site
-from bundlesync.state.index import FileRow
+from bundlesync.state.index import FileRow, FolderRow
 from bundlesync.stores.base import FolderPath, StoredMessage
 from bundlesync.stores.errors import KeyInUse, MessageMissing, UnsafeName
 from bundlesync.stores.names import new_message_key
@@ -71,7 +70,7 @@ class _UserApply:
         self.report = report
         self.resolved: dict[str, ResolvedMailbox] = resolve_user(self.index, user)
         self.folders = _Folders({
-            guid: path_from_key(path) for guid, path, _m, _u in self.index.folders(user)
+            row.guid: row.path for row in self.index.folders(user)
         })
         self.bodies = bodies if bodies is not None else BodyFinder(site)
         self.bodies.use_folders(user, self.folders.by_guid)
@@ -154,8 +153,8 @@ class _UserApply:
             self.store.create_folder(self.user, action.path, guid=action.guid,
                                      uidvalidity=action.uidvalidity)
             failpoints.reached("folder")
-            self.index.put_folder(self.user, action.guid, path_key(action.path), None,
-                                  action.uidvalidity)
+            self.index.put_folder(self.user, FolderRow(action.guid, action.path, None,
+                                                       action.uidvalidity))
             self.folders.by_guid[action.guid] = action.path
             return
         self.report.mailbox(self.user, action.new, "renamed", old=action.old)
@@ -171,7 +170,7 @@ class _UserApply:
                 moved = action.new + path[size:]
                 self.folders.by_guid[guid] = moved
                 if not self.dry_run:
-                    self.index.put_folder(self.user, guid, path_key(moved), None, None)
+                    self.index.put_folder(self.user, FolderRow(guid, moved, None, None))
 
     def delete_folder(self, action: DeleteFolder) -> None:
         guid = self.folders.guid_at(action.path)
@@ -202,7 +201,7 @@ class _UserApply:
         return state is not None and state.alive and self.target(mailbox) is not None
 
     def reflag(self, row: FileRow, path: FolderPath, flags: frozenset[str]) -> None:
-        if flags_of(row.flags) == flags:
+        if row.flags == flags:
             return
         self.report.message(self.user, path, "flags")
         if self.dry_run:
@@ -215,8 +214,7 @@ class _UserApply:
             self.report.warn(f"{self.user or '(store)'}: {row.key} vanished during the import")
             return
         failpoints.reached("apply")
-        self.index.put_file(FileRow(row.user, row.folder, row.key, row.mailbox, row.guid,
-                                    row.body, flags_text(stored), row.size, row.internal_date))
+        self.index.put_file(row.with_flags(stored))
 
     def deliver(self, path: FolderPath, key: str, data: bytes, flags: frozenset[str],
                 internal_date: int) -> StoredMessage:
@@ -250,7 +248,7 @@ class _UserApply:
                     raise
         failpoints.reached("apply")
         self.index.put_file(FileRow(self.user, folder, stored.key, ref.mailbox.guid, ref.guid,
-                                    ref.body, flags_text(stored.flags), stored.size,
+                                    ref.body, stored.flags, stored.size,
                                     state.internal_date))
         return True
 

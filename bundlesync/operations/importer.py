@@ -30,6 +30,7 @@ neither the store nor the spool, and reports what would change.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,11 +52,12 @@ from bundlesync.format import (
 )
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
-from bundlesync.operations.ledger import decode_change, encode_change, fold_change, resolve_user
+from bundlesync.operations.ledger import fold_change, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
 from bundlesync.operations.spool import SpoolWriter, clear_spool
+from bundlesync.state.codec import decode_change, encode_change
 from bundlesync.state.index import StateIndex
 
 # Incarnations are at most the time in seconds plus the restores since; counters
@@ -317,7 +319,7 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     # The high-water mark of the origin's bundles (bundle-v2 §2.4): an older bundle
     # (a replay, or one that arrived late) may merge its changes, but its word on
     # what the peer holds and wants is superseded and never replaces the newer one.
-    newest = max(((inc, seq) for inc, seq, *_ in index.received_from(bid.site)), default=None)
+    newest = max(((r.incarnation, r.seq) for r in index.received_from(bid.site)), default=None)
     if newest is None or (bid.incarnation, bid.seq) >= newest:
         # The peer's newest word replaces the old one, never merges with it: a peer
         # restored from an old copy acknowledges less, and must be sent that again.
@@ -358,9 +360,8 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or check the path.")
     index = site.index
-    if dry_run:
-        index.db.execute("BEGIN IMMEDIATE")
-    try:
+    # A dry run does everything inside one transaction that is rolled back.
+    with index.rehearsal() if dry_run else contextlib.nullcontext():
         # Our own bundles in the drop can show a restore the mark could not (home
         # restored whole): checked before the scan records anything.
         result_stream = site.check_drop(drop, now_ms=now_ms)
@@ -395,7 +396,4 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
             clear_spool(site.spool, index)
         if not dry_run:
             site.settle()
-    finally:
-        if dry_run:
-            index.db.execute("ROLLBACK")
     return result

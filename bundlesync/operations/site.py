@@ -33,8 +33,9 @@ from bundlesync.errors import BundleRejected, ConfigError, LockHeld, StateError,
 from bundlesync.format import BundleNotFound, find_bundles, list_bundle, verify_bundle
 from bundlesync.keys import SiteIdentity, TrustedCards, TrustStore, load_identity, site_paths
 from bundlesync.operations.config import CONFIG_NAME, SiteConfig, read_config
-from bundlesync.operations.ledger import decode_change, fold_change
+from bundlesync.operations.ledger import fold_change
 from bundlesync.operations.spent import BLOCK, SpentMark, read_mark, write_mark
+from bundlesync.state.codec import decode_change
 from bundlesync.state.index import StateIndex
 from bundlesync.stores.base import Store
 from bundlesync.stores.maildir import MaildirStore
@@ -92,14 +93,15 @@ class Site:
 
     @property
     def stream(self) -> Stream:
-        return Stream(self.site_id, int(str(self.index.get_meta("incarnation", 1))))
+        return Stream(self.site_id, self.index.incarnation())
 
     def new_change(self, op: Operation, *, now_ms: int, ts: Timestamp | None = None) -> Change:
         """Give a local operation its dot and timestamp (inside the caller's transaction)."""
         stream = self.stream
-        counter = self.index.meta_int("counter") + 1
+        # Spent in the index first, marked before the transaction commits: the
+        # counter is used only once both hold it.
+        counter = self.index.next_counter()
         self._reserve(stream, counter)
-        self.index.set_meta("counter", counter)
         stamp = ts if ts is not None else self.clock.tick(now_ms)
         self.save_clock()
         return Change(Dot(stream.site, stream.incarnation, counter), stamp, op)
@@ -107,10 +109,10 @@ class Site:
     def reissue(self, changes: Sequence[Change]) -> list[Change]:
         """The same changes under the next dots of this site's stream (core ``reemit``)."""
         stream = self.stream
-        counter = self.index.meta_int("counter")
+        counter = self.index.last_counter()
         again = reemit(changes, stream, counter + 1)
         self._reserve(stream, counter + len(again))
-        self.index.set_meta("counter", counter + len(again))
+        self.index.spend_counters(len(again))
         return again
 
     # -- what this site has spent (operations.spent) --------------------------------
@@ -129,7 +131,7 @@ class Site:
 
     def _mark_from_index(self) -> SpentMark:
         stream = self.stream
-        counter = self.index.meta_int("counter")
+        counter = self.index.last_counter()
         return SpentMark(self.site_id, stream.incarnation, reserved=counter + BLOCK,
                          committed=counter, seqs=self.index.bundle_seqs(stream.incarnation))
 
@@ -150,11 +152,7 @@ class Site:
     def reserve_bundle_seq(self, peer: str) -> int:
         """The next bundle number to ``peer`` in this incarnation, reserved in the index
         and in the mark before the bundle is written: two bundles never share an id."""
-        stream = self.stream
-        key = f"bundle_seq:{peer}:{stream.incarnation}"
-        seq = self.index.meta_int(key) + 1
-        with self.index.transaction():
-            self.index.set_meta(key, seq)
+        seq = self.index.reserve_bundle_seq(peer, self.stream.incarnation)
         self.settle()
         return seq
 
@@ -166,7 +164,7 @@ class Site:
         stream = self.stream
         if mark.incarnation != stream.incarnation:
             return mark.incarnation > stream.incarnation
-        if self.index.meta_int("counter") < mark.committed:
+        if self.index.last_counter() < mark.committed:
             return True
         seqs = self.index.bundle_seqs(stream.incarnation)
         return any(seqs.get(peer, 0) < n for peer, n in mark.seqs.items())
@@ -177,7 +175,7 @@ class Site:
         if not self.restored():
             if self.mark is None or self.mark.site != self.site_id or (
                     self.mark.incarnation < self.stream.incarnation
-                    or self.index.meta_int("counter") > self.mark.reserved):
+                    or self.index.last_counter() > self.mark.reserved):
                 # No mark yet, or a mark older than the index (restored or lost on its
                 # own): nothing can have been reused; take the index's word.
                 self._write_mark(self._mark_from_index())
@@ -186,7 +184,7 @@ class Site:
         evidence = VersionVector.of({Stream(self.site_id, self.mark.incarnation):
                                      self.mark.reserved})
         with self.index.transaction():
-            stream = self.reincarnate(keep_through=self.index.meta_int("counter"),
+            stream = self.reincarnate(keep_through=self.index.last_counter(),
                                       evidence=[evidence], now_ms=now_ms)
         self.settle()
         return stream
@@ -253,8 +251,8 @@ class Site:
         index.forget_stream_above(step.old_stream, step.keep_through)
         self._write_mark(SpentMark(self.site_id, step.stream.incarnation).reserve(
             len(step.reemitted)))
-        index.set_meta("incarnation", step.stream.incarnation)
-        index.set_meta("counter", len(step.reemitted))
+        index.start_incarnation(step.stream.incarnation)
+        index.spend_counters(len(step.reemitted))
         for change in step.reemitted:
             fold_change(index, change)
         index.advance_streams([step.old_stream, step.stream])
@@ -263,8 +261,7 @@ class Site:
     def save_clock(self) -> None:
         last = self.clock.last
         if last is not None:
-            self.index.set_meta("clock_wall", last.wall_ms)
-            self.index.set_meta("clock_counter", last.counter)
+            self.index.save_clock(last.wall_ms, last.counter)
 
 
 def open_store(location: str) -> Store:
@@ -288,11 +285,8 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
                  "set the site up again in a new home with 'bundlesync init'.",
         )
     index = StateIndex(state)
-    wall = index.get_meta("clock_wall")
-    last = None
-    if wall is not None:
-        last = Timestamp(int(str(wall)), int(str(index.get_meta("clock_counter", 0))),
-                         identity.site_id)
+    saved = index.clock()
+    last = None if saved is None else Timestamp(saved[0], saved[1], identity.site_id)
     clock = HybridClock(identity.site_id, last)
     try:
         the_store = store if store is not None else open_store(config.store)

@@ -35,12 +35,11 @@ the import acts on each of those.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bundlesync.errors import StateError
+from bundlesync.fsio import atomic_write
 
 MARK_NAME = "spent.json"
 BLOCK = 1024
@@ -95,21 +94,4 @@ def read_mark(home: Path) -> SpentMark | None:
 def write_mark(home: Path, mark: SpentMark) -> None:
     """Replace the mark atomically and durably: unique temporary name, fsync, rename,
     fsync of the directory. A crash leaves the old mark or the new one, whole."""
-    data = mark.as_json().encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{MARK_NAME}.", dir=home)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    os.replace(tmp, home / MARK_NAME)
-    directory = os.open(home, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    atomic_write(home / MARK_NAME, mark.as_json().encode("utf-8"), mode=0o600)

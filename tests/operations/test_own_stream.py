@@ -26,8 +26,8 @@ from bundlesync.core.state import inventory_timestamp
 from bundlesync.format import BundleId, write_bundle
 from bundlesync.keys import TrustStore, load_identity, site_paths
 from bundlesync.operations.demo import USERS, demo_message
-from bundlesync.operations.ledger import decode_change
 from bundlesync.operations.site import open_site, site_lock
+from bundlesync.state.codec import decode_change
 from tests.operations.conftest import Sites, tick
 
 ALICE = USERS[0]
@@ -168,9 +168,9 @@ def test_a_known_dot_with_other_content_is_a_fork_and_both_are_kept(sites: Sites
     with site_lock(sites.homes["alpha"]):
         site = open_site(sites.homes["alpha"])
         try:
-            held = [decode_change(record) for _d, _b, record
+            held = [decode_change(logged.record) for logged
                     in site.index.changes_not_covered(VersionVector())
-                    if _d == Dot(bravo_id, incarnation, last)]
+                    if logged.dot == Dot(bravo_id, incarnation, last)]
         finally:
             site.index.close()
     assert len(held) == 1 and isinstance(held[0].op, MessageAdded)

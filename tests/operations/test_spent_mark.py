@@ -57,7 +57,7 @@ def test_the_mark_is_raised_in_blocks_before_counters_are_used(sites: Sites) -> 
     with site_lock(sites.homes["alpha"]):
         site = open_site(sites.homes["alpha"])
         try:
-            counter = site.index.meta_int("counter")
+            counter = site.index.last_counter()
         finally:
             site.index.close()
     assert mark.committed == counter  # settled by the last run

@@ -327,6 +327,8 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
             progress("messages applied", done, total)
 
     for user in site.index.pending_users():
+        if not site.config.users.matches(user):
+            continue  # outside this run's masks: held back, still pending
         try:
             _UserApply(site, user, dry_run=dry_run, report=report, tick=tick,
                        bodies=bodies).run()

@@ -35,6 +35,7 @@ Exit codes:
    5  partial: some users or bundles failed, the others were done
    6  declined at a prompt; nothing was changed
   75  another run holds the site (see --lock-wait)
+
 \b
 status --check: 0 OK, 1 warning, 2 critical, 3 unknown (Nagios).
 See docs/errors.md and docs/json.md."""
@@ -136,7 +137,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     """
     opts = output_of(ctx).options
     opts.home = options["home"]
-    opts.json = bool(options["as_json"])
+    opts.json = opts.json or bool(options["as_json"])
     opts.quiet = bool(options["quiet"])
     opts.verbose = int(options["verbose"] or 0)
     opts.lock_wait = float(options["lock_wait"] or 0.0)

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bundlesync.errors import BundleRejected
+from bundlesync.errors import BundleRejected, BundlesyncError
 from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, read_header
 from bundlesync.format.volumes import named_volumes
-from bundlesync.keys import fingerprint_of
+from bundlesync.keys import PeerCard, fingerprint_of
 from bundlesync.operations.site import Site
 
 README_NAME = "README.txt"
@@ -69,13 +69,27 @@ class DropEntry:
         }
 
 
-def _name_of(site: Site | None, site_id: str) -> str:
+def _drop_cards(drop: Path) -> dict[str, str]:
+    """Site names from the key cards exports leave in the drop (for a machine with no site)."""
+    names: dict[str, str] = {}
+    for path in sorted(drop.glob("*.bsc")):
+        try:
+            card = PeerCard.read(path)
+        except BundlesyncError:
+            continue  # a damaged or foreign file names nobody
+        names[card.site_id] = card.name
+    return names
+
+
+def _name_of(site: Site | None, site_id: str, cards: dict[str, str]) -> str:
     if site is not None:
         if site_id == site.site_id:
             return site.identity.name
         card = site.trust.by_site_id(site_id)
         if card is not None:
             return card.name
+    if site_id in cards:
+        return cards[site_id]
     return f"site {fingerprint_of(site_id)[:9]}"
 
 
@@ -120,6 +134,7 @@ def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
             key = (header.origin_site, header.recipients[0])
             newest_to[key] = max(newest_to.get(key, 0), header.bundle_id.seq)
     entries: list[DropEntry] = []
+    cards = _drop_cards(drop)
     for path, header, error in found:
         volumes = named_volumes(path)
         size = sum(_size(v) for v in volumes)
@@ -134,7 +149,7 @@ def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
         entries.append(DropEntry(
             name=path.name, volumes=tuple(v.name for v in volumes), size=size,
             origin=header.origin_name, origin_fingerprint=fingerprint_of(header.origin_site),
-            recipients=tuple(_name_of(site, r) for r in header.recipients),
+            recipients=tuple(_name_of(site, r, cards) for r in header.recipients),
             created_ms=header.created_ms, seq=header.bundle_id.seq,
             changes=sum(n for k, n in header.counts.items() if k not in _NOT_CHANGES),
             bodies=header.counts.get("body", 0), encrypted=header.encrypted,

@@ -58,6 +58,7 @@ class UsageError(BundlesyncError):
     """The command line asks for something that cannot be done as asked."""
 
     exit_code = EXIT_USAGE
+    default_hint = "See 'bundlesync COMMAND --help' for what the command takes."
 
 
 class BundleRejected(BundlesyncError):
@@ -74,6 +75,7 @@ class LocalError(BundlesyncError):
     """Something on this site is wrong (not the bundle)."""
 
     exit_code = EXIT_LOCAL
+    default_hint = "See docs/errors.md for what this error means on a site."
 
 
 class ConfigError(LocalError):
@@ -91,6 +93,8 @@ class StoreError(LocalError):
 class StateError(LocalError):
     """The state index is missing, damaged or from a newer version."""
 
+    default_hint = "Restore the site's home from its backup, or upgrade bundlesync."
+
 
 class LockHeld(LocalError):
     """Another bundlesync run is working on this site."""
@@ -103,6 +107,8 @@ class PartialFailure(BundlesyncError):
     """Some parts of a run failed while others succeeded."""
 
     exit_code = EXIT_PARTIAL
+    default_hint = ("Fix what the output names; the failed parts stay pending and the next "
+                    "run does them.")
 
 
 class PromptNeedsTerminal(UsageError):

@@ -106,6 +106,7 @@ def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encryp
     data["bundles"] = [dict(b, paths=[Path(p).name for p in b["paths"]])
                        for b in data["bundles"]]
     data["readme"] = readme.name
+    data["card"] = None if result.card is None else Path(result.card).name
     out.result = data
     out.say(f"Scanned the store: {plural(result.scan.changes, 'new local change')} since the "
             "last run")

@@ -33,9 +33,10 @@ from bundlesync.cli.common import (
     with_users,
 )
 from bundlesync.cli.progress import human_bytes
-from bundlesync.cli.sync_cmds import LAST_SCAN_KEY, remember_scan
 from bundlesync.errors import BundlesyncError, LockHeld, UsageError
 from bundlesync.operations.apply import apply_pending
+from bundlesync.operations.freshness import last_scan, record_scan
+from bundlesync.operations.preview import rehearsal
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import scan_store
 from bundlesync.operations.site import Site, open_site
@@ -59,16 +60,13 @@ class _Extra:
 
 def _unapplied(site: Site) -> ApplyReport:
     """What applying the pending work would change in the store (a rolled-back dry run)."""
-    index = site.index
-    index.db.execute("BEGIN IMMEDIATE")
-    try:
+    with rehearsal(site.index):
         return apply_pending(site, dry_run=True)
-    finally:
-        index.db.execute("ROLLBACK")
 
 
 def _as_of(site: Site, report: SiteStatus) -> int | None:
-    times = [int(str(t)) for t in [site.index.get_meta(LAST_SCAN_KEY)] if t is not None]
+    scanned = last_scan(site.home)
+    times = [] if scanned is None else [scanned]
     for p in report.peers:
         if p.last_sent is not None:
             times.append(p.last_sent["created_ms"])
@@ -80,7 +78,7 @@ def _as_of(site: Site, report: SiteStatus) -> int | None:
 def _gather(site: Site, extra: _Extra, *, scan: bool, when: int) -> SiteStatus:
     if scan and extra.busy is None:
         stats = scan_store(site, now_ms=when)
-        remember_scan(site, when)
+        record_scan(site.home, when)
         extra.scanned, extra.local_changes = True, stats.changes
         extra.warnings.extend(stats.warnings)
     report = site_status(site, now_ms=when)

@@ -25,19 +25,12 @@ from bundlesync.errors import BundleRejected, PartialFailure
 from bundlesync.format import OpenBundle, read_header, verify_bundle
 from bundlesync.operations.droplist import list_drop, readme_text, write_readme
 from bundlesync.operations.export import export_drop
+from bundlesync.operations.freshness import record_scan
 from bundlesync.operations.importer import ImportResult, import_drop
 from bundlesync.operations.preview import preview_export
 from bundlesync.operations.report import ApplyReport, show_user
 from bundlesync.operations.site import Site, open_site
 from bundlesync.operations.users import UserMatcher
-
-# Set after every export and import: how old the numbers of 'status --no-scan' are.
-LAST_SCAN_KEY = "last_scan_ms"
-
-
-def remember_scan(site: Site, when_ms: int) -> None:
-    with site.index.transaction():
-        site.index.set_meta(LAST_SCAN_KEY, when_ms)
 
 
 def warn_unknown_users(out: Output, matcher: UserMatcher, site: Site) -> None:
@@ -84,7 +77,7 @@ def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encryp
                                      max_volume_size=volume_size, now_ms=started,
                                      progress=progress.bytes, scan_progress=progress.step,
                                      counter=progress.items)
-                remember_scan(site, started)
+                record_scan(site.home, started)
                 readme = write_readme(drop, readme_text(
                     list_drop(drop, site=site), writer=site.identity.name, now_ms=started,
                     size_text=human_bytes))
@@ -230,7 +223,7 @@ def import_cmd(ctx: click.Context, /, drop: Path, dry_run: bool, **options: Any)
             result = import_drop(site, drop, dry_run=dry_run, now_ms=started,
                                  progress=progress.items)
             if not dry_run:
-                remember_scan(site, started)
+                record_scan(site.home, started)
             held = [u for u in site.index.pending_users() if not matcher.matches(u)]
             rejections = [(b, _rejection(site, Path(b.path))) for b in result.rejected]
         finally:

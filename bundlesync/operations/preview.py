@@ -7,7 +7,8 @@ finds them again. Neither the store, the drop nor the spool is touched.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,23 @@ from bundlesync.core.model import VersionVector
 from bundlesync.operations.export import select_peers
 from bundlesync.operations.scan import scan_store
 from bundlesync.operations.site import Site
+from bundlesync.state.index import StateIndex
+
+
+class _Rollback(Exception):
+    """Raised at the end of a rehearsal so that its transaction is rolled back."""
+
+
+@contextlib.contextmanager
+def rehearsal(index: StateIndex) -> Iterator[None]:
+    """Work on the state index that is never kept: one transaction, rolled back at the end.
+
+    Transactions inside become savepoints of this one, so a whole scan or apply can
+    run for real against the index and leave nothing behind.
+    """
+    with contextlib.suppress(_Rollback), index.transaction():
+        yield
+        raise _Rollback
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +62,7 @@ def preview_export(site: Site, *, to: Sequence[str] = (), now_ms: int) -> Export
     """Count, per peer, the changes and bodies an export now would send."""
     peers = select_peers(site, to)
     index = site.index
-    index.db.execute("BEGIN IMMEDIATE")
-    try:
+    with rehearsal(index):
         stats = scan_store(site, now_ms=now_ms)
         preview = ExportPreview(local_changes=stats.changes, warnings=list(stats.warnings))
         for card in peers:
@@ -60,6 +77,4 @@ def preview_export(site: Site, *, to: Sequence[str] = (), now_ms: int) -> Export
             asked = set(index.wanted()) | set(index.peer_wants(card.site_id))
             preview.peers.append(PeerPreview(card.name, changes, len(bodies),
                                              len(asked - bodies)))
-    finally:
-        index.db.execute("ROLLBACK")
     return preview

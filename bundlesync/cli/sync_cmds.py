@@ -88,9 +88,9 @@ def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encryp
         out.result = preview.as_dict()
         out.say(f"Would scan: {plural(preview.local_changes, 'new local change')} in the store")
         for p in preview.peers:
-            out.say(f"Would write for {p.peer}: {plural(p.changes, 'change')}, up to "
+            out.say(f"Would write for {p.peer}: {plural(p.changes, 'change')}, "
                     f"{plural(p.bodies, 'message body', 'message bodies')}"
-                    + (f" (+{p.asked_bodies:,} asked for)" if p.asked_bodies else ""))
+                    + (f" ({p.asked_bodies:,} asked for by it)" if p.asked_bodies else ""))
         for warning in preview.warnings:
             out.warn(warning)
         return

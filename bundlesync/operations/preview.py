@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bundlesync.core.model import VersionVector
-from bundlesync.operations.export import select_peers
+from bundlesync.operations.export import _BundleContent, select_peers
 from bundlesync.operations.scan import scan_store
 from bundlesync.operations.site import Site
 from bundlesync.state.index import StateIndex
@@ -40,7 +40,7 @@ class PeerPreview:
     peer: str
     changes: int
     bodies: int
-    asked_bodies: int
+    asked_bodies: int  # bodies the peer asked for (they are among ``bodies``)
 
     def as_dict(self) -> dict[str, Any]:
         return {"peer": self.peer, "changes": self.changes, "bodies": self.bodies,
@@ -68,13 +68,10 @@ def preview_export(site: Site, *, to: Sequence[str] = (), now_ms: int) -> Export
         for card in peers:
             row = index.peer(card.site_id)
             ack = row.ack if row is not None else VersionVector.of({})
-            changes = 0
-            bodies: set[str] = set()
-            for _dot, body, _record in index.changes_not_covered(ack):
-                changes += 1
-                if body is not None and body not in bodies and not index.body_known_to(body, ack):
-                    bodies.add(body)
-            asked = set(index.wanted()) | set(index.peer_wants(card.site_id))
-            preview.peers.append(PeerPreview(card.name, changes, len(bodies),
-                                             len(asked - bodies)))
+            # The export's own plan: the same bodies it would send (alive, not known
+            # to the peer, or asked for by it).
+            counts = _BundleContent(site, ack, peer=card.site_id).plan()
+            asked = set(index.peer_wants(card.site_id))
+            preview.peers.append(PeerPreview(card.name, index.count_not_covered(ack),
+                                             counts.get("body", 0), len(asked)))
     return preview

@@ -90,7 +90,7 @@ def site_status(site: Site, *, now_ms: int) -> SiteStatus:
             if ack is not None else {},
             heard_ms=row.heard_ms if row is not None else None,
         )
-        quiet_since = sent[2] if sent is not None else None
+        quiet_since = status.last_sent["created_ms"] if status.last_sent else None
         if status.heard_ms is None and (
                 quiet_since is None
                 or now_ms - quiet_since <= site.config.silent_peer_days * DAY_MS):

@@ -50,11 +50,15 @@ def warn_unknown_users(out: Output, matcher: UserMatcher, site: Site) -> None:
               help="Split bundles into volumes of at most SIZE (e.g. 4G, 700M).")
 @click.option("--dry-run", is_flag=True,
               help="Say what each peer's bundle would hold; write nothing.")
+@click.option("--no-bodies", is_flag=True,
+              help="Changes without message bodies, for a site set up on a copy of the "
+                   "peer's store: the peer asks for any body it lacks.")
 @with_users
 @with_filters
 @click.pass_context
 def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encrypt: bool,
-               max_volume_size: str | None, dry_run: bool, **options: Any) -> None:
+               max_volume_size: str | None, dry_run: bool, no_bodies: bool,
+               **options: Any) -> None:
     """Write a bundle for each peer into DROP with everything it has not acknowledged.
 
     -u/--users-file and the mailbox filters choose which users and mailboxes are
@@ -70,13 +74,13 @@ def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encryp
             matcher = configure(site, options)
             warn_unknown_users(out, matcher, site)
             if dry_run:
-                preview = preview_export(site, to=to, now_ms=now_ms())
+                preview = preview_export(site, to=to, now_ms=now_ms(), bodies=not no_bodies)
             else:
                 started = now_ms()
                 result = export_drop(site, drop, to=to, encrypt=not no_encrypt,
                                      max_volume_size=volume_size, now_ms=started,
                                      progress=progress.bytes, scan_progress=progress.step,
-                                     counter=progress.items)
+                                     counter=progress.items, bodies=not no_bodies)
                 record_scan(site.home, started)
                 readme = write_readme(drop, readme_text(
                     list_drop(drop, site=site), writer=site.identity.name, now_ms=started,

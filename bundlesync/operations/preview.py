@@ -58,7 +58,8 @@ class ExportPreview:
                 "bundles": [p.as_dict() for p in self.peers], "warnings": self.warnings}
 
 
-def preview_export(site: Site, *, to: Sequence[str] = (), now_ms: int) -> ExportPreview:
+def preview_export(site: Site, *, to: Sequence[str] = (), now_ms: int,
+                   bodies: bool = True) -> ExportPreview:
     """Count, per peer, the changes and bodies an export now would send."""
     peers = select_peers(site, to)
     index = site.index
@@ -70,8 +71,10 @@ def preview_export(site: Site, *, to: Sequence[str] = (), now_ms: int) -> Export
             ack = row.ack if row is not None else VersionVector.of({})
             # The export's own plan: the same bodies it would send (alive, not known
             # to the peer, or asked for by it).
-            counts = _BundleContent(site, ack, peer=card.site_id).plan()
+            content = _BundleContent(site, ack, peer=card.site_id)
+            content.plan()
             asked = set(index.peer_wants(card.site_id))
+            going = content.send if bodies else [b for b in content.send if b in asked]
             preview.peers.append(PeerPreview(card.name, index.count_not_covered(ack),
-                                             counts.get("body", 0), len(asked)))
+                                             len(going), len(asked)))
     return preview

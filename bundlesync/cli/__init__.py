@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +39,7 @@ Exit codes:
 status --check: 0 OK, 1 warning, 2 critical, 3 unknown (Nagios).
 See docs/errors.md and docs/json.md."""
 
-_GLOBAL_NAMES = ("home", "as_json", "quiet", "verbose", "lock_wait")
+NAGIOS_UNKNOWN = 3
 
 
 def _global_params(*, root: bool) -> list[click.Parameter]:
@@ -177,16 +176,20 @@ def main(argv: list[str] | None = None) -> int:
     out = Output()
     # Known before click parses anything, so that a usage error is JSON too.
     out.options.json = _json_requested(args)
-    guard: Callable[[], Any] = lambda: cli.main(  # noqa: E731 - one call, named for reading
-        args=args, prog_name="bundlesync", standalone_mode=False, obj={"out": out})
     try:
-        code = guard()
+        code = cli.main(args=args, prog_name="bundlesync", standalone_mode=False,
+                        obj={"out": out})
     except click.exceptions.Abort:
         exc: BundlesyncError = Declined("the question was answered no, or interrupted")
         _say_error(exc)
         return _finish(out, exc.exit_code, error_object(exc))
     except click.ClickException as click_exc:
         click_exc.show()
+        if "status" in args and "--check" in args:
+            # A monitoring check with a bad command line is UNKNOWN in the Nagios convention.
+            return _finish(out, NAGIOS_UNKNOWN, {
+                "code": "usage_error", "message": click_exc.format_message(),
+                "hint": "See 'bundlesync status --help'.", "exit_code": NAGIOS_UNKNOWN})
         return _finish(out, click_exc.exit_code or EXIT_USAGE, {
             "code": "usage_error", "message": click_exc.format_message(),
             "hint": "See 'bundlesync COMMAND --help'.", "exit_code": click_exc.exit_code})

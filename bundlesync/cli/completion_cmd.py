@@ -6,6 +6,7 @@ import click
 from click.shell_completion import get_completion_class
 
 from bundlesync.cli import cli
+from bundlesync.cli.common import out_of
 from bundlesync.errors import UsageError
 
 SHELLS = ("bash", "zsh", "fish")
@@ -13,7 +14,8 @@ SHELLS = ("bash", "zsh", "fish")
 
 @cli.command()
 @click.argument("shell", type=click.Choice(SHELLS))
-def completion(shell: str) -> None:
+@click.pass_context
+def completion(ctx: click.Context, shell: str) -> None:
     """Print the completion script for SHELL (bash, zsh or fish).
 
     \b
@@ -26,4 +28,7 @@ def completion(shell: str) -> None:
         raise UsageError(f"no completion for {shell}")
     # The variable the generated script sets when it asks for completions.
     script = cls(cli, {}, "bundlesync", "_BUNDLESYNC_COMPLETE").source()
-    click.echo(script)
+    out = out_of(ctx)
+    out.result = {"shell": shell, "script": script}
+    if not out.json:
+        click.echo(script)

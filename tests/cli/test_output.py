@@ -49,3 +49,5 @@ def test_one_size_formatter_in_iec_units(net: Net) -> None:
 def test_completion_scripts(run: Callable[..., Result], shell: str) -> None:
     result = run("completion", shell)
     assert result.code == 0 and "_BUNDLESYNC_COMPLETE" in result.out
+    as_json = run("completion", shell, "--json")
+    assert "_BUNDLESYNC_COMPLETE" in as_json.json["result"]["script"]

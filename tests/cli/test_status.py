@@ -112,3 +112,8 @@ def test_check_on_a_broken_site_is_critical(net: Net) -> None:
     (net.homes["alpha"] / "bundlesync.toml").write_text("not = [toml")
     result = net.at("alpha", "status", "--check")
     assert result.code == 2 and result.out.startswith("BUNDLESYNC CRITICAL - ")
+
+
+def test_check_with_a_bad_command_line_is_unknown(net: Net) -> None:
+    result = net.at("alpha", "status", "--check", "--no-such-option")
+    assert result.code == 3

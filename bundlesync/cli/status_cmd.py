@@ -16,6 +16,7 @@ so they are reported only when there really is something to apply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,9 +76,10 @@ def _as_of(site: Site, report: SiteStatus) -> int | None:
     return max(times) if times else None
 
 
-def _gather(site: Site, extra: _Extra, *, scan: bool, when: int) -> SiteStatus:
+def _gather(site: Site, extra: _Extra, *, scan: bool, when: int,
+            progress: Callable[[str], None] | None = None) -> SiteStatus:
     if scan and extra.busy is None:
-        stats = scan_store(site, now_ms=when)
+        stats = scan_store(site, now_ms=when, progress=progress)
         record_scan(site.home, when)
         extra.scanned, extra.local_changes = True, stats.changes
         extra.warnings.extend(stats.warnings)
@@ -157,14 +159,16 @@ def _status(ctx: click.Context, *, scan: bool,
     home = site_home(ctx)
     extra = _Extra()
     when = now_ms()
+    progress = out_of(ctx).progress("status: scanning")
     try:
         with locked(ctx, home):
             site = open_site(home)
             try:
                 configure(site, options)
-                return _gather(site, extra, scan=scan, when=when), extra
+                return _gather(site, extra, scan=scan, when=when, progress=progress.step), extra
             finally:
                 site.index.close()
+                progress.finish()
     except LockHeld as exc:
         # Another run is working: report the state as it is, read-only, and say so.
         extra.busy = exc.message

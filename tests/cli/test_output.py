@@ -51,3 +51,16 @@ def test_completion_scripts(run: Callable[..., Result], shell: str) -> None:
     assert result.code == 0 and "_BUNDLESYNC_COMPLETE" in result.out
     as_json = run("completion", shell, "--json")
     assert "_BUNDLESYNC_COMPLETE" in as_json.json["result"]["script"]
+
+
+def test_status_shows_its_scan_on_a_terminal(net: Net, monkeypatch: pytest.MonkeyPatch) -> None:
+    _as_if_on_a_terminal(monkeypatch)
+    result = net.at("alpha", "status")
+    assert result.code == 0 and "status: scanning" in result.err
+
+
+def test_the_export_says_what_the_bundle_holds_and_why(net: Net) -> None:
+    result = net.at("alpha", "export", str(net.drop))
+    # the first export after init: no new local change, yet the inventory goes
+    assert "0 new local changes since the last run" in result.out
+    assert "changes it has not acknowledged" in result.out

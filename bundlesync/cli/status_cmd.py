@@ -111,8 +111,8 @@ def _result(report: SiteStatus, extra: _Extra, state: int) -> dict[str, Any]:
     data["as_of_ms"] = extra.as_of_ms
     data["busy"] = extra.busy
     data["unapplied"] = None if extra.unapplied is None else extra.unapplied.as_dict()
-    data["warnings"] = report.warnings + extra.warnings
-    data["notes"] = [n for p in report.peers for n in p.notes]
+    data["warnings"] = _warnings(report, extra)
+    data["notes"] = [n for p in report.peers for n in p.notes] + _held_back(report)
     data["critical"] = extra.critical
     data["check"] = {"state": CHECK_NAMES[state], "code": state}
     return data
@@ -142,7 +142,7 @@ def status(ctx: click.Context, /, check: bool, no_scan: bool, **options: Any) ->
         if not out.json:
             click.echo(f"BUNDLESYNC CRITICAL - {exc.message}")
         ctx.exit(CHECK_CRITICAL)
-    warnings = report.warnings + extra.warnings
+    warnings = _warnings(report, extra)
     state = (CHECK_CRITICAL if extra.critical else CHECK_WARNING if warnings else CHECK_OK)
     out.result = _result(report, extra, state)
     if check:
@@ -152,6 +152,17 @@ def status(ctx: click.Context, /, check: bool, no_scan: bool, **options: Any) ->
     _print(out, report, extra)
     for warning in warnings:
         out.warn(warning)
+
+
+def _held_back(report: SiteStatus) -> list[str]:
+    """Mailboxes a configured filter holds back: as configured, so nothing to warn about."""
+    return [f"{user or '(store)'}: {', '.join(names)} held back by a filter (their changes "
+            "are kept and applied once the filter is lifted)"
+            for user, names in sorted(report.held_back.items())]
+
+
+def _warnings(report: SiteStatus, extra: _Extra) -> list[str]:
+    return [w for p in report.peers for w in p.warnings] + extra.warnings
 
 
 def _status(ctx: click.Context, *, scan: bool,
@@ -216,3 +227,5 @@ def _print(out: Any, report: SiteStatus, extra: _Extra) -> None:
             out.detail(f"  note: {note}")
     if not report.peers:
         out.say("No peers yet. Add one with 'bundlesync peer add NAME CARD'.")
+    for line in _held_back(report):
+        out.say(line)

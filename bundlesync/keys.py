@@ -91,6 +91,8 @@ class KeyMissing(LocalError):
 class KeyFileInsecure(LocalError):
     """The key file may be read by other users: it is refused until fixed."""
 
+    default_hint = "Run the chmod 600 the message shows, as the user that owns the site."
+
 
 class KeyFileInvalid(LocalError):
     """The key file exists but cannot be parsed."""
@@ -117,7 +119,8 @@ class KeyExists(LocalError):
 class InvalidCard(LocalError):
     """A site card file cannot be parsed or is inconsistent."""
 
-    default_hint = "Ask the peer's administrator for a fresh card ('bundlesync card')."
+    default_hint = ("Ask the peer's administrator for a fresh card "
+                    "('bundlesync key export' writes it).")
 
 
 class InvalidSiteName(LocalError):

@@ -167,8 +167,13 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                 max_volume_size: int | None = None, now_ms: int,
                 progress: Callable[[int], None] | None = None,
                 scan_progress: Callable[[str], None] | None = None,
-                counter: Counter | None = None) -> ExportResult:
-    """Write one bundle per peer into ``drop`` (see the module docstring)."""
+                counter: Counter | None = None, bodies: bool = True) -> ExportResult:
+    """Write one bundle per peer into ``drop`` (see the module docstring).
+
+    ``bodies=False`` writes the changes without message bodies, except those the
+    peer asked for: for a site set up on a copy of the peer's store, whose first
+    exchange then carries no body both hold; the peer asks for any it lacks.
+    """
     if not drop.is_dir():
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or create the directory first.")
@@ -196,6 +201,9 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         seq = site.reserve_bundle_seq(card.site_id)
         content = _BundleContent(site, peer.ack, peer=card.site_id, counter=counter)
         counts: dict[str, int] | None = content.plan()
+        if not bodies and counts is not None:
+            content.send = [b for b in content.send if b in content.asked]
+            counts["body"] = len(content.send)
         while True:
             try:
                 written = write_bundle(

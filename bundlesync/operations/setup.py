@@ -33,7 +33,8 @@ class InitResult:
 
 
 def init_site(home: Path | None, *, name: str, store_location: str,
-              include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), now_ms: int,
+              include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+              iinclude: tuple[str, ...] = (), iexclude: tuple[str, ...] = (), now_ms: int,
               store: Store | None = None,
               progress: Callable[[str], None] | None = None) -> InitResult:
     """Create keys, configuration and the index, then take the store's inventory.
@@ -50,7 +51,8 @@ def init_site(home: Path | None, *, name: str, store_location: str,
     paths.peers.mkdir(exist_ok=True)
     StateIndex(paths.home / STATE_NAME, create=True).close()
     config = SiteConfig(name=name, store=store_location,
-                        filters=MailboxFilter(tuple(include), tuple(exclude)))
+                        filters=MailboxFilter(tuple(include), tuple(exclude), tuple(iinclude),
+                                                tuple(iexclude)))
     write_config(paths.home / CONFIG_NAME, config)
     site = open_site(paths.home, store=store)
     try:

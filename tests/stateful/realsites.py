@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import shutil
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 from core.fakestore import projection
@@ -57,6 +58,7 @@ class Network:
         self.template = root / "template"
         self._clock = itertools.count(1_800_000_000_000, 1_000)
         if not self.template.exists():
+            shutil.rmtree(self.run, ignore_errors=True)  # a build that failed half-way
             self._build()
             shutil.copytree(self.run, self.template, symlinks=True)
 
@@ -98,10 +100,10 @@ class Network:
         for name in SITES:
             # Keys from the site's name: site ids break ties, and a run must
             # draw the same ties every time (deterministic CI).
-            def keys(name: str, site: str = name) -> SiteIdentity:
+            def keys(name: str, *args: Any, site: str = name, **kwargs: Any) -> SiteIdentity:
                 seed = itertools.count()
-                return generate_identity(name, random_bytes=lambda n: hashlib.sha256(
-                    f"{site} {next(seed)}".encode()).digest()[:n])
+                return generate_identity(name, *args, random_bytes=lambda n: hashlib.sha256(
+                    f"{site} {next(seed)}".encode()).digest()[:n], **kwargs)
 
             with site_lock(self.home(name)), mock.patch(
                     "bundlesync.operations.setup.generate_identity", keys):

@@ -34,6 +34,7 @@ from bundlesync.archive.restore_plan import (
     MailboxOutcome,
     RestoreReport,
     Selection,
+    candidate_keys,
     check_selection_matches,
     derived_key,
     key_with_body,
@@ -106,8 +107,7 @@ def _check_restorable(store: Store, user: str, mailboxes: list[ArchivedMailbox])
     for mailbox in mailboxes:
         keys = allowed.setdefault(mailbox.path, set())
         for message in mailbox.messages:
-            keys.add(message.guid)
-            keys.add(derived_key(message))
+            keys.update(candidate_keys(message))
     for folder in store.folders(user):
         names = store.message_names(user, folder.path)
         foreign = [key for key in names if key not in allowed.get(folder.path, set())]
@@ -174,7 +174,7 @@ def _restore_mailbox_into(
 
 
 def _existing_key(message: ArchivedMessage, existing: set[str]) -> str | None:
-    for key in (message.guid, derived_key(message)):
+    for key in candidate_keys(message):
         if key in existing:
             return key
     return None

@@ -194,28 +194,45 @@ def derived_key(message: ArchivedMessage) -> str:
     return f"{max(0, message.internal_date)}.R{digest}.bundlesync"
 
 
-def key_with_body(message: ArchivedMessage, data: bytes) -> str:
-    """The file name a restored message gets: its GUID when that is a safe Maildir name.
+def candidate_keys(message: ArchivedMessage) -> tuple[str, ...]:
+    """Every file name a restore may have given the message (see :func:`key_with_body`)."""
+    names = [name for name in (message.key, message.guid) if name is not None]
+    return (*names, derived_key(message))
 
-    A GUID that is not a safe name, or whose ``S=``/``W=`` fields misstate the
-    body (Dovecot trusts those fields), gives way to :func:`derived_key`.
+
+def needs_body_for_key(message: ArchivedMessage) -> bool:
+    """True if choosing the message's file name needs its body (``S=``/``W=`` fields)."""
+    return any("S=" in name or "W=" in name for name in (message.key or "", message.guid))
+
+
+def key_with_body(message: ArchivedMessage, data: bytes) -> str:
+    """The file name a restored message gets: its name at backup time, else its GUID.
+
+    A name that is not a safe Maildir name, or whose ``S=``/``W=`` fields misstate
+    the body (Dovecot trusts those fields), gives way to the next; the last resort
+    is :func:`derived_key`.
     """
-    try:
-        check_key(message.guid)
-    except UnsafeName:
-        return derived_key(message)
-    if misstated_size(message.guid, data) is not None:
-        return derived_key(message)
-    return message.guid
+    for name in (message.key, message.guid):
+        if name is None:
+            continue
+        try:
+            check_key(name)
+        except UnsafeName:
+            continue
+        if misstated_size(name, data) is None:
+            return name
+    return derived_key(message)
 
 
 __all__ = [
     "MailboxOutcome",
     "RestoreReport",
     "Selection",
+    "candidate_keys",
     "check_selection_matches",
     "derived_key",
     "key_with_body",
+    "needs_body_for_key",
     "parse_prefix",
     "selected",
     "snapshot_date",

@@ -47,6 +47,7 @@ from bundlesync.archive.model import ArchivedMailbox, ArchivedMessage, SnapshotI
 from bundlesync.archive.restore_plan import (
     derived_key,
     key_with_body,
+    needs_body_for_key,
     snapshot_date,
     storable_flags,
 )
@@ -314,7 +315,7 @@ def _build_folder(
     for message in mailbox.messages:
         pool_path = _pool_file(source, directory, message, group)
         data = b""
-        if "S=" in message.guid or "W=" in message.guid:
+        if needs_body_for_key(message):
             with open(pool_path, "rb") as handle:  # the size fields must match the body
                 data = handle.read()
         key = key_with_body(message, data)

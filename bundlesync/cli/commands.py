@@ -5,5 +5,6 @@ from __future__ import annotations
 from bundlesync.cli import (
     bundle_cmds,  # noqa: F401
     demo_cmd,  # noqa: F401
+    restore_cmds,  # noqa: F401
     site_cmds,  # noqa: F401
 )

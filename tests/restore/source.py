@@ -74,7 +74,7 @@ class MemorySource:
                         guid=stored.guid, body=self.add_body(data), size=len(data),
                         flags=stored.flags,
                         uid=(uids or {}).get((user, folder.path, stored.guid)),
-                        internal_date=stored.internal_date))
+                        internal_date=stored.internal_date, key=stored.key))
                 validity, uidnext = (mailbox_uids or {}).get(
                     (user, folder.path), (folder.uidvalidity, None))
                 boxes.append(ArchivedMailbox(

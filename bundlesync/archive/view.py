@@ -290,6 +290,8 @@ def _build_date(
             skipped.append((user, date, "/".join(mailbox.path)))
             continue
         _build_folder(source, directory, staging, mailbox, group)
+    # A date on disk the manifest does not know (a crash between the two) goes first.
+    _remove_date(directory, user, date)
     os.rename(staging, os.path.join(user_dir, date))
     dotlock.fsync_dir(user_dir)
     return skipped

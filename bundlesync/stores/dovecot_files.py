@@ -325,6 +325,9 @@ def format_uidlist(
         line += f" G{guid}"
     lines = [line]
     for record in ordered:
-        extension = f" G{record.guid}" if record.guid is not None else ""
+        # A GUID with a space or control character cannot be written in a record: left
+        # out, Dovecot takes the base name as the GUID (which only loses that GUID).
+        writable = record.guid is not None and all(" " < char != "\x7f" for char in record.guid)
+        extension = f" G{record.guid}" if writable else ""
         lines.append(f"{record.uid}{extension} :{record.key}")
     return "\n".join(lines) + "\n"

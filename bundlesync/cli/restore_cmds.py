@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -12,48 +11,20 @@ from bundlesync.archive.restore import restore_beside, restore_into
 from bundlesync.archive.restore_plan import Selection, parse_prefix
 from bundlesync.archive.view import SINGLE_USER, acl_file_text, dovecot_config, refresh_view
 from bundlesync.cli import cli
+from bundlesync.cli.archive_cmds import _open as open_reading
+from bundlesync.cli.archive_cmds import _secret_options as secret_options
 from bundlesync.cli.progress import Progress
 from bundlesync.cli.site_cmds import emit_json, home_of
 from bundlesync.errors import UsageError
 from bundlesync.stores.maildir import MaildirStore
 
-PASSPHRASE_ENV = "BUNDLESYNC_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
-
 
 def open_for_reading(
-    archive: Path, *, home: Path | None, passphrase_file: Path | None, card_file: Path | None
+    ctx: click.Context, archive: Path, passphrase_file: Path | None,
+    recovery_key_file: Path | None,
 ) -> SnapshotSource:
-    """Open an archive with the first secret given: a passphrase (file or
-    $BUNDLESYNC_PASSPHRASE), a recovery key card (file), else this site's key."""
-    from bundlesync.archive.repository import open_archive  # noqa: PLC0415 - only when used
-    from bundlesync.archive.secrets import Passphrase, RecoveryCard  # noqa: PLC0415
-    from bundlesync.keys import load_identity, site_paths  # noqa: PLC0415
-
-    if passphrase_file is not None:
-        try:
-            text = passphrase_file.read_text(encoding="utf-8").rstrip("\n")
-        except OSError as exc:
-            raise UsageError(f"cannot read the passphrase file {passphrase_file}: "
-                             f"{exc.strerror}") from None
-        return open_archive(archive, secret=Passphrase(text))
-    if os.environ.get(PASSPHRASE_ENV):
-        return open_archive(archive, secret=Passphrase(os.environ[PASSPHRASE_ENV]))
-    if card_file is not None:
-        try:
-            card = RecoveryCard.from_text(card_file.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise UsageError(f"cannot read the recovery card {card_file}: "
-                             f"{exc.strerror}") from None
-        return open_archive(archive, secret=card)
-    return open_archive(archive, secret=load_identity(site_paths(home).keys))
-
-
-def secret_options(func: click.decorators.FC) -> click.decorators.FC:
-    func = click.option("--recovery-card", "card_file", type=click.Path(path_type=Path),
-                        help="Open the archive with this recovery key card (a text file).")(func)
-    return click.option("--passphrase-file", type=click.Path(path_type=Path),
-                        help="Open the archive with the passphrase in this file (or set "
-                        f"${PASSPHRASE_ENV}); default: this site's key.")(func)
+    """The archive opened as the other reading commands open it (same secret options)."""
+    return open_reading(ctx, archive, passphrase_file, recovery_key_file)
 
 
 def live_store(ctx: click.Context, location: str | None) -> MaildirStore:
@@ -103,7 +74,7 @@ def restore(
     dry_run: bool,
     as_json: bool,
     passphrase_file: Path | None,
-    card_file: Path | None,
+    recovery_key_file: Path | None,
 ) -> None:
     """Restore a snapshot --into an empty store or --beside the live mailboxes."""
     if (into is None) == (not beside):
@@ -113,8 +84,7 @@ def restore(
     if into is not None and store_location is not None:
         raise UsageError("--store goes with --beside; --into names its own store")
     folder_prefix = parse_prefix(prefix)
-    source = open_for_reading(archive, home=home_of(ctx), passphrase_file=passphrase_file,
-                              card_file=card_file)
+    source = open_for_reading(ctx, archive, passphrase_file, recovery_key_file)
     selection = Selection(users=users, mailboxes=mailboxes)
     progress = Progress("restore", enabled=None if not as_json else False)
     done = [0]
@@ -157,7 +127,7 @@ def view(
     print_config: bool,
     as_json: bool,
     passphrase_file: Path | None,
-    card_file: Path | None,
+    recovery_key_file: Path | None,
 ) -> None:
     """Keep a read-only Maildir tree of every snapshot date, for a Dovecot 'Backups' namespace."""
     if print_config:
@@ -170,8 +140,7 @@ def view(
                          "bundlesync view ARCHIVE --into DIR",
                          hint="'bundlesync view --dovecot-config --into DIR' prints the "
                          "Dovecot namespace for it.")
-    source = open_for_reading(archive, home=home_of(ctx), passphrase_file=passphrase_file,
-                              card_file=card_file)
+    source = open_for_reading(ctx, archive, passphrase_file, recovery_key_file)
     report = refresh_view(source, str(directory), at=at)
     if as_json:
         emit_json({

@@ -81,19 +81,25 @@ class RestoreReport:
         return sum(item.present for item in self.mailboxes)
 
     def lines(self) -> list[str]:
-        """One line per mailbox, for people: ``alice  INBOX -> Restored/…/INBOX: +3 (1.2 kB)``."""
+        """For people: one line per mailbox that gets mail, then the totals.
+
+        ``alice@example.org  INBOX -> Restored/2026-11-30/INBOX: restored 2 messages ...``
+        """
         verb = "would restore" if self.dry_run else "restored"
         out = []
         for item in self.mailboxes:
-            who = item.user or "(store)"
+            if not item.restored:
+                continue
             out.append(
-                f"{who}  {'/'.join(item.source)} -> {'/'.join(item.target)}: "
-                f"{verb} {item.restored} message{'s' if item.restored != 1 else ''} "
-                f"({item.restored_bytes:,} bytes), {item.present} already there"
+                f"{item.user or '(store)'}  {'/'.join(item.source)} -> {'/'.join(item.target)}: "
+                f"{verb} {_count(item.restored, 'message')} ({item.restored_bytes:,} bytes), "
+                f"{item.present} already there"
             )
+        complete = sum(1 for item in self.mailboxes if not item.restored)
         out.append(
-            f"{verb} {self.restored} messages ({self.restored_bytes:,} bytes) in "
-            f"{len(self.mailboxes)} mailboxes; {self.present} already there"
+            f"{verb} {_count(self.restored, 'message')} ({self.restored_bytes:,} bytes) from "
+            f"snapshot {self.snapshot.id} ({snapshot_date(self.snapshot)}); "
+            f"{self.present} already there; {_count(complete, 'mailbox')} lacked nothing"
         )
         return out
 
@@ -119,6 +125,11 @@ class RestoreReport:
                 for item in self.mailboxes
             ],
         }
+
+
+def _count(number: int, noun: str) -> str:
+    plural = noun + ("es" if noun.endswith("x") else "s")
+    return f"{number:,} {noun if number == 1 else plural}"
 
 
 def snapshot_date(info: SnapshotInfo) -> str:

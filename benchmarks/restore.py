@@ -61,6 +61,9 @@ class RestoreBench:
         self.env = dict(os.environ, RESTIC_PASSWORD=SECRET, BORG_PASSPHRASE=SECRET,
                         BUNDLESYNC_PASSPHRASE=SECRET, BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
                         BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes")
+        # An installed bundlesync has its bytecode compiled; do not make it compile
+        # its sources on every run because this shell forbids writing bytecode.
+        self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.samples: dict[str, list[Sample]] = {}
         self.backup_seconds: dict[str, float] = {}
         self.repo_bytes: dict[str, int] = {}

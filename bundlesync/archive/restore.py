@@ -53,7 +53,7 @@ from bundlesync.stores.maildir import MaildirStore
 UIDLIST = "dovecot-uidlist"
 UIDLIST_LOCK_STALE_S = 120  # as Dovecot: its uidlist lock is overridden after 2 minutes
 EVERYTHING = Selection()
-BATCH = 256  # messages made durable together; what a crash can cost to redo
+BATCH = 1000  # messages made durable together (one sync); what a crash can cost to redo
 DEFAULT_PREFIX: FolderPath = ("Restored",)
 
 Progress = Callable[[int], None]  # called with the bytes of each restored message

@@ -167,8 +167,10 @@ def _restore_mailbox_into(
                     records.append(UidlistRecord(
                         uid=message.uid, key=key,
                         guid=None if message.guid == key else message.guid))
-    if not dry_run and mailbox.uidvalidity is not None and isinstance(store, MaildirStore):
-        _write_uidlist(store, user, mailbox, records)
+    if not dry_run:
+        failpoints.reached("restore-folder")  # messages in place, UIDs not yet written
+        if mailbox.uidvalidity is not None and isinstance(store, MaildirStore):
+            _write_uidlist(store, user, mailbox, records)
     return MailboxOutcome(user=user, source=mailbox.path, target=mailbox.path,
                           restored=restored, restored_bytes=restored_bytes, present=present)
 
@@ -311,6 +313,8 @@ def restore_beside(
                     restored += 1
                     restored_bytes += len(data)
                     progress(len(data))
+        if missing and not dry_run:
+            failpoints.reached("restore-folder")
         outcomes.append(MailboxOutcome(user=user, source=mailbox.path, target=target,
                                        restored=restored, restored_bytes=restored_bytes,
                                        present=present))

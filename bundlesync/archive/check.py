@@ -198,9 +198,9 @@ def _read_pack(archive: Archive, pack: bytes, data: bytes, *, refs: dict[bytes, 
     except ArchiveDamaged as exc:
         header = None
         problem = problem or exc.message
-    listed = [r for rs in refs.values() for r in rs if r.pack == pack]
-    if header is not None and sorted(r.entry() for r in header) != sorted(
-            r.entry() for r in listed):
+    # A pack may be listed by two indexes (an interrupted prune): compare distinct entries.
+    listed = list({r for rs in refs.values() for r in rs if r.pack == pack})
+    if header is not None and set(header) != set(listed):
         problem = problem or f"{label}: its header and the index disagree"
     segments: dict[tuple[int, int], list[BlobRef]] = {}
     for ref in listed:

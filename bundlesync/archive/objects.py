@@ -105,7 +105,9 @@ def verify(signing_public: bytes, signed: bytes, signature: bytes, *, what: str)
     if (not isinstance(items, list) or len(items) != 4 or not isinstance(items[0], bytes)
             or not isinstance(items[2], bytes) or not isinstance(items[3], bytes)):
         raise ArchiveDamaged(f"{what}: its signature is not a COSE_Sign1.")
-    protected, _unprotected, digest, sig = items
+    protected, unprotected, digest, sig = items
+    if unprotected != {}:
+        raise ArchiveDamaged(f"{what}: its signature has unprotected header parameters.")
     if digest != hashlib.sha256(signed).digest():
         raise ArchiveDamaged(f"{what} does not match its signature: it was altered.")
     try:

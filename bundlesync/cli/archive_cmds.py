@@ -3,6 +3,8 @@
 Reading commands need no site: the archive opens with its passphrase
 (``BUNDLESYNC_PASSPHRASE``, ``--passphrase-file`` or a prompt on a terminal), a
 recovery key card (``--recovery-key-file``), or the key of the site that wrote it.
+Order: a card file, a passphrase file, this site's key (if it wrote the archive),
+the environment, the prompt.
 """
 
 from __future__ import annotations
@@ -92,12 +94,14 @@ def _reading_secret(ctx: click.Context, archive: Path, passphrase_file: Path | N
                              f"{exc.strerror}.") from None
     if passphrase_file is not None:
         return _read_passphrase_file(passphrase_file)
-    if os.environ.get(PASSPHRASE_ENV):
-        return Passphrase(os.environ[PASSPHRASE_ENV])
+    # On the site that wrote the archive its key opens it at once; a passphrase costs
+    # the memory-hard derivation (a fraction of a second and 128 MiB) on every command.
     identity = _site_identity(ctx)
     config = read_config(archive)
     if identity is not None and identity.site_id == config.site_id:
         return identity
+    if os.environ.get(PASSPHRASE_ENV):
+        return Passphrase(os.environ[PASSPHRASE_ENV])
     if sys.stdin.isatty():
         return Passphrase(click.prompt(f"Passphrase of the archive at {archive}",
                                        hide_input=True, err=True))

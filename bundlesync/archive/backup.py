@@ -93,13 +93,13 @@ class _PackWriter:
     def __init__(self, archive: Archive, report: BackupReport) -> None:
         self.archive = archive
         self.report = report
-        self.known = archive.load_index()
         self.pending: set[bytes] = set()
         self.builder = PackBuilder(archive.key)
         self.written: list[tuple[bytes, int, list[list[object]]]] = []
 
     def has(self, blob_id: bytes) -> bool:
-        return blob_id in self.known or blob_id in self.pending
+        # The index is loaded on first use: a run in which no folder changed never needs it.
+        return blob_id in self.pending or blob_id in self.archive.load_index()
 
     def add(self, kind: int, blob_id: bytes, data: bytes) -> None:
         if self.has(blob_id):

@@ -192,8 +192,12 @@ def main(argv: list[str] | None = None) -> int:
                    cwd=lambda t: bench.restore_dir(t) if t == "borg" else None)
         sizes = {t: du(bench.archive[t]) for t in tools}
         machine = describe_machine(work, None)
-        machine.update({t: run_child([t, "--version"], log_dir=bench.logs, name=f"v-{t}")
-                        .stdout.strip().splitlines()[0] for t in tools if t != "bundlesync"})
+        versions = {"restic": ["restic", "version"], "borg": ["borg", "--version"]}
+        for tool in tools:
+            if tool in versions:
+                out = run_child(versions[tool], log_dir=bench.logs, name=f"version-{tool}",
+                                check=False).stdout.strip()
+                machine[tool] = out.splitlines()[0] if out else "unknown"
     except CommandFailedError as exc:
         print(f"a command failed: {exc}", file=sys.stderr)
         return 1

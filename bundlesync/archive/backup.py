@@ -94,7 +94,9 @@ class _PackWriter:
         self.archive = archive
         self.report = report
         self.pending: set[bytes] = set()
-        self.builder = PackBuilder(archive.key)
+        # Trees go to packs of their own (as restic's tree packs): reading a folder's
+        # previous listing then decompresses a segment of listings, not of bodies.
+        self.builders = {BLOB_BODY: PackBuilder(archive.key), BLOB_TREE: PackBuilder(archive.key)}
         self.written: list[tuple[bytes, int, list[list[object]]]] = []
 
     def has(self, blob_id: bytes) -> bool:
@@ -105,24 +107,28 @@ class _PackWriter:
         if self.has(blob_id):
             return
         self.pending.add(blob_id)
-        self.builder.add(kind, blob_id, data)
-        if self.builder.size >= self.archive.config.pack_size:
-            self.flush()
+        builder = self.builders[kind]
+        builder.add(kind, blob_id, data)
+        if builder.size >= self.archive.config.pack_size:
+            self.flush(kind)
 
-    def flush(self) -> None:
-        if not len(self.builder):
-            return
-        data, entries = self.builder.finish()
-        name = hashlib.sha256(data).digest()
-        self.archive.write_file(Path(DATA_DIR) / name.hex()[:2] / name.hex(), data)
-        failpoints.reached("archive-pack")
-        self.written.append((name, len(data), entries))
-        self.archive.add_to_index([parse_entry(e, name, what="pack") for e in entries],
-                                  name, len(data))
-        self.pending.difference_update(bytes(e[1]) for e in entries)  # type: ignore[call-overload]
-        self.report.bytes_added += len(data)
-        self.report.packs += 1
-        self.builder = PackBuilder(self.archive.key)
+    def flush(self, kind: int | None = None) -> None:
+        for each in (BLOB_BODY, BLOB_TREE) if kind is None else (kind,):
+            builder = self.builders[each]
+            if not len(builder):
+                continue
+            data, entries = builder.finish()
+            name = hashlib.sha256(data).digest()
+            self.archive.write_file(Path(DATA_DIR) / name.hex()[:2] / name.hex(), data)
+            failpoints.reached("archive-pack")
+            self.written.append((name, len(data), entries))
+            self.archive.add_to_index([parse_entry(e, name, what="pack") for e in entries],
+                                      name, len(data))
+            self.pending.difference_update(
+                bytes(e[1]) for e in entries)  # type: ignore[call-overload]
+            self.report.bytes_added += len(data)
+            self.report.packs += 1
+            self.builders[each] = PackBuilder(self.archive.key)
 
 
 def _stat_mark(path: str) -> list[int]:
@@ -157,6 +163,17 @@ class _UserBackup:
         prev = previous.mailboxes if previous else ()
         self.prev_by_guid = {m.guid: m for m in prev}
         self.prev_by_path = {m.path: m for m in prev}
+        self._everywhere: dict[str, TreeMessage] | None = None
+
+    def known_elsewhere(self, key: str) -> TreeMessage | None:
+        """The message with this key in any of the user's previous folders: a move or a
+        renamed folder then costs no read (loaded on the first miss, once per user)."""
+        if self._everywhere is None:
+            self._everywhere = {}
+            for box in self.prev_by_guid.values():
+                for message in self.archive.read_tree(box.tree):
+                    self._everywhere.setdefault(message.key, message)
+        return self._everywhere.get(key)
 
     def run(self) -> UserEntry:
         subscriptions = self.store.subscriptions(self.user)
@@ -194,6 +211,18 @@ class _UserBackup:
         for key, (msg_guid, flags) in sorted(self.store.message_names(self.user,
                                                                       info.path).items()):
             known = old.get(key)
+            if known is None:
+                elsewhere = self.known_elsewhere(key)
+                if elsewhere is not None:
+                    # A key is unique in a folder, not across folders: trust the match
+                    # only if the file's size and date agree too (one stat, no read).
+                    try:
+                        info_now = self.store.message_info(self.user, info.path, key)
+                    except MessageMissing:
+                        continue
+                    if (info_now.size, info_now.internal_date) == (
+                            elsewhere.size, elsewhere.internal_date):
+                        known = elsewhere
             if known is not None:
                 body, size, date = known.body, known.size, known.internal_date
             else:

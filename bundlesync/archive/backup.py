@@ -16,8 +16,10 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,12 +39,13 @@ from bundlesync.core.model import derived_mailbox_guid
 from bundlesync.errors import BundlesyncError
 from bundlesync.operations import failpoints
 from bundlesync.operations.config import MailboxFilter
-from bundlesync.stores.base import FolderInfo, Store
+from bundlesync.stores.base import FolderInfo, FolderPath, Store
 from bundlesync.stores.dovecot_files import parse_uidlist_header
 from bundlesync.stores.errors import MessageMissing
 from bundlesync.stores.maildir import KEYWORDS, UIDLIST, MaildirStore
 
 Progress = Callable[[str, int, int], None]  # (user, users done, users total)
+READ_THREADS = 6
 
 
 @dataclass
@@ -93,36 +96,65 @@ class _PackWriter:
     def __init__(self, archive: Archive, report: BackupReport) -> None:
         self.archive = archive
         self.report = report
-        self.known = archive.load_index()
         self.pending: set[bytes] = set()
-        self.builder = PackBuilder(archive.key)
+        # Trees go to packs of their own (as restic's tree packs): reading a folder's
+        # previous listing then decompresses a segment of listings, not of bodies.
+        self.builders = {BLOB_BODY: PackBuilder(archive.key), BLOB_TREE: PackBuilder(archive.key)}
         self.written: list[tuple[bytes, int, list[list[object]]]] = []
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack")
+        self.inflight: Future[tuple[bytes, int, list[list[object]]]] | None = None
 
     def has(self, blob_id: bytes) -> bool:
-        return blob_id in self.known or blob_id in self.pending
+        # The index is loaded on first use: a run in which no folder changed never needs it.
+        return blob_id in self.pending or blob_id in self.archive.load_index()
 
     def add(self, kind: int, blob_id: bytes, data: bytes) -> None:
         if self.has(blob_id):
             return
         self.pending.add(blob_id)
-        self.builder.add(kind, blob_id, data)
-        if self.builder.size >= self.archive.config.pack_size:
-            self.flush()
+        builder = self.builders[kind]
+        builder.add(kind, blob_id, data)
+        if builder.size >= self.archive.config.pack_size:
+            self.flush(kind)
 
-    def flush(self) -> None:
-        if not len(self.builder):
-            return
-        data, entries = self.builder.finish()
+    def flush(self, kind: int | None = None) -> None:
+        """Hand full builders to the writer thread: compressing, sealing and writing a
+        pack overlaps with reading the next messages. One pack is in flight at most."""
+        for each in (BLOB_BODY, BLOB_TREE) if kind is None else (kind,):
+            builder = self.builders[each]
+            if not len(builder):
+                continue
+            self.builders[each] = PackBuilder(self.archive.key)
+            self.wait()
+            self.inflight = self.pool.submit(self._write, builder)
+
+    def _write(self, builder: PackBuilder) -> tuple[bytes, int, list[list[object]]]:
+        data, entries = builder.finish()
         name = hashlib.sha256(data).digest()
         self.archive.write_file(Path(DATA_DIR) / name.hex()[:2] / name.hex(), data)
+        return name, len(data), entries
+
+    def wait(self) -> None:
+        """Record the pack in flight (in this thread: the index is not shared)."""
+        if self.inflight is None:
+            return
+        name, size, entries = self.inflight.result()
+        self.inflight = None
         failpoints.reached("archive-pack")
-        self.written.append((name, len(data), entries))
+        self.written.append((name, size, entries))
         self.archive.add_to_index([parse_entry(e, name, what="pack") for e in entries],
-                                  name, len(data))
+                                  name, size)
         self.pending.difference_update(bytes(e[1]) for e in entries)  # type: ignore[call-overload]
-        self.report.bytes_added += len(data)
+        self.report.bytes_added += size
         self.report.packs += 1
-        self.builder = PackBuilder(self.archive.key)
+
+    def close(self) -> None:
+        """Write what is left and wait for it."""
+        try:
+            self.flush()
+            self.wait()
+        finally:
+            self.pool.shutdown()
 
 
 def _stat_mark(path: str) -> list[int]:
@@ -148,15 +180,78 @@ def folder_stamp(store: Store, user: str, info: FolderInfo) -> bytes | None:
     return cbor2.dumps(parts, canonical=True)
 
 
+class _Readers:
+    """Reads new messages with a few threads: file reads and SHA-256 release the GIL, so
+    a cold store is read with several requests in flight, as restic and borg do.
+
+    Each thread has its own store object (Maildir caches are not shared between
+    threads); results come back in order, a bounded batch at a time (memory).
+    """
+
+    BATCH = 128
+
+    def __init__(self, store: Store, workers: int) -> None:
+        self.store = store
+        self.local = threading.local()
+        self.pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")
+                     if isinstance(store, MaildirStore) and workers > 1 else None)
+
+    def _store(self) -> Store:
+        assert isinstance(self.store, MaildirStore)
+        mine = getattr(self.local, "store", None)
+        if mine is None:
+            mine = MaildirStore(self.store.location.template, fsync=False)
+            self.local.store = mine
+        return mine
+
+    def _one(self, store: Store, user: str, path: FolderPath, key: str
+             ) -> tuple[str, bytes, int] | None:
+        try:
+            stored = store.message_info(user, path, key)
+            data = store.read_body(user, path, key)
+        except MessageMissing:
+            return None  # expunged while we looked: it is gone at this snapshot
+        return key, data, stored.internal_date
+
+    def read(self, user: str, path: FolderPath, keys: list[str]
+             ) -> Iterator[tuple[str, bytes, int]]:
+        for start in range(0, len(keys), self.BATCH):
+            batch = keys[start:start + self.BATCH]
+            if self.pool is None or len(batch) < 4:
+                results: Iterable[tuple[str, bytes, int] | None] = (
+                    self._one(self.store, user, path, k) for k in batch)
+            else:
+                results = self.pool.map(lambda k: self._one(self._store(), user, path, k),
+                                        batch)
+            for result in results:
+                if result is not None:
+                    yield result
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 class _UserBackup:
     def __init__(self, archive: Archive, store: Store, packs: _PackWriter, user: str, *,
-                 previous: UserEntry | None, filters: MailboxFilter,
+                 readers: _Readers, previous: UserEntry | None, filters: MailboxFilter,
                  report: BackupReport) -> None:
         self.archive, self.store, self.packs, self.user = archive, store, packs, user
-        self.filters, self.report = filters, report
+        self.filters, self.report, self.readers = filters, report, readers
         prev = previous.mailboxes if previous else ()
         self.prev_by_guid = {m.guid: m for m in prev}
         self.prev_by_path = {m.path: m for m in prev}
+        self._everywhere: dict[str, TreeMessage] | None = None
+
+    def known_elsewhere(self, key: str) -> TreeMessage | None:
+        """The message with this key in any of the user's previous folders: a move or a
+        renamed folder then costs no read (loaded on the first miss, once per user)."""
+        if self._everywhere is None:
+            self._everywhere = {}
+            for box in self.prev_by_guid.values():
+                for message in self.archive.read_tree(box.tree):
+                    self._everywhere.setdefault(message.key, message)
+        return self._everywhere.get(key)
 
     def run(self) -> UserEntry:
         subscriptions = self.store.subscriptions(self.user)
@@ -190,27 +285,39 @@ class _UserBackup:
             except FileNotFoundError:
                 pass
         old = {m.key: m for m in self.archive.read_tree(prev.tree)} if prev else {}
-        messages = []
-        for key, (msg_guid, flags) in sorted(self.store.message_names(self.user,
-                                                                      info.path).items()):
+        names = sorted(self.store.message_names(self.user, info.path).items())
+        found: dict[str, tuple[bytes, int, int]] = {}  # key -> body, size, date
+        to_read: list[str] = []
+        for key, _ in names:
             known = old.get(key)
+            if known is None:
+                elsewhere = self.known_elsewhere(key)
+                if elsewhere is not None:
+                    # A key is unique in a folder, not across folders: trust the match
+                    # only if the file's size and date agree too (one stat, no read).
+                    try:
+                        info_now = self.store.message_info(self.user, info.path, key)
+                    except MessageMissing:
+                        continue
+                    if (info_now.size, info_now.internal_date) == (
+                            elsewhere.size, elsewhere.internal_date):
+                        known = elsewhere
             if known is not None:
-                body, size, date = known.body, known.size, known.internal_date
+                found[key] = (known.body, known.size, known.internal_date)
             else:
-                try:
-                    stored = self.store.message_info(self.user, info.path, key)
-                    data = self.store.read_body(self.user, info.path, key)
-                except MessageMissing:
-                    continue  # expunged while we looked: it is gone at this snapshot
-                body = hashlib.sha256(data).digest()
-                size, date = len(data), stored.internal_date
-                self.report.body_bytes_read += len(data)
-                if not self.packs.has(body):
-                    self.report.bodies_added += 1
-                    self.packs.add(BLOB_BODY, body, data)
-            messages.append(TreeMessage(key=key, guid=msg_guid, body=body, size=size,
-                                        flags=tuple(sorted(flags)), uid=uids.get(key),
-                                        internal_date=date))
+                to_read.append(key)
+        for key, data, date in self.readers.read(self.user, info.path, to_read):
+            body = hashlib.sha256(data).digest()
+            found[key] = (body, len(data), date)
+            self.report.body_bytes_read += len(data)
+            if not self.packs.has(body):
+                self.report.bodies_added += 1
+                self.packs.add(BLOB_BODY, body, data)
+        messages = [
+            TreeMessage(key=key, guid=msg_guid, body=found[key][0], size=found[key][1],
+                        flags=tuple(sorted(flags)), uid=uids.get(key),
+                        internal_date=found[key][2])
+            for key, (msg_guid, flags) in names if key in found]
         tree = cbor2.dumps([m.encode() for m in messages], canonical=True)
         tree_id = hashlib.sha256(tree).digest()
         self.packs.add(BLOB_TREE, tree_id, tree)
@@ -236,24 +343,29 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
     for user in missing:
         report.failed[user] = "the store has no such user"
     packs = _PackWriter(archive, report)
-    entries: dict[str, UserEntry] = {}
-    for number, user in enumerate(chosen):
-        if progress is not None:
-            progress(user, number, len(chosen))
-        prev = previous.users.get(user) if previous else None
-        try:
-            entries[user] = _UserBackup(archive, store, packs, user, previous=prev,
-                                        filters=filters, report=report).run()
-        except BundlesyncError as exc:
-            report.failed[user] = exc.message
-        except OSError as exc:
-            report.failed[user] = f"{exc.strerror or exc} ({exc.filename or ''})"
-        else:
-            report.users += 1
-            continue
-        if prev is not None:  # keep what we had: a restore of this snapshot still has it
-            entries[user] = UserEntry(prev.mailboxes, prev.subscriptions, stale=True)
-    packs.flush()
+    readers = _Readers(store, READ_THREADS)
+    try:
+        entries: dict[str, UserEntry] = {}
+        for number, user in enumerate(chosen):
+            if progress is not None:
+                progress(user, number, len(chosen))
+            prev = previous.users.get(user) if previous else None
+            try:
+                entries[user] = _UserBackup(archive, store, packs, user, readers=readers,
+                                            previous=prev, filters=filters,
+                                            report=report).run()
+            except BundlesyncError as exc:
+                report.failed[user] = exc.message
+            except OSError as exc:
+                report.failed[user] = f"{exc.strerror or exc} ({exc.filename or ''})"
+            else:
+                report.users += 1
+                continue
+            if prev is not None:  # keep what we had: a restore of this snapshot still has it
+                entries[user] = UserEntry(prev.mailboxes, prev.subscriptions, stale=True)
+    finally:
+        readers.close()
+        packs.close()
     if packs.written:
         archive.write_index(packs.written)
         failpoints.reached("archive-index")

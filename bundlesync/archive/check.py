@@ -73,10 +73,11 @@ def subset_selects(pack: bytes, percent: float, day: int) -> bool:
     """
     if percent >= 100:
         return True
-    position = int.from_bytes(pack[:8], "big") / 2**64
-    start = (day * percent / 100) % 1.0
-    end = start + percent / 100
-    return start <= position < end or position < end - 1.0
+    # In basis points, with integers: a float position could round up to 1.0 and fall
+    # out of every window.
+    width = max(1, round(percent * 100))
+    position = (int.from_bytes(pack[:8], "big") * 10_000) >> 64
+    return (position - day * width) % 10_000 < width
 
 
 def check_archive(archive: Archive, *, read_data: bool = False,
@@ -198,9 +199,9 @@ def _read_pack(archive: Archive, pack: bytes, data: bytes, *, refs: dict[bytes, 
     except ArchiveDamaged as exc:
         header = None
         problem = problem or exc.message
-    listed = [r for rs in refs.values() for r in rs if r.pack == pack]
-    if header is not None and sorted(r.entry() for r in header) != sorted(
-            r.entry() for r in listed):
+    # A pack may be listed by two indexes (an interrupted prune): compare distinct entries.
+    listed = list({r for rs in refs.values() for r in rs if r.pack == pack})
+    if header is not None and set(header) != set(listed):
         problem = problem or f"{label}: its header and the index disagree"
     segments: dict[tuple[int, int], list[BlobRef]] = {}
     for ref in listed:

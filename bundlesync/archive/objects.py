@@ -105,7 +105,9 @@ def verify(signing_public: bytes, signed: bytes, signature: bytes, *, what: str)
     if (not isinstance(items, list) or len(items) != 4 or not isinstance(items[0], bytes)
             or not isinstance(items[2], bytes) or not isinstance(items[3], bytes)):
         raise ArchiveDamaged(f"{what}: its signature is not a COSE_Sign1.")
-    protected, _unprotected, digest, sig = items
+    protected, unprotected, digest, sig = items
+    if unprotected != {}:
+        raise ArchiveDamaged(f"{what}: its signature has unprotected header parameters.")
     if digest != hashlib.sha256(signed).digest():
         raise ArchiveDamaged(f"{what} does not match its signature: it was altered.")
     try:
@@ -189,15 +191,16 @@ class PackBuilder:
         self._segment = bytearray()
         self._pending: list[tuple[int, bytes, int, int]] = []  # kind, id, offset, length
         self._entries: list[list[object]] = []
+        self._raw: list[tuple[bytes, list[tuple[int, bytes, int, int]]]] = []
         self._compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self.blob_bytes = 0
 
     @property
     def size(self) -> int:
-        return self._size + len(self._segment) // 3  # a guess of the compressed size
+        return self._size + len(self._segment) // 2  # a guess of the compressed size
 
     def __len__(self) -> int:
-        return len(self._entries) + len(self._pending)
+        return len(self._entries) + len(self._pending) + sum(len(p) for _r, p in self._raw)
 
     def add(self, kind: int, blob_id: bytes, data: bytes) -> None:
         if self._segment and len(self._segment) + len(data) > SEGMENT_TARGET:
@@ -207,20 +210,26 @@ class PackBuilder:
         self.blob_bytes += len(data)
 
     def _flush_segment(self) -> None:
+        # Only cut here; compressing and sealing wait for finish(), which the backup runs
+        # in its writer thread (zstd releases the GIL).
         if not self._pending:
             return
-        sealed = seal(self._key, CTX_SEGMENT, self._compressor.compress(bytes(self._segment)))
-        offset = self._size
-        self._parts.append(sealed)
-        self._size += len(sealed)
-        for kind, blob_id, inner, length in self._pending:
-            self._entries.append([kind, blob_id, offset, len(sealed), inner, length])
+        self._raw.append((bytes(self._segment), list(self._pending)))
+        self._size += len(self._segment) // 2  # a guess: mail compresses to about half
         self._pending.clear()
         self._segment.clear()
 
     def finish(self) -> tuple[bytes, list[list[object]]]:
         """The pack's bytes and its entries (segment offsets filled in)."""
         self._flush_segment()
+        size = len(PACK_MAGIC)
+        for raw, pending in self._raw:
+            sealed = seal(self._key, CTX_SEGMENT, self._compressor.compress(raw))
+            self._parts.append(sealed)
+            for kind, blob_id, inner, length in pending:
+                self._entries.append([kind, blob_id, size, len(sealed), inner, length])
+            size += len(sealed)
+        self._raw.clear()
         header = encode_sealed_cbor(self._key, CTX_PACK_HEADER, self._entries)
         data = b"".join([*self._parts, header, _U32.pack(len(header))])
         return data, list(self._entries)

@@ -3,6 +3,8 @@
 Reading commands need no site: the archive opens with its passphrase
 (``BUNDLESYNC_PASSPHRASE``, ``--passphrase-file`` or a prompt on a terminal), a
 recovery key card (``--recovery-key-file``), or the key of the site that wrote it.
+Order: a card file, a passphrase file, this site's key (if it wrote the archive),
+the environment, the prompt.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import click
 
 from bundlesync.archive.backup import run_backup
 from bundlesync.archive.check import check_archive
-from bundlesync.archive.errors import ArchiveDamaged, NoRecoveryKey, WrongSecret
+from bundlesync.archive.errors import ArchiveDamaged, ArchiveError, NoRecoveryKey, WrongSecret
 from bundlesync.archive.lock import archive_lock
 from bundlesync.archive.policy import Policy, parse_duration
 from bundlesync.archive.prune import forget, plan_forget, prune
@@ -92,12 +94,14 @@ def _reading_secret(ctx: click.Context, archive: Path, passphrase_file: Path | N
                              f"{exc.strerror}.") from None
     if passphrase_file is not None:
         return _read_passphrase_file(passphrase_file)
-    if os.environ.get(PASSPHRASE_ENV):
-        return Passphrase(os.environ[PASSPHRASE_ENV])
+    # On the site that wrote the archive its key opens it at once; a passphrase costs
+    # the memory-hard derivation (a fraction of a second and 128 MiB) on every command.
     identity = _site_identity(ctx)
     config = read_config(archive)
     if identity is not None and identity.site_id == config.site_id:
         return identity
+    if os.environ.get(PASSPHRASE_ENV):
+        return Passphrase(os.environ[PASSPHRASE_ENV])
     if sys.stdin.isatty():
         return Passphrase(click.prompt(f"Passphrase of the archive at {archive}",
                                        hide_input=True, err=True))
@@ -108,6 +112,19 @@ def _open(ctx: click.Context, archive: Path, passphrase_file: Path | None,
           recovery_key_file: Path | None) -> Archive:
     return open_archive(archive, secret=_reading_secret(ctx, archive, passphrase_file,
                                                         recovery_key_file))
+
+
+def _open_to_write(ctx: click.Context, archive: Path) -> Archive:
+    """Prune writes a signed index: it needs the key of the site that wrote the archive."""
+    config = read_config(archive)
+    identity = _site_identity(ctx)
+    if identity is None or identity.site_id != config.site_id:
+        raise ArchiveError(
+            f"Pruning the archive at {archive} needs the key of site {config.site_name} "
+            f"({config.fingerprint}), which wrote it.",
+            hint="Run prune on that site (or with --home pointing at it). Listing, checking, "
+            "forgetting and restoring need only the passphrase.")
+    return open_archive(archive, secret=identity)
 
 
 def _when(ms: int) -> str:
@@ -331,7 +348,10 @@ def forget_cmd(ctx: click.Context, /, archive: Path, then_prune: bool, dry_run: 
         raise UsageError("No retention rule was given: forget would keep everything.",
                          hint="Give at least one --keep-* option, e.g. --keep-daily 7 "
                          "--keep-weekly 5 --keep-monthly 12.")
-    opened = _open(ctx, archive, passphrase_file, recovery_key_file)
+    if then_prune and not dry_run:
+        opened = _open_to_write(ctx, archive)
+    else:
+        opened = _open(ctx, archive, passphrase_file, recovery_key_file)
     result: dict[str, Any] = {"dry_run": dry_run}
     with archive_lock(archive, "forget"):
         plan = plan_forget(opened, policy)
@@ -364,13 +384,11 @@ def _print_prune(report: dict[str, Any]) -> None:
 
 @cli.command(name="prune")
 @click.argument("archive", type=click.Path(file_okay=False, path_type=Path))
-@_secret_options
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
-def prune_cmd(ctx: click.Context, archive: Path, passphrase_file: Path | None,
-              recovery_key_file: Path | None, as_json: bool) -> None:
+def prune_cmd(ctx: click.Context, archive: Path, as_json: bool) -> None:
     """Reclaim the space of message bodies no snapshot references."""
-    opened = _open(ctx, archive, passphrase_file, recovery_key_file)
+    opened = _open_to_write(ctx, archive)
     with archive_lock(archive, "prune"):
         report = prune(opened).as_json()
     if as_json:

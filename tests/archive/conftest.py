@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -51,3 +56,66 @@ class Backups:
 @pytest.fixture
 def backups(tmp_path: Path) -> Backups:
     return Backups(tmp_path)
+
+
+class CliBackups:
+    """A real site (init), its Maildir store and the bundlesync command line."""
+
+    def __init__(self, root: Path) -> None:
+        from bundlesync.operations.setup import init_site
+        from bundlesync.operations.site import site_lock
+
+        self.root = root
+        (root / "mail").mkdir()
+        self.location = str(root / "mail" / "%d" / "%n" / "Maildir")
+        self.store = MaildirStore(self.location)
+        self.home = root / "home"
+        with site_lock(self.home):
+            init_site(self.home, name="alpha", store_location=self.location, now_ms=tick())
+        self.archive = root / "archive"
+
+    def run(self, *args: str, crash: str | None = None, passphrase: str | None = PASSPHRASE,
+            home: bool = True) -> subprocess.CompletedProcess[str]:
+        """The command line, in a child process only when it must die at a crash point."""
+        env = {"BUNDLESYNC_HOME": str(self.home if home else self.root / "nowhere")}
+        if passphrase is not None:
+            env["BUNDLESYNC_PASSPHRASE"] = passphrase
+        if crash is None:
+            return _in_process(list(args), env)
+        full = dict(os.environ)
+        full.pop("BUNDLESYNC_PASSPHRASE", None)
+        full.update(env, BUNDLESYNC_CRASH_AT=crash)
+        return subprocess.run([sys.executable, "-m", "bundlesync", *args], env=full,
+                              capture_output=True, text=True, timeout=120, check=False)
+
+    def backup(self, *args: str, crash: str | None = None
+               ) -> subprocess.CompletedProcess[str]:
+        return self.run("backup", str(self.archive), "--kdf-log-n", str(KDF_LOG_N), *args,
+                        crash=crash)
+
+    def reader(self) -> Archive:
+        return open_archive(self.archive, secret=Passphrase(PASSPHRASE))
+
+
+def _in_process(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    from bundlesync.cli import main
+
+    saved = {k: os.environ.get(k) for k in (*env, "BUNDLESYNC_PASSPHRASE")}
+    os.environ.pop("BUNDLESYNC_PASSPHRASE", None)
+    os.environ.update(env)
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(args)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> CliBackups:
+    return CliBackups(tmp_path)

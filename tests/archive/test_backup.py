@@ -109,3 +109,26 @@ def test_user_masks_select_users(backups: Backups) -> None:
     assert reader.users(reader.snapshots()[-1].id) == ["alice@example.org"]
     report = backups.backup(users=UserSelection(("nobody@x.org",)))
     assert report.failed == {"nobody@x.org": "the store has no such user"}
+
+
+def test_read_data_subsets_rotate_over_every_pack() -> None:
+    from bundlesync.archive.check import subset_selects
+
+    packs = [bytes([i]) * 32 for i in range(0, 256, 3)] + [os.urandom(32) for _ in range(40)]
+    seen: set[bytes] = set()
+    for day in range(20):  # 5 % a day: twenty days read everything
+        chosen = {p for p in packs if subset_selects(p, 5, day)}
+        assert len(chosen) < len(packs) / 2
+        seen |= chosen
+    assert seen == set(packs)
+
+
+def test_check_with_a_subset_reads_part_of_the_archive(backups: Backups) -> None:
+    from bundlesync.archive.check import check_archive
+
+    populate(backups.store, per_folder=2)
+    backups.backup()
+    full = check_archive(backups.reader(), read_data=True)
+    some = check_archive(backups.reader(), subset_percent=50, day=3)
+    assert full.ok and some.ok
+    assert full.packs_read == full.packs and some.packs_read <= full.packs_read

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,3 +104,41 @@ def test_restore_beside_brings_back_only_what_was_lost(dovecot: Dovecot) -> None
     second = restore_beside(source, MaildirStore(str(live)), at=DATE)
     assert second.restored == 0
     assert fetch_state(dovecot, live) == after
+
+
+def test_restore_beside_while_dovecot_delivers_and_changes_flags(dovecot: Dovecot) -> None:
+    live = dovecot.path("live", "Maildir")
+    dovecot.create_mailbox(live, "Work")
+    for number in range(40):
+        dovecot.save(live, "INBOX" if number % 2 else "Work", mail(100 + number, size=2000))
+    dovecot.flags_add(live, "INBOX", "$Label1 Work", "all")  # keywords: the uidlist lock
+    source = MemorySource()
+    uids = {("", tuple(row["mailbox"].split(".")), row["guid"]): int(row["uid"])
+            for row in dovecot.fetch(live, "mailbox guid uid")}
+    source.take(MaildirStore(str(live)), day_ms(DATE), uids=uids)
+    lost = {row["guid"] for row in dovecot.fetch(live, "guid")}
+    dovecot.expunge(live, "INBOX", "all")
+    dovecot.expunge(live, "Work", "all")
+
+    errors: list[BaseException] = []
+
+    def deliver() -> None:  # the LDA and a client, working while the restore runs
+        try:
+            for number in range(12):
+                dovecot.save(live, "INBOX", mail(500 + number))
+                dovecot.flags_add(live, "INBOX", "\\Seen Later", "all")
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+
+    worker = threading.Thread(target=deliver)
+    worker.start()
+    report = restore_beside(source, MaildirStore(str(live)), at=DATE)
+    worker.join()
+    assert errors == []
+    assert report.restored == 40
+    after = fetch_state(dovecot, live)
+    restored = [guid for box, _, guid, _ in after if box.startswith("Restored.")]
+    assert sorted(restored) == sorted(lost)
+    inbox = [(guid, flags) for box, _, guid, flags in after if box == "INBOX"]
+    assert len(inbox) == 12 and all(flags == {"\\Seen", "Later"} for _, flags in inbox)
+    assert restore_beside(source, MaildirStore(str(live)), at=DATE).restored == 0

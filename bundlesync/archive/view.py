@@ -36,6 +36,7 @@ refresh leaves only ``tmp/`` debris, cleared by the next one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -327,7 +328,7 @@ def _build_folder(
         letters = "".join(sorted(
             FLAG_TO_LETTER[flag] if flag.startswith("\\") else letter_of.get(flag, "")
             for flag in storable_flags(message.flags)))
-        os.link(pool_path, os.path.join(folder, "cur", f"{key}:2,{letters}"))
+        _link_or_copy(pool_path, os.path.join(folder, "cur", f"{key}:2,{letters}"), group)
         if message.uid is not None and message.uid not in used_uids:
             used_uids.add(message.uid)
             records.append(UidlistRecord(uid=message.uid, key=key,
@@ -346,6 +347,21 @@ def _build_folder(
     if keywords:
         _write_small(os.path.join(folder, "dovecot-keywords"),
                      format_keywords(dict(enumerate(keywords))), group)
+
+
+def _link_or_copy(pool_path: str, target: str, group: int) -> None:
+    try:
+        os.link(pool_path, target)
+    except OSError as exc:
+        if exc.errno != errno.EMLINK:
+            raise
+        # A body in more places than the file system has links for (ext4: 65,000):
+        # this place gets its own copy.
+        staging = target + ".copy"
+        shutil.copy2(pool_path, staging)
+        if os.geteuid() == 0:
+            os.chown(staging, 0, group)
+        os.rename(staging, target)
 
 
 def _write_small(path: str, text: str, group: int) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from pathlib import Path
@@ -166,3 +167,23 @@ def test_a_date_on_disk_the_manifest_lost_is_rebuilt(store: MemoryStore, tmp_pat
     report = refresh_view(source, str(view))
     assert report.added == ((USER, "2026-11-01"),)
     assert len(list((view / "users" / USER / "2026-11-01" / "INBOX" / "cur").iterdir())) == 2
+
+
+def test_a_body_linked_as_often_as_the_file_system_allows_is_copied(
+    store: MemoryStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = MemorySource()
+    source.take(store, day_ms("2026-11-01"))
+    real_link = os.link
+
+    def full_link(source_path: str, target: str) -> None:
+        if "/cur/" in target:
+            raise OSError(errno.EMLINK, "Too many links")
+        real_link(source_path, target)
+
+    monkeypatch.setattr(os, "link", full_link)
+    refresh_view(source, str(tmp_path / "view"))
+    inbox = tmp_path / "view" / "users" / USER / "2026-11-01" / "INBOX"
+    copy = inbox / "cur" / "1700000002.M1P1.a:2,"
+    assert copy.read_bytes() == mail(2) and copy.stat().st_nlink == 1
+    assert int(copy.stat().st_mtime) == 1_700_000_002

@@ -28,6 +28,7 @@ import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from bundlesync.archive.model import ArchivedMailbox, ArchivedMessage, SnapshotSource
 from bundlesync.archive.restore_plan import (
@@ -89,11 +90,8 @@ def restore_into(
     for user, mailboxes in by_user.items():
         if not dry_run:
             store.ensure_user(user)
-        for mailbox in mailboxes:
-            outcomes.append(
-                _restore_mailbox_into(source, store, user, mailbox, dry_run=dry_run,
-                                      progress=progress)
-            )
+        outcomes += _restore_user_into(source, store, user, mailboxes, dry_run=dry_run,
+                                       progress=progress)
         if not dry_run:
             wanted = {mailbox.path for mailbox in mailboxes if mailbox.subscribed}
             store.set_subscriptions(user, store.subscriptions(user) | wanted)
@@ -121,58 +119,102 @@ def _check_restorable(store: Store, user: str, mailboxes: list[ArchivedMailbox])
             )
 
 
-def _restore_mailbox_into(
+@dataclass(slots=True)
+class _MailboxInto:
+    """What one mailbox of an --into restore has done so far."""
+
+    mailbox: ArchivedMailbox
+    existing: set[str]
+    records: list[UidlistRecord] = field(default_factory=list)
+    used_uids: set[int] = field(default_factory=set)
+    keys_taken: set[str] = field(default_factory=set)
+    restored: int = 0
+    restored_bytes: int = 0
+    present: int = 0
+    left: int = 0  # messages not yet handled
+
+
+def _restore_user_into(
     source: SnapshotSource,
     store: Store,
     user: str,
-    mailbox: ArchivedMailbox,
+    mailboxes: list[ArchivedMailbox],
     *,
     dry_run: bool,
     progress: Progress,
-) -> MailboxOutcome:
-    existing: set[str] = set()
-    if not dry_run:
-        store.create_folder(user, mailbox.path, guid=mailbox.guid, uidvalidity=mailbox.uidvalidity)
-        existing = set(store.message_names(user, mailbox.path))
-    elif any(folder.path == mailbox.path for folder in store.folders(user)):
-        existing = set(store.message_names(user, mailbox.path))
-    records: list[UidlistRecord] = []
-    used_uids: set[int] = set()
-    restored = restored_bytes = present = 0
-    keys_taken: set[str] = set()
-    pending = list(mailbox.messages)
-    for chunk_start in range(0, len(pending), BATCH):
-        chunk = pending[chunk_start : chunk_start + BATCH]
+) -> list[MailboxOutcome]:
+    """Restore one user's mailboxes; one file-system sync per BATCH messages, across
+    mailboxes, and each mailbox's UIDs written as soon as all its messages are in place."""
+    folders = {info.path for info in store.folders(user)}
+    states = []
+    for mailbox in mailboxes:
+        # A Maildir folder whose UIDs will be written gets its uidlist once, whole, at
+        # the end; otherwise the GUID and UIDVALIDITY travel with the new folder.
+        exact_later = isinstance(store, MaildirStore) and mailbox.uidvalidity is not None
+        if not dry_run:
+            store.create_folder(user, mailbox.path,
+                                guid=None if exact_later else mailbox.guid,
+                                uidvalidity=None if exact_later else mailbox.uidvalidity)
+        existing = (set(store.message_names(user, mailbox.path))
+                    if not dry_run or mailbox.path in folders else set())
+        states.append(_MailboxInto(mailbox=mailbox, existing=existing,
+                                   left=len(mailbox.messages)))
+    pending = [(state, message) for state in states for message in state.mailbox.messages]
+    finished = 0
+    for chunk_start in range(0, len(pending) + 1, BATCH):
         with _batch(store, dry_run):
-            for message in chunk:
-                key = _existing_key(message, existing)
-                if key is None:
-                    data = source.read_body(message.body)
-                    key = key_with_body(message, data)
-                    if key in keys_taken:  # two messages share a GUID (kept apart: rule 8)
-                        key = derived_key(message)
-                    if not dry_run:
-                        store.add_message(user, mailbox.path, key=key, data=data,
-                                          flags=storable_flags(message.flags),
-                                          internal_date=message.internal_date)
-                        failpoints.reached("restore")
-                    restored += 1
-                    restored_bytes += len(data)
-                    progress(len(data))
-                else:
-                    present += 1
-                keys_taken.add(key)
-                if message.uid is not None and message.uid not in used_uids:
-                    used_uids.add(message.uid)
-                    records.append(UidlistRecord(
-                        uid=message.uid, key=key,
-                        guid=None if message.guid == key else message.guid))
-    if not dry_run:
-        failpoints.reached("restore-folder")  # messages in place, UIDs not yet written
-        if mailbox.uidvalidity is not None and isinstance(store, MaildirStore):
-            _write_uidlist(store, user, mailbox, records)
-    return MailboxOutcome(user=user, source=mailbox.path, target=mailbox.path,
-                          restored=restored, restored_bytes=restored_bytes, present=present)
+            for state, message in pending[chunk_start : chunk_start + BATCH]:
+                _restore_message_into(source, store, user, state, message,
+                                      dry_run=dry_run, progress=progress)
+        # After the batch, its messages are durable and visible: complete mailboxes
+        # get their UIDs.
+        while finished < len(states) and states[finished].left == 0:
+            if not dry_run:
+                _finish_mailbox_into(store, user, states[finished])
+            finished += 1
+    return [MailboxOutcome(user=user, source=state.mailbox.path, target=state.mailbox.path,
+                           restored=state.restored, restored_bytes=state.restored_bytes,
+                           present=state.present) for state in states]
+
+
+def _restore_message_into(
+    source: SnapshotSource,
+    store: Store,
+    user: str,
+    state: _MailboxInto,
+    message: ArchivedMessage,
+    *,
+    dry_run: bool,
+    progress: Progress,
+) -> None:
+    state.left -= 1
+    key = _existing_key(message, state.existing)
+    if key is None:
+        data = source.read_body(message.body)
+        key = key_with_body(message, data)
+        if key in state.keys_taken:  # two messages share a GUID (kept apart: rule 8)
+            key = derived_key(message)
+        if not dry_run:
+            store.add_message(user, state.mailbox.path, key=key, data=data,
+                              flags=storable_flags(message.flags),
+                              internal_date=message.internal_date)
+            failpoints.reached("restore")
+        state.restored += 1
+        state.restored_bytes += len(data)
+        progress(len(data))
+    else:
+        state.present += 1
+    state.keys_taken.add(key)
+    if message.uid is not None and message.uid not in state.used_uids:
+        state.used_uids.add(message.uid)
+        state.records.append(UidlistRecord(
+            uid=message.uid, key=key, guid=None if message.guid == key else message.guid))
+
+
+def _finish_mailbox_into(store: Store, user: str, state: _MailboxInto) -> None:
+    failpoints.reached("restore-folder")  # messages in place, UIDs not yet written
+    if state.mailbox.uidvalidity is not None and isinstance(store, MaildirStore):
+        _write_uidlist(store, user, state.mailbox, state.records)
 
 
 def _existing_key(message: ArchivedMessage, existing: set[str]) -> str | None:

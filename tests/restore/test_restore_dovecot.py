@@ -142,3 +142,17 @@ def test_restore_beside_while_dovecot_delivers_and_changes_flags(dovecot: Doveco
     inbox = [(guid, flags) for box, _, guid, flags in after if box == "INBOX"]
     assert len(inbox) == 12 and all(flags == {"\\Seen", "Later"} for _, flags in inbox)
     assert restore_beside(source, MaildirStore(str(live)), at=DATE).restored == 0
+
+
+def test_restore_into_a_store_dovecot_has_opened_but_that_holds_no_mail(dovecot: Dovecot) -> None:
+    live = dovecot.path("live", "Maildir")
+    build_live(dovecot, live)
+    source = MemorySource()
+    snapshot_of(dovecot, live, source, DATE)
+    before = fetch_state(dovecot, live)
+    target = dovecot.path("restored", "Maildir")
+    dovecot.create_mailbox(target, "Sent")  # the user logged in once: Dovecot's own files
+    assert fetch_state(dovecot, target) == []
+    restore_into(source, MaildirStore(str(target)), at=DATE)
+    assert fetch_state(dovecot, target) == before
+    assert mailbox_state(dovecot, target, "Sent") == mailbox_state(dovecot, live, "Sent")

@@ -6,6 +6,7 @@ Layout under the view directory ``DIR``::
     DIR/users/<user>/<date>/<folder>/dovecot-uidlist         the snapshot's UIDs
     DIR/pool/<ab>/<sha256>.<received>                        one file per body
     DIR/view.json                                            which snapshot each date shows
+    DIR/view.lock                                            held while a refresh runs
     DIR/tmp/                                                 dates being built or removed
 
 A Dovecot namespace with the location ``maildir:DIR/users/%u:LAYOUT=fs:INDEX=MEMORY``
@@ -52,7 +53,7 @@ from bundlesync.archive.restore_plan import (
     snapshot_date,
     storable_flags,
 )
-from bundlesync.errors import StoreError, UsageError
+from bundlesync.errors import LockHeld, StoreError, UsageError
 from bundlesync.stores import dotlock, mutf7
 from bundlesync.stores.dovecot_files import (
     FLAG_TO_LETTER,
@@ -61,10 +62,12 @@ from bundlesync.stores.dovecot_files import (
     format_keywords,
     format_uidlist,
 )
+from bundlesync.stores.errors import FolderLocked
 from bundlesync.stores.names import check_user
 
 SINGLE_USER = "_single"  # the directory of a single-user archive's mail (user "")
 MANIFEST = "view.json"
+LOCK_STALE_S = 6 * 3600  # a refresh's lock unchanged this long is abandoned (pid checked first)
 FILE_MODE = 0o440
 DIR_MODE = 0o750
 _RESERVED = {"cur", "new", "tmp"}  # names LAYOUT=fs uses for the Maildir itself
@@ -122,6 +125,16 @@ def _refresh(source: SnapshotSource, directory: str, at: tuple[str, ...]) -> Vie
     if os.path.exists(directory) and not os.path.isdir(directory):
         raise UsageError(f"{directory} is not a directory")
     os.makedirs(directory, mode=0o750, exist_ok=True)
+    try:
+        # Two refreshes at once (overlapping cron runs) would build in the same tmp/.
+        with dotlock.held(os.path.join(directory, "view.lock"), stale_after=LOCK_STALE_S,
+                          timeout=0):
+            return _refresh_locked(source, directory, at)
+    except FolderLocked:
+        raise LockHeld(f"another 'bundlesync view' is updating {directory}") from None
+
+
+def _refresh_locked(source: SnapshotSource, directory: str, at: tuple[str, ...]) -> ViewReport:
     group = os.stat(directory).st_gid
     for sub in ("users", "pool", "tmp"):
         _mkdir(os.path.join(directory, sub), group)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pytest
 
 from bundlesync.archive.view import SINGLE_USER, dovecot_config, refresh_view
 from bundlesync.core.model import SEEN
-from bundlesync.errors import UsageError
+from bundlesync.errors import LockHeld, UsageError
 from bundlesync.stores.base import INBOX
 from bundlesync.stores.memory import MemoryStore
 from tests.restore.source import MemorySource, day_ms
@@ -187,3 +188,16 @@ def test_a_body_linked_as_often_as_the_file_system_allows_is_copied(
     copy = inbox / "cur" / "1700000002.M1P1.a:2,"
     assert copy.read_bytes() == mail(2) and copy.stat().st_nlink == 1
     assert int(copy.stat().st_mtime) == 1_700_000_002
+
+
+def test_a_second_refresh_while_one_runs_is_refused(store: MemoryStore, tmp_path: Path) -> None:
+    source = MemorySource()
+    source.take(store, day_ms("2026-11-01"))
+    view = tmp_path / "view"
+    view.mkdir()
+    (view / "view.lock").write_text(f"{os.getpid()}:{socket.gethostname()}")
+    with pytest.raises(LockHeld, match="another 'bundlesync view'"):
+        refresh_view(source, str(view))
+    assert not (view / "users").exists()
+    (view / "view.lock").unlink()
+    assert refresh_view(source, str(view)).added == ((USER, "2026-11-01"),)

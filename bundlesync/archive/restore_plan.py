@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from bundlesync.archive.model import ArchivedMailbox, ArchivedMessage, SnapshotInfo, SnapshotSource
+from bundlesync.archive.users import UserSelection
 from bundlesync.core.model import SYSTEM_FLAGS
 from bundlesync.errors import UsageError
 from bundlesync.stores.base import FolderPath
@@ -25,7 +26,7 @@ from bundlesync.stores.names import check_folder_path, check_key, check_keyword
 class Selection:
     """Which users and mailboxes to take; empty means all.
 
-    ``users`` are shell patterns on the user name (``*@example.org``);
+    ``users`` are masks on the user name as ``backup -u`` takes them (``*@example.org``);
     ``mailboxes`` are shell patterns on the folder path joined with "/"
     (``INBOX``, ``Archive/*``). A pattern also selects the folders below a
     folder it names, so ``Archive`` takes ``Archive/2024`` too.
@@ -35,7 +36,8 @@ class Selection:
     mailboxes: tuple[str, ...] = ()
 
     def takes_user(self, user: str) -> bool:
-        return not self.users or any(fnmatch.fnmatchcase(user, mask) for mask in self.users)
+        # The masks mean what they mean to 'backup -u' (doveadm's * and ?).
+        return not self.users or bool(UserSelection(self.users).select([user])[0])
 
     def takes_mailbox(self, path: FolderPath) -> bool:
         if not self.mailboxes:
@@ -156,7 +158,7 @@ def check_selection_matches(
     """Refuse a --user mask that matches no user of the snapshot (likely a typo)."""
     users = source.users(snapshot.id)
     for mask in selection.users:
-        if not any(fnmatch.fnmatchcase(user, mask) for user in users):
+        if not UserSelection((mask,)).select(users)[0]:
             raise UsageError(
                 f"no user of snapshot {snapshot.id} ({snapshot_date(snapshot)}) matches {mask!r}",
                 hint="List the snapshot's users with 'bundlesync snapshots', then use one "

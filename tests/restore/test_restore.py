@@ -203,3 +203,10 @@ def test_a_guid_a_uidlist_record_cannot_hold_is_left_out_of_it() -> None:
     text = format_uidlist(uidvalidity=1, next_uid=1, guid=None, records=[
         UidlistRecord(uid=2, key="b", guid="has space"), UidlistRecord(uid=1, key="a", guid="g")])
     assert text == "3 V1 N3\n1 Gg :a\n2 :b\n"
+
+
+def test_user_masks_mean_what_they_mean_to_backup() -> None:
+    selection = Selection(users=("a?ice@*", "[b]ob@example.org"))
+    assert selection.takes_user("alice@example.org")
+    assert not selection.takes_user("bob@example.org")  # brackets are no pattern there
+    assert Selection(users=("[b]ob@example.org",)).takes_user("[b]ob@example.org")

@@ -15,6 +15,7 @@ import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from bundlesync.archive.errors import ArchiveDamaged
 from bundlesync.archive.objects import (
@@ -80,12 +81,9 @@ def subset_selects(pack: bytes, percent: float, day: int) -> bool:
     return (position - day * width) % 10_000 < width
 
 
-def check_archive(archive: Archive, *, read_data: bool = False,
-                  subset_percent: float | None = None, day: int | None = None,
-                  progress: Progress | None = None) -> CheckReport:
-    started = time.monotonic()
-    report = CheckReport()
-    # 1. indexes: signed, authentic, well formed.
+def _check_indexes(archive: Archive, report: CheckReport
+                   ) -> tuple[dict[bytes, list[BlobRef]], dict[bytes, int]]:
+    """Every index signed, authentic and well formed: (blob -> places, pack -> size)."""
     refs: dict[bytes, list[BlobRef]] = {}
     pack_sizes: dict[bytes, int] = {}
     for name in archive.index_names():
@@ -103,9 +101,12 @@ def check_archive(archive: Archive, *, read_data: bool = False,
             pack_sizes[pack] = size
             for ref in blob_refs:
                 refs.setdefault(ref.id, []).append(ref)
-    # 2. packs listed: present at their size.
-    on_disk = pack_files(archive.root)
-    report.packs = len(on_disk)
+    return refs, pack_sizes
+
+
+def _check_pack_files(pack_sizes: dict[bytes, int], on_disk: dict[bytes, Path],
+                      report: CheckReport) -> dict[bytes, str]:
+    """Every listed pack present at its size: pack -> problem."""
     bad_packs: dict[bytes, str] = {}
     for pack, size in pack_sizes.items():
         path = on_disk.get(pack)
@@ -117,7 +118,20 @@ def check_archive(archive: Archive, *, read_data: bool = False,
     if unlisted:
         report.notes.append(f"{len(unlisted)} pack(s) no index lists (left by an interrupted "
                             "run); 'bundlesync prune' removes them.")
-    # 3. read-data: every blob re-hashed.
+    return bad_packs
+
+
+def check_archive(archive: Archive, *, read_data: bool = False,
+                  subset_percent: float | None = None, day: int | None = None,
+                  progress: Progress | None = None) -> CheckReport:
+    """Check the archive (see the module text); problems are in the report, not raised."""
+    started = time.monotonic()
+    report = CheckReport()
+    refs, pack_sizes = _check_indexes(archive, report)
+    on_disk = pack_files(archive.root)
+    report.packs = len(on_disk)
+    bad_packs = _check_pack_files(pack_sizes, on_disk, report)
+    # read-data: every blob of the chosen packs re-hashed.
     bad_blobs: dict[bytes, str] = {}
     if read_data or subset_percent is not None:
         today = day if day is not None else dt.date.today().toordinal()
@@ -128,12 +142,11 @@ def check_archive(archive: Archive, *, read_data: bool = False,
                 progress(number, len(chosen))
             _read_pack(archive, pack, on_disk[pack].read_bytes(), refs=refs,
                        bad_blobs=bad_blobs, report=report)
-    for pack, problem in bad_packs.items():
-        for blob_id, blob_refs in refs.items():
-            if (blob_id not in bad_blobs and all(r.pack in bad_packs for r in blob_refs)
-                    and any(r.pack == pack for r in blob_refs)):
-                bad_blobs[blob_id] = problem
-    # 4. snapshots: signed, authentic; every tree and body listed and sound.
+    # A blob is lost when every pack that holds it is.
+    for blob_id, blob_refs in refs.items():
+        if blob_id not in bad_blobs and all(r.pack in bad_packs for r in blob_refs):
+            bad_blobs[blob_id] = bad_packs[blob_refs[0].pack]
+    # snapshots: signed, authentic; every tree and body listed and sound.
     affected: dict[str, set[str]] = {}
     tree_cache: dict[bytes, list[bytes] | str] = {}
     for name in archive.snapshot_names():

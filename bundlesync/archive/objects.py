@@ -223,13 +223,15 @@ class PackBuilder:
         """The pack's bytes and its entries (segment offsets filled in)."""
         self._flush_segment()
         size = len(PACK_MAGIC)
-        for raw, pending in self._raw:
+        self._raw.reverse()
+        while self._raw:  # each raw segment is dropped as soon as it is sealed (memory)
+            raw, pending = self._raw.pop()
             sealed = seal(self._key, CTX_SEGMENT, self._compressor.compress(raw))
+            del raw
             self._parts.append(sealed)
             for kind, blob_id, inner, length in pending:
                 self._entries.append([kind, blob_id, size, len(sealed), inner, length])
             size += len(sealed)
-        self._raw.clear()
         header = encode_sealed_cbor(self._key, CTX_PACK_HEADER, self._entries)
         data = b"".join([*self._parts, header, _U32.pack(len(header))])
         return data, list(self._entries)

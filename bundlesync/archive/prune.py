@@ -118,13 +118,83 @@ def pack_files(root: Path) -> dict[bytes, Path]:
     return found
 
 
+Listed = dict[bytes, tuple[int, list[BlobRef]]]
+
+
+def _sort_packs(listed: Listed, on_disk: dict[bytes, Path], used: set[bytes],
+                report: PruneReport) -> tuple[list[tuple[bytes, int, list[BlobRef]]],
+                                              list[BlobRef]]:
+    """(packs kept whole, live blobs to copy out of partly dead packs)."""
+    keep: list[tuple[bytes, int, list[BlobRef]]] = []
+    placed: set[bytes] = set()
+    for pack, (size, refs) in sorted(listed.items()):
+        if pack not in on_disk:
+            continue
+        if all(r.id in used for r in refs) and not any(r.id in placed for r in refs):
+            keep.append((pack, size, refs))
+            placed.update(r.id for r in refs)
+    kept = {k[0] for k in keep}
+    repack: list[BlobRef] = []
+    for pack, (_size, refs) in sorted(listed.items()):
+        if pack not in on_disk or pack in kept:
+            continue
+        for ref in refs:
+            if ref.id in used and ref.id not in placed:
+                repack.append(ref)
+                placed.add(ref.id)
+            elif ref.id not in used:
+                report.blobs_removed += 1
+    return keep, repack
+
+
+def _repack(archive: Archive, repack: list[BlobRef]) -> list[tuple[bytes, int, list[list[object]]]]:
+    """Write the live blobs into new packs (each written whole and synced)."""
+    new_packs: list[tuple[bytes, int, list[list[object]]]] = []
+    builder = PackBuilder(archive.key)
+    for number, ref in enumerate(repack):
+        builder.add(ref.kind, ref.id, archive.read_blob(ref.id, kind=ref.kind))
+        if builder.size < archive.config.pack_size and number + 1 < len(repack):
+            continue
+        data, entries = builder.finish()
+        name = hashlib.sha256(data).digest()
+        archive.write_file(Path(DATA_DIR) / name.hex()[:2] / name.hex(), data)
+        failpoints.reached("prune-pack")
+        new_packs.append((name, len(data), entries))
+        builder = PackBuilder(archive.key)
+    return new_packs
+
+
+def _delete_obsolete(archive: Archive, index_names: list[str], obsolete: list[Path],
+                     report: PruneReport) -> None:
+    """The superseded indexes first, then the packs no index lists, then tmp/."""
+    for name in index_names:
+        with contextlib.suppress(FileNotFoundError):
+            (archive.root / INDEX_DIR / name).unlink()
+        failpoints.reached("prune-delete")
+    fsync_dir(archive.root / INDEX_DIR)
+    report.indexes_replaced = len(index_names)
+    for path in obsolete:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        report.packs_deleted += 1
+        failpoints.reached("prune-delete")
+    tmp = archive.root / TMP_DIR
+    if tmp.is_dir():
+        for path in tmp.iterdir():
+            with contextlib.suppress(OSError):
+                path.unlink()
+    for sub in (archive.root / DATA_DIR).iterdir():
+        with contextlib.suppress(OSError):
+            os.rmdir(sub)  # empty fan-out directories only
+
+
 def prune(archive: Archive) -> PruneReport:
     """Reclaim the space of blobs no snapshot references (the caller holds the lock)."""
     started = time.monotonic()
     report = PruneReport()
     used = referenced_blobs(archive)
     index_names = archive.index_names()
-    listed: dict[bytes, tuple[int, list[BlobRef]]] = {}
+    listed: Listed = {}
     for name in index_names:
         packs, _ = archive.read_index(name)
         for pack, size, refs in packs:
@@ -137,78 +207,19 @@ def prune(archive: Archive) -> PruneReport:
     if missing:
         raise ArchiveDamaged(f"{len(missing)} blob(s) that snapshots need are in no index; "
                              "prune refuses to run on a damaged archive.")
-    keep: list[tuple[bytes, int, list[BlobRef]]] = []
-    repack: list[BlobRef] = []
-    placed: set[bytes] = set()
-    for pack, (size, refs) in sorted(listed.items()):
-        if pack not in on_disk:
-            continue
-        live = [r for r in refs if r.id in used]
-        if len(live) == len(refs) and not any(r.id in placed for r in refs):
-            keep.append((pack, size, refs))
-            placed.update(r.id for r in refs)
-    for pack, (_size, refs) in sorted(listed.items()):
-        if pack not in on_disk or any(k[0] == pack for k in keep):
-            continue
-        for ref in refs:
-            if ref.id in used and ref.id not in placed:
-                repack.append(ref)
-                placed.add(ref.id)
-            elif ref.id not in used:
-                report.blobs_removed += 1
-    obsolete = set(on_disk) - {k[0] for k in keep}
-    if not repack and not obsolete and len(index_names) <= 1:
-        report.packs_after = len(on_disk)
-        report.bytes_after = report.bytes_before
-        report.seconds = time.monotonic() - started
-        return report
-    # 1. new packs for the live blobs of partly dead packs, then one index for all.
-    new_packs: list[tuple[bytes, int, list[list[object]]]] = []
-    builder = PackBuilder(archive.key)
-
-    def flush() -> None:
-        nonlocal builder
-        if not len(builder):
-            return
-        data, entries = builder.finish()
-        name = hashlib.sha256(data).digest()
-        archive.write_file(Path(DATA_DIR) / name.hex()[:2] / name.hex(), data)
-        failpoints.reached("prune-pack")
-        new_packs.append((name, len(data), entries))
-        builder = PackBuilder(archive.key)
-
-    for ref in repack:
-        builder.add(ref.kind, ref.id, archive.read_blob(ref.id, kind=ref.kind))
-        if builder.size >= archive.config.pack_size:
-            flush()
-    flush()
-    report.packs_written = len(new_packs)
-    entries = [(pack, size, [r.entry() for r in refs]) for pack, size, refs in keep]
-    archive.write_index(entries + new_packs, supersedes=tuple(index_names))
-    failpoints.reached("prune-index")
-    # 2. only now delete: the superseded indexes, then the packs no index lists.
-    for name in index_names:
-        with contextlib.suppress(FileNotFoundError):
-            (archive.root / INDEX_DIR / name).unlink()
-        failpoints.reached("prune-delete")
-    fsync_dir(archive.root / INDEX_DIR)
-    report.indexes_replaced = len(index_names)
-    for pack in obsolete:
-        with contextlib.suppress(FileNotFoundError):
-            on_disk[pack].unlink()
-        report.packs_deleted += 1
-        failpoints.reached("prune-delete")
-    tmp = archive.root / TMP_DIR
-    if tmp.is_dir():
-        for path in tmp.iterdir():
-            with contextlib.suppress(OSError):
-                path.unlink()
+    keep, repack = _sort_packs(listed, on_disk, used, report)
+    obsolete = sorted(set(on_disk) - {k[0] for k in keep})
+    if repack or obsolete or len(index_names) > 1:
+        # 1. new packs for the live blobs of partly dead packs, then one index for all.
+        new_packs = _repack(archive, repack)
+        report.packs_written = len(new_packs)
+        entries = [(pack, size, [r.entry() for r in refs]) for pack, size, refs in keep]
+        archive.write_index(entries + new_packs, supersedes=tuple(index_names))
+        failpoints.reached("prune-index")
+        # 2. only now delete.
+        _delete_obsolete(archive, index_names, [on_disk[p] for p in obsolete], report)
     after = pack_files(archive.root)
     report.packs_after = len(after)
     report.bytes_after = sum(p.stat().st_size for p in after.values())
     report.seconds = time.monotonic() - started
-    for sub in (archive.root / DATA_DIR).iterdir():
-        with contextlib.suppress(OSError):
-            os.rmdir(sub)  # empty fan-out directories only
     return report
-

@@ -63,6 +63,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from bundlesync import fsio
 from bundlesync.core.model import SYSTEM_FLAGS
 from bundlesync.errors import StoreError
 from bundlesync.stores import dotlock, folder_files, mutf7
@@ -413,7 +414,7 @@ class MaildirStore:
                 # Created meanwhile by someone else (Dovecot, a client): that one stands.
             else:
                 if self._fsync:
-                    dotlock.fsync_dir(root)
+                    fsio.fsync_dir(root)
         finally:
             if os.path.isdir(staging):
                 shutil.rmtree(staging, ignore_errors=True)
@@ -437,12 +438,12 @@ class MaildirStore:
         finally:
             os.unlink(staging)
         if self._fsync:
-            dotlock.fsync_dir(directory)
+            fsio.fsync_dir(directory)
 
     def _write_new_file(self, path: str, data: bytes, owner: Owner) -> None:
         fd = os.open(path, _CREATE_FLAGS, FILE_MODE)
         try:
-            dotlock.write_all(fd, data)
+            fsio.write_all(fd, data)
             if owner is not None:
                 os.fchown(fd, *owner)
             if self._fsync:
@@ -489,7 +490,7 @@ class MaildirStore:
             for source, target in moves:
                 os.rename(os.path.join(root, source), os.path.join(root, target))
             if self._fsync:
-                dotlock.fsync_dir(root)
+                fsio.fsync_dir(root)
         self._forget_dirs(root)
 
     def _forget_dirs(self, root: str) -> None:
@@ -532,7 +533,7 @@ class MaildirStore:
                 raise
             shutil.rmtree(doomed)
             if self._fsync:
-                dotlock.fsync_dir(root)
+                fsio.fsync_dir(root)
         self._forget_dirs(root)
 
     @staticmethod
@@ -704,7 +705,7 @@ class MaildirStore:
             fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
             try:
                 try:
-                    dotlock.write_all(fd, data)
+                    fsio.write_all(fd, data)
                     if owner is not None:
                         os.fchown(fd, *owner)
                     # Dovecot takes the file's mtime as the received date.
@@ -734,7 +735,7 @@ class MaildirStore:
                     )
                 return self._stored(directory, key)
             if self._fsync:
-                dotlock.fsync_dir(os.path.join(directory, "cur"))
+                fsio.fsync_dir(os.path.join(directory, "cur"))
             self._files.changed(directory, key, Entry("cur", name))
         return StoredMessage(
             key=key, guid=key, flags=stored, size=size, internal_date=max(0, internal_date)
@@ -787,7 +788,7 @@ class MaildirStore:
                         os.unlink(tmp_path)
             if self._fsync:
                 for directory in sorted(touched):
-                    dotlock.fsync_dir(directory)
+                    fsio.fsync_dir(directory)
 
     @staticmethod
     def _place(source: str, target: str) -> bool:
@@ -868,7 +869,7 @@ class MaildirStore:
                 except FileNotFoundError:
                     continue  # renamed by Dovecot meanwhile: find it again by its key
                 if self._fsync:
-                    dotlock.fsync_dir(os.path.join(directory, entry.subdir))
+                    fsio.fsync_dir(os.path.join(directory, entry.subdir))
                 self._files.changed(directory, key, Entry(entry.subdir, new_name))
                 return stored
         raise StoreError(
@@ -893,7 +894,7 @@ class MaildirStore:
                 except FileNotFoundError:
                     continue
                 if self._fsync:
-                    dotlock.fsync_dir(os.path.join(directory, entry.subdir))
+                    fsio.fsync_dir(os.path.join(directory, entry.subdir))
                 self._files.changed(directory, key, None)
                 return
         raise StoreError(

@@ -54,6 +54,7 @@ from bundlesync.archive.restore_plan import (
     storable_flags,
 )
 from bundlesync.errors import LockHeld, StoreError, UsageError
+from bundlesync.fsio import fsync_dir, write_all
 from bundlesync.stores import dotlock, mutf7
 from bundlesync.stores.dovecot_files import (
     FLAG_TO_LETTER,
@@ -275,7 +276,7 @@ def _pool_file(
     staging = os.path.join(directory, "tmp", f"pool.{message.body}.{os.getpid()}")
     fd = os.open(staging, dotlock.CREATE_FLAGS, FILE_MODE)
     try:
-        dotlock.write_all(fd, data)
+        write_all(fd, data)
         if os.geteuid() == 0:
             os.fchown(fd, 0, group)
         os.fchmod(fd, FILE_MODE)
@@ -307,7 +308,7 @@ def _build_date(
     # A date on disk the manifest does not know (a crash between the two) goes first.
     _remove_date(directory, user, date)
     os.rename(staging, os.path.join(user_dir, date))
-    dotlock.fsync_dir(user_dir)
+    fsync_dir(user_dir)
     return skipped
 
 
@@ -380,7 +381,7 @@ def _link_or_copy(pool_path: str, target: str, group: int) -> None:
 def _write_small(path: str, text: str, group: int) -> None:
     fd = os.open(path, dotlock.CREATE_FLAGS, FILE_MODE)
     try:
-        dotlock.write_all(fd, text.encode("utf-8"))
+        write_all(fd, text.encode("utf-8"))
         if os.geteuid() == 0:
             os.fchown(fd, 0, group)
         os.fchmod(fd, FILE_MODE)

@@ -31,10 +31,11 @@ from bundlesync.errors import BundleRejected
 from bundlesync.format import (
     RECORD_KINDS,
     BundleHeader,
+    BundleListing,
     NotARecipient,
     OpenBundle,
     VerifiedBundle,
-    read_header,
+    list_bundle,
     record_kind,
     verify_bundle,
 )
@@ -136,11 +137,24 @@ class _Report:
     readable: bool = False
     unreadable_reason: str | None = None
     body: _BodyStats | None = None
+    # A version 2 bundle this site could not open: only its clear header is known.
+    sealed: bool = False
+
+
+def _sealed_header(listing: BundleListing) -> BundleHeader:
+    """What a version 2 bundle shows without its inner header (bundle-v2 §4.1)."""
+    return BundleHeader(
+        bundle_id=listing.bundle_id, created_ms=0, kind=listing.kind,
+        origin_site=listing.origin_site, origin_name="", origin_key=b"",
+        recipients=listing.recipients, ack=VersionVector(), assumes=VersionVector(),
+        counts=dict.fromkeys(RECORD_KINDS, 0), frame_size=0, format_version=2,
+        sealed=listing.encrypted)
 
 
 def _examine(path: Path, site: _Site) -> _Report:
-    header = read_header(path)
-    report = _Report(path=path, header=header)
+    listing = list_bundle(path)
+    header = listing.header if listing.header is not None else _sealed_header(listing)
+    report = _Report(path=path, header=header, sealed=listing.header is None)
     try:
         report.verified = verify_bundle(path, trust=site.trust, identity=site.identity)
     except BundleRejected as exc:
@@ -148,6 +162,7 @@ def _examine(path: Path, site: _Site) -> _Report:
         return report
     try:
         with OpenBundle.from_verified(report.verified, identity=site.identity) as bundle:
+            report.header, report.sealed = bundle.header, False
             report.body = _read_body(bundle)
         report.readable = True
     except NotARecipient as exc:
@@ -182,7 +197,14 @@ def _as_json(report: _Report, site: _Site) -> dict[str, Any]:
             "error": None if report.error is None else type(report.error).__name__,
             "message": None if report.error is None else report.error.message,
         },
+        "format_version": h.format_version,
+        "sealed": report.sealed,
     }
+    if report.sealed:
+        # A version 2 header this site could not open: these are not known here.
+        data |= {"created_ms": None, "created": None, "ack": None, "assumes": None,
+                 "counts": None, "frame_size": None}
+        data["origin"]["name"] = site.name_of(h.origin_site)
     if v is not None:
         data["size"] = v.size
         data["volumes"] = [str(p) for p in v.paths]
@@ -216,8 +238,10 @@ def _print_human(report: _Report, site: _Site) -> None:
         echo(f"Bundle       {report.path.name}")
     echo(f"Kind         {h.kind}: bundle {h.bundle_id.seq} of incarnation "
          f"{h.bundle_id.incarnation}")
-    echo(f"Created      {_when(h.created_ms)}")
-    echo(f"Origin       {h.origin_name}  [{fingerprint_of(h.origin_site)}]")
+    if not report.sealed:
+        echo(f"Created      {_when(h.created_ms)}")
+    origin = site.name_of(h.origin_site) if report.sealed else h.origin_name
+    echo(f"Origin       {origin or 'unknown site'}  [{fingerprint_of(h.origin_site)}]")
     if v is not None:
         echo(f"Signature    valid: signed by {v.signer.name}, a trusted key")
     else:
@@ -240,6 +264,12 @@ def _print_human(report: _Report, site: _Site) -> None:
             echo("Encrypted    yes; this site cannot decrypt it")
     else:
         echo("Encrypted    no (anyone holding the file can read the mail in it)")
+    if report.sealed:
+        echo("Sealed       origin name, time, acknowledgement and counts are readable only "
+             "by the recipients")
+        if report.unreadable_reason is not None:
+            echo(f"Body         not shown: {report.unreadable_reason}")
+        return
     changes = sum(n for k, n in h.counts.items() if k not in ("body", "want"))
     wants = h.counts.get("want", 0)
     echo(f"Records      {changes:,} changes, {h.counts['body']:,} message bodies"

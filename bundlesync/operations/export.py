@@ -23,7 +23,7 @@ from typing import Any
 
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import BundleId, BundleNotFound, find_bundles, read_header, write_bundle
+from bundlesync.format import BundleId, BundleNotFound, find_bundles, list_bundle, write_bundle
 from bundlesync.format.volumes import named_volumes
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
@@ -203,7 +203,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                     bundle_id=BundleId(stream.site, stream.incarnation, seq), kind=KIND_SYNC,
                     recipients=[card], ack=vector, assumes=peer.ack, records=content.records(),
                     created_ms=now_ms, encrypt=encrypt, max_volume_size=max_volume_size,
-                    progress=progress, counts=counts,
+                    progress=progress, counts=counts, format_version=2,
                 )
                 break
             except BodyVanished:
@@ -235,7 +235,7 @@ def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
     ours = []
     for path in find_bundles(drop):
         try:
-            header = read_header(path)
+            header = list_bundle(path)
         except (BundleRejected, BundleNotFound):
             continue  # a foreign, damaged or vanished file is not ours to tidy away
         if header.origin_site != site.site_id or len(header.recipients) != 1:
@@ -248,8 +248,9 @@ def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
             continue
         peer_id = header.recipients[0]
         row = site.index.peer(peer_id)
-        acked = row is not None and all(
-            row.ack.get_count(stream) >= count for stream, count in header.ack.entries)
+        # A version 2 bundle's acknowledgement is sealed: only "superseded" applies.
+        acked = row is not None and header.header is not None and all(
+            row.ack.get_count(stream) >= count for stream, count in header.header.ack.entries)
         superseded = header.bundle_id.seq < newest[peer_id]
         if acked or superseded:
             for volume in named_volumes(path):

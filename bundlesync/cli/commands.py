@@ -10,11 +10,8 @@ from bundlesync.cli import (
     bundle_cmds,  # noqa: F401
     completion_cmd,  # noqa: F401
     demo_cmd,  # noqa: F401
-<<<<<<< HEAD
     drop_cmds,  # noqa: F401
-=======
     restore_cmds,  # noqa: F401
->>>>>>> restore
     site_cmds,  # noqa: F401
     status_cmd,  # noqa: F401
     sync_cmds,  # noqa: F401

@@ -13,8 +13,8 @@ from bundlesync.archive.view import SINGLE_USER, acl_file_text, dovecot_config, 
 from bundlesync.cli import cli
 from bundlesync.cli.archive_cmds import _open as open_reading
 from bundlesync.cli.archive_cmds import _secret_options as secret_options
+from bundlesync.cli.common import home_of, out_of
 from bundlesync.cli.progress import Progress
-from bundlesync.cli.site_cmds import emit_json, home_of
 from bundlesync.errors import UsageError
 from bundlesync.stores.maildir import MaildirStore
 
@@ -58,7 +58,6 @@ def live_store(ctx: click.Context, location: str | None) -> MaildirStore:
 @click.option("--prefix", default="Restored", show_default=True,
               help="The folder --beside restores under.")
 @click.option("--dry-run", is_flag=True, help="Say what would be restored; write nothing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @secret_options
 @click.pass_context
 def restore(
@@ -72,7 +71,6 @@ def restore(
     store_location: str | None,
     prefix: str,
     dry_run: bool,
-    as_json: bool,
     passphrase_file: Path | None,
     recovery_key_file: Path | None,
 ) -> None:
@@ -86,7 +84,7 @@ def restore(
     folder_prefix = parse_prefix(prefix)
     source = open_for_reading(ctx, archive, passphrase_file, recovery_key_file)
     selection = Selection(users=users, mailboxes=mailboxes)
-    progress = Progress("restore", enabled=None if not as_json else False)
+    progress = Progress("restore", enabled=None if not out_of(ctx).json else False)
     done = [0]
 
     def advance(count: int) -> None:
@@ -101,8 +99,8 @@ def restore(
                                 selection=selection, prefix=folder_prefix, dry_run=dry_run,
                                 progress=advance)
     progress.step("done")
-    if as_json:
-        emit_json(report.to_json())
+    if out_of(ctx).json:
+        out_of(ctx).result = (report.to_json())
         return
     for line in report.lines():
         click.echo(line)
@@ -116,7 +114,6 @@ def restore(
               help="Only these snapshots (default: every one); repeatable.")
 @click.option("--dovecot-config", "print_config", is_flag=True,
               help="Print the Dovecot namespace for the view in DIR and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print the outcome as JSON.")
 @secret_options
 @click.pass_context
 def view(
@@ -125,7 +122,6 @@ def view(
     directory: Path | None,
     at: tuple[str, ...],
     print_config: bool,
-    as_json: bool,
     passphrase_file: Path | None,
     recovery_key_file: Path | None,
 ) -> None:
@@ -142,8 +138,8 @@ def view(
                          "Dovecot namespace for it.")
     source = open_for_reading(ctx, archive, passphrase_file, recovery_key_file)
     report = refresh_view(source, str(directory), at=at)
-    if as_json:
-        emit_json({
+    if out_of(ctx).json:
+        out_of(ctx).result = ({
             "added": [{"user": u, "date": d} for u, d in report.added],
             "removed": [{"user": u, "date": d} for u, d in report.removed],
             "unchanged": len(report.unchanged),

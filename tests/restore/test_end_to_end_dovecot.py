@@ -91,7 +91,7 @@ def test_backup_then_restore_beside_after_expunges_and_new_mail(dovecot: Dovecot
     done = run_cli("restore", str(archive.path), "--at", DATE, "--beside", "--store",
                    str(live), "--json")
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["restored"] == 2
+    assert json.loads(done.stdout)["result"]["restored"] == 2
     after = fetch_state(dovecot, live)
     assert {guid for box, _, guid, _ in after if box == f"Restored.{DATE}.INBOX"} == lost
     assert [row for row in after if not row[0].startswith("Restored.")] == live_now

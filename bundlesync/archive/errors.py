@@ -9,7 +9,7 @@ from bundlesync.errors import (
     LockHeld,
 )
 
-EXIT_ARCHIVE_DAMAGED = 6
+EXIT_ARCHIVE_DAMAGED = 7  # docs/errors.md
 
 
 class ArchiveError(LocalError):

@@ -112,7 +112,7 @@ def test_usage_errors(cli: CliBackups) -> None:
     assert subset.returncode == 2
 
 
-def test_check_names_the_damage_and_exits_6(cli: CliBackups) -> None:
+def test_check_names_the_damage_and_exits_7(cli: CliBackups) -> None:
     populate(cli.store, per_folder=2)
     cli.backup()
     pack = max((cli.archive / "data").glob("*/*"), key=lambda p: p.stat().st_size)  # bodies
@@ -120,7 +120,7 @@ def test_check_names_the_damage_and_exits_6(cli: CliBackups) -> None:
     data[20] ^= 0xFF
     pack.write_bytes(bytes(data))
     deep = cli.run("check", str(cli.archive), "--read-data")
-    assert deep.returncode == 6
+    assert deep.returncode == 7
     assert "affects snapshot" in deep.stderr and "mailbox" in deep.stderr
 
 

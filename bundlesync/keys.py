@@ -75,6 +75,10 @@ _KEY_FILE_AAD = b"bundlesync site key v2\x00"
 _REVOCATION_DOMAIN = b"bundlesync revocation v2\x00"
 _REVOCATION_TAG = "bundlesync-revocation"
 REVOKED_DIR = "revoked"
+# bundle-v2 §3.7: revocations travel in drops as "<site id>.bsr" beside the cards.
+REVOCATION_SUFFIX = ".bsr"
+MAX_STATEMENT_SIZE = 4096
+RETIRED_DIR = "retired"
 
 RandomBytes = Callable[[int], bytes]
 
@@ -412,6 +416,33 @@ class Revocation:
             f"{_REVOCATION_TAG}: {_FORMAT_VERSION}\n", f"site-id: {self.site_id}\n",
             f"signing-key: {_b64(self.signing_public)}\n", f"created: {self.created_ms}\n",
             f"signature: {_b64(self.signature)}\n"))
+
+    @classmethod
+    def read(cls, path: Path) -> Revocation:
+        """Read a revocation file: a regular file (never through a symlink), bounded."""
+        try:
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        except FileNotFoundError:
+            raise InvalidCard(f"Revocation file {path} does not exist.",
+                              hint="Check the path of the file.") from None
+        except OSError as exc:
+            raise InvalidCard(f"Cannot open revocation file {path}: {exc.strerror}.") from None
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            data = os.read(fd, MAX_STATEMENT_SIZE + 1) if regular else b""
+        except OSError as exc:
+            raise InvalidCard(f"Cannot read revocation file {path}: {exc.strerror}.") from None
+        finally:
+            os.close(fd)
+        if not regular:
+            raise InvalidCard(f"{path} is not a regular file.")
+        if len(data) > MAX_STATEMENT_SIZE:
+            raise InvalidCard(f"{path} is too large to be a revocation.")
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidCard(f"{path} is not a revocation (it is not text).") from None
+        return cls.from_text(text, source=str(path))
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "revocation") -> Revocation:
@@ -821,6 +852,29 @@ class TrustStore(_Lookups):
                               revocation.to_text().encode("utf-8"), mode=0o644)
         return removed
 
+    def revocations(self) -> tuple[Revocation, ...]:
+        """Every revocation taken in (or made here), by site id.
+
+        A remembered file that no longer verifies is skipped: it revokes nothing
+        the store can show, and ``is_revoked`` still refuses its key.
+        """
+        try:
+            paths = sorted((self.directory / REVOKED_DIR).iterdir())
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise TrustStoreInvalid(f"Cannot list {self.directory / REVOKED_DIR}: "
+                                    f"{exc.strerror}.") from None
+        found: tuple[Revocation, ...] = ()
+        for path in paths:
+            if path.name.startswith(".") or not is_site_id(path.name):
+                continue
+            try:
+                found += (Revocation.read(path),)
+            except InvalidCard:
+                continue
+        return found
+
     def remove(self, name: str) -> PeerCard:
         """Stop trusting the peer called ``name``; returns its card."""
         for path, card in self._load():
@@ -924,3 +978,106 @@ def _require(fields: dict[str, str], key: str, source: str, error: type[LocalErr
         return fields[key]
     except KeyError:
         raise error(f"{source} has no {key!r} field.") from None
+
+
+# --- keys over time: helpers the commands and operations share ------------------------
+
+
+def key_file_sealed(directory: Path) -> bool:
+    """Whether the key file in ``directory`` is sealed under a passphrase (bundle-v2 §3.5).
+
+    Read without the passphrase: only the field names are looked at.
+    """
+    key_path = directory / KEY_FILE_NAME
+    try:
+        text = key_path.read_bytes()[:64 * 1024].decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        raise KeyMissing(f"This site has no key: {key_path} does not exist.") from None
+    except OSError as exc:
+        raise KeyFileInvalid(f"Cannot read key file {key_path}: {exc.strerror}.") from None
+    return any(line.strip().startswith("sealed-secrets:") for line in text.splitlines())
+
+
+def retire_key_file(directory: Path, identity: SiteIdentity) -> Path:
+    """Keep a copy of the current key file before it is replaced (0600).
+
+    After a new encryption key, bundles peers sealed to the old one before they
+    took the new card can still be opened by hand with the retired file.
+    """
+    key_path = directory / KEY_FILE_NAME
+    try:
+        data = key_path.read_bytes()
+    except OSError as exc:
+        raise KeyFileInvalid(f"Cannot read key file {key_path}: {exc.strerror}.") from None
+    retired = directory / RETIRED_DIR
+    try:
+        retired.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalError(f"Cannot create {retired}: {exc.strerror}") from None
+    target = retired / f"site-{identity.created_ms}.key"
+    write_file_atomically(target, data, mode=0o600)
+    return target
+
+
+def place_revocations(trust: TrustStore, drop: Path) -> list[Path]:
+    """Write every revocation this site knows into ``drop`` (bundle-v2 §3.7).
+
+    A revocation only ever makes a key less trusted, so passing on every one
+    known -- this site's own and those taken in from others -- lets it reach
+    sites behind a relay too.
+    """
+    written = []
+    for revocation in trust.revocations():
+        path = drop / f"{revocation.site_id}{REVOCATION_SUFFIX}"
+        write_file_atomically(path, revocation.to_text().encode("utf-8"), mode=0o644)
+        written.append(path)
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationTaken:
+    """What taking in one revocation found in a drop did."""
+
+    site_id: str
+    # The name of the peer whose card was removed; None if it was not trusted.
+    removed: str | None
+
+    def note(self) -> str:
+        if self.removed is None:
+            return (f"a revocation of the key of site {self.site_id} was taken in; that key "
+                    f"will not be trusted")
+        return (f"peer {self.removed} (site {self.site_id}) revoked its key: its card was "
+                f"removed and its bundles are refused from now on")
+
+
+def take_revocations(trust: TrustStore, drop: Path, *, dry_run: bool = False
+                     ) -> tuple[list[RevocationTaken], list[str]]:
+    """Take in every validly signed revocation in ``drop`` not known yet (bundle-v2 §3.7).
+
+    Returns what was taken and a note for each file that was ignored: a drop
+    is untrusted, so a damaged or forged statement is skipped, never fatal.
+    With ``dry_run`` nothing is written; the result says what would be.
+    """
+    taken: list[RevocationTaken] = []
+    ignored: list[str] = []
+    try:
+        names = sorted(n for n in os.listdir(drop)
+                       if n.endswith(REVOCATION_SUFFIX) and not n.startswith("."))
+    except OSError:
+        return taken, ignored  # the import reports an unreadable drop itself
+    for name in names:
+        try:
+            revocation = Revocation.read(drop / name)
+        except InvalidCard as exc:
+            ignored.append(f"ignored {name}: {exc.message}")
+            continue
+        if trust.is_revoked(revocation.signing_public):
+            continue
+        if dry_run:
+            card = trust.by_signing_key(revocation.signing_public)
+            removed = None if card is None else card
+        else:
+            removed = trust.revoke(revocation)
+        taken.append(RevocationTaken(revocation.site_id,
+                                     None if removed is None else removed.name))
+    return taken, ignored

@@ -405,3 +405,35 @@ def test_a_revoked_key_is_removed_and_never_trusted_again(tmp_path: Path) -> Non
     with pytest.raises(InvalidCard, match="altered"):
         Revocation.from_text(forged.to_text())
     assert store.list() == [other.card()]
+
+
+def test_revocations_are_passed_on_through_a_relay_and_junk_is_skipped(tmp_path: Path) -> None:
+    from bundlesync.keys import place_revocations, take_revocations
+    site, relay_peer = fixed("ship-a", "one"), fixed("hq", "two")
+    origin = TrustStore(tmp_path / "ship-a")
+    origin.revoke(site.revocation(created_ms=5))  # its own statement, for its exports
+    drop, onward = tmp_path / "drop", tmp_path / "onward"
+    drop.mkdir()
+    onward.mkdir()
+    (written,) = place_revocations(origin, drop)
+    assert written.name == f"{site.site_id}.bsr"
+    # A symlink and a non-file are never read from a drop.
+    (drop / "link.bsr").symlink_to(written)
+    (drop / "dir.bsr").mkdir()
+    relay = TrustStore(tmp_path / "hq")
+    relay.add(site.card())
+    taken, ignored = take_revocations(relay, drop, dry_run=True)
+    assert [t.removed for t in taken] == ["ship-a"] and relay.list() == [site.card()]
+    taken, ignored = take_revocations(relay, drop)
+    assert [t.removed for t in taken] == ["ship-a"] and relay.list() == []
+    assert sorted(note.split(":")[0] for note in ignored) == ["ignored dir.bsr",
+                                                               "ignored link.bsr"]
+    assert take_revocations(relay, drop)[0] == []  # known already: nothing new
+    # The relay passes it on; a site behind it that never trusted the key refuses it later.
+    place_revocations(relay, onward)
+    behind = TrustStore(tmp_path / "behind")
+    behind.add(relay_peer.card())
+    assert [t.removed for t in take_revocations(behind, onward)[0]] == [None]
+    from bundlesync.keys import KeyRevoked
+    with pytest.raises(KeyRevoked):
+        behind.add(site.card())

@@ -25,7 +25,7 @@ from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Wan
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleId, BundleNotFound, find_bundles, list_bundle, write_bundle
 from bundlesync.format.volumes import named_volumes
-from bundlesync.keys import PeerCard
+from bundlesync.keys import PeerCard, place_revocations
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.bodies import BodyFinder
@@ -238,6 +238,8 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
     card_path = drop / f"{site.identity.name}.bsc"
     site.identity.card().write(card_path)
     result.card = str(card_path)
+    # Revocations travel beside the card (bundle-v2 §3.7).
+    place_revocations(site.trust, drop)
     site.settle()  # what the scan recorded counts as spent from now on
     return result
 

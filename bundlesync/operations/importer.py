@@ -50,6 +50,7 @@ from bundlesync.format import (
     list_bundle,
     open_bundle,
 )
+from bundlesync.keys import take_revocations
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
 from bundlesync.operations.ledger import fold_change, resolve_user
@@ -375,6 +376,11 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                               dry_run=dry_run)
         if result_stream is not None:
             result.new_incarnation = result_stream.incarnation
+        # Revocations first (bundle-v2 §3.7): a revoked key's bundles in the same drop
+        # are then refused.
+        taken, ignored = take_revocations(site.trust, drop, dry_run=dry_run)
+        for note in [t.note() for t in taken] + ignored:
+            result.report.warn(note)
         for path, header in _route(site, drop, result):
             outcome = BundleOutcome(str(path), _origin_label(site, header),
                                     header.bundle_id.seq, "applied")

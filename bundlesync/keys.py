@@ -74,6 +74,7 @@ PASSPHRASE_SCRYPT_N = 2**15
 _KEY_FILE_AAD = b"bundlesync site key v2\x00"
 _REVOCATION_DOMAIN = b"bundlesync revocation v2\x00"
 _REVOCATION_TAG = "bundlesync-revocation"
+_SUCCESSION_DOMAIN = b"bundlesync succession v2\x00"
 REVOKED_DIR = "revoked"
 # bundle-v2 §3.7: revocations travel in drops as "<site id>.bsr" beside the cards.
 REVOCATION_SUFFIX = ".bsr"
@@ -207,6 +208,86 @@ def check_site_name(name: str) -> str:
     return name
 
 
+def read_statement(path: Path, what: str) -> str:
+    """The text of a small file from an untrusted place: a regular file, never reached
+    through a symlink, at most MAX_STATEMENT_SIZE bytes, UTF-8 (InvalidCard otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise InvalidCard(f"The {what} file {path} does not exist.",
+                          hint="Check the path of the file.") from None
+    except OSError as exc:
+        raise InvalidCard(f"Cannot open the {what} file {path}: {exc.strerror}.") from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        data = os.read(fd, MAX_STATEMENT_SIZE + 1) if regular else b""
+    except OSError as exc:
+        raise InvalidCard(f"Cannot read the {what} file {path}: {exc.strerror}.") from None
+    finally:
+        os.close(fd)
+    if not regular:
+        raise InvalidCard(f"{path} is not a regular file.")
+    if len(data) > MAX_STATEMENT_SIZE:
+        raise InvalidCard(f"{path} is too large to be a {what}.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidCard(f"{path} is not a {what} (it is not text).") from None
+
+
+# --- succession -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Succession:
+    """The old signing key's statement that a new key pair continues its site (bundle-v2 §3.8).
+
+    The site id stays the one the site was created with, so its streams, dots and
+    timestamps keep their ids; peers accept the new signing key for that site id
+    once this statement verifies with the key they trusted.
+    """
+
+    site_id: str
+    old_signing: bytes
+    new_signing: bytes
+    new_exchange: bytes
+    created_ms: int
+    signature: bytes = b""
+
+    _PACKED = 16 + 3 * KEY_SIZE + 8 + SIGNATURE_SIZE
+
+    def statement(self) -> bytes:
+        return b"".join((_SUCCESSION_DOMAIN, self._body()))
+
+    def _body(self) -> bytes:
+        return b"".join((bytes.fromhex(self.site_id), self.old_signing, self.new_signing,
+                         self.new_exchange, struct.pack(">Q", self.created_ms)))
+
+    def signature_valid(self) -> bool:
+        """Whether the OLD key signed this statement."""
+        if len(self.signature) != SIGNATURE_SIZE:
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(self.old_signing).verify(
+                self.signature, self.statement())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def to_field(self) -> str:
+        """The ``succession`` field of a card or key file: base64 of body || signature."""
+        return _b64(self._body() + self.signature)
+
+    @classmethod
+    def from_field(cls, text: str, *, source: str, error: type[LocalError]) -> Succession:
+        data = _unb64(text, source, error, size=cls._PACKED)
+        created = struct.unpack(">Q", data[112:120])[0]
+        if created >= 2**63:
+            raise error(f"{source}: the succession's time is not a number of milliseconds.")
+        return cls(site_id=data[:16].hex(), old_signing=data[16:48], new_signing=data[48:80],
+                   new_exchange=data[80:112], created_ms=created, signature=data[120:])
+
+
 # --- cards ----------------------------------------------------------------------------
 
 
@@ -225,14 +306,21 @@ class PeerCard:
     created_ms: int = 0
     signature: bytes = b""
     signed_name: str | None = None
+    # A successor key's card: the old key's statement that this key continues its
+    # site id (bundle-v2 §3.8). None: the site id is the hash of the signing key.
+    succession: Succession | None = None
 
     def __post_init__(self) -> None:
         check_site_name(self.name)
         if len(self.signing_public) != KEY_SIZE or len(self.exchange_public) != KEY_SIZE:
             raise InvalidCard(f"card {self.name!r}: public keys must be {KEY_SIZE} bytes")
+        if self.succession is not None and self.succession.new_signing != self.signing_public:
+            raise InvalidCard(f"card {self.name!r}: its succession names another key.")
 
     @property
     def site_id(self) -> str:
+        if self.succession is not None:
+            return self.succession.site_id
         return site_id_of(self.signing_public)
 
     @property
@@ -292,6 +380,7 @@ class PeerCard:
             f"exchange-key: {_b64(self.exchange_public)}\n",
             f"created: {self.created_ms}\n",
             f"signature: {_b64(self.signature)}\n",
+            "" if self.succession is None else f"succession: {self.succession.to_field()}\n",
         ))
 
     @classmethod
@@ -317,8 +406,19 @@ class PeerCard:
                          source, InvalidCard)
         exchange = _unb64(_require(fields, "exchange-key", source, InvalidCard),
                           source, InvalidCard)
+        succession = None
+        if "succession" in fields and version == _CARD_VERSION:
+            succession = Succession.from_field(fields["succession"], source=source,
+                                               error=InvalidCard)
+            if succession.new_signing != signing or not succession.signature_valid():
+                raise InvalidCard(f"{source}: its succession statement does not verify for "
+                                  f"its signing key; the card was altered.")
         claimed_id = fields.get("site-id")
-        if claimed_id is not None and claimed_id != site_id_of(signing):
+        if succession is not None:
+            if claimed_id != succession.site_id:
+                raise InvalidCard(f"{source}: its site id is not the one its succession "
+                                  f"continues.")
+        elif claimed_id is not None and claimed_id != site_id_of(signing):
             raise InvalidCard(
                 f"{source}: its site id {claimed_id} does not belong to its signing key "
                 f"(which has site id {site_id_of(signing)}); the card was altered."
@@ -334,7 +434,7 @@ class PeerCard:
                    created_ms=int(created),
                    signature=_unb64(_require(fields, "signature", source, InvalidCard),
                                     source, InvalidCard, size=SIGNATURE_SIZE),
-                   signed_name=None if local_name == name else name)
+                   signed_name=None if local_name == name else name, succession=succession)
         claimed_fp = fields.get("fingerprint")
         if claimed_fp is not None and claimed_fp != card.fingerprint:
             raise InvalidCard(f"{source}: its fingerprint does not match its keys; the card "
@@ -420,29 +520,7 @@ class Revocation:
     @classmethod
     def read(cls, path: Path) -> Revocation:
         """Read a revocation file: a regular file (never through a symlink), bounded."""
-        try:
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-        except FileNotFoundError:
-            raise InvalidCard(f"Revocation file {path} does not exist.",
-                              hint="Check the path of the file.") from None
-        except OSError as exc:
-            raise InvalidCard(f"Cannot open revocation file {path}: {exc.strerror}.") from None
-        try:
-            regular = stat.S_ISREG(os.fstat(fd).st_mode)
-            data = os.read(fd, MAX_STATEMENT_SIZE + 1) if regular else b""
-        except OSError as exc:
-            raise InvalidCard(f"Cannot read revocation file {path}: {exc.strerror}.") from None
-        finally:
-            os.close(fd)
-        if not regular:
-            raise InvalidCard(f"{path} is not a regular file.")
-        if len(data) > MAX_STATEMENT_SIZE:
-            raise InvalidCard(f"{path} is too large to be a revocation.")
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidCard(f"{path} is not a revocation (it is not text).") from None
-        return cls.from_text(text, source=str(path))
+        return cls.from_text(read_statement(path, "revocation"), source=str(path))
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "revocation") -> Revocation:
@@ -478,6 +556,9 @@ class SiteIdentity:
     exchange_secret: bytes = field(repr=False)
     # When the card was made (ms); 0 for a key file from before cards were signed.
     created_ms: int = 0
+    # Set when this key pair succeeded an older one (bundle-v2 §3.8): the site id
+    # is then the one the succession continues.
+    succession: Succession | None = None
     signing_public: bytes = field(init=False, repr=False)
     exchange_public: bytes = field(init=False, repr=False)
 
@@ -492,9 +573,13 @@ class SiteIdentity:
             raw, serialization.PublicFormat.Raw))
         object.__setattr__(self, "exchange_public", exchange.public_key().public_bytes(
             raw, serialization.PublicFormat.Raw))
+        if self.succession is not None and self.succession.new_signing != self.signing_public:
+            raise KeyFileInvalid(f"site {self.name!r}: the succession names another key")
 
     @property
     def site_id(self) -> str:
+        if self.succession is not None:
+            return self.succession.site_id
         return site_id_of(self.signing_public)
 
     @property
@@ -510,7 +595,22 @@ class SiteIdentity:
         with the old key.
         """
         return SiteIdentity(name=self.name, signing_secret=self.signing_secret,
-                            exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
+                            exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms,
+                            succession=self.succession)
+
+    def successor(self, *, created_ms: int,
+                  random_bytes: RandomBytes = secrets.token_bytes) -> SiteIdentity:
+        """This site with a new signing AND encryption key, keeping its site id (§3.8).
+
+        The old signing key signs the succession statement the new card carries;
+        peers that trust the old key take the new card on the strength of it.
+        """
+        new = SiteIdentity(name=self.name, signing_secret=random_bytes(KEY_SIZE),
+                           exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
+        unsigned = Succession(self.site_id, self.signing_public, new.signing_public,
+                              new.exchange_public, created_ms)
+        signed = dataclasses.replace(unsigned, signature=self.sign(unsigned.statement()))
+        return dataclasses.replace(new, succession=signed)
 
     def revocation(self, *, created_ms: int) -> Revocation:
         """This site's statement that its signing key must no longer be trusted."""
@@ -524,7 +624,7 @@ class SiteIdentity:
                                    created_ms=self.created_ms)
         return PeerCard(name=self.name, signing_public=self.signing_public,
                         exchange_public=self.exchange_public, created_ms=self.created_ms,
-                        signature=self.sign(statement))
+                        signature=self.sign(statement), succession=self.succession)
 
     def sign(self, message: bytes) -> bytes:
         """An Ed25519 signature of ``message`` by this site."""
@@ -615,6 +715,8 @@ def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = 
               else (f"scrypt-n: {PASSPHRASE_SCRYPT_N}\n",
                     f"sealed-secrets: {_seal_secrets(identity, passphrase)}\n")),
             f"created: {identity.created_ms}\n",
+            "" if identity.succession is None
+            else f"succession: {identity.succession.to_field()}\n",
         )
     )
     write_file_atomically(key_path, text.encode("utf-8"), mode=0o600)
@@ -667,9 +769,14 @@ def load_identity(directory: Path, *, passphrase: str | None = None) -> SiteIden
                          source, KeyFileInvalid)
         exchange = _unb64(_require(fields, "exchange-secret", source, KeyFileInvalid),
                           source, KeyFileInvalid)
+    succession = None
+    if "succession" in fields:
+        succession = Succession.from_field(fields["succession"], source=source,
+                                           error=KeyFileInvalid)
     try:
         identity = SiteIdentity(name=check_site_name(name), signing_secret=signing,
-                                exchange_secret=exchange, created_ms=int(created))
+                                exchange_secret=exchange, created_ms=int(created),
+                                succession=succession)
     except InvalidSiteName as exc:
         raise KeyFileInvalid(f"{source}: {exc.message}") from None
     claimed = fields.get("site-id")
@@ -803,12 +910,35 @@ class TrustStore(_Lookups):
         that peer, under the same signed name, and be newer (``created``) than the
         card it replaces: an older card (a replay of a superseded key) is refused.
         """
-        if not card.signed or not card.signature_valid():
+        if not card.signed or not card.signature_valid() or (
+                card.succession is not None and not card.succession.signature_valid()):
             raise InvalidCard(f"The card of {card.name!r} is not signed; it cannot update "
                               f"a key.")
-        for known_path, known in self._load():
-            if known.signing_public != card.signing_public:
+        if self.is_revoked(card.signing_public):
+            raise KeyRevoked(f"The signing key of {card.name!r} (site id {card.site_id}) was "
+                             f"revoked by its site.")
+        loaded = self._load()
+        for known_path, known in loaded:
+            # A successor key (bundle-v2 §3.8) replaces the key it names as its
+            # predecessor, for the same site id; any other card must be signed by
+            # the trusted key itself.
+            successor = (card.succession is not None and known.site_id == card.site_id
+                         and known.signing_public != card.signing_public)
+            if known.signing_public != card.signing_public and not successor:
                 continue
+            if successor:
+                assert card.succession is not None
+                if card.succession.old_signing != known.signing_public:
+                    raise PeerConflict(
+                        f"The new card of {known.name!r} continues another key than the one "
+                        f"trusted for that site (a succession this site has not seen?).",
+                        hint="Ask the site for the card of each key it had in turn; nothing "
+                             "was changed.")
+                for other_path, other in loaded:
+                    if other_path != known_path and card.signing_public in (
+                            other.signing_public, other.exchange_public):
+                        raise PeerConflict(f"The new key of {known.name!r} belongs to "
+                                           f"trusted peer {other.name!r}.")
             if card.own_name != known.own_name:
                 raise PeerConflict(f"The new card names the site {card.own_name!r}, but its "
                                    f"key belongs to {known.own_name!r}.")
@@ -1081,3 +1211,56 @@ def take_revocations(trust: TrustStore, drop: Path, *, dry_run: bool = False
         taken.append(RevocationTaken(revocation.site_id,
                                      None if removed is None else removed.name))
     return taken, ignored
+
+
+def take_card_updates(trust: TrustStore, drop: Path, *, dry_run: bool = False
+                      ) -> list[str]:
+    """Take the newer cards of trusted peers found in ``drop`` (bundle-v2 §3.6, §3.8).
+
+    Only a card the trusted key vouches for is taken: signed by the key trusted
+    for that site id (a new encryption key), or carrying a succession signed by
+    it (a successor key). Cards of other sites, older cards and this site's own
+    are left alone; a drop is untrusted, so a card that is not an update is never
+    an error. Returns a note for each update.
+    """
+    notes: list[str] = []
+    try:
+        names = sorted(n for n in os.listdir(drop)
+                       if n.endswith(CARD_SUFFIX) and not n.startswith("."))
+    except OSError:
+        return notes
+    for name in names:
+        try:
+            card = PeerCard.from_text(read_statement(drop / name, "card"),
+                                      source=str(drop / name))
+        except InvalidCard:
+            continue  # an unsigned, damaged or foreign card is nobody's update
+        known = trust.by_site_id(card.site_id)
+        if known is None or (known.signing_public == card.signing_public and (
+                card.created_ms <= known.created_ms)):
+            continue
+        if known.signing_public != card.signing_public and (
+                card.succession is None or card.succession.old_signing != known.signing_public):
+            continue
+        if not dry_run:
+            try:
+                trust.update(card)
+            except (PeerConflict, PeerNotFound, KeyRevoked, InvalidCard) as exc:
+                notes.append(f"ignored {name}: {exc.message}")
+                continue
+        what = ("a new signing key (a successor its old key signed)"
+                if known.signing_public != card.signing_public else "a new encryption key")
+        notes.append(f"peer {known.name} (site {card.site_id}) has {what}; its card was "
+                     f"updated, fingerprint {card.fingerprint}")
+    return notes
+
+
+def take_key_changes(trust: TrustStore, drop: Path, *, dry_run: bool = False) -> list[str]:
+    """Everything a drop says about keys, taken before its bundles are read.
+
+    Revocations first (a revoked key's card is then no update), then newer cards
+    of trusted peers. Returns notes for the import's report.
+    """
+    taken, ignored = take_revocations(trust, drop, dry_run=dry_run)
+    return [t.note() for t in taken] + ignored + take_card_updates(trust, drop,
+                                                                    dry_run=dry_run)

@@ -437,3 +437,43 @@ def test_revocations_are_passed_on_through_a_relay_and_junk_is_skipped(tmp_path:
     from bundlesync.keys import KeyRevoked
     with pytest.raises(KeyRevoked):
         behind.add(site.card())
+
+
+# --- succession (bundle-v2 §3.8) ------------------------------------------------------
+
+
+def test_a_successor_keeps_the_site_id_through_card_and_key_file(tmp_path: Path) -> None:
+    from bundlesync.keys import Succession
+    site = fixed("ship-a", "one")
+    successor = site.successor(created_ms=300)
+    assert successor.site_id == site.site_id != site_id_of(successor.signing_public)
+    card = PeerCard.from_text(successor.card().to_text())
+    assert card == successor.card() and card.site_id == site.site_id
+    assert card.succession is not None and card.succession.old_signing == site.signing_public
+    # The key file keeps it, sealed or not.
+    for passphrase in (None, "pass"):
+        home = tmp_path / str(passphrase)
+        save_identity(successor, home, passphrase=passphrase)
+        assert load_identity(home, passphrase=passphrase) == successor
+    # A trust store that trusts the old key takes the successor's card; once only.
+    store = TrustStore(tmp_path / "peers")
+    store.add(site.card())
+    assert store.update(card) == site.card()
+    assert store.by_site_id(site.site_id) == card
+    with pytest.raises(PeerConflict):
+        store.update(card)
+    # The successor's own next card (a new encryption key) is signed by the new key.
+    assert store.update(successor.with_new_exchange_key(created_ms=400).card()) == card
+    # A statement whose old key is not the trusted one is refused.
+    other = fixed("ship-a", "two").successor(created_ms=500)
+    assert other.site_id != site.site_id
+    with pytest.raises(PeerNotFound):
+        store.update(other.card())
+    # Any changed byte of the statement breaks the card.
+    packed = card.succession.to_field()
+    raw = bytearray(base64.b64decode(packed))
+    raw[-1] ^= 1
+    broken = card.to_text().replace(packed, base64.b64encode(bytes(raw)).decode())
+    with pytest.raises(InvalidCard, match="succession"):
+        PeerCard.from_text(broken)
+    assert Succession.from_field(packed, source="x", error=InvalidCard) == card.succession

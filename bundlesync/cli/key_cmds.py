@@ -152,6 +152,45 @@ def key_rotate_exchange(ctx: click.Context, out_file: Path | None, yes: bool) ->
             "in the drop too.")
 
 
+@key.command("succeed")
+@click.option("--out", "out_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the new card to FILE, to hand to peers.")
+@click.option("--yes", is_flag=True,
+              help="Do not ask for confirmation (needed without a terminal).")
+@click.pass_context
+def key_succeed(ctx: click.Context, out_file: Path | None, yes: bool) -> None:
+    """Replace both of this site's keys; the site id stays.
+
+    The old signing key signs a succession statement that the new card carries:
+    peers that trust the old key take the new card from the drop at their next
+    import (or with 'bundlesync peer update CARD'). Not for a stolen key -- the
+    thief could sign a succession too: revoke that one ('bundlesync key revoke').
+    The old key file is kept under keys/retired/.
+    """
+    out = out_of(ctx)
+    home = site_home(ctx)
+    paths = site_paths(home)
+    confirm("Replace this site's signing and encryption keys? Peers must take the new "
+            "card before they accept its bundles.", yes=yes)
+    with locked(ctx, home):
+        identity, passphrase = _unlock(paths)
+        successor = identity.successor(created_ms=max(now_ms(), identity.created_ms + 1))
+        retired = retire_key_file(paths.keys, identity)
+        save_identity(successor, paths.keys, overwrite=True, passphrase=passphrase)
+    card = successor.card()
+    if out_file is not None:
+        card.write(out_file)
+    out.result = {"name": card.name, "site_id": card.site_id, "fingerprint": card.fingerprint,
+                  "old_fingerprint": identity.fingerprint, "retired": str(retired),
+                  "path": None if out_file is None else str(out_file)}
+    out.say(f"New keys for {card.name}, site id {card.site_id} unchanged; fingerprint "
+            f"{card.fingerprint} (was {identity.fingerprint}).")
+    if out_file is not None:
+        out.say(f"Wrote the new card to {out_file}.")
+    out.say("Peers take it at their next import of a drop this site exported to, or with "
+            "'bundlesync peer update CARD'.")
+
+
 @key.command("revoke")
 @click.option("--out", "out_file", required=True,
               type=click.Path(dir_okay=False, allow_dash=True, path_type=Path),
@@ -195,11 +234,12 @@ def key_revoke(ctx: click.Context, out_file: Path, yes: bool) -> None:
 @click.argument("card", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
 @click.pass_context
 def peer_update(ctx: click.Context, card: Path) -> None:
-    """Take a trusted peer's new card ('-': stdin): a new encryption key it signed.
+    """Take a trusted peer's newer card ('-': stdin): a new encryption key, or new keys.
 
-    The card must be signed by the signing key already trusted for that peer
-    and be newer than the trusted card; no fingerprint needs checking, since
-    the trusted key vouches for it.
+    The card must be newer than the trusted one and be signed by the signing key
+    already trusted for that peer, or carry a succession that key signed; no
+    fingerprint needs checking, since the trusted key vouches for it. An import
+    takes such cards from the drop by itself.
     """
     out = out_of(ctx)
     home = site_home(ctx)
@@ -208,7 +248,10 @@ def peer_update(ctx: click.Context, card: Path) -> None:
         old = site_paths(home).trust_store().update(new)
     out.result = {"name": old.name, "site_id": old.site_id, "fingerprint": new.fingerprint,
                   "old_fingerprint": old.fingerprint}
-    if old.exchange_public == new.exchange_public:
+    if old.signing_public != new.signing_public:
+        out.say(f"Peer {old.name} has new keys, which its old key vouched for; fingerprint "
+                f"{new.fingerprint} (was {old.fingerprint}).")
+    elif old.exchange_public == new.exchange_public:
         out.say(f"Peer {old.name}: newer card, same keys ({new.fingerprint}).")
     else:
         out.say(f"Peer {old.name} has a new encryption key; fingerprint {new.fingerprint} "

@@ -50,7 +50,7 @@ from bundlesync.format import (
     list_bundle,
     open_bundle,
 )
-from bundlesync.keys import take_revocations
+from bundlesync.keys import take_key_changes
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
 from bundlesync.operations.ledger import fold_change, resolve_user
@@ -376,10 +376,9 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                               dry_run=dry_run)
         if result_stream is not None:
             result.new_incarnation = result_stream.incarnation
-        # Revocations first (bundle-v2 §3.7): a revoked key's bundles in the same drop
-        # are then refused.
-        taken, ignored = take_revocations(site.trust, drop, dry_run=dry_run)
-        for note in [t.note() for t in taken] + ignored:
+        # Key changes first (bundle-v2 §3.7, §3.8): a revoked key's bundles in the same
+        # drop are then refused, a successor key's are read.
+        for note in take_key_changes(site.trust, drop, dry_run=dry_run):
             result.report.warn(note)
         for path, header in _route(site, drop, result):
             outcome = BundleOutcome(str(path), _origin_label(site, header),

@@ -9,7 +9,7 @@ import pytest
 from bundlesync.errors import EXIT_BUNDLE_REJECTED, EXIT_LOCAL, EXIT_USAGE
 from bundlesync.keys import PASSPHRASE_ENV
 
-from .conftest import Net
+from .conftest import Net, Result
 
 
 def _fingerprint(net: Net, name: str) -> str:
@@ -164,3 +164,69 @@ def test_the_passphrase_is_set_changed_and_removed(net: Net, monkeypatch: pytest
         "was_protected": True}
     monkeypatch.delenv(PASSPHRASE_ENV)
     assert net.at("alpha", "key", "show").code == 0
+
+
+def _statuses(result: Result) -> set[str]:
+    return {b["status"] for b in result.json["result"]["bundles"]}
+
+
+def test_a_successor_key_keeps_the_site_id_and_travels_in_the_drop(net: Net) -> None:
+    before = net.at("alpha", "key", "show", "--json").json["result"]
+    succeeded = net.at("alpha", "key", "succeed", "--yes", "--json")
+    assert succeeded.code == 0, succeeded.err
+    result = succeeded.json["result"]
+    assert result["site_id"] == before["site_id"]
+    assert result["fingerprint"] != before["fingerprint"]
+    # The next export carries the new card (with the old key's statement) beside
+    # a bundle signed by the new key; the peer's import takes the card first.
+    assert net.at("alpha", "export", str(net.drop), "-q").code == 0
+    taken = net.at("bravo", "import", str(net.drop), "--json")
+    assert taken.code == 0, taken.out
+    assert _statuses(taken) == {"applied"}
+    assert any("peer alpha" in w and "new signing key" in w for w in taken.json["warnings"])
+    listed = net.at("bravo", "peer", "list", "--json").json["result"]["peers"]
+    assert [(p["name"], p["site_id"], p["fingerprint"]) for p in listed] == [
+        ("alpha", before["site_id"], result["fingerprint"])]
+    # And back: bravo still encrypts to alpha's site id, now to its new key.
+    assert net.at("bravo", "export", str(net.drop), "-q").code == 0
+    back = net.at("alpha", "import", str(net.drop), "--json")
+    assert back.code == 0, back.out
+    assert "applied" in _statuses(back)
+
+
+def test_a_succession_signed_by_another_key_is_not_taken(net: Net) -> None:
+    from dataclasses import replace
+
+    from bundlesync.keys import PeerCard, SiteIdentity, Succession, generate_identity, load_identity
+    alpha = load_identity(net.homes["alpha"] / "keys")
+    impostor, new = generate_identity("alpha"), generate_identity("alpha")
+    # A well-formed succession of alpha's site id -- signed by a key bravo never trusted.
+    claim = Succession(alpha.site_id, impostor.signing_public, new.signing_public,
+                       new.exchange_public, alpha.created_ms + 1)
+    forged = SiteIdentity(name="alpha", signing_secret=new.signing_secret,
+                          exchange_secret=new.exchange_secret, created_ms=claim.created_ms,
+                          succession=replace(claim, signature=impostor.sign(claim.statement())))
+    assert forged.card().site_id == alpha.site_id
+    forged.card().write(net.drop / "alpha.bsc")
+    imported = net.at("bravo", "import", str(net.drop), "--json")
+    assert imported.code == 0 and not imported.json["warnings"]
+    by_hand = net.at("bravo", "peer", "update", str(net.drop / "alpha.bsc"))
+    assert by_hand.code == EXIT_LOCAL and "continues another key" in by_hand.err
+    assert PeerCard.read(net.homes["bravo"] / "peers" / "alpha.bsc") == alpha.card()
+    # Its site id altered in the text, the card does not even parse.
+    text = forged.card().to_text()
+    (net.drop / "alpha.bsc").write_text(text.replace(alpha.site_id, "0" * 32, 1),
+                                        encoding="utf-8")
+    altered = net.at("bravo", "peer", "update", str(net.drop / "alpha.bsc"))
+    assert altered.code == EXIT_LOCAL and "succession" in altered.err
+
+
+def test_a_new_encryption_key_is_taken_from_the_drop_on_import(net: Net) -> None:
+    rotated = net.at("alpha", "key", "rotate-exchange", "--yes", "--json").json["result"]
+    assert net.at("alpha", "export", str(net.drop), "-q").code == 0
+    taken = net.at("bravo", "import", str(net.drop), "--json")
+    assert any("new encryption key" in w for w in taken.json["warnings"])
+    assert _peers(net, "bravo")["alpha"] == rotated["fingerprint"]
+    assert net.at("bravo", "export", str(net.drop), "-q").code == 0
+    back = net.at("alpha", "import", str(net.drop), "--json")
+    assert back.code == 0 and "applied" in _statuses(back)

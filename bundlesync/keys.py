@@ -1172,7 +1172,9 @@ class RevocationTaken:
     # The name of the peer whose card was removed; None if it was not trusted.
     removed: str | None
 
-    def note(self) -> str:
+    def note(self, *, dry_run: bool = False) -> str:
+        if dry_run:
+            return f"a revocation of the key of site {self.site_id} would be taken in"
         if self.removed is None:
             return (f"a revocation of the key of site {self.site_id} was taken in; that key "
                     f"will not be trusted")
@@ -1250,7 +1252,8 @@ def take_card_updates(trust: TrustStore, drop: Path, *, dry_run: bool = False
                 continue
         what = ("a new signing key (a successor its old key signed)"
                 if known.signing_public != card.signing_public else "a new encryption key")
-        notes.append(f"peer {known.name} (site {card.site_id}) has {what}; its card was "
+        done = "would be" if dry_run else "was"
+        notes.append(f"peer {known.name} (site {card.site_id}) has {what}; its card {done} "
                      f"updated, fingerprint {card.fingerprint}")
     return notes
 
@@ -1262,5 +1265,5 @@ def take_key_changes(trust: TrustStore, drop: Path, *, dry_run: bool = False) ->
     of trusted peers. Returns notes for the import's report.
     """
     taken, ignored = take_revocations(trust, drop, dry_run=dry_run)
-    return [t.note() for t in taken] + ignored + take_card_updates(trust, drop,
-                                                                    dry_run=dry_run)
+    return [t.note(dry_run=dry_run) for t in taken] + ignored + take_card_updates(
+        trust, drop, dry_run=dry_run)

@@ -559,6 +559,9 @@ class SiteIdentity:
     # Set when this key pair succeeded an older one (bundle-v2 §3.8): the site id
     # is then the one the succession continues.
     succession: Succession | None = None
+    # Encryption secrets this site had before (keys/retired/): bundles peers sealed
+    # to them before they took the new card still open (bundle-v2 §3.6).
+    retired_exchange_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     signing_public: bytes = field(init=False, repr=False)
     exchange_public: bytes = field(init=False, repr=False)
 
@@ -728,9 +731,31 @@ def load_identity(directory: Path, *, passphrase: str | None = None) -> SiteIden
     """Read the site identity from ``directory``, refusing an exposed key file.
 
     A key file protected by a passphrase needs ``passphrase`` or the environment
-    variable ``BUNDLESYNC_PASSPHRASE`` (KeyFileLocked otherwise).
+    variable ``BUNDLESYNC_PASSPHRASE`` (KeyFileLocked otherwise). The encryption
+    secrets of the retired key files (``retired/``) of the same site id come
+    with it, so bundles sealed to them still open.
     """
-    key_path = directory / KEY_FILE_NAME
+    identity = _load_key_file(directory, passphrase=passphrase)
+    try:
+        retired = sorted((directory / RETIRED_DIR).glob("site-*.key"))
+    except OSError:
+        retired = []
+    secrets_before: list[bytes] = []
+    for path in retired:
+        try:
+            old = _load_key_file(path.parent, passphrase=passphrase, file_name=path.name)
+        except LocalError:
+            continue  # an unreadable old key only costs the bundles sealed to it
+        if old.site_id == identity.site_id and old.exchange_secret != identity.exchange_secret:
+            secrets_before.append(old.exchange_secret)
+    if not secrets_before:
+        return identity
+    return dataclasses.replace(identity, retired_exchange_secrets=tuple(secrets_before))
+
+
+def _load_key_file(directory: Path, *, passphrase: str | None,
+                   file_name: str = KEY_FILE_NAME) -> SiteIdentity:
+    key_path = directory / file_name
     try:
         fd = os.open(key_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:

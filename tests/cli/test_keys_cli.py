@@ -222,11 +222,18 @@ def test_a_succession_signed_by_another_key_is_not_taken(net: Net) -> None:
 
 
 def test_a_new_encryption_key_is_taken_from_the_drop_on_import(net: Net) -> None:
+    # A bundle bravo seals to alpha's key before the change still opens after it.
+    assert net.at("alpha", "export", str(net.drop), "-q").code == 0
+    assert net.at("bravo", "import", str(net.drop), "-q").code == 0
+    assert net.at("bravo", "export", str(net.drop), "-q").code == 0
     rotated = net.at("alpha", "key", "rotate-exchange", "--yes", "--json").json["result"]
+    early = net.at("alpha", "import", str(net.drop), "--json")
+    assert early.code == 0, early.out
+    assert "applied" in _statuses(early)
     assert net.at("alpha", "export", str(net.drop), "-q").code == 0
     taken = net.at("bravo", "import", str(net.drop), "--json")
     assert any("new encryption key" in w for w in taken.json["warnings"])
     assert _peers(net, "bravo")["alpha"] == rotated["fingerprint"]
     assert net.at("bravo", "export", str(net.drop), "-q").code == 0
     back = net.at("alpha", "import", str(net.drop), "--json")
-    assert back.code == 0 and "applied" in _statuses(back)
+    assert back.code == 0 and "rejected" not in _statuses(back)

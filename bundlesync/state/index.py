@@ -15,7 +15,8 @@ It holds four things, each in its own tables:
   (``peers``, ``sent``, ``received``), and the import journal (``pending``).
 
 Schema changes go through :data:`MIGRATIONS`; a database from a newer version is
-refused. Every sqlite3 error is translated to :class:`StateError`.
+refused. A sqlite3 error while opening, or inside a transaction, is translated
+to :class:`StateError`.
 """
 
 from __future__ import annotations
@@ -153,7 +154,6 @@ _HELD_BACK = "held_back"
 
 def _bundle_seq_key(peer: str, incarnation: int) -> str:
     return f"bundle_seq:{peer}:{incarnation}"
-
 
 
 _FILE_COLUMNS = "user, folder, key, mailbox, guid, body, flags, size, internal_date"
@@ -333,11 +333,23 @@ class StateIndex:
         self._begin()
         try:
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        else:
             self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            # A full disk, an I/O error, a database damaged meanwhile: said in the
+            # state layer's words, never as a raw sqlite3 exception.
+            self._rollback()
+            raise StateError(
+                f"the state index {self.path} failed: {exc}; nothing of this step was kept",
+                hint="Check free space and the disk holding the site's home, then run again.",
+            ) from exc
+        except BaseException:
+            self._rollback()
+            raise
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (on some I/O errors it does).
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     @contextmanager
     def rehearsal(self) -> Iterator[None]:
@@ -347,7 +359,7 @@ class StateIndex:
         try:
             yield
         finally:
-            self._db.execute("ROLLBACK")
+            self._rollback()
 
     def _begin(self) -> None:
         try:

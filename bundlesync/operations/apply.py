@@ -364,6 +364,8 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
 
     held = held if held is not None else HeldBack()
     for user in site.index.pending_users():
+        if not site.config.users.matches(user):
+            continue  # outside this run's masks: held back, still pending
         work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
         try:
             work.run()

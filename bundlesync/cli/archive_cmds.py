@@ -42,8 +42,8 @@ from bundlesync.archive.secrets import (
 )
 from bundlesync.archive.users import selection
 from bundlesync.cli import cli
+from bundlesync.cli.common import home_of, out_of
 from bundlesync.cli.progress import Progress, human_bytes
-from bundlesync.cli.site_cmds import emit_json, home_of
 from bundlesync.errors import BundlesyncError, PartialFailure, UsageError
 from bundlesync.keys import KeyMissing, SiteIdentity, load_identity, site_paths
 from bundlesync.operations.config import CONFIG_NAME
@@ -127,6 +127,11 @@ def _open_to_write(ctx: click.Context, archive: Path) -> Archive:
     return open_archive(archive, secret=identity)
 
 
+def emit_json(ctx: click.Context, data: Any) -> None:
+    """The command's result: printed by ``main`` inside the JSON envelope under --json."""
+    out_of(ctx).result = data
+
+
 def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
@@ -153,13 +158,11 @@ def _when(ms: int) -> str:
               help="New archive: allow one that only this site's key opens.")
 @click.option("--kdf-log-n", type=click.IntRange(MIN_LOG_N, MAX_LOG_N), default=DEFAULT_LOG_N,
               hidden=True, help="scrypt cost (2^N) of a new archive's passphrase.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
 def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file: Path | None,
            include: tuple[str, ...], exclude: tuple[str, ...], tags: tuple[str, ...],
            passphrase_file: Path | None, recovery_key_file: Path | None,
-           recovery_key_card: Path | None, no_recovery_key: bool, kdf_log_n: int,
-           as_json: bool) -> None:
+           recovery_key_card: Path | None, no_recovery_key: bool, kdf_log_n: int) -> None:
     """Add a snapshot of every user's mail to ARCHIVE (created on first use)."""
     home = site_paths(home_of(ctx)).home
     config = read_site_config(home / CONFIG_NAME)
@@ -183,13 +186,13 @@ def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file
                     (archive / "lock").unlink(missing_ok=True)
                     archive.rmdir()
                 raise
-        progress = Progress("backup", enabled=None if not as_json else False)
+        progress = Progress("backup", enabled=None if not out_of(ctx).json else False)
         report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
                             progress=lambda user, done, total: progress.items("users", done,
                                                                               total))
         progress.finish()
-    if as_json:
-        emit_json(report.as_json())
+    if out_of(ctx).json:
+        emit_json(ctx, report.as_json())
     else:
         click.echo(f"snapshot {report.snapshot}: {report.users} user(s), "
                    f"{report.messages:,} messages, {report.folders_listed}/{report.folders} "
@@ -291,10 +294,9 @@ def _take_policy(kw: dict[str, Any]) -> dict[str, Any]:
 @click.argument("archive", type=click.Path(file_okay=False, path_type=Path))
 @_secret_options
 @_policy_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @click.pass_context
 def snapshots(ctx: click.Context, /, archive: Path, passphrase_file: Path | None,
-              recovery_key_file: Path | None, as_json: bool, **kw: Any) -> None:
+              recovery_key_file: Path | None, **kw: Any) -> None:
     """List the snapshots of ARCHIVE; with --keep-* options, which rule keeps each."""
     policy_kw = _take_policy(kw)
     opened = _open(ctx, archive, passphrase_file, recovery_key_file)
@@ -306,8 +308,8 @@ def snapshots(ctx: click.Context, /, archive: Path, passphrase_file: Path | None
             for decision in group.decisions:
                 reasons[decision.candidate.id] = (", ".join(decision.reasons)
                                                   if decision.keep else "(would be forgotten)")
-    if as_json:
-        emit_json({"archive": opened.config.archive_id.hex(),
+    if out_of(ctx).json:
+        emit_json(ctx, {"archive": opened.config.archive_id.hex(),
                    "site": opened.config.site_name, "fingerprint": opened.config.fingerprint,
                    "snapshots": [{
                        "id": s.id, "time": dt.datetime.fromtimestamp(
@@ -337,10 +339,9 @@ def snapshots(ctx: click.Context, /, archive: Path, passphrase_file: Path | None
               help="Then reclaim the space no kept snapshot uses.")
 @click.option("--dry-run", is_flag=True, help="Only say what would be forgotten, and why.")
 @_secret_options
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
 def forget_cmd(ctx: click.Context, /, archive: Path, then_prune: bool, dry_run: bool,
-               passphrase_file: Path | None, recovery_key_file: Path | None, as_json: bool,
+               passphrase_file: Path | None, recovery_key_file: Path | None,
                **kw: Any) -> None:
     """Forget snapshots by a retention policy (restic's rules: ORed, per calendar period)."""
     policy = _policy(_take_policy(kw))
@@ -362,8 +363,8 @@ def forget_cmd(ctx: click.Context, /, archive: Path, then_prune: bool, dry_run: 
         result["removed"] = removed
         if then_prune and not dry_run:
             result["prune"] = prune(opened).as_json()
-    if as_json:
-        emit_json(result)
+    if out_of(ctx).json:
+        emit_json(ctx, result)
         return
     for group in plan:
         click.echo(f"group: {group.group}")
@@ -384,15 +385,14 @@ def _print_prune(report: dict[str, Any]) -> None:
 
 @cli.command(name="prune")
 @click.argument("archive", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary.")
 @click.pass_context
-def prune_cmd(ctx: click.Context, archive: Path, as_json: bool) -> None:
+def prune_cmd(ctx: click.Context, archive: Path) -> None:
     """Reclaim the space of message bodies no snapshot references."""
     opened = _open_to_write(ctx, archive)
     with archive_lock(archive, "prune"):
         report = prune(opened).as_json()
-    if as_json:
-        emit_json(report)
+    if out_of(ctx).json:
+        emit_json(ctx, report)
     else:
         _print_prune(report)
 
@@ -419,20 +419,18 @@ def _percent(text: str | None) -> float | None:
 @click.option("--read-data-subset", metavar="N%",
               help="Read a slice of N% of the packs, rotating by day.")
 @_secret_options
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON report.")
 @click.pass_context
 def check(ctx: click.Context, archive: Path, read_data: bool, read_data_subset: str | None,
-          passphrase_file: Path | None, recovery_key_file: Path | None,
-          as_json: bool) -> None:
+          passphrase_file: Path | None, recovery_key_file: Path | None) -> None:
     """Check that every snapshot of ARCHIVE is whole; name what is damaged."""
     subset = _percent(read_data_subset)
     opened = _open(ctx, archive, passphrase_file, recovery_key_file)
-    progress = Progress("check", enabled=None if not as_json else False)
+    progress = Progress("check", enabled=None if not out_of(ctx).json else False)
     report = check_archive(opened, read_data=read_data, subset_percent=subset,
                            progress=lambda done, total: progress.items("packs", done, total))
     progress.finish()
-    if as_json:
-        emit_json(report.as_json())
+    if out_of(ctx).json:
+        emit_json(ctx, report.as_json())
     else:
         click.echo(f"{report.snapshots} snapshot(s), {report.indexes} index file(s), "
                    f"{report.packs} pack(s); read {report.packs_read} pack(s), "
@@ -449,7 +447,7 @@ def check(ctx: click.Context, archive: Path, read_data: bool, read_data_subset: 
     if not report.ok:
         raise ArchiveDamaged(f"The archive has {len(report.problems)} problem(s); everything "
                              "not named above is sound.")
-    if not as_json:
+    if not out_of(ctx).json:
         click.echo("no problems found")
 
 

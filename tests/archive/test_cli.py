@@ -15,19 +15,19 @@ def test_backup_snapshots_check_and_forget_from_the_command_line(cli: CliBackups
     populate(cli.store, per_folder=3)
     first = cli.backup("--json")
     assert first.returncode == 0, first.stderr
-    summary = json.loads(first.stdout)
+    summary = json.loads(first.stdout)["result"]
     assert summary["users"] == 2 and summary["messages"] == 30
     assert cli.backup().returncode == 0
     # No site at all: the passphrase alone lists, checks and forgets.
     listing = cli.run("snapshots", str(cli.archive), "--json", home=False)
     assert listing.returncode == 0, listing.stderr
-    snaps = json.loads(listing.stdout)["snapshots"]
+    snaps = json.loads(listing.stdout)["result"]["snapshots"]
     assert len(snaps) == 2 and snaps[0]["messages"] == 30
     checked = cli.run("check", str(cli.archive), "--read-data", home=False)
     assert checked.returncode == 0 and "no problems found" in checked.stdout
     dry = cli.run("forget", str(cli.archive), "--keep-last", "1", "--dry-run", "--json",
                   home=False)
-    assert json.loads(dry.stdout)["removed"] == []
+    assert json.loads(dry.stdout)["result"]["removed"] == []
     no_key = cli.run("forget", str(cli.archive), "--keep-last", "1", "--prune", home=False)
     assert no_key.returncode == 4 and "needs the key of site alpha" in no_key.stderr
     done = cli.run("forget", str(cli.archive), "--keep-last", "1", home=False)
@@ -112,7 +112,7 @@ def test_usage_errors(cli: CliBackups) -> None:
     assert subset.returncode == 2
 
 
-def test_check_names_the_damage_and_exits_6(cli: CliBackups) -> None:
+def test_check_names_the_damage_and_exits_7(cli: CliBackups) -> None:
     populate(cli.store, per_folder=2)
     cli.backup()
     pack = max((cli.archive / "data").glob("*/*"), key=lambda p: p.stat().st_size)  # bodies

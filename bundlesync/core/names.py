@@ -134,77 +134,151 @@ def _suffixed(path: FolderPath, guid: str, taken: set[FolderPath]) -> FolderPath
     return (*head, f"{leaf}-{guid}-{n}")
 
 
-def resolve_mailboxes(
-    mailboxes: Mapping[str, MailboxState], *, live: Collection[str]
-) -> dict[str, ResolvedMailbox]:
-    """The resolved tree of one user's mailboxes.
+def _with_unknown_live(
+    mailboxes: Mapping[str, MailboxState], live: set[str]
+) -> Mapping[str, MailboxState]:
+    """Mail for a mailbox whose create has not arrived: show it, never hide it."""
+    if live <= mailboxes.keys():
+        return mailboxes
+    users = {m.ref.user for m in mailboxes.values()}
+    user = users.pop() if len(users) == 1 else ""
+    extended = dict(mailboxes)
+    for g in live - mailboxes.keys():
+        extended[g] = empty_mailbox(MailboxRef(user, g))
+    return extended
 
-    ``mailboxes`` maps each mailbox GUID to its register; ``live`` holds the GUIDs
-    of mailboxes with at least one alive message. Returns an entry for every
-    mailbox given (deleted ones included, with ``exists=False``).
-    """
-    live_set = set(live)
-    if not live_set <= mailboxes.keys():
-        # Mail arrived for a mailbox whose create has not: show it, never hide it.
-        users = {m.ref.user for m in mailboxes.values()}
-        user = users.pop() if len(users) == 1 else ""
-        mailboxes = dict(mailboxes)
-        for g in live_set - mailboxes.keys():
-            mailboxes[g] = empty_mailbox(MailboxRef(user, g))
-    guids = sorted(mailboxes)
-    exists = {g: _own_existence(mailboxes[g], g in live_set) for g in guids}
 
-    leaf: dict[str, FolderPath] = {}
-    parent: dict[str, str | None] = {}
-    creation_name: dict[str, bool] = {}
-    for g in guids:
+def _rule_existence(mailboxes: Mapping[str, MailboxState], live: set[str]) -> dict[str, bool]:
+    """Rule 1, existence: created and not deleted, renamed after the delete, or
+    holding live mail (a delete removes only what the deleting site had seen)."""
+    return {g: _own_existence(m, g in live) for g, m in mailboxes.items()}
+
+
+@dataclass(slots=True)
+class _Names:
+    """Each mailbox's leaf name (levels), parent and whether it holds its name
+    from its creation (not from a rename)."""
+
+    leaf: dict[str, FolderPath]
+    parent: dict[str, str | None]
+    creation_name: dict[str, bool]
+
+
+def _rule_parents(mailboxes: Mapping[str, MailboxState]) -> _Names:
+    """Rule 2, parents: a path is the parent's path plus the leaf name; a parent
+    that is not known at all counts as the top level, a known one (deleted or
+    not) lends its name."""
+    names = _Names({}, {}, {})
+    for g in sorted(mailboxes):
         m = mailboxes[g]
         parts = tuple(p for p in m.name.split("/") if p) if m.name_ts is not None else ()
         if not parts:
-            parts = (f"unnamed-{g[:8]}",)
-            parent[g] = None
-            creation_name[g] = False
+            names.leaf[g] = (f"unnamed-{g[:8]}",)
+            names.parent[g] = None
+            names.creation_name[g] = False
         else:
-            parent[g] = m.parent if m.parent in mailboxes and m.parent != g else None
-            creation_name[g] = not m.renamed
-        leaf[g] = parts
+            names.leaf[g] = parts
+            names.parent[g] = m.parent if m.parent in mailboxes and m.parent != g else None
+            names.creation_name[g] = not m.renamed
+    return names
 
-    _break_cycles(parent, {g: _register_order(mailboxes[g]) for g in guids})
 
-    inbox_holder: set[str] = set()
-    for g in guids:
-        if parent[g] is None and leaf[g][0].upper() == "INBOX":
-            leaf[g] = ("INBOX", *leaf[g][1:])
-            if len(leaf[g]) == 1 and creation_name[g]:
-                inbox_holder.add(g)
+def _rule_inbox(names: _Names, exists: dict[str, bool]) -> None:
+    """Rule 4, INBOX: a top-level leaf spelled INBOX in any case is ``INBOX``; a
+    mailbox holding it from its creation always exists (in place)."""
+    for g in sorted(names.leaf):
+        leaf = names.leaf[g]
+        if names.parent[g] is None and leaf[0].upper() == "INBOX":
+            names.leaf[g] = ("INBOX", *leaf[1:])
+            if len(leaf) == 1 and names.creation_name[g]:
                 exists[g] = True
 
-    depth: dict[str, int] = {}
 
-    def path_length(g: str) -> int:
+def _path_lengths(names: _Names) -> dict[str, int]:
+    """Number of levels of every mailbox's full path (parents are a forest)."""
+    depth: dict[str, int] = {}
+    for g in sorted(names.leaf):
         # Iterative: trees can be deep, recursion limits are not ours to spend.
         chain = []
         node: str | None = g
         while node is not None and node not in depth:
             chain.append(node)
-            node = parent[node]
+            node = names.parent[node]
         base = depth[node] if node is not None else 0
         for n in reversed(chain):
-            base += len(leaf[n])
+            base += len(names.leaf[n])
             depth[n] = base
-        return depth[g]
+    return depth
 
-    for g in guids:
-        path_length(g)
 
+_Unit = tuple[str, list[str]]  # (canonical GUID, member GUIDs) of one folder
+
+
+def _units_at_one_path(
+    members: list[str], mailboxes: Mapping[str, MailboxState], names: _Names
+) -> tuple[list[_Unit], bool]:
+    """Rule 5 (rule 6 of the design), which mailboxes at one path are one folder:
+    all that hold the name from their creation (the higher GUID canonical), and
+    each set renamed in one operation (one name register: same timestamp, parent
+    and name). Every other renamed mailbox is a unit of its own. Returns the
+    units, creation holders first, and whether there are creation holders."""
+    holders = [g for g in members if names.creation_name[g]]
+    units: list[_Unit] = []
+    if holders:
+        units.append((max(holders), holders))
+    # Two renames made apart never share a timestamp, so they never merge.
+    together: dict[tuple[Timestamp, str, str], list[str]] = {}
+    for g in members:
+        m = mailboxes[g]
+        if names.creation_name[g]:
+            continue
+        if m.name_ts is not None:
+            together.setdefault((m.name_ts, m.parent or "", m.name), []).append(g)
+        else:
+            units.append((g, [g]))
+    units.extend((max(group), group) for _, group in sorted(together.items()))
+    return units, bool(holders)
+
+
+def _rule_same_full_name(
+    path: FolderPath, members: list[str], mailboxes: Mapping[str, MailboxState],
+    names: _Names, taken: set[FolderPath],
+) -> dict[str, tuple[FolderPath, str]]:
+    """Rule 5, same full name: merged units share a folder; of several units the
+    one with the newest name register keeps the name (INBOX only its creation
+    holders), the others get ``<name>-<GUID prefix>``. Returns each member's
+    path and canonical GUID."""
+    units, has_holders = _units_at_one_path(members, mailboxes, names)
+    if path == INBOX_PATH:
+        winner = units[0] if has_holders else None
+    else:
+        winner = max(
+            units, key=lambda u: (max(_register_order(mailboxes[x]) for x in u[1]), u[0])
+        )
+    placed: dict[str, tuple[FolderPath, str]] = {}
+    for unit in units:
+        unit_path = path if unit is winner else _suffixed(path, unit[0], taken)
+        taken.add(unit_path)
+        for g in unit[1]:
+            placed[g] = (unit_path, unit[0])
+    return placed
+
+
+def _place_all(
+    mailboxes: Mapping[str, MailboxState], names: _Names, exists: dict[str, bool]
+) -> tuple[dict[str, FolderPath], dict[str, str]]:
+    """Full paths and canonical GUIDs, one level of depth at a time (a parent's
+    final path, suffix included, is known before its children are placed)."""
+    depth = _path_lengths(names)
     final: dict[str, FolderPath] = {}
-    canonical: dict[str, str] = {g: g for g in guids}
+    canonical: dict[str, str] = {g: g for g in mailboxes}
+    guids = sorted(mailboxes)
     for length in sorted(set(depth.values())):
         level = [g for g in guids if depth[g] == length]
         tentative: dict[str, FolderPath] = {}
         for g in level:
-            p = parent[g]
-            tentative[g] = (final[p] if p is not None else ()) + leaf[g]
+            p = names.parent[g]
+            tentative[g] = (final[p] if p is not None else ()) + names.leaf[g]
         taken = set(tentative.values())
         groups: dict[FolderPath, list[str]] = {}
         for g in level:
@@ -214,66 +288,68 @@ def resolve_mailboxes(
                 final[g] = tentative[g]
         for path in sorted(groups):
             members = groups[path]
-            if len(members) == 1 and (path != INBOX_PATH or creation_name[members[0]]):
+            if len(members) == 1 and (path != INBOX_PATH or names.creation_name[members[0]]):
                 final[members[0]] = path
                 continue
-            holders = [g for g in members if creation_name[g]]
-            units: list[tuple[str, list[str]]] = []
-            if holders:
-                units.append((max(holders), holders))
-            # Members renamed in one operation (a merged folder renamed: one
-            # rename per member, all with one timestamp) stay merged; two
-            # renames made apart never share a timestamp.
-            together: dict[tuple[Timestamp, str, str], list[str]] = {}
-            for g in members:
-                m = mailboxes[g]
-                if not creation_name[g] and m.name_ts is not None:
-                    together.setdefault((m.name_ts, m.parent or "", m.name), []).append(g)
-                elif not creation_name[g]:
-                    units.append((g, [g]))
-            units.extend((max(group), group) for _, group in sorted(together.items()))
-            if path == INBOX_PATH:
-                winner = units[0] if holders else None
-            else:
-                winner = max(
-                    units,
-                    key=lambda u: (max(_register_order(mailboxes[x]) for x in u[1]), u[0]),
-                )
-            for unit in units:
-                unit_path = path if unit is winner else _suffixed(path, unit[0], taken)
-                taken.add(unit_path)
-                for g in unit[1]:
-                    final[g] = unit_path
-                    canonical[g] = unit[0]
+            for g, (where, head) in _rule_same_full_name(
+                    path, members, mailboxes, names, taken).items():
+                final[g], canonical[g] = where, head
+    return final, canonical
+
+
+def _merged_subscription(group: list[str], mailboxes: Mapping[str, MailboxState]) -> bool:
+    """Rule 7 for a merged folder: the newest subscription change of its members."""
+    subscription: FlagRegister | None = None
+    for x in group:
+        reg = mailboxes[x].subscription
+        if reg is not None and (subscription is None or reg.key() > subscription.key()):
+            subscription = reg
+    return subscription is not None and subscription.value
+
+
+def _merged_special_use(
+    head: MailboxState, group: list[str], mailboxes: Mapping[str, MailboxState]
+) -> str | None:
+    """The canonical mailbox's special use, else the highest member's."""
+    if head.special_use is not None:
+        return head.special_use
+    return next((mailboxes[x].special_use for x in sorted(group, reverse=True)
+                 if mailboxes[x].special_use is not None), None)
+
+
+def resolve_mailboxes(
+    mailboxes: Mapping[str, MailboxState], *, live: Collection[str]
+) -> dict[str, ResolvedMailbox]:
+    """The resolved tree of one user's mailboxes (the rules of the module docstring).
+
+    ``mailboxes`` maps each mailbox GUID to its register; ``live`` holds the GUIDs
+    of mailboxes with at least one alive message. Returns an entry for every
+    mailbox given (deleted ones included, with ``exists=False``).
+    """
+    live_set = set(live)
+    mailboxes = _with_unknown_live(mailboxes, live_set)
+    exists = _rule_existence(mailboxes, live_set)
+    names = _rule_parents(mailboxes)
+    _break_cycles(names.parent, {g: _register_order(m) for g, m in mailboxes.items()})
+    _rule_inbox(names, exists)
+    final, canonical = _place_all(mailboxes, names, exists)
 
     members_of: dict[str, list[str]] = {}
-    for g in guids:
+    for g in sorted(mailboxes):
         if exists[g]:
             members_of.setdefault(canonical[g], []).append(g)
-
     result: dict[str, ResolvedMailbox] = {}
-    for g in guids:
+    for g in sorted(mailboxes):
         m = mailboxes[g]
         group = members_of.get(canonical[g], [g]) if exists[g] else [g]
         head = mailboxes[canonical[g]]
-        subscription: FlagRegister | None = None
-        for x in group:
-            reg = mailboxes[x].subscription
-            if reg is not None and (subscription is None or reg.key() > subscription.key()):
-                subscription = reg
-        special_use = head.special_use
-        if special_use is None:
-            special_use = next(
-                (mailboxes[x].special_use for x in sorted(group, reverse=True)
-                 if mailboxes[x].special_use is not None),
-                None,
-            )
+        special_use = _merged_special_use(head, group, mailboxes)
         result[g] = ResolvedMailbox(
             guid=g,
             path=final[g],
             canonical=canonical[g],
             exists=exists[g],
-            subscribed=subscription is not None and subscription.value,
+            subscribed=_merged_subscription(group, mailboxes),
             uidvalidity=head.uidvalidity if exists[g] else m.uidvalidity,
             special_use=special_use if exists[g] else m.special_use,
         )

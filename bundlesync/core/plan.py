@@ -23,7 +23,7 @@ one file there (:func:`collapse_instances`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from bundlesync.core.model import MessageRef
@@ -203,6 +203,39 @@ class _Layout:
         return (name,)
 
 
+def _settle(
+    layout: _Layout, target: Mapping[str, FolderPath],
+    make_room: Callable[[Iterable[str]], bool],
+) -> None:
+    """Rename every folder to its target, parents first; names that swap, chain
+    or move into their own subtree step aside through a temporary name."""
+    budget = 4 * len(target) + 8
+    while True:
+        pending = sorted(
+            (f for f in target if layout.at[f] != target[f]),
+            key=lambda f: (len(target[f]), target[f], f),
+        )
+        if not pending:
+            return
+        progressed = False
+        for fid in pending:
+            dest = target[fid]
+            if layout.at[fid] == dest or _under(dest, layout.at[fid]):
+                continue
+            blockers = layout.collisions(fid, dest)
+            if blockers and not make_room(blockers):
+                continue
+            layout.rename(fid, dest)
+            progressed = True
+        if not progressed:
+            stuck = next((f for f in pending if not layout.at[f][0].startswith("bundlesync-tmp-")),
+                         pending[0])
+            layout.rename(stuck, layout.free_name(f"bundlesync-tmp-{stuck[:8]}"))
+        budget -= 1
+        if budget < 0:
+            raise AssertionError("folder plan did not converge")  # a bug, never data
+
+
 def plan_folder_changes(
     user: str, before: Mapping[str, ResolvedMailbox], after: Mapping[str, ResolvedMailbox]
 ) -> FolderPlan:
@@ -235,33 +268,7 @@ def plan_folder_changes(
             layout.rename(f, layout.free_name(f"bundlesync-retired-{f[:8]}"))
         return True
 
-    budget = 4 * len(target) + 8
-    while True:
-        pending = sorted(
-            (f for f in target if layout.at[f] != target[f]),
-            key=lambda f: (len(target[f]), target[f], f),
-        )
-        if not pending:
-            break
-        progressed = False
-        for fid in pending:
-            dest = target[fid]
-            if layout.at[fid] == dest or _under(dest, layout.at[fid]):
-                continue
-            blockers = layout.collisions(fid, dest)
-            if blockers and not make_room(blockers):
-                continue
-            layout.rename(fid, dest)
-            progressed = True
-        if not progressed:
-            # Swapped or chained names, or a move into its own subtree: step
-            # aside through a temporary top-level name.
-            stuck = next((f for f in pending if not layout.at[f][0].startswith("bundlesync-tmp-")),
-                         pending[0])
-            layout.rename(stuck, layout.free_name(f"bundlesync-tmp-{stuck[:8]}"))
-        budget -= 1
-        if budget < 0:
-            raise AssertionError("folder plan did not converge")  # a bug, never data
+    _settle(layout, target, make_room)
 
     for g in sorted(a_folders, key=lambda g: (len(a_folders[g]), a_folders[g])):
         if g in b_folders or g in becomes.values():
@@ -272,6 +279,11 @@ def plan_folder_changes(
             ok = make_room([occupant])
             assert ok, f"create of {path} blocked by a live folder"
         layout.actions.append(CreateFolder(user, path, g, after[g].uidvalidity))
+        layout.at[g] = target[g] = path  # from now on it moves with its parents
+        if occupant is not None:
+            # A retiring folder that stepped aside took the folders below it
+            # along: the live ones among them go back where they belong.
+            _settle(layout, target, make_room)
     for fid in adopted:
         g = becomes[fid]
         layout.actions.append(CreateFolder(user, a_folders[g], g, after[g].uidvalidity))
@@ -291,7 +303,7 @@ def plan_folder_changes(
     return FolderPlan(
         prepare=tuple(layout.actions),
         cleanup=cleanup,
-        interim=tuple(sorted(layout.at.items())),
+        interim=tuple(sorted((f, p) for f, p in layout.at.items() if f in b_folders)),
     )
 
 

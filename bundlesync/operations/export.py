@@ -107,6 +107,7 @@ class _BundleContent:
         self.site = site
         self.ack = ack
         self.asked = set(site.index.peer_wants(peer))
+        self.sent: set[str] = set()
         self.wants = site.index.wanted()
         self.changes = 0
         self.bodies = 0
@@ -158,6 +159,7 @@ class _BundleContent:
                 continue  # gone meanwhile; its expunge travels in the next bundle
             self.bodies += 1
             self.body_bytes += len(data)
+            self.sent.add(body)
             if self.counter is not None:
                 self.counter("message bodies", self.bodies, len(self.send))
             yield Body(body, data)
@@ -225,6 +227,10 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
             index.record_sent(card.site_id, stream.incarnation, seq, created_ms=now_ms,
                               size=written.size, changes=content.changes, bodies=content.bodies,
                               covers=vector, names=names)
+            # What the peer asked for has now been sent: asking again would write a
+            # bundle on every run. If this bundle is lost, the peer still lacks the
+            # bodies and asks again in its next bundle.
+            index.set_peer_wants(card.site_id, sorted(content.asked - content.sent))
         result.bundles.append(BundleWritten(card.name, [str(p) for p in written.paths],
                                             written.size, content.changes, content.bodies,
                                             content.body_bytes))

@@ -22,11 +22,9 @@ expunge had seen):
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 
 import pytest
-from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -54,12 +52,12 @@ from bundlesync.core.model import (
 )
 from bundlesync.core.names import INBOX_PATH, ResolvedMailbox
 
+from .conftest import machine_settings
 from .sites import USER, Bundle, Marker, Site, expunge_file, make_guid
 
 NAMES = ("Sent", "Work", "Lists", "Old", "inbox")
 FLAGS = ("\\Seen", "\\Flagged", "\\Answered", "$Work", "Later")
 SKEWS = (0, 0, 0, -3_600_000, 86_400_000)
-PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 
 
 class Replication(RuleBasedStateMachine):
@@ -352,6 +350,5 @@ def _taken(folders: Mapping[tuple[str, ...], ResolvedMailbox], path: tuple[str, 
     return path in folders
 
 
-Replication.TestCase.settings = settings.get_profile(PROFILE if PROFILE in ("ci", "long")
-                                                     else "ci")
+Replication.TestCase.settings = machine_settings("model")
 TestReplication = pytest.mark.slow(Replication.TestCase)

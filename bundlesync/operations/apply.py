@@ -332,4 +332,5 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
                        bodies=bodies).run()
         except StoreError as exc:
             report.fail(user, exc)
+    report.warnings.extend(site.store.take_warnings())
     return report

@@ -331,6 +331,7 @@ def scan_store(site: Site, *, now_ms: int, inventory: bool = False,
             _UserScan(site, user, now_ms=now_ms, inventory=inventory, stats=stats).run()
             stats.users += 1
         site.index.advance_streams([site.stream])
+    stats.warnings.extend(site.store.take_warnings())
     for user in sorted(known_users - set(users)):
         stats.warnings.append(
             f"user {user or '(store)'} is no longer in the store; nothing was deleted for "

@@ -59,6 +59,7 @@ import contextlib
 import errno
 import os
 import shutil
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -112,6 +113,9 @@ SUBSCRIPTIONS = "subscriptions"
 UIDLIST_LOCK_STALE_S = 120  # Dovecot overrides dovecot-uidlist.lock after 2 minutes
 SUBSCRIPTIONS_LOCK_STALE_S = 30  # ... and subscriptions.lock after 30 s
 _MAX_RETRIES = 4
+# Dovecot's own small files (dovecot-uidlist, dovecot-keywords, subscriptions) are
+# read up to this size: a uidlist of a million messages is about 80 MiB.
+MAX_DOVECOT_FILE = 128 * 1024 * 1024
 # Caches are per folder and small: memory stays bounded by the work at hand,
 # not by the size of the store (a folder index holds one entry per message).
 _INDEX_CACHE = 4
@@ -134,7 +138,7 @@ def _read_cached(path: str, cache: Lru[tuple[tuple[int, int, int], _Parsed]],
     A missing file parses as the empty value (``parse(b"")``).
     """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return parse(b"")
     signature = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -142,12 +146,40 @@ def _read_cached(path: str, cache: Lru[tuple[tuple[int, int, int], _Parsed]],
     if cached is not None and cached[0] == signature:
         return cached[1]
     try:
-        with open(path, "rb") as handle:
-            value = parse(handle.read())
+        value = parse(_read_plain(path, limit=MAX_DOVECOT_FILE))
     except FileNotFoundError:
         return parse(b"")
     cache.put(path, (signature, value))
     return value
+
+
+def _read_plain(path: str, *, limit: int | None = None) -> bytes:
+    """The bytes of a plain file, never through a symlink and never blocking on a FIFO.
+
+    ``limit``: read at most this many bytes. A path that is not a plain file
+    raises FileNotFoundError (for the store it is not there).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path)
+        size = st.st_size if limit is None else min(st.st_size, limit)
+        chunks = []
+        while size > 0:
+            chunk = os.read(fd, min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _translate(exc: OSError, action: str) -> StoreError:
@@ -203,9 +235,10 @@ class MaildirStore:
         )
         self._guid_cache: Lru[tuple[tuple[int, int, int], dict[str, str]]] = Lru(_GUIDS_CACHE)
         self._owners: dict[str, Owner] = {}
-        self._checked_dirs: set[str] = set()
         # Messages written to tmp/ inside batch(), named when the batch ends.
         self._deferred: list[tuple[str, str, str, str, bytes]] | None = None
+        # What was skipped (symlinks, odd files) since the caller last asked.
+        self._warnings: dict[str, None] = {}
 
     def __repr__(self) -> str:
         return f"MaildirStore({self.location.template!r})"
@@ -235,6 +268,23 @@ class MaildirStore:
         if not os.path.isdir(root):
             raise UnknownUser(f"user {user!r} has no Maildir at {root}")
         return root
+
+    def take_warnings(self) -> list[str]:
+        """What the store skipped since the last call (symlinks, files that are not
+        plain files), one line each, for the operation's report."""
+        found, self._warnings = list(self._warnings), {}
+        return found
+
+    def _warn(self, text: str) -> None:
+        self._warnings[text] = None
+
+    def _symlinked(self, root: str, directory: str) -> str | None:
+        """The part of the folder that is a symlink (warned about), or None."""
+        link = folder_files.symlinked_part(directory, itself=directory != root)
+        if link is not None:
+            self._warn(f"skipped {link}: a symlink inside a Maildir is never followed "
+                       "(replace it with a real directory to have it synchronised)")
+        return link
 
     # --- users -------------------------------------------------------------------------
 
@@ -290,19 +340,19 @@ class MaildirStore:
         return self._owners[root]
 
     def _check_inside(self, root: str, directory: str) -> None:
-        """Refuse to write through a symlink that leads out of the user's Maildir."""
-        if directory in self._checked_dirs:
-            return
-        real_root = os.path.realpath(root)
-        for path in (directory, *(os.path.join(directory, sub) for sub in ("cur", "new", "tmp"))):
-            real = os.path.realpath(path)
-            if real != real_root and not real.startswith(real_root + os.sep):
-                raise UnsafeName(
-                    f"{path} leads out of the Maildir {root} (symlink to {real})",
-                    hint="Replace the symlink with a directory, or move the folder into the "
-                    "Maildir.",
-                )
-        self._checked_dirs.add(directory)
+        """Refuse to write through a symlink below the user's Maildir.
+
+        Checked again on every call (two or four lstats): a cached answer would
+        let a link put in place later be followed.
+        """
+        link = folder_files.symlinked_part(directory, itself=directory != root)
+        if link is not None:
+            raise UnsafeName(
+                f"{link} is a symlink; bundlesync never writes through one "
+                f"(Maildir {root})",
+                hint="Replace the symlink with a real directory, or move the folder into "
+                "the Maildir.",
+            )
 
     # --- folders -----------------------------------------------------------------------
 
@@ -324,6 +374,8 @@ class MaildirStore:
                         found.append((path, entry.path))
             infos = []
             for path, directory in sorted(found):
+                if self._symlinked(root, directory) is not None:
+                    continue
                 info = self._folder_info(path, directory)
                 if info is not None:
                     infos.append(info)
@@ -346,10 +398,11 @@ class MaildirStore:
             return None
         header = None
         try:
-            with open(os.path.join(directory, UIDLIST), "rb") as handle:
-                header = parse_uidlist_header(handle.readline(1024).decode("ascii", "replace"))
+            head = _read_plain(os.path.join(directory, UIDLIST), limit=1024)
         except FileNotFoundError:
             pass
+        else:
+            header = parse_uidlist_header(head.split(b"\n", 1)[0].decode("ascii", "replace"))
         return FolderInfo(
             path=path,
             guid=header.guid if header else None,
@@ -495,7 +548,6 @@ class MaildirStore:
     def _forget_dirs(self, root: str) -> None:
         prefix = root + os.sep
         self._files.forget_below(prefix)
-        self._checked_dirs = {d for d in self._checked_dirs if not d.startswith(prefix)}
 
     def delete_folder(self, user: str, path: FolderPath) -> None:
         """Delete a folder without messages; its Dovecot files go with it. Idempotent.
@@ -561,6 +613,7 @@ class MaildirStore:
         directory = self._dir_in(root, check_folder_path(path))
         if folder_files.marks(directory) is None:
             raise FolderNotFound(f"folder {'/'.join(path)} of user {user!r} does not exist")
+        self._check_inside(root, directory)
         return root, directory
 
     def messages(self, user: str, path: FolderPath) -> list[StoredMessage]:
@@ -600,7 +653,11 @@ class MaildirStore:
         """
         _, directory = self._folder(user, path)
         with _io(f"list folder {'/'.join(path)} of user {user!r}"):
-            entries, marks = folder_files.stable_names(directory, is_racy=self._is_racy)
+            skipped: list[str] = []
+            entries, marks = folder_files.stable_names(directory, is_racy=self._is_racy,
+                                                       skipped=skipped)
+            for odd in skipped:
+                self._warn(f"skipped {odd}: not a plain file (symlinks are never followed)")
             self._files.remember_entries(directory, entries, marks)
             keywords = self._keywords(directory)
             guids = self._uidlist_guids(directory)
@@ -632,8 +689,7 @@ class MaildirStore:
                 if entry is None:
                     break
                 try:
-                    with open(os.path.join(directory, entry.subdir, entry.name), "rb") as handle:
-                        return handle.read()
+                    return _read_plain(os.path.join(directory, entry.subdir, entry.name))
                 except FileNotFoundError:
                     continue  # renamed meanwhile: list again, find it by its key
         raise MessageMissing(f"message {key} is not in folder {'/'.join(path)} of user {user!r}")
@@ -811,10 +867,9 @@ class MaildirStore:
     @staticmethod
     def _holds_bytes(directory: str, entry: Entry, data: bytes) -> bool:
         path = os.path.join(directory, entry.subdir, entry.name)
-        if os.stat(path).st_size != len(data):
+        if os.lstat(path).st_size != len(data):
             return False
-        with open(path, "rb") as handle:
-            return handle.read() == data
+        return _read_plain(path) == data
 
     def _stored(self, directory: str, key: str) -> StoredMessage:
         for attempt in range(_MAX_RETRIES):
@@ -822,7 +877,7 @@ class MaildirStore:
             if entry is None:
                 break
             try:
-                st = os.stat(os.path.join(directory, entry.subdir, entry.name))
+                st = os.lstat(os.path.join(directory, entry.subdir, entry.name))
             except FileNotFoundError:
                 continue
             keywords = self._keywords(directory)
@@ -884,6 +939,8 @@ class MaildirStore:
         with _io(f"expunge message {key} in folder {'/'.join(path)}"):
             if folder_files.marks(directory) is None:
                 return
+            if self._symlinked(root, directory) is not None:
+                return  # never unlink through a link: the file may be anywhere
             for attempt in range(_MAX_RETRIES):
                 entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
@@ -979,8 +1036,8 @@ class MaildirStore:
         root = self.location.path_for(user)
         with _io(f"read the subscriptions of user {user!r}"):
             try:
-                with open(os.path.join(root, SUBSCRIPTIONS), "rb") as handle:
-                    text = handle.read().decode("utf-8", "replace")
+                text = _read_plain(os.path.join(root, SUBSCRIPTIONS),
+                                   limit=MAX_DOVECOT_FILE).decode("utf-8", "replace")
             except FileNotFoundError:
                 return set()
         return parse_subscriptions(text)

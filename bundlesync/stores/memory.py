@@ -211,6 +211,10 @@ class MemoryStore:
         self._touch(folder)
         return self._view(key, message)
 
+    def take_warnings(self) -> list[str]:
+        """Nothing is ever skipped in memory."""
+        return []
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:
         """Deliveries in memory are atomic already: nothing to defer."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from bundlesync import __version__
-from bundlesync.errors import EXIT_INTERNAL, BundlesyncError
+from bundlesync.errors import EXIT_INTERNAL, BundlesyncError, file_system_error
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -56,6 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted; nothing half-done was kept.", err=True)
         return 130
+    except OSError as exc:
+        # A file-system boundary that no layer translated: still the operator's
+        # problem (full, read-only, failing or forbidden), never "a bug".
+        error = file_system_error(exc)
+        click.echo(f"error: {error.message}", err=True)
+        click.echo(f"hint: {error.hint}", err=True)
+        return error.exit_code
     except Exception as exc:  # the last line of defence: a bug
         click.echo(f"internal error: {type(exc).__name__}: {exc}", err=True)
         click.echo("hint: this is a bug in bundlesync; please report it with the command you ran.",

@@ -68,6 +68,32 @@ def bundle_stem(*, origin_name: str, origin_site: str, incarnation: int, seq: in
     return f"{base}_to_{len(recipients)}-sites"
 
 
+def remove_leftover_temps(directory: Path, *, origin_name: str, origin_site: str) -> list[str]:
+    """Remove the temporary files a killed write of this site left in ``directory``.
+
+    Only names this site's writer makes (``.<origin>_<site8>_*.tmp``, bundle-v1
+    §11) are touched, and only regular files: the caller holds the site lock, so
+    no write of this site is under way, and other sites' files are never ours.
+    """
+    prefix = f".{origin_name}_{origin_site[:8]}_"
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        path = directory / name
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed.append(name)
+        except FileNotFoundError:
+            continue
+    return removed
+
+
 def volume_name(stem: str, index: int, count: int) -> str:
     if count == 1:
         return f"{stem}{SUFFIX}"

@@ -12,6 +12,12 @@ A small, hand-editable TOML file::
 
     [warnings]
     silent_peer_days = 14         # status warns when a peer was not heard from for longer
+
+    [limits]                      # optional; defaults in formats/bundle-v1.md section 9.2
+    max_message_size = 104857600  # bytes per message (larger ones are skipped, with a warning)
+    max_new_users = 1000          # user Maildirs one import may create
+    max_new_folders = 1000        # folders one import may create per user
+    max_folder_depth = 32         # levels of a folder path
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bundlesync.errors import ConfigError
+from bundlesync.format.limits import SiteLimits
 from bundlesync.stores.base import FolderPath
 
 CONFIG_NAME = "bundlesync.toml"
@@ -56,6 +63,7 @@ class SiteConfig:
     store: str
     filters: MailboxFilter = field(default_factory=MailboxFilter)
     silent_peer_days: int = 14
+    limits: SiteLimits = field(default_factory=SiteLimits)
 
     def with_filters(self, *, include: Sequence[str], exclude: Sequence[str]) -> SiteConfig:
         return replace(self, filters=self.filters.merged(include=include, exclude=exclude))
@@ -81,7 +89,12 @@ def write_config(path: Path, config: SiteConfig) -> None:
         f"include = {_toml_list(config.filters.include)}\n"
         f"exclude = {_toml_list(config.filters.exclude)}\n\n"
         "[warnings]\n"
-        f"silent_peer_days = {config.silent_peer_days}\n"
+        f"silent_peer_days = {config.silent_peer_days}\n\n"
+        "[limits]\n"
+        f"max_message_size = {config.limits.max_message_size}\n"
+        f"max_new_users = {config.limits.max_new_users}\n"
+        f"max_new_folders = {config.limits.max_new_folders}\n"
+        f"max_folder_depth = {config.limits.max_folder_depth}\n"
     )
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -114,9 +127,25 @@ def read_config(path: Path) -> SiteConfig:
                 tuple(str(p) for p in filters.get("exclude", [])),
             ),
             silent_peer_days=int(warnings.get("silent_peer_days", 14)),
+            limits=_limits(data.get("limits", {})),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
             f"the configuration {path} lacks or garbles a setting: {exc}",
             hint="Compare it with the example in docs/tutorial.md.",
         ) from exc
+
+
+def _limits(section: dict[str, object]) -> SiteLimits:
+    """The ``[limits]`` section: positive integers; a missing one keeps its default."""
+    defaults = SiteLimits()
+    values: dict[str, int] = {}
+    for name in ("max_message_size", "max_new_users", "max_new_folders", "max_folder_depth"):
+        raw = section.get(name, getattr(defaults, name))
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise ValueError(f"[limits] {name} must be a positive whole number, not {raw!r}")
+        values[name] = raw
+    unknown = set(section) - set(values)
+    if unknown:
+        raise ValueError(f"[limits] has unknown settings: {', '.join(sorted(unknown))}")
+    return SiteLimits(**values)

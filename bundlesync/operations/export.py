@@ -25,7 +25,7 @@ from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Wan
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleId, BundleNotFound, find_bundles, read_header, write_bundle
 from bundlesync.format.records import OPERATION_KINDS
-from bundlesync.format.volumes import named_volumes
+from bundlesync.format.volumes import named_volumes, remove_leftover_temps
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
@@ -177,6 +177,8 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or create the directory first.")
     peers = select_peers(site, to)
+    # A killed export's temporary files (hundreds of MB on a stick) go first.
+    remove_leftover_temps(drop, origin_name=site.identity.name, origin_site=site.site_id)
     apply_pending(site)
     result = ExportResult(scan=scan_store(site, now_ms=now_ms, progress=scan_progress))
     index = site.index

@@ -31,6 +31,7 @@ from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.vv import detect_restore, next_incarnation
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
+from bundlesync.format.limits import MAX_INCARNATION_JUMP
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.ledger import decode_change, encode_change, fold_change, resolve_user
@@ -133,6 +134,14 @@ def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
     # Above every incarnation seen, and at least the time in seconds: two restores of
     # one old copy, neither aware of the other, still take different incarnations.
     fresh = next_incarnation(ours, [header.ack], floor=now_ms // 1000).incarnation
+    # Incarnations are taken from the clock (seconds) plus one per collision: an
+    # acknowledgement claiming one far above is forged, not evidence (bundle-v1 §9.1).
+    ceiling = max(ours.incarnation, now_ms // 1000) + MAX_INCARNATION_JUMP
+    if fresh > ceiling:
+        fresh = next_incarnation(ours, [], floor=now_ms // 1000).incarnation
+        result.report.warn(f"bundle {header.bundle_id.site[:8]}: its acknowledgement claims "
+                           "an incarnation of this site far beyond any it can have made; "
+                           "not followed")
     while index.stream_max(Stream(ours.site, fresh)) > 0:
         fresh += 1
     index.set_meta("incarnation", fresh)

@@ -262,6 +262,14 @@ class _UserScan:
                 message = self.store.message_info(self.user, info.path, key)
             except MessageMissing:
                 continue  # gone again since the listing: it never was, for us
+            limit = self.site.config.limits.max_message_size
+            if message.size > limit:
+                # Never read, never sent: one huge file must not stop every export.
+                self.stats.warnings.append(
+                    f"skipped message {key} of user {self.user or '(store)'} in folder "
+                    f"{'/'.join(info.path)}: {message.size} bytes, above the limit of "
+                    f"{limit} ([limits] max_message_size)")
+                continue
             moved = gone.get(message.key)
             if moved is not None and moved.size == message.size:
                 body = moved.body

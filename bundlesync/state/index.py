@@ -20,6 +20,7 @@ refused. Every sqlite3 error is translated to :class:`StateError`.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -220,12 +221,18 @@ class StateIndex:
             self.db.execute(f"SAVEPOINT {name}")
             try:
                 yield
-            except BaseException:
-                self.db.execute(f"ROLLBACK TO {name}")
-                self.db.execute(f"RELEASE {name}")
+            except BaseException as exc:
+                # SQLite may have rolled the whole transaction back itself (disk
+                # full, I/O error): then there is no savepoint left to undo, and the
+                # error that says why must not be replaced by "no transaction".
+                if self.db.in_transaction:
+                    self.db.execute(f"ROLLBACK TO {name}")
+                    self.db.execute(f"RELEASE {name}")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._failed(exc) from exc
                 raise
             else:
-                self.db.execute(f"RELEASE {name}")
+                self._execute_or_fail(f"RELEASE {name}")
             finally:
                 self._depth -= 1
             return
@@ -235,11 +242,34 @@ class StateIndex:
             raise StateError(f"the state index is busy: {exc}") from exc
         try:
             yield
-        except BaseException:
-            self.db.execute("ROLLBACK")
+        except BaseException as exc:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._failed(exc) from exc
             raise
         else:
-            self.db.execute("COMMIT")
+            self._execute_or_fail("COMMIT")
+
+    def _execute_or_fail(self, sql: str) -> None:
+        try:
+            self.db.execute(sql)
+        except sqlite3.Error as exc:
+            if self.db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self.db.execute("ROLLBACK")
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: sqlite3.Error) -> StateError:
+        """The database's own error, with its cause and what to do (disk full, I/O)."""
+        text = str(exc)
+        hint = None
+        if isinstance(exc, sqlite3.OperationalError) and "full" in text:
+            hint = "Free space on the file system of the site's home, then run again."
+        elif "disk I/O" in text or "readonly" in text:
+            hint = ("Check the file system of the site's home (read-only? failing disk?); "
+                    "nothing of this run was kept.")
+        return StateError(f"the state index {self.path} could not be written: {text}", hint=hint)
 
     # -- meta ----------------------------------------------------------------------
 

@@ -58,7 +58,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -100,8 +102,8 @@ from bundlesync.stores.location import MailLocation
 from bundlesync.stores.names import (
     check_folder_path,
     check_key,
-    check_keyword,
     new_message_key,
+    storable_flags,
 )
 
 RACY_NS = 2_000_000_000  # coarse file systems keep mtimes in 1 s or 2 s steps
@@ -124,6 +126,10 @@ _GUIDS_CACHE = 4
 _CREATE_FLAGS = dotlock.CREATE_FLAGS
 _DELETING_PREFIX = ".bundlesync-deleting."
 _CREATING_PREFIX = ".bundlesync-creating."
+# Dovecot removes files from tmp/ that were neither accessed nor changed for 36 hours.
+TMP_STALE_S = 36 * 3600
+# A tmp/ name made by new_message_key on this host: "<secs>.M<usecs>P<pid>Q<n>.<host>".
+_TMP_NAME = re.compile(r"(?:\.bundlesync-(?:creating|deleting)\.)?\d+\.M\d+P(\d+)Q\d+\.(.+)\Z")
 
 Owner = tuple[int, int] | None
 
@@ -180,6 +186,20 @@ def _read_plain(path: str, *, limit: int | None = None) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def _is_mutf7(name: str) -> bool:
+    try:
+        for component in name[1:].split("."):
+            mutf7.decode(component)
+    except InvalidMailboxName:
+        return False
+    return True
+
+
+def _host_name() -> str:
+    # As new_message_key writes it (Maildir escapes "/" and ":").
+    return (socket.gethostname() or "localhost").replace("/", "\\057").replace(":", "\\072")
 
 
 def _translate(exc: OSError, action: str) -> StoreError:
@@ -239,6 +259,8 @@ class MaildirStore:
         self._deferred: list[tuple[str, str, str, str, bytes]] | None = None
         # What was skipped (symlinks, odd files) since the caller last asked.
         self._warnings: dict[str, None] = {}
+        # Folders whose tmp/ was cleaned of a dead run's leftovers in this run.
+        self._cleaned: set[str] = set()
 
     def __repr__(self) -> str:
         return f"MaildirStore({self.location.template!r})"
@@ -286,6 +308,47 @@ class MaildirStore:
                        "(replace it with a real directory to have it synchronised)")
         return link
 
+    def clean_tmp(self, directory: str) -> int:
+        """Remove what dead runs left in the folder's ``tmp/``; the number removed.
+
+        As Dovecot does, a file neither read nor changed for 36 hours goes. A name
+        of this host's pattern (``...P<pid>Q<n>.<host>``, as we and Dovecot make
+        them) whose process no longer runs goes at once: no one will ever finish
+        it. Symlinks are removed as links, never followed. Done once per folder
+        and run, before the first delivery into it.
+        """
+        if directory in self._cleaned:
+            return 0
+        self._cleaned.add(directory)
+        tmp = os.path.join(directory, "tmp")
+        now = time.time()
+        host = _host_name()
+        removed = 0
+        try:
+            entries = list(os.scandir(tmp))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            match = _TMP_NAME.match(entry.name)
+            dead_owner = (match is not None and match[2] == host
+                          and not dotlock.process_alive(int(match[1])))
+            old = now - max(st.st_atime, st.st_ctime) > TMP_STALE_S
+            if not (dead_owner or old):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISDIR(st.st_mode):
+                    if not entry.name.startswith((_CREATING_PREFIX, _DELETING_PREFIX)):
+                        continue  # a directory of someone else's: not ours to judge
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+        return removed
+
     # --- users -------------------------------------------------------------------------
 
     def users(self) -> list[str]:
@@ -302,6 +365,8 @@ class MaildirStore:
                 owner = self._owner_of(root)
             for sub in ("cur", "new", "tmp"):
                 self._mkdir(os.path.join(root, sub), owner)
+            if folder_files.symlinked_part(root, itself=False) is None:
+                self.clean_tmp(root)  # a killed run's half-built folders, its deliveries
 
     def _make_dirs(self, path: str) -> Owner:
         """mkdir -p with our modes; returns the owner given to what was created."""
@@ -372,6 +437,12 @@ class MaildirStore:
                     path = self._folder_path_of(entry.name)
                     if path is not None and entry.is_dir():
                         found.append((path, entry.path))
+                    elif (path is None and entry.name.startswith(".")
+                          and not _is_mutf7(entry.name) and entry.is_dir()):
+                        # Some tools write raw UTF-8; Dovecot would show it garbled.
+                        self._warn(f"skipped folder {entry.path}: its name is not modified "
+                                   "UTF-7 (raw UTF-8?); rename it with an IMAP client or "
+                                   "'doveadm mailbox rename' to have it synchronised")
             infos = []
             for path, directory in sorted(found):
                 if self._symlinked(root, directory) is not None:
@@ -735,6 +806,7 @@ class MaildirStore:
         label = "/".join(path)
         with _io(f"deliver message {key} into folder {label} of user {user!r}"):
             self._check_inside(root, directory)
+            self.clean_tmp(directory)
             letters, stored = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
                 entry = self._files.locate(directory, key, refresh=attempt > 0)
@@ -965,14 +1037,14 @@ class MaildirStore:
         letters: list[str] = []
         stored: set[str] = set()
         wanted_keywords: list[str] = []
-        for flag in flags:
+        # A flag this store cannot hold as it is goes in under its storable form
+        # (stores.names): never a failure of the whole message.
+        for flag in storable_flags(frozenset(flags), system=SYSTEM_FLAGS):
             if flag.startswith("\\"):
-                if flag not in SYSTEM_FLAGS:
-                    raise UnsafeName(f"{flag} is not a flag a Maildir file name can hold")
                 letters.append(FLAG_TO_LETTER[flag])
                 stored.add(flag)
             else:
-                wanted_keywords.append(check_keyword(flag))
+                wanted_keywords.append(flag)
         if wanted_keywords:
             keywords = self._keywords(directory)
             if any(keyword_index(keywords, name) is None for name in wanted_keywords):
@@ -1020,6 +1092,7 @@ class MaildirStore:
                 owner=owner,
                 fsync=self._fsync,
                 newer_mtime=True,
+                orphaned_lock=True,
             )
         self._keyword_cache.pop(path)
         return result

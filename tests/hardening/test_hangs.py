@@ -96,3 +96,20 @@ def test_peer_add_reads_a_card_file_with_a_size_limit(
     err = capsys.readouterr().err
     assert code != EXIT_OK
     assert "card" in err.lower() and "internal error" not in err
+
+
+@pytest.mark.parametrize("store", ["/nonexistent/%u/Maildir", "relative/%u", "%x/Maildir",
+                                   "/nonexistent/Maildir"])
+def test_init_with_a_bad_store_writes_nothing(tmp_path: Path, store: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "home"
+    code = main(["--home", str(home), "init", "--site", "alpha", "--store", store])
+    err = capsys.readouterr().err
+    assert code in (2, 4), err
+    assert "internal error" not in err
+    # No key, configuration or state (the site lock file may stay: it is empty).
+    assert not home.exists() or [p.name for p in home.iterdir()] in ([], ["lock"])
+    # A corrected second init is not told "already set up".
+    (tmp_path / "mail").mkdir()
+    assert main(["--home", str(home), "init", "--site", "alpha",
+                 "--store", str(tmp_path / "mail" / "%u")]) == EXIT_OK

@@ -103,3 +103,13 @@ def test_a_fifo_in_cur_is_skipped_not_read(tmp_path: Path) -> None:
     os.mkfifo(root / "cur" / "1700000002.fifo:2,")
     assert store.message_names("", ("INBOX",)) == {}
     assert any("not a plain file" in warning for warning in store.take_warnings())
+
+
+def test_a_folder_with_a_raw_utf8_name_is_skipped_with_a_word(tmp_path: Path) -> None:
+    store = MaildirStore(str(tmp_path / "Maildir"), fsync=False)
+    store.ensure_user("")
+    for sub in ("cur", "new", "tmp"):
+        (tmp_path / "Maildir" / ".Z\u00fcrich" / sub).mkdir(parents=True)
+    assert [info.path for info in store.folders("")] == [("INBOX",)]
+    [warning] = store.take_warnings()
+    assert "Z\u00fcrich" in warning and "UTF-7" in warning

@@ -52,6 +52,7 @@ SIZES: dict[str, tuple[int, int, int]] = {
     "small": (10, 5, 200),  # 10,000
     "medium": (50, 5, 400),  # 100,000, about 2.5 GB
     "large": (500, 10, 200),  # 1,000,000, about 25 GB: on demand
+    "onebig": (1, 1, 100_000),  # one user, 100,000 messages in one folder, about 2.5 GB
 }
 TOOLS = ("rsync", "dsync", "bundlesync")
 AVERAGE_MESSAGE = 25_000  # bytes, to estimate the disk space a size needs

@@ -261,6 +261,8 @@ class MaildirStore:
         self._warnings: dict[str, None] = {}
         # Folders whose tmp/ was cleaned of a dead run's leftovers in this run.
         self._cleaned: set[str] = set()
+        # Folders found free of symlinks, by the lstat of the folder directory.
+        self._safe_dirs: Lru[tuple[int, int, int]] = Lru(_KEYWORDS_CACHE)
 
     def __repr__(self) -> str:
         return f"MaildirStore({self.location.template!r})"
@@ -407,17 +409,28 @@ class MaildirStore:
     def _check_inside(self, root: str, directory: str) -> None:
         """Refuse to write through a symlink below the user's Maildir.
 
-        Checked again on every call (two or four lstats): a cached answer would
-        let a link put in place later be followed.
+        The answer is kept while the folder directory's own lstat (inode, mode,
+        mtime) is unchanged: replacing cur/, new/ or tmp/ by a link changes the
+        folder's mtime, replacing the folder by a link changes its inode and mode.
+        One lstat per call instead of four.
         """
+        try:
+            st = os.lstat(directory)
+        except FileNotFoundError:
+            st = None
+        signature = None if st is None else (st.st_ino, st.st_mode, st.st_mtime_ns)
+        if signature is not None and self._safe_dirs.get(directory) == signature:
+            return
         link = folder_files.symlinked_part(directory, itself=directory != root)
-        if link is not None:
-            raise UnsafeName(
-                f"{link} is a symlink; bundlesync never writes through one "
-                f"(Maildir {root})",
-                hint="Replace the symlink with a real directory, or move the folder into "
-                "the Maildir.",
-            )
+        if link is None:
+            if signature is not None:
+                self._safe_dirs.put(directory, signature)
+            return
+        raise UnsafeName(
+            f"{link} is a symlink; bundlesync never writes through one (Maildir {root})",
+            hint="Replace the symlink with a real directory, or move the folder into the "
+            "Maildir.",
+        )
 
     # --- folders -----------------------------------------------------------------------
 

@@ -18,24 +18,24 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import os
 import re
 import secrets
 import stat
+import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import click
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from bundlesync.errors import LocalError
+from bundlesync.fsio import atomic_write, fsync_dir
 
 KEY_FILE_NAME = "site.key"
 OWN_CARD_NAME = "site.bsc"
@@ -487,7 +487,7 @@ class TrustStore(_Lookups):
             if card.name == name:
                 try:
                     path.unlink()
-                    _fsync_directory(self.directory)
+                    fsync_dir(self.directory)
                 except OSError as exc:
                     raise LocalError(f"Cannot remove {path}: {exc.strerror}") from None
                 return card
@@ -511,11 +511,25 @@ class SitePaths:
 
 def site_paths(home: Path | None) -> SitePaths:
     """Resolve the site home: ``home``, else ``$BUNDLESYNC_HOME``, else the per-user
-    application directory (``click.get_app_dir('bundlesync')``)."""
+    application directory (:func:`default_home`)."""
     if home is None:
         env = os.environ.get("BUNDLESYNC_HOME")
-        home = Path(env) if env else Path(click.get_app_dir("bundlesync"))
+        home = Path(env) if env else default_home()
     return SitePaths(home=home, keys=home / "keys", peers=home / "peers")
+
+
+def default_home() -> Path:
+    """The per-user application directory, where click's ``get_app_dir`` puts it
+    (so homes made by earlier versions are found): ``$XDG_CONFIG_HOME/bundlesync``
+    (else ``~/.config/bundlesync``); on macOS ``~/Library/Application
+    Support/bundlesync``; on Windows ``%APPDATA%/bundlesync``. Computed here so that
+    the key layer needs no command-line library."""
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Application Support" / "bundlesync"
+    if sys.platform.startswith("win"):
+        return Path(os.environ.get("APPDATA") or Path.home()) / "bundlesync"
+    config = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(config) / "bundlesync"
 
 
 # --- small file helpers ---------------------------------------------------------------
@@ -527,36 +541,11 @@ def write_file_atomically(path: Path, data: bytes, *, mode: int) -> None:
     Temporary name in the same directory (starting with '.' and ending in '.tmp',
     so no reader takes it for the real file), fsync, rename, fsync the directory.
     """
-    directory = path.parent
-    temp = directory / f".{path.name}.{secrets.token_hex(4)}.tmp"
     try:
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-        try:
-            # The umask may have removed bits we want (0644 cards) -- or nothing
-            # for keys, where 0600 is already the floor; fchmod makes it exact.
-            os.fchmod(fd, mode)
-            view = memoryview(data)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, path)
-        _fsync_directory(directory)
+        atomic_write(path, data, mode=mode)
     except OSError as exc:
-        with contextlib.suppress(OSError):
-            temp.unlink()
         raise LocalError(f"Cannot write {path}: {exc.strerror or exc}.",
                          hint="Check free space and permissions of the directory.") from None
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _b64(data: bytes) -> str:

@@ -39,7 +39,6 @@ __all__ = [
     "covers",
     "detect_restore",
     "merge_vectors",
-    "missing_dots",
     "next_incarnation",
     "reemit",
     "reincarnate",
@@ -142,18 +141,6 @@ class DotSet:
         """The contiguous prefix per stream: what this site acknowledges."""
         return VersionVector(tuple((stream, base) for stream, base, _ in self.entries))
 
-    def gaps(self, stream: Stream) -> list[tuple[int, int]]:
-        """Missing counter ranges ``(first, last)`` below the highest one held, to
-        report which changes of a stream have not arrived yet."""
-        base, extra = self._index.get(stream, (0, frozenset()))
-        result: list[tuple[int, int]] = []
-        expected = base + 1
-        for counter in sorted(extra):
-            if counter > expected:
-                result.append((expected, counter - 1))
-            expected = counter + 1
-        return result
-
 
 def _normalise(base: int, extra: frozenset[int]) -> tuple[int, frozenset[int]]:
     while base + 1 in extra:
@@ -174,11 +161,6 @@ def merge_vectors(a: Mapping[Stream, int], b: Mapping[Stream, int]) -> VersionVe
     for stream, n in b.items():
         merged[stream] = max(merged.get(stream, 0), n)
     return VersionVector.of(merged)
-
-
-def missing_dots(dots: Iterable[Dot], ack: VersionVector | DotSet) -> list[Dot]:
-    """The dots of ``dots`` that ``ack`` does not cover, sorted."""
-    return sorted(d for d in dots if not covers(ack, d))
 
 
 def changes_to_send(changes: Iterable[Change], ack: VersionVector | DotSet) -> list[Change]:

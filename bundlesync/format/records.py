@@ -275,11 +275,13 @@ def encode_record(record: Record, limits: Limits) -> tuple[bytes, bytes]:
     if not isinstance(dot, Dot) or not isinstance(ts, Timestamp):
         raise enc.fail("dot or ts has the wrong type")
     enc.site(dot.site, "dot site")
-    enc.uint(dot.incarnation, "dot incarnation", MAX_INCARNATION)
-    enc.uint(dot.counter, "dot counter", MAX_DOT_COUNTER)
+    # Written as given (up to 2^64-1), so that tests can build hostile bundles; the
+    # reader enforces §9.1.
+    enc.uint(dot.incarnation, "dot incarnation")
+    enc.uint(dot.counter, "dot counter")
     enc.out.append(0x83)
-    enc.uint(ts.wall_ms, "timestamp wall time", MAX_WALL_MS)
-    enc.uint(ts.counter, "timestamp counter", MAX_HLC_COUNTER)
+    enc.uint(ts.wall_ms, "timestamp wall time")
+    enc.uint(ts.counter, "timestamp counter")
     enc.site(ts.site, "timestamp site")
     enc.op(record.op)
     return bytes(enc.out), b""

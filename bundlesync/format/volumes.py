@@ -40,6 +40,7 @@ from bundlesync.format.limits import (
     VOLUME_HEAD_SIZE,
     Limits,
 )
+from bundlesync.fsio import fsync_dir, write_all
 
 SUFFIX = ".bsb"
 TEMP_SUFFIX = ".tmp"
@@ -441,11 +442,8 @@ class VolumeWriter:
 
     def _write_fd(self, data: bytes | memoryview) -> None:
         assert self._fd is not None
-        view = memoryview(data)
         try:
-            while view:
-                done = os.write(self._fd, view)
-                view = view[done:]
+            write_all(self._fd, data)
         except OSError as exc:
             raise write_failed(exc, f"a bundle into {self.directory}") from None
         self.written += len(data)
@@ -499,11 +497,7 @@ class VolumeWriter:
             # The first volume last: until it appears, find_bundles sees nothing.
             for pending, final in reversed(list(zip(self._done, finals, strict=True))):
                 os.replace(pending.temp, final)
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self.directory)
         except OSError as exc:
             raise write_failed(exc, f"a bundle into {self.directory}") from None
         self._done = []

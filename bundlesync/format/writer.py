@@ -60,6 +60,7 @@ from bundlesync.format.volumes import (
     bundle_stem,
     write_failed,
 )
+from bundlesync.fsio import write_all
 from bundlesync.keys import PeerCard, SiteIdentity
 
 RandomBytes = Callable[[int], bytes]
@@ -179,18 +180,9 @@ def write_bundle(
     """
     _check_arguments(identity=identity, bundle_id=bundle_id, kind=kind,
                      frame_size=frame_size, chunk_size=chunk_size, limits=limits)
-    if not directory.is_dir():
-        raise DropUnreadable(f"The drop {directory} does not exist or is not a directory.")
-    unique = {card.site_id: card for card in recipients}
+    max_volume_size = _volume_size(directory, max_volume_size)
+    unique = _unique_recipients(recipients, encrypt=encrypt)
     recipient_ids = tuple(sorted(unique))
-    if encrypt and not unique:
-        raise UsageError("An encrypted bundle needs at least one recipient.",
-                         hint="Name the peer sites to export to, or export unencrypted.")
-    if max_volume_size is None:
-        max_volume_size = automatic_volume_size(directory)
-    elif max_volume_size < MIN_VOLUME_SIZE:
-        raise UsageError(f"A volume size of {max_volume_size} bytes is too small "
-                         f"(minimum {MIN_VOLUME_SIZE}).")
     encryption: EncryptionParams | None = None
     payload_key: bytes | None = None
     if encrypt:
@@ -211,17 +203,7 @@ def write_bundle(
             frame_size=frame_size, encryption=encryption)
 
     counter = _Counter(counts)
-    spooled = 0
-
-    def report_spool(n: int) -> None:
-        nonlocal spooled
-        spooled = n
-        if progress is not None:
-            progress(n)
-
-    def report_final(n: int) -> None:
-        if progress is not None:
-            progress(spooled + n)
+    report = _Progress(progress)
 
     def start_volumes(header_bytes: bytes) -> VolumeWriter:
         needed = VOLUME_HEAD_SIZE + HEADER_LENGTH_SIZE + len(header_bytes)
@@ -230,7 +212,7 @@ def write_bundle(
                              f"bundle's header ({needed} bytes with the volume head).")
         return VolumeWriter(directory, stem=stem,
                             tag=hashlib.sha256(header_bytes).digest()[:TAG_SIZE],
-                            max_volume_size=max_volume_size, progress=report_final)
+                            max_volume_size=max_volume_size, progress=report.final)
 
     def feed(pipeline: _BodyPipeline) -> None:
         for record in records:
@@ -264,7 +246,7 @@ def write_bundle(
             spool_path = directory / f".{stem}.spool.{secrets.token_hex(4)}{TEMP_SUFFIX}"
             pipeline = _spool(spool_path, feed, frame_size=frame_size, level=level,
                               payload_key=payload_key, chunk_size=chunk_size,
-                              progress=report_spool)
+                              progress=report.spool)
             header = make_header(counter.counts)
             header_bytes = encode_header(header)
             volumes = start_volumes(header_bytes)
@@ -288,6 +270,43 @@ def write_bundle(
                          content_size=pipeline.content_bytes)
 
 
+def _volume_size(directory: Path, asked: int | None) -> int | None:
+    """The volume size to write with: the one asked for, else the drop's limit."""
+    if not directory.is_dir():
+        raise DropUnreadable(f"The drop {directory} does not exist or is not a directory.")
+    if asked is None:
+        return automatic_volume_size(directory)
+    if asked < MIN_VOLUME_SIZE:
+        raise UsageError(f"A volume size of {asked} bytes is too small "
+                         f"(minimum {MIN_VOLUME_SIZE}).")
+    return asked
+
+
+def _unique_recipients(recipients: Sequence[PeerCard], *, encrypt: bool) -> dict[str, PeerCard]:
+    unique = {card.site_id: card for card in recipients}
+    if encrypt and not unique:
+        raise UsageError("An encrypted bundle needs at least one recipient.",
+                         hint="Name the peer sites to export to, or export unencrypted.")
+    return unique
+
+
+class _Progress:
+    """Bytes written so far: the spool's first (if any), then the volumes' on top."""
+
+    def __init__(self, callback: Callable[[int], None] | None) -> None:
+        self.callback = callback
+        self.spooled = 0
+
+    def spool(self, n: int) -> None:
+        self.spooled = n
+        if self.callback is not None:
+            self.callback(n)
+
+    def final(self, n: int) -> None:
+        if self.callback is not None:
+            self.callback(self.spooled + n)
+
+
 def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int, level: int,
            payload_key: bytes | None, chunk_size: int,
            progress: Callable[[int], None]) -> _BodyPipeline:
@@ -299,11 +318,8 @@ def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int
 
     def sink(data: bytes) -> None:
         nonlocal written
-        view = memoryview(data)
         try:
-            while view:
-                done = os.write(fd, view)
-                view = view[done:]
+            write_all(fd, data)
         except OSError as exc:
             raise write_failed(exc, f"a spool file in {path.parent}") from None
         written += len(data)

@@ -33,11 +33,10 @@ from bundlesync.core.state import MessageState
 from bundlesync.errors import StoreError
 from bundlesync.operations import failpoints
 from bundlesync.operations.bodies import BodyFinder
-from bundlesync.operations.ledger import load_message, path_from_key, path_key, resolve_user
+from bundlesync.operations.ledger import load_message, resolve_user
 from bundlesync.operations.report import ApplyReport
-from bundlesync.operations.scan import flags_of, flags_text
 from bundlesync.operations.site import Site
-from bundlesync.state.index import FileRow
+from bundlesync.state.index import FileRow, FolderRow
 from bundlesync.stores.base import INBOX, FolderPath, StoredMessage
 from bundlesync.stores.errors import (
     ItemRefused,
@@ -82,14 +81,42 @@ class _UserApply:
             for guid, r in resolve_user(self.index, user).items()
         }
         self.folders = _Folders({
-            guid: path_from_key(path) for guid, path, _m, _u in self.index.folders(user)
+            row.guid: row.path for row in self.index.folders(user)
         })
         self.bodies = bodies if bodies is not None else BodyFinder(site)
         self.bodies.use_folders(user, self.folders.by_guid)
         self.created_folders = 0
+        self.held_back: set[FolderPath] = set()
+        self.held_messages = 0
 
     def wanted(self, path: FolderPath) -> bool:
         return self.site.config.filters.wants(path)
+
+    def held(self, mailbox: str, guid: str, body: str) -> FolderPath | None:
+        """The excluded mailbox that holds this instance back, if any.
+
+        Filters hold back, they never drop (docs/conflict-rules.md, "Filters"): an
+        instance of an excluded mailbox, or with a file in an excluded folder, is
+        neither placed nor removed; it stays pending until the filter is lifted.
+        """
+        resolved = self.resolved.get(mailbox)
+        if resolved is not None:
+            canonical = self.resolved.get(resolved.canonical, resolved)
+            if not self.wanted(canonical.path):
+                return canonical.path
+        for row in self.index.files_of_instance(self.user, mailbox, guid, body):
+            where = self.folders.by_guid.get(row.folder)
+            if where is not None and not self.wanted(where):
+                return where
+        return None
+
+    def held_folders(self) -> set[FolderPath]:
+        """Excluded mailboxes the store does not show as the merged state has them."""
+        return {
+            r.path for guid, r in self.resolved.items()
+            if r.canonical == guid and r.exists and not self.wanted(r.path)
+            and self.folders.guid_at(r.path) != guid
+        }
 
     def target(self, mailbox: str) -> ResolvedMailbox | None:
         resolved = self.resolved.get(mailbox)
@@ -157,8 +184,8 @@ class _UserApply:
                                      uidvalidity=action.uidvalidity)
             self.report.mailbox(self.user, action.path, "created")
             failpoints.reached("folder")
-            self.index.put_folder(self.user, action.guid, path_key(action.path), None,
-                                  action.uidvalidity)
+            self.index.put_folder(self.user, FolderRow(action.guid, action.path, None,
+                                                       action.uidvalidity))
             self.folders.by_guid[action.guid] = action.path
             return
         if not self.dry_run:
@@ -174,7 +201,7 @@ class _UserApply:
                 moved = action.new + path[size:]
                 self.folders.by_guid[guid] = moved
                 if not self.dry_run:
-                    self.index.put_folder(self.user, guid, path_key(moved), None, None)
+                    self.index.put_folder(self.user, FolderRow(guid, moved, None, None))
 
     def delete_folder(self, action: DeleteFolder) -> None:
         guid = self.folders.guid_at(action.path)
@@ -205,12 +232,12 @@ class _UserApply:
         return state is not None and state.alive and self.target(mailbox) is not None
 
     def reflag(self, row: FileRow, path: FolderPath, flags: frozenset[str]) -> None:
-        if flags_of(row.flags) == flags:
+        if row.flags == flags:
             return
         # A keyword this store cannot hold is stored under its storable name; the
         # file then carries that one (a file that holds the original keeps it).
         flags = storable_flags(flags, system=SYSTEM_FLAGS)
-        if flags_of(row.flags) == flags:
+        if row.flags == flags:
             return
         if self.dry_run:
             self.report.message(self.user, path, "flags")
@@ -227,8 +254,7 @@ class _UserApply:
             return
         self.report.message(self.user, path, "flags")
         failpoints.reached("apply")
-        self.index.put_file(FileRow(row.user, row.folder, row.key, row.mailbox, row.guid,
-                                    row.body, flags_text(stored), row.size, row.internal_date))
+        self.index.put_file(row.with_flags(stored))
 
     def deliver(self, path: FolderPath, key: str, data: bytes, flags: frozenset[str],
                 internal_date: int) -> StoredMessage:
@@ -239,19 +265,20 @@ class _UserApply:
               holders: list[FileRow]) -> bool:
         """Deliver the instance into its folder; False if its body is not here yet (or
         it cannot be delivered: reported, and it stays pending)."""
-        limit = self.site.config.limits.max_message_size
-        if state.size > limit:
-            self.report.fail_item(
-                self.user, f"{'/'.join(path)} message {ref.guid}",
-                OverLimit(f"message {ref.guid} of user {self.user or '(store)'} in "
-                          f"{'/'.join(path)} is {state.size} bytes; this site takes at most "
-                          f"{limit} bytes per message ([limits] max_message_size)"))
-            return False
         if self.dry_run:
             self.report.message(self.user, path, "added", size=state.size)
             return True
         assert folder is not None
         data = self.bodies.read(ref.body, first=holders)
+        limit = self.site.config.limits.max_message_size
+        if data is not None and len(data) > limit:
+            # The bytes count, not the size the change claims.
+            self.report.fail_item(
+                self.user, f"{'/'.join(path)} message {ref.guid}",
+                OverLimit(f"message {ref.guid} of user {self.user or '(store)'} in "
+                          f"{'/'.join(path)} is {len(data)} bytes; this site takes at most "
+                          f"{limit} bytes per message ([limits] max_message_size)"))
+            return False
         if data is None:
             # A peer assumed we hold it, but our copy went meanwhile: ask for it.
             self.report.missing_body(self.user, path, ref)
@@ -277,7 +304,7 @@ class _UserApply:
         self.report.message(self.user, path, "added", size=len(data))
         failpoints.reached("apply")
         self.index.put_file(FileRow(self.user, folder, stored.key, ref.mailbox.guid, ref.guid,
-                                    ref.body, flags_text(stored.flags), stored.size,
+                                    ref.body, stored.flags, stored.size,
                                     state.internal_date))
         return True
 
@@ -348,6 +375,11 @@ class _UserApply:
         placing: list[tuple[str, str, str]] = []
         removing: list[tuple[str, str, str]] = []
         for item in pending:
+            where = self.held(*item)
+            if where is not None:
+                self.held_back.add(where)
+                self.held_messages += 1
+                continue  # stays pending: applied once the filter is lifted
             (placing if self.placed(*item) else removing).append(item)
         # Batches keep the index's commits (and their fsyncs) few; a crash inside one
         # only repeats idempotent store actions.
@@ -365,14 +397,19 @@ class _UserApply:
             for deletion in late:
                 self.delete_folder(deletion)
             self.subscriptions()
-            if not self.dry_run:
+            self.held_back |= self.held_folders()
+            if not self.dry_run and not self.held_back:
+                # A user with held-back mailboxes stays pending: lifting the filter
+                # creates, renames and fills them.
                 self.index.clear_pending_user(self.user)
 
 
 def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | None = None,
-                  progress: Callable[[str, int, int | None], None] | None = None
-                  ) -> ApplyReport:
-    """Apply every pending change to the store; one user's failure does not stop the others."""
+                  progress: Callable[[str, int, int | None], None] | None = None,
+                  held: HeldBack | None = None) -> ApplyReport:
+    """Apply every pending change to the store; one user's failure does not stop the others.
+
+    ``held`` is filled with what a filter held back (it stays pending)."""
     report = report if report is not None else ApplyReport()
     if not dry_run:
         with site.index.transaction():
@@ -387,6 +424,7 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
         if progress is not None:
             progress("messages applied", done, total)
 
+    held = held if held is not None else HeldBack()
     present = set(site.store.users())
     new_users = 0
     for user in site.index.pending_users():
@@ -396,11 +434,33 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
                 report.fail(user, OverLimit(
                     f"more than {site.config.limits.max_new_users} new users in one run; "
                     f"user {user or '(store)'} was not created"))
+                held.failed = True
                 continue
+        work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
         try:
-            _UserApply(site, user, dry_run=dry_run, report=report, tick=tick,
-                       bodies=bodies).run()
+            work.run()
         except StoreError as exc:
             report.fail(user, exc)
+            held.failed = True
+        if work.held_back:
+            held.mailboxes[user] = sorted("/".join(p) for p in work.held_back)
+        held.messages += work.held_messages
+    if not dry_run:
+        with site.index.transaction():
+            site.index.set_held_back(held.mailboxes)
     report.warnings.extend(site.store.take_warnings())
     return report
+
+
+@dataclass
+class HeldBack:
+    """What the last apply left pending because a filter excludes it."""
+
+    mailboxes: dict[str, list[str]] = field(default_factory=dict)  # user -> names
+    messages: int = 0
+    failed: bool = False  # some user's apply failed: pending is not only held back
+
+    def only_held(self, index_pending: int) -> bool:
+        """Whether everything still pending is held back (the spool can go: what the
+        filter holds back is asked for again once it is lifted)."""
+        return not self.failed and index_pending == self.messages

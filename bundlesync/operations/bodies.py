@@ -12,7 +12,6 @@ import hashlib
 from collections.abc import Iterable
 
 from bundlesync.errors import StoreError
-from bundlesync.operations.ledger import path_from_key
 from bundlesync.operations.site import Site
 from bundlesync.operations.spool import read_spooled
 from bundlesync.state.index import FileRow
@@ -33,8 +32,7 @@ class BodyFinder:
     def path_of(self, row: FileRow) -> FolderPath | None:
         if row.user not in self.folders:
             self.folders[row.user] = {
-                guid: path_from_key(path)
-                for guid, path, _m, _u in self.site.index.folders(row.user)
+                folder.guid: folder.path for folder in self.site.index.folders(row.user)
             }
         return self.folders[row.user].get(row.folder)
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from pathlib import Path
 
 from bundlesync.errors import ConfigError
 from bundlesync.format.limits import SiteLimits
+from bundlesync.fsio import atomic_write
 from bundlesync.stores.base import FolderPath
 
 CONFIG_NAME = "bundlesync.toml"
@@ -96,12 +96,13 @@ def write_config(path: Path, config: SiteConfig) -> None:
         f"max_new_folders = {config.limits.max_new_folders}\n"
         f"max_folder_depth = {config.limits.max_folder_depth}\n"
     )
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        # A temporary name of its own and a synced directory: a crash leaves the old
+        # configuration or the new one, and two writers never share a temporary file.
+        atomic_write(path, text.encode("utf-8"), mode=0o644)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the configuration {path}: {exc.strerror or exc}",
+                          hint="Check free space and permissions of the site's home.") from None
 
 
 def read_config(path: Path) -> SiteConfig:

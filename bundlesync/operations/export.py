@@ -24,21 +24,19 @@ from typing import Any
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleId, BundleNotFound, find_bundles, read_header, write_bundle
-from bundlesync.format.records import OPERATION_KINDS
 from bundlesync.format.volumes import named_volumes, remove_leftover_temps
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.bodies import BodyFinder
-from bundlesync.operations.ledger import decode_change, load_message
+from bundlesync.operations.ledger import load_message
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
-from bundlesync.state.index import decode_vector
+from bundlesync.state.codec import decode_change
 
 KIND_SYNC = "sync"
 # Progress of counted work: (what, done, total or None).
 Counter = Callable[[str, int, int | None], None]
-KIND_OF_OPERATION = {op.__name__: kind for op, kind in OPERATION_KINDS.items()}
 
 
 @dataclass
@@ -118,10 +116,7 @@ class _BundleContent:
 
     def plan(self) -> dict[str, int]:
         """Decide which bodies go, and count every kind of record."""
-        counts: dict[str, int] = {}
-        for kind in self.site.index.kinds_not_covered(self.ack):
-            name = KIND_OF_OPERATION[kind]
-            counts[name] = counts.get(name, 0) + 1
+        counts = self.site.index.kinds_not_covered(self.ack)
         self.send = list(self._bodies_to_send())
         counts["body"] = len(self.send)
         if self.wants:
@@ -131,10 +126,11 @@ class _BundleContent:
     def _bodies_to_send(self) -> Iterator[str]:
         index = self.site.index
         decided: set[str] = set()
-        for _dot, body, record in index.changes_not_covered(self.ack):
+        for logged in index.changes_not_covered(self.ack):
+            body = logged.body
             if body is None or body in decided:
                 continue
-            op = decode_change(record).op
+            op = decode_change(logged.record).op
             assert isinstance(op, MessageAdded)
             state = load_message(index, op.message)
             if state is None or not state.alive:
@@ -151,9 +147,9 @@ class _BundleContent:
     def records(self) -> Iterator[Record]:
         for sha in self.wants:
             yield Want(sha)
-        for _dot, _body, record in self.site.index.changes_not_covered(self.ack):
+        for logged in self.site.index.changes_not_covered(self.ack):
             self.changes += 1
-            yield decode_change(record)
+            yield decode_change(logged.record)
         for body in self.send:
             data = self.read_body(body)
             if data is None:
@@ -177,6 +173,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or create the directory first.")
     peers = select_peers(site, to)
+    site.check_drop(drop, now_ms=now_ms)  # our own bundles there may show a restore
     # A killed export's temporary files (hundreds of MB on a stick) go first.
     remove_leftover_temps(drop, origin_name=site.identity.name, origin_site=site.site_id)
     apply_pending(site)
@@ -188,23 +185,17 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
             index.put_peer(card.site_id, card.name)
         peer = index.peer(card.site_id)
         assert peer is not None
-        last = index.db.execute(
-            "SELECT covers FROM sent WHERE peer = ? ORDER BY created_ms DESC, seq DESC LIMIT 1",
-            (card.site_id,),
-        ).fetchone()
+        last = index.last_sent(card.site_id)
         pending = index.count_not_covered(peer.ack)
         asking = index.wanted() or index.peer_wants(card.site_id)
         if (pending == 0 and not asking and last is not None
-                and decode_vector(last[0]) == vector):
+                and last.covers == vector):
             result.up_to_date.append(card.name)
             continue
         stream = site.stream
         # Sequence numbers count per peer (so the peer can see a gap) and are reserved
         # before writing: a crash never lets two different bundles share an id.
-        seq_key = f"bundle_seq:{card.site_id}:{stream.incarnation}"
-        seq = int(str(index.get_meta(seq_key, 0))) + 1
-        with index.transaction():
-            index.set_meta(seq_key, seq)
+        seq = site.reserve_bundle_seq(card.site_id)
         content = _BundleContent(site, peer.ack, peer=card.site_id, counter=counter)
         counts: dict[str, int] | None = content.plan()
         while True:
@@ -235,6 +226,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
     card_path = drop / f"{site.identity.name}.bsc"
     site.identity.card().write(card_path)
     result.card = str(card_path)
+    site.settle()  # what the scan recorded counts as spent from now on
     return result
 
 

@@ -9,10 +9,15 @@ next one with the result of one clean run:
    it: bundles for other sites are left alone, bundles already applied are
    reported and skipped; the rest go in (origin, incarnation, sequence) order;
 3. for each bundle: verify it whole (signature by a trusted peer, every frame)
-   before a record is decoded, then in ONE transaction log and fold its new
-   changes (duplicates by dot are skipped), spool its bodies (synced to disk
-   before the commit), raise the peer's acknowledgement, and remember the bundle
-   as received. A bundle that fails anywhere leaves nothing behind;
+   before a record is decoded, then in ONE transaction: check its
+   acknowledgement for a restore of this site, sort its changes with the core
+   (``sort_incoming``: new ones are logged and folded, duplicates skipped, a
+   known dot with other content is a fork whose both sides are kept and
+   re-issued; a change under this site's own stream is never taken as ours, it
+   moves this site to a new incarnation), spool its bodies (synced to disk
+   before the commit), raise the peer's acknowledgement (never above what this
+   site issued), and remember the bundle as received. A bundle that fails
+   anywhere leaves nothing behind;
 4. apply the pending keys to the store (``operations.apply``).
 
 ``dry_run`` does all of it inside one transaction that is rolled back, touches
@@ -21,25 +26,31 @@ neither the store nor the spool, and reports what would change.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlesync.core.model import Body, Change, Stream, Want
+from bundlesync.core.model import Body, Change, Dot, Stream, VersionVector, Want
 from bundlesync.core.names import ResolvedMailbox
-from bundlesync.core.vv import detect_restore, next_incarnation
+from bundlesync.core.vv import DotSet, detect_restore, next_incarnation, sort_incoming
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
 from bundlesync.format.limits import MAX_INCARNATION_JUMP
 from bundlesync.operations import failpoints
-from bundlesync.operations.apply import apply_pending
-from bundlesync.operations.ledger import decode_change, encode_change, fold_change, resolve_user
+from bundlesync.operations.apply import HeldBack, apply_pending
+from bundlesync.operations.ledger import fold_change, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
 from bundlesync.operations.spool import SpoolWriter, clear_spool
+from bundlesync.state.codec import decode_change, encode_change
 from bundlesync.state.index import StateIndex
+
+# Incarnations are at most the time in seconds plus the restores since; counters
+# count changes. Far below SQLite's 63-bit integers, with room to move on.
+MAX_DOT = 2**48
 
 
 @dataclass
@@ -51,6 +62,7 @@ class BundleOutcome:
     changes: int = 0
     new_changes: int = 0
     bodies: int = 0
+    forks: int = 0
     error: str | None = None
     superseded: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -61,7 +73,8 @@ class BundleOutcome:
     def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "origin": self.origin, "seq": self.seq,
                 "status": self.status, "changes": self.changes,
-                "new_changes": self.new_changes, "bodies": self.bodies, "error": self.error}
+                "new_changes": self.new_changes, "bodies": self.bodies, "forks": self.forks,
+                "error": self.error}
 
 
 @dataclass
@@ -71,6 +84,7 @@ class ImportResult:
     bundles: list[BundleOutcome] = field(default_factory=list)
     dry_run: bool = False
     new_incarnation: int | None = None
+    held_back: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def rejected(self) -> list[BundleOutcome]:
@@ -83,6 +97,7 @@ class ImportResult:
             "bundles": [b.as_dict() for b in self.bundles],
             "changes": self.report.as_dict(),
             "new_incarnation": self.new_incarnation,
+            "held_back": self.held_back,
             "warnings": self.scan.warnings,
         }
 
@@ -105,7 +120,10 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
             outcome.status = "not for this site"
             result.bundles.append(outcome)
             continue
-        if site.index.has_received(bid.site, bid.incarnation, bid.seq):
+        if site.index.received_created_ms(bid.site, bid.incarnation, bid.seq) == (
+                header.created_ms):
+            # The same id with another creation time is another bundle: its origin
+            # was restored and reused the number. It is read; its dots tell the rest.
             outcome.status = "already applied"
             result.bundles.append(outcome)
             continue
@@ -115,63 +133,84 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
     return mine
 
 
+def _held(index: StateIndex, dot: Dot) -> Change | None:
+    record = index.change_record(dot)
+    return None if record is None else decode_change(record)
+
+
+def _reincarnate(site: Site, *, keep_through: int, evidence: list[VersionVector | DotSet],
+                 now_ms: int, result: ImportResult) -> None:
+    stream = site.reincarnate(keep_through=keep_through, evidence=evidence, now_ms=now_ms)
+    result.new_incarnation = stream.incarnation
+
+
 def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
-                    remembered: int, now_ms: int) -> None:
+                    remembered: tuple[Stream, int], now_ms: int) -> None:
     """A peer acknowledges more of our stream than we remember: we were restored.
 
-    ``remembered`` is how many changes of our stream the state held when this run
-    started, before the scan recorded new ones.
+    ``remembered`` is our stream and how many changes of it the state held when
+    this run started, before the scan recorded new ones: changes numbered above
+    that may have reused counters the peer already holds.
     """
-    index: StateIndex = site.index
     ours = site.stream
-    acked = header.ack.get_count(ours)
-    if not detect_restore(ours, remembered, header.ack):
+    spent = remembered[1] if remembered[0] == ours else site.index.stream_max(ours)
+    if not detect_restore(ours, spent, header.ack):
         return
-    # Our changes numbered above what we remembered before the restore may have
-    # collided with the forgotten ones; the peer ignored them as duplicates. Re-issue
-    # them under a new incarnation, and forget the colliding dots so the peer's
-    # originals can come back to us.
-    # Above every incarnation seen, and at least the time in seconds: two restores of
-    # one old copy, neither aware of the other, still take different incarnations.
-    fresh = next_incarnation(ours, [header.ack], floor=now_ms // 1000).incarnation
+    evidence: list[VersionVector | DotSet] = [header.ack]
     # Incarnations are taken from the clock (seconds) plus one per collision: an
     # acknowledgement claiming one far above is forged, not evidence (bundle-v1 §9.1).
     ceiling = max(ours.incarnation, now_ms // 1000) + MAX_INCARNATION_JUMP
-    if fresh > ceiling:
-        fresh = next_incarnation(ours, [], floor=now_ms // 1000).incarnation
+    if next_incarnation(ours, evidence, floor=now_ms // 1000).incarnation > ceiling:
+        evidence = []
         result.report.warn(f"bundle {header.bundle_id.site[:8]}: its acknowledgement claims "
                            "an incarnation of this site far beyond any it can have made; "
                            "not followed")
-    while index.stream_max(Stream(ours.site, fresh)) > 0:
-        fresh += 1
-    index.set_meta("incarnation", fresh)
-    index.set_meta("counter", 0)
-    rows = index.db.execute(
-        "SELECT counter, record FROM changes WHERE site = ? AND incarnation = ? AND counter > ? "
-        "ORDER BY counter", (ours.site, ours.incarnation, min(acked, remembered)),
-    ).fetchall()
-    for counter, record in rows:
-        old = decode_change(bytes(record))
-        index.db.execute(
-            "DELETE FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
-            (ours.site, ours.incarnation, counter))
-        again = site.new_change(old.op, now_ms=0, ts=old.ts)
-        fold_change(index, again)
-    index.db.execute("UPDATE streams SET contiguous = MIN(contiguous, ?) WHERE site = ? AND "
-                     "incarnation = ?", (min(acked, remembered), ours.site, ours.incarnation))
-    index.advance_streams([site.stream])
-    result.new_incarnation = fresh
+    _reincarnate(site, keep_through=min(header.ack.get_count(ours), spent),
+                 evidence=evidence, now_ms=now_ms, result=result)
+
+
+def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[Stream],
+          now_ms: int, result: ImportResult) -> None:
+    """Sort one incoming change with the core (``sort_incoming``) and fold it."""
+    index = site.index
+    ours = site.stream
+    if change.dot.incarnation > MAX_DOT or change.dot.counter > MAX_DOT:
+        # The state index stores 63-bit integers, and a forged incarnation of ours
+        # near the top would leave this site no incarnation to move to.
+        raise BundleRejected(f"a change carries an out-of-range dot {change.dot}")
+    if change.dot.site == ours.site and change.dot.incarnation >= ours.incarnation:
+        if _held(index, change.dot) == change:
+            return  # our own change coming back through a relay
+        # Only this site issues its own stream. A change under it that we did not
+        # make means our state is older than what we issued (a restore), or someone
+        # forged it: it is never taken as ours. We move to a new incarnation, and
+        # the old one becomes history like any other site's stream.
+        _reincarnate(site, keep_through=index.stream_max(ours),
+                     evidence=[DotSet.of([change.dot])], now_ms=now_ms, result=result)
+    intake = sort_incoming([change], held=lambda dot: _held(index, dot))
+    for new in intake.new:
+        if fold_change(index, new, record=encode_change(new), superseded=outcome.lost):
+            outcome.new_changes += 1
+            streams.add(new.dot.stream)
+    for held, incoming in intake.forks:
+        # One dot, two contents: its site reused a counter. Keep both: the join
+        # ignores dots, and both are re-issued under our stream so every site gets
+        # both (docs/conflict-rules.md, "Restored sites").
+        outcome.forks += 1
+        for again in site.reissue([held, incoming]):
+            fold_change(index, again)
+        streams.add(site.stream)
 
 
 def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_run: bool,
-            outcome: BundleOutcome) -> None:
+            outcome: BundleOutcome, result: ImportResult) -> None:
     index = site.index
     streams: set[Stream] = set()
     wants: list[str] = []
     spool = SpoolWriter(site.spool, index)
     try:
         _read_records(site, path, now_ms=now_ms, dry_run=dry_run, outcome=outcome,
-                      streams=streams, wants=wants, spool=spool)
+                      streams=streams, wants=wants, spool=spool, result=result)
         spool.finish()  # the bodies are on disk before the index says they are spooled
     except BaseException:
         spool.abandon()
@@ -182,8 +221,7 @@ def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_ru
 
 def _read_records(site: Site, path: Path, *, now_ms: int, dry_run: bool,
                   outcome: BundleOutcome, streams: set[Stream], wants: list[str],
-                  spool: SpoolWriter) -> None:
-    index = site.index
+                  spool: SpoolWriter, result: ImportResult) -> None:
     with open_bundle(path, identity=site.identity, trust=site.trust) as bundle:
         for record in bundle.records():
             if isinstance(record, Want):
@@ -199,10 +237,20 @@ def _read_records(site: Site, path: Path, *, now_ms: int, dry_run: bool,
             assert isinstance(record, Change)
             outcome.changes += 1
             site.clock.observe(record.ts, now_ms)
-            if fold_change(index, record, record=encode_change(record),
-                           superseded=outcome.lost):
-                outcome.new_changes += 1
-                streams.add(record.dot.stream)
+            _take(site, record, outcome=outcome, streams=streams, now_ms=now_ms, result=result)
+
+
+def _honest_ack(site: Site, ack: VersionVector) -> VersionVector:
+    """A peer's acknowledgement, claiming no more of our streams than we issued.
+
+    Trusting a claim beyond that would let a peer silence us: the changes we make
+    under those counters would never be sent to it.
+    """
+    issued = dict(site.index.site_streams(site.site_id))
+    return VersionVector.of({
+        stream: min(n, issued.get(stream, 0)) if stream.site == site.site_id else n
+        for stream, n in ack.items()
+    })
 
 
 def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants: list[str],
@@ -217,10 +265,11 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     del old_ack
     # The peer's newest word replaces the old one, never merges with it: a peer
     # restored from an old copy acknowledges less, and must be sent that again.
-    index.set_peer_ack(header.origin_site, header.ack, heard_ms=now_ms)
+    index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
     index.set_peer_wants(header.origin_site, wants)
     bid = header.bundle_id
     failpoints.reached("ingest")
+    index.forget_received(bid.site, bid.incarnation, bid.seq)  # an id reused after a restore
     index.record_received(bid.site, bid.incarnation, bid.seq, received_ms=now_ms,
                           created_ms=header.created_ms, changes=outcome.changes,
                           new_changes=outcome.new_changes)
@@ -240,21 +289,32 @@ def _report_conflicts(site: Site, result: ImportResult) -> None:
 
 
 def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
-                progress: Callable[[str, int, int | None], None] | None = None
+                progress: Callable[[str, int, int | None], None] | None = None,
+                include: Sequence[str] = (), exclude: Sequence[str] = ()
                 ) -> ImportResult:
-    """Import every bundle in ``drop`` addressed to this site (see the module docstring)."""
+    """Import every bundle in ``drop`` addressed to this site (see the module docstring).
+
+    ``include``/``exclude`` narrow the configured mailbox filter for this run: what
+    they exclude is held back (logged and acknowledged, not applied to the store)
+    until a run without them (docs/conflict-rules.md, "Filters")."""
+    if include or exclude:
+        site.config = site.config.with_filters(include=include, exclude=exclude)
     if not drop.is_dir():
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or check the path.")
     index = site.index
-    if dry_run:
-        index.db.execute("BEGIN IMMEDIATE")
-    try:
+    # A dry run does everything inside one transaction that is rolled back.
+    with index.rehearsal() if dry_run else contextlib.nullcontext():
+        # Our own bundles in the drop can show a restore the mark could not (home
+        # restored whole): checked before the scan records anything.
+        result_stream = site.check_drop(drop, now_ms=now_ms)
         if not dry_run:
             apply_pending(site)
-        remembered = index.stream_max(site.stream)
+        remembered = (site.stream, index.stream_max(site.stream))
         result = ImportResult(scan=scan_store(site, now_ms=now_ms), report=ApplyReport(),
                               dry_run=dry_run)
+        if result_stream is not None:
+            result.new_incarnation = result_stream.incarnation
         for path, header in _route(site, drop, result):
             outcome = BundleOutcome(str(path), header.origin_name, header.bundle_id.seq,
                                     "applied")
@@ -262,17 +322,23 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                 progress(f"reading {path.name[:24]}", 0, sum(header.counts.values()))
             try:
                 with index.transaction():
-                    _ingest(site, path, header, now_ms=now_ms, dry_run=dry_run, outcome=outcome)
+                    # The acknowledgement first: if it shows we were restored, the
+                    # records below already meet our new incarnation.
                     _handle_restore(site, header, result, remembered=remembered, now_ms=now_ms)
+                    _ingest(site, path, header, now_ms=now_ms, dry_run=dry_run, outcome=outcome,
+                            result=result)
             except BundleRejected as exc:
                 outcome.status = "rejected"
                 outcome.error = exc.message
             result.bundles.append(outcome)
-        apply_pending(site, dry_run=dry_run, report=result.report, progress=progress)
+        held = HeldBack()
+        apply_pending(site, dry_run=dry_run, report=result.report, progress=progress, held=held)
+        result.held_back = held.mailboxes
         _report_conflicts(site, result)
-        if not dry_run and not index.has_pending():
+        if not dry_run and (not index.has_pending() or held.only_held(index.count_pending())):
+            # Bodies of held-back mail are not kept: lifting the filter asks the
+            # peers for them again (want records).
             clear_spool(site.spool, index)
-    finally:
-        if dry_run:
-            index.db.execute("ROLLBACK")
+        if not dry_run:
+            site.settle()
     return result

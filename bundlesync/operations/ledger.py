@@ -9,7 +9,6 @@ happen in the caller's transaction, so a crash leaves either all or none.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from bundlesync.core.model import (
@@ -31,38 +30,13 @@ from bundlesync.core.state import (
     apply_to_message,
     register_key,
 )
-from bundlesync.errors import StateError
-from bundlesync.format import DEFAULT_LIMITS
-from bundlesync.format.cbor import CborError, Cursor
-from bundlesync.format.records import decode_record, encode_record
-from bundlesync.state.codec import decode_mailbox, decode_message, encode_mailbox, encode_message
+from bundlesync.state.codec import (
+    decode_mailbox,
+    decode_message,
+    encode_mailbox,
+    encode_message,
+)
 from bundlesync.state.index import StateIndex
-from bundlesync.stores.base import FolderPath
-
-
-def encode_change(change: Change) -> bytes:
-    """A change as the change log keeps it: the record exactly as a bundle carries it."""
-    head, _data = encode_record(change, DEFAULT_LIMITS)
-    return head
-
-
-def decode_change(blob: bytes) -> Change:
-    try:
-        record = decode_record(Cursor(blob), DEFAULT_LIMITS)
-    except CborError as exc:
-        raise StateError(f"damaged change record in the state index: {exc}") from exc
-    if not isinstance(record, Change):
-        raise StateError("the change log holds a record that is not a change")
-    return record
-
-
-def path_key(path: FolderPath) -> str:
-    """How a folder path is stored in the index (unambiguous, sortable)."""
-    return json.dumps(list(path), ensure_ascii=False)
-
-
-def path_from_key(text: str) -> FolderPath:
-    return tuple(json.loads(text))
 
 
 def load_message(index: StateIndex, ref: MessageRef) -> MessageState | None:
@@ -141,8 +115,5 @@ def fold_change(index: StateIndex, change: Change, *, record: bytes | None = Non
             index.mark_user_pending(user)
         elif superseded is not None and _mailbox_change_lost(change.op, mstate):
             superseded(user, mailbox)
-    index.add_change(
-        change.dot, user=user, mailbox=mailbox, kind=type(change.op).__name__, body=body,
-        record=record if record is not None else encode_change(change),
-    )
+    index.add_change(change, user=user, mailbox=mailbox, body=body, record=record)
     return True

@@ -10,6 +10,7 @@ Home layout::
     <home>/keys/               this site's identity (bundlesync.keys), 0600 files
     <home>/peers/              trusted peers' key cards (bundlesync.keys.TrustStore)
     <home>/state.sqlite        the state index (bundlesync.state.index)
+    <home>/spent.json          the high-water mark of counters spent (operations.spent)
     <home>/spool/              bodies received and not yet delivered, by SHA-256
     <home>/lock                held (flock) while a run works on the site
 """
@@ -20,15 +21,21 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundlesync.core.hlc import HybridClock
-from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp
-from bundlesync.errors import ConfigError, LockHeld, StoreError
+from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp, VersionVector
+from bundlesync.core.vv import DotSet, detect_restore, reemit, reincarnate
+from bundlesync.errors import BundleRejected, ConfigError, LockHeld, StateError, StoreError
+from bundlesync.format import BundleNotFound, find_bundles, read_header
 from bundlesync.keys import SiteIdentity, TrustStore, load_identity, site_paths
 from bundlesync.operations.config import CONFIG_NAME, SiteConfig, read_config
+from bundlesync.operations.ledger import fold_change
+from bundlesync.operations.spent import BLOCK, SpentMark, read_mark, write_mark
+from bundlesync.state.codec import decode_change
 from bundlesync.state.index import StateIndex
 from bundlesync.stores.base import Store
 from bundlesync.stores.maildir import MaildirStore
@@ -74,6 +81,7 @@ class Site:
     index: StateIndex
     store: Store
     clock: HybridClock
+    mark: SpentMark | None = None
 
     @property
     def site_id(self) -> str:
@@ -85,22 +93,167 @@ class Site:
 
     @property
     def stream(self) -> Stream:
-        return Stream(self.site_id, int(str(self.index.get_meta("incarnation", 1))))
+        return Stream(self.site_id, self.index.incarnation())
 
     def new_change(self, op: Operation, *, now_ms: int, ts: Timestamp | None = None) -> Change:
         """Give a local operation its dot and timestamp (inside the caller's transaction)."""
         stream = self.stream
-        counter = int(str(self.index.get_meta("counter", 0))) + 1
-        self.index.set_meta("counter", counter)
+        # Spent in the index first, marked before the transaction commits: the
+        # counter is used only once both hold it.
+        counter = self.index.next_counter()
+        self._reserve(stream, counter)
         stamp = ts if ts is not None else self.clock.tick(now_ms)
         self.save_clock()
         return Change(Dot(stream.site, stream.incarnation, counter), stamp, op)
 
+    def reissue(self, changes: Sequence[Change]) -> list[Change]:
+        """The same changes under the next dots of this site's stream (core ``reemit``)."""
+        stream = self.stream
+        counter = self.index.last_counter()
+        again = reemit(changes, stream, counter + 1)
+        self._reserve(stream, counter + len(again))
+        self.index.spend_counters(len(again))
+        return again
+
+    # -- what this site has spent (operations.spent) --------------------------------
+
+    def _reserve(self, stream: Stream, counter: int) -> None:
+        """Raise the high-water mark before ``counter`` is used (a block at a time)."""
+        mark = self.mark
+        if mark is None or mark.incarnation != stream.incarnation:
+            mark = SpentMark(self.site_id, stream.incarnation)
+        if counter > mark.reserved:
+            self._write_mark(mark.reserve(counter))
+
+    def _write_mark(self, mark: SpentMark) -> None:
+        write_mark(self.home, mark)
+        self.mark = mark
+
+    def _mark_from_index(self) -> SpentMark:
+        stream = self.stream
+        counter = self.index.last_counter()
+        return SpentMark(self.site_id, stream.incarnation, reserved=counter + BLOCK,
+                         committed=counter, seqs=self.index.bundle_seqs(stream.incarnation))
+
+    def settle(self) -> None:
+        """Record in the mark what the index now holds (after the run's commits, before
+        a bundle leaves), so that an index restored to before this point is noticed."""
+        fresh = self._mark_from_index()
+        mark = self.mark
+        if mark is not None and mark.incarnation == fresh.incarnation:
+            fresh = SpentMark(fresh.site, fresh.incarnation,
+                              reserved=max(mark.reserved, fresh.committed),
+                              committed=max(mark.committed, fresh.committed),
+                              seqs={**mark.seqs, **{p: max(n, mark.seqs.get(p, 0))
+                                                    for p, n in fresh.seqs.items()}})
+        if fresh != mark:
+            self._write_mark(fresh)
+
+    def reserve_bundle_seq(self, peer: str) -> int:
+        """The next bundle number to ``peer`` in this incarnation, reserved in the index
+        and in the mark before the bundle is written: two bundles never share an id."""
+        seq = self.index.reserve_bundle_seq(peer, self.stream.incarnation)
+        self.settle()
+        return seq
+
+    def restored(self) -> bool:
+        """Whether the index is older than the mark says this site has spent."""
+        mark = self.mark
+        if mark is None or mark.site != self.site_id:
+            return False
+        stream = self.stream
+        if mark.incarnation != stream.incarnation:
+            return mark.incarnation > stream.incarnation
+        if self.index.last_counter() < mark.committed:
+            return True
+        seqs = self.index.bundle_seqs(stream.incarnation)
+        return any(seqs.get(peer, 0) < n for peer, n in mark.seqs.items())
+
+    def check_spent(self, *, now_ms: int) -> Stream | None:
+        """At the start of a run: compare the index with the mark, and move to a new
+        incarnation if the index was restored or emptied. Returns the new stream."""
+        if not self.restored():
+            if self.mark is None or self.mark.site != self.site_id or (
+                    self.mark.incarnation < self.stream.incarnation
+                    or self.index.last_counter() > self.mark.reserved):
+                # No mark yet, or a mark older than the index (restored or lost on its
+                # own): nothing can have been reused; take the index's word.
+                self._write_mark(self._mark_from_index())
+            return None
+        assert self.mark is not None
+        evidence = VersionVector.of({Stream(self.site_id, self.mark.incarnation):
+                                     self.mark.reserved})
+        with self.index.transaction():
+            stream = self.reincarnate(keep_through=self.index.last_counter(),
+                                      evidence=[evidence], now_ms=now_ms)
+        self.settle()
+        return stream
+
+    def check_drop(self, drop: Path, *, now_ms: int) -> Stream | None:
+        """Look for our own bundles in ``drop`` that this state does not remember
+        writing: a later incarnation of ours, a bundle number above the one reserved
+        for that peer, or an acknowledgement of more of our stream than we issued.
+
+        Any of them means the home was restored (with its mark, so the mark could
+        not tell); the site then moves to a new incarnation before it records or
+        exports anything. Returns the new stream, if any.
+        """
+        ours = self.stream
+        issued = self.index.stream_max(ours)
+        seqs = self.index.bundle_seqs(ours.incarnation)
+        found: list[VersionVector] = []
+        for path in find_bundles(drop):
+            try:
+                header = read_header(path)
+            except (BundleRejected, BundleNotFound):
+                continue  # not ours to judge here; the import reports it
+            if header.origin_site != self.site_id:
+                continue
+            bid = header.bundle_id
+            later = bid.incarnation > ours.incarnation
+            reused = (bid.incarnation == ours.incarnation and len(header.recipients) == 1
+                      and bid.seq > seqs.get(header.recipients[0], 0))
+            if later or reused or detect_restore(ours, issued, header.ack):
+                found.append(header.ack)
+                found.append(VersionVector.of({Stream(bid.site, bid.incarnation): 1}))
+        if not found:
+            return None
+        with self.index.transaction():
+            stream = self.reincarnate(keep_through=issued, evidence=found, now_ms=now_ms)
+        self.settle()
+        return stream
+
+    def reincarnate(self, *, keep_through: int, evidence: Sequence[VersionVector | DotSet],
+                    now_ms: int) -> Stream:
+        """Move to a new incarnation with the core's rules (``core.vv.reincarnate``),
+        inside the caller's transaction.
+
+        Our changes of the old stream above ``keep_through`` may share their dots with
+        other changes peers hold: they are re-emitted under the new incarnation and
+        forgotten under the old one, so the peers' versions can come back to us.
+        """
+        index = self.index
+        ours = self.stream
+        own = [decode_change(r) for r in index.stream_records_above(ours, keep_through)]
+        # Every incarnation of ours in the log or the mark counts as evidence: never
+        # reuse one.
+        logged = VersionVector.of(dict(index.site_streams(ours.site)))
+        step = reincarnate(stream=ours, own_changes=own, keep_through=keep_through,
+                           evidence=[*evidence, logged], floor=now_ms // 1000)
+        index.forget_stream_above(step.old_stream, step.keep_through)
+        self._write_mark(SpentMark(self.site_id, step.stream.incarnation).reserve(
+            len(step.reemitted)))
+        index.start_incarnation(step.stream.incarnation)
+        index.spend_counters(len(step.reemitted))
+        for change in step.reemitted:
+            fold_change(index, change)
+        index.advance_streams([step.old_stream, step.stream])
+        return step.stream
+
     def save_clock(self) -> None:
         last = self.clock.last
         if last is not None:
-            self.index.set_meta("clock_wall", last.wall_ms)
-            self.index.set_meta("clock_counter", last.counter)
+            self.index.save_clock(last.wall_ms, last.counter)
 
 
 def open_store(location: str) -> Store:
@@ -113,18 +266,30 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
     config = read_config(paths.home / CONFIG_NAME)
     identity = load_identity(paths.keys)
     trust = TrustStore(paths.peers)
-    index = StateIndex(paths.home / STATE_NAME)
-    wall = index.get_meta("clock_wall")
-    last = None
-    if wall is not None:
-        last = Timestamp(int(str(wall)), int(str(index.get_meta("clock_counter", 0))),
-                         identity.site_id)
+    state = paths.home / STATE_NAME
+    if state.exists() and state.stat().st_size == 0:
+        # An empty file would be taken for a new database: this site would start
+        # over at counter 1 of its first incarnation and reuse everything.
+        raise StateError(
+            f"the state index {state} is empty (0 bytes)",
+            hint="Restore state.sqlite from a backup and keep spent.json as it is (the "
+                 "restore is then detected and the site moves to a new incarnation), or "
+                 "set the site up again in a new home with 'bundlesync init'.",
+        )
+    index = StateIndex(state)
+    saved = index.clock()
+    last = None if saved is None else Timestamp(saved[0], saved[1], identity.site_id)
     clock = HybridClock(identity.site_id, last)
     try:
         the_store = store if store is not None else open_store(config.store)
     except OSError as exc:  # pragma: no cover - the adapter translates its own errors
         raise StoreError(f"the store {config.store} cannot be opened: {exc}") from exc
-    return Site(paths.home, config, identity, trust, index, the_store, clock)
+    site = Site(paths.home, config, identity, trust, index, the_store, clock,
+                read_mark(paths.home))
+    # At the start of every run, before anything is recorded or exported: an index
+    # older than what this site has spent was restored or emptied.
+    site.check_spent(now_ms=time.time_ns() // 1_000_000)
+    return site
 
 
 def require_uninitialised(home: Path) -> None:

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from bundlesync.core.model import Body
+from bundlesync.fsio import write_all
 from bundlesync.state.index import StateIndex
 
 
@@ -38,9 +39,7 @@ class SpoolWriter:
             self.path = self.spool / f"{number}.bodies"
             self.handle = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                   0o600)
-        view = memoryview(body.data)
-        while view:
-            view = view[os.write(self.handle, view):]
+        write_all(self.handle, body.data)
         assert self.path is not None
         self.index.put_spooled(body.sha256, self.path.name, self.offset, len(body.data))
         self.offset += len(body.data)

@@ -44,10 +44,14 @@ class SiteStatus:
     changes_logged: int
     pending_apply: bool
     peers: list[PeerStatus]
+    held_back: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def warnings(self) -> list[str]:
-        return [w for p in self.peers for w in p.warnings]
+        held = [f"{user or '(store)'}: {', '.join(names)} held back by a filter (their "
+                "changes are kept and applied once the filter is lifted)"
+                for user, names in sorted(self.held_back.items())]
+        return [w for p in self.peers for w in p.warnings] + held
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -57,6 +61,7 @@ class SiteStatus:
                       "messages": self.messages},
             "changes_logged": self.changes_logged,
             "pending_apply": self.pending_apply,
+            "held_back": self.held_back,
             "peers": [p.as_dict() for p in self.peers],
             "warnings": self.warnings,
         }
@@ -65,25 +70,23 @@ class SiteStatus:
 def site_status(site: Site, *, now_ms: int) -> SiteStatus:
     """A read-only summary; it does not scan the store (export and import do)."""
     index = site.index
-    db = index.db
     peers: list[PeerStatus] = []
     known = {row.site_id: row for row in index.peers()}
     for card in sorted(site.trust.list(), key=lambda c: c.name):
         row = known.get(card.site_id)
         ack = row.ack if row is not None else None
-        pending = index.count_not_covered(ack) if ack is not None else int(
-            db.execute("SELECT COUNT(*) FROM changes").fetchone()[0])
+        pending = index.count_not_covered(ack) if ack is not None else index.count_changes()
         sent = index.last_sent(card.site_id)
         received = index.received_from(card.site_id)
         status = PeerStatus(
             name=card.name, site_id=card.site_id, fingerprint=card.fingerprint,
             pending_changes=pending,
             last_sent=None if sent is None else {
-                "incarnation": sent[0], "seq": sent[1], "created_ms": sent[2], "size": sent[3],
-                "changes": sent[4]},
+                "incarnation": sent.incarnation, "seq": sent.seq, "created_ms": sent.created_ms,
+                "size": sent.size, "changes": sent.changes},
             last_received=None if not received else {
-                "incarnation": received[-1][0], "seq": received[-1][1],
-                "received_ms": received[-1][2], "created_ms": received[-1][3]},
+                "incarnation": received[-1].incarnation, "seq": received[-1].seq,
+                "received_ms": received[-1].received_ms, "created_ms": received[-1].created_ms},
             acknowledged={f"{s.site[:8]}/{s.incarnation}": n for s, n in ack.entries}
             if ack is not None else {},
             heard_ms=row.heard_ms if row is not None else None,
@@ -94,8 +97,8 @@ def site_status(site: Site, *, now_ms: int) -> SiteStatus:
             days = (now_ms - status.heard_ms) // DAY_MS
             status.warnings.append(f"{card.name}: not heard from for {days} days")
         by_incarnation: dict[int, list[int]] = {}
-        for incarnation, seq, _r, _c in received:
-            by_incarnation.setdefault(incarnation, []).append(seq)
+        for got in received:
+            by_incarnation.setdefault(got.incarnation, []).append(got.seq)
         for incarnation, seqs in by_incarnation.items():
             missing = sorted(set(range(1, max(seqs) + 1)) - set(seqs))
             if missing:
@@ -108,9 +111,10 @@ def site_status(site: Site, *, now_ms: int) -> SiteStatus:
         name=site.identity.name, site_id=site.site_id, fingerprint=site.identity.fingerprint,
         store=site.config.store, incarnation=site.stream.incarnation,
         users=len(index.folder_users()),
-        folders=int(db.execute("SELECT COUNT(*) FROM folders").fetchone()[0]),
+        folders=index.count_folders(),
         messages=index.count_files(),
-        changes_logged=int(db.execute("SELECT COUNT(*) FROM changes").fetchone()[0]),
+        changes_logged=index.count_changes(),
         pending_apply=index.has_pending(),
         peers=peers,
+        held_back=index.held_back(),
     )

@@ -22,15 +22,32 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from bundlesync.core.model import Dot, Stream, VersionVector
+from bundlesync.core.model import Change, Dot, Stream, VersionVector
 from bundlesync.errors import StateError
+from bundlesync.state.codec import (
+    CHANGE_KINDS,
+    FolderPath,
+    change_kind,
+    decode_flags,
+    decode_held_back,
+    decode_marks,
+    decode_path,
+    decode_vector,
+    encode_change,
+    encode_flags,
+    encode_held_back,
+    encode_marks,
+    encode_path,
+    encode_vector,
+)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 MIGRATIONS: dict[int, str] = {
     1: """
@@ -111,23 +128,33 @@ MIGRATIONS: dict[int, str] = {
         size INTEGER NOT NULL
     ) WITHOUT ROWID;
     """,
+    # The change log's kind column names the format's record kind, a name fixed by
+    # the spec, instead of a Python class name that a refactoring could change.
+    4: """
+    UPDATE changes SET kind = CASE kind
+        WHEN 'MailboxCreated' THEN 'mailbox-created'
+        WHEN 'MailboxRenamed' THEN 'mailbox-renamed'
+        WHEN 'MailboxDeleted' THEN 'mailbox-deleted'
+        WHEN 'SubscriptionSet' THEN 'subscription-set'
+        WHEN 'MessageAdded' THEN 'message-added'
+        WHEN 'MessageExpunged' THEN 'message-expunged'
+        WHEN 'FlagsChanged' THEN 'flags-changed'
+        ELSE kind END;
+    """,
 }
 
-
-def _encode_vector(vector: VersionVector) -> str:
-    return ";".join(f"{s.site},{s.incarnation},{n}" for s, n in vector.entries)
-
-
-def _decode_vector(text: str) -> VersionVector:
-    items: dict[Stream, int] = {}
-    for part in filter(None, text.split(";")):
-        site, incarnation, counter = part.split(",")
-        items[Stream(site, int(incarnation))] = int(counter)
-    return VersionVector.of(items)
+# Keys of the meta table, each read and written through a typed method below.
+_INCARNATION = "incarnation"
+_COUNTER = "counter"
+_CLOCK_WALL = "clock_wall"
+_CLOCK_COUNTER = "clock_counter"
+_SPOOL_FILES = "spool_files"
+_HELD_BACK = "held_back"
 
 
-encode_vector = _encode_vector
-decode_vector = _decode_vector
+def _bundle_seq_key(peer: str, incarnation: int) -> str:
+    return f"bundle_seq:{peer}:{incarnation}"
+
 
 
 _FILE_COLUMNS = "user, folder, key, mailbox, guid, body, flags, size, internal_date"
@@ -138,18 +165,39 @@ class FileRow:
     """One message file of the store as last seen."""
 
     user: str
-    folder: str
-    key: str
-    mailbox: str
+    folder: str  # GUID of the folder (directory) holding the file
+    key: str  # the file's base name
+    mailbox: str  # GUID of the mailbox of the message instance it holds
     guid: str
     body: str
-    flags: str  # flag names joined by " ", sorted
+    flags: frozenset[str]
     size: int
     internal_date: int
+
+    def with_flags(self, flags: frozenset[str]) -> FileRow:
+        return replace(self, flags=flags)
+
+
+def _file_row(raw: Sequence[Any]) -> FileRow:
+    user, folder, key, mailbox, guid, body, flags, size, idate = raw
+    return FileRow(user, folder, key, mailbox, guid, body, decode_flags(flags), int(size),
+                   int(idate))
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRow:
+    """One folder (directory) of the store as last seen."""
+
+    guid: str
+    path: FolderPath
+    marks: tuple[int, ...] | None  # its stamp; None: list it again next time
+    uidvalidity: int | None
 
 
 @dataclass(frozen=True, slots=True)
 class PeerRow:
+    """A peer this site exchanges with, and what it has acknowledged."""
+
     site_id: str
     name: str
     ack: VersionVector
@@ -157,8 +205,44 @@ class PeerRow:
     sent_ms: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class SentRow:
+    """A bundle written for a peer."""
+
+    incarnation: int
+    seq: int
+    created_ms: int
+    size: int
+    changes: int
+    covers: VersionVector
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRow:
+    """A bundle received from a peer."""
+
+    incarnation: int
+    seq: int
+    received_ms: int
+    created_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedChange:
+    """One change of the log: its dot, the body it adds (if any) and its record."""
+
+    dot: Dot
+    body: str | None
+    record: bytes
+
+
 class StateIndex:
-    """The open state database of one site. Use as a context manager."""
+    """The open state database of one site. Use as a context manager.
+
+    Every statement the index runs is here, behind a typed method; the hot ones
+    (per message or per change) are each served by an index, which
+    ``tests/state/test_query_plans.py`` checks with ``EXPLAIN QUERY PLAN``.
+    """
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         if not create and not path.exists():
@@ -167,11 +251,11 @@ class StateIndex:
                 hint="Run 'bundlesync init' first, or pass --home to point at the site.",
             )
         try:
-            self.db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
-            self.db.execute("PRAGMA foreign_keys=ON")
-            self._migrate()
+            self._db = sqlite3.connect(path, isolation_level=None, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._migrate(create=create)
         except sqlite3.DatabaseError as exc:
             raise StateError(
                 f"the state index {path} cannot be opened: {exc}",
@@ -182,8 +266,17 @@ class StateIndex:
 
     # -- lifecycle -----------------------------------------------------------------
 
-    def _migrate(self) -> None:
-        version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+    def _migrate(self, *, create: bool) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version == 0 and not create:
+            # Not a bundlesync index (or an emptied one): taking it for a new one
+            # would start this site over and reuse its change numbers.
+            raise StateError(
+                "the state index holds no bundlesync state",
+                hint="Restore state.sqlite from a backup and keep spent.json as it is (the "
+                     "restore is then detected and the site moves to a new incarnation), "
+                     "or set the site up again in a new home with 'bundlesync init'.",
+            )
         if version > SCHEMA_VERSION:
             raise StateError(
                 f"the state index has schema version {version}, newer than this bundlesync "
@@ -191,15 +284,15 @@ class StateIndex:
                 hint="Upgrade bundlesync on this site.",
             )
         for target in range(version + 1, SCHEMA_VERSION + 1):
-            self.db.execute("BEGIN IMMEDIATE")
+            self._db.execute("BEGIN IMMEDIATE")
             for statement in MIGRATIONS[target].split(";"):
                 if statement.strip():
-                    self.db.execute(statement)
-            self.db.execute(f"PRAGMA user_version = {target}")
-            self.db.execute("COMMIT")
+                    self._db.execute(statement)
+            self._db.execute(f"PRAGMA user_version = {target}")
+            self._db.execute("COMMIT")
 
     def close(self) -> None:
-        self.db.close()
+        self._db.close()
 
     def __enter__(self) -> StateIndex:
         return self
@@ -207,27 +300,35 @@ class StateIndex:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def trace(self, callback: Callable[[str], None] | None) -> None:
+        """Call ``callback`` with every statement run (for tests and profiling)."""
+        self._db.set_trace_callback(callback)
+
+    def explain(self, statement: str) -> list[str]:
+        """The query plan of ``statement`` (SQLite's EXPLAIN QUERY PLAN details)."""
+        return [str(row[3]) for row in self._db.execute(f"EXPLAIN QUERY PLAN {statement}")]
+
     @contextmanager
     def transaction(self) -> Iterator[None]:
         """One atomic unit of work: committed whole, or rolled back whole.
 
         Nested use becomes a savepoint of the outer transaction: rolled back alone on
         error, kept or discarded with the outer one (a dry run wraps a whole import in
-        one transaction and rolls it back).
+        :meth:`rehearsal`, which rolls it back).
         """
-        if self.db.in_transaction:
+        if self._db.in_transaction:
             self._depth += 1
             name = f"sp{self._depth}"
-            self.db.execute(f"SAVEPOINT {name}")
+            self._db.execute(f"SAVEPOINT {name}")
             try:
                 yield
             except BaseException as exc:
                 # SQLite may have rolled the whole transaction back itself (disk
                 # full, I/O error): then there is no savepoint left to undo, and the
                 # error that says why must not be replaced by "no transaction".
-                if self.db.in_transaction:
-                    self.db.execute(f"ROLLBACK TO {name}")
-                    self.db.execute(f"RELEASE {name}")
+                if self._db.in_transaction:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
                 if isinstance(exc, sqlite3.Error):
                     raise self._failed(exc) from exc
                 raise
@@ -236,15 +337,12 @@ class StateIndex:
             finally:
                 self._depth -= 1
             return
-        try:
-            self.db.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StateError(f"the state index is busy: {exc}") from exc
+        self._begin()
         try:
             yield
         except BaseException as exc:
-            if self.db.in_transaction:
-                self.db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise self._failed(exc) from exc
             raise
@@ -253,11 +351,11 @@ class StateIndex:
 
     def _execute_or_fail(self, sql: str) -> None:
         try:
-            self.db.execute(sql)
+            self._db.execute(sql)
         except sqlite3.Error as exc:
-            if self.db.in_transaction:
+            if self._db.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
-                    self.db.execute("ROLLBACK")
+                    self._db.execute("ROLLBACK")
             raise self._failed(exc) from exc
 
     def _failed(self, exc: sqlite3.Error) -> StateError:
@@ -271,46 +369,161 @@ class StateIndex:
                     "nothing of this run was kept.")
         return StateError(f"the state index {self.path} could not be written: {text}", hint=hint)
 
-    # -- meta ----------------------------------------------------------------------
+    @contextmanager
+    def rehearsal(self) -> Iterator[None]:
+        """Work that is never kept: everything done inside is rolled back at the end
+        (a dry run). Transactions inside become savepoints of this one."""
+        self._begin()
+        try:
+            yield
+        finally:
+            self._db.execute("ROLLBACK")
 
-    def get_meta(self, key: str, default: object = None) -> object:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else row[0]
+    def _begin(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StateError(f"the state index is busy: {exc}") from exc
 
-    def set_meta(self, key: str, value: object) -> None:
-        self.db.execute(
+    # -- meta: the site's own counters -------------------------------------------------
+
+    def _meta_int(self, key: str) -> int | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            return int(row[0])
+        except (TypeError, ValueError) as exc:
+            raise StateError(f"damaged value {key!r} in the state index: {row[0]!r}") from exc
+
+    def _set_meta_int(self, key: str, value: int) -> None:
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, int(value)),
+        )
+
+    def _meta_text(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def _set_meta_text(self, key: str, value: str) -> None:
+        self._db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
 
+    def incarnation(self) -> int:
+        """This site's current incarnation (1 until a restore is detected)."""
+        return self._meta_int(_INCARNATION) or 1
+
+    def last_counter(self) -> int:
+        """The counter of this site's newest change in its current incarnation."""
+        return self._meta_int(_COUNTER) or 0
+
+    def next_counter(self) -> int:
+        """Spend the next counter of this site's stream (inside a transaction).
+
+        One statement: this runs once per change. A damaged value is left as it is
+        and reported, never counted from.
+        """
+        rows = self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET "
+            "value = CASE typeof(value) WHEN 'integer' THEN value + 1 ELSE value END "
+            "RETURNING value", (_COUNTER,),
+        ).fetchall()
+        value = rows[0][0]
+        if not isinstance(value, int):
+            raise StateError(f"damaged value {_COUNTER!r} in the state index: {value!r}")
+        return value
+
+    def spend_counters(self, count: int) -> int:
+        """Spend ``count`` counters of this site's stream at once; the first of them."""
+        first = self.last_counter() + 1
+        self._set_meta_int(_COUNTER, first + count - 1)
+        return first
+
+    def start_incarnation(self, incarnation: int) -> None:
+        """Move this site to a new incarnation; its counters start again at 1."""
+        self._set_meta_int(_INCARNATION, incarnation)
+        self._set_meta_int(_COUNTER, 0)
+
+    def clock(self) -> tuple[int, int] | None:
+        """(wall_ms, counter) of the last timestamp this site's clock gave, if any."""
+        wall = self._meta_int(_CLOCK_WALL)
+        return None if wall is None else (wall, self._meta_int(_CLOCK_COUNTER) or 0)
+
+    def save_clock(self, wall_ms: int, counter: int) -> None:
+        # One statement for both: this runs once per change.
+        self._db.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?), (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (_CLOCK_WALL, int(wall_ms), _CLOCK_COUNTER, int(counter)),
+        )
+
+    def reserve_bundle_seq(self, peer: str, incarnation: int) -> int:
+        """The next bundle number to ``peer`` in ``incarnation``, reserved at once (its
+        own transaction) so that a crash never lets two bundles share an id."""
+        key = _bundle_seq_key(peer, incarnation)
+        with self.transaction():
+            seq = (self._meta_int(key) or 0) + 1
+            self._set_meta_int(key, seq)
+        return seq
+
     # -- change log ----------------------------------------------------------------
 
     def has_change(self, dot: Dot) -> bool:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT 1 FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
             (dot.site, dot.incarnation, dot.counter),
         ).fetchone()
         return row is not None
 
-    def add_change(
-        self, dot: Dot, *, user: str, mailbox: str, kind: str, body: str | None, record: bytes
-    ) -> None:
-        self.db.execute(
+    def add_change(self, change: Change, *, user: str, mailbox: str, body: str | None,
+                   record: bytes | None = None) -> None:
+        """Log ``change`` (``record``: its encoding, when the caller has it already)."""
+        kind = change_kind(change.op)
+        assert kind in CHANGE_KINDS
+        dot = change.dot
+        self._db.execute(
             "INSERT INTO changes (site, incarnation, counter, user, mailbox, kind, body, record) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (dot.site, dot.incarnation, dot.counter, user, mailbox, kind, body, record),
+            (dot.site, dot.incarnation, dot.counter, user, mailbox, kind, body,
+             record if record is not None else encode_change(change)),
         )
+
+    def changes_of_stream(self, stream: Stream, *, above: int) -> list[LoggedChange]:
+        """The logged changes of ``stream`` with a counter above ``above``, in order."""
+        rows = self._db.execute(
+            "SELECT counter, body, record FROM changes WHERE site = ? AND incarnation = ? "
+            "AND counter > ? ORDER BY counter",
+            (stream.site, stream.incarnation, above),
+        ).fetchall()
+        return [LoggedChange(Dot(stream.site, stream.incarnation, c), b, bytes(r))
+                for c, b, r in rows]
+
+    def forget_change(self, dot: Dot) -> None:
+        """Remove one change from the log (it is re-issued under another dot)."""
+        self._db.execute(
+            "DELETE FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
+            (dot.site, dot.incarnation, dot.counter))
+
+    def cap_stream(self, stream: Stream, contiguous: int) -> None:
+        """Lower what this site holds of ``stream`` to at most ``contiguous``."""
+        self._db.execute(
+            "UPDATE streams SET contiguous = MIN(contiguous, ?) WHERE site = ? AND "
+            "incarnation = ?", (contiguous, stream.site, stream.incarnation))
 
     def advance_streams(self, streams: Sequence[Stream]) -> None:
         """Recompute the contiguous counter of each stream after new dots arrived."""
         for stream in streams:
-            row = self.db.execute(
+            row = self._db.execute(
                 "SELECT contiguous FROM streams WHERE site = ? AND incarnation = ?",
                 (stream.site, stream.incarnation),
             ).fetchone()
             contiguous = 0 if row is None else int(row[0])
-            cursor = self.db.execute(
+            cursor = self._db.execute(
                 "SELECT counter FROM changes WHERE site = ? AND incarnation = ? AND counter > ? "
                 "ORDER BY counter",
                 (stream.site, stream.incarnation, contiguous),
@@ -319,7 +532,7 @@ class StateIndex:
                 if counter != contiguous + 1:
                     break
                 contiguous = counter
-            self.db.execute(
+            self._db.execute(
                 "INSERT INTO streams (site, incarnation, contiguous) VALUES (?, ?, ?) "
                 "ON CONFLICT (site, incarnation) DO UPDATE SET contiguous = excluded.contiguous",
                 (stream.site, stream.incarnation, contiguous),
@@ -327,55 +540,81 @@ class StateIndex:
 
     def version_vector(self) -> VersionVector:
         """What this site holds: for each stream, the highest contiguous counter."""
-        rows = self.db.execute("SELECT site, incarnation, contiguous FROM streams").fetchall()
+        rows = self._db.execute("SELECT site, incarnation, contiguous FROM streams").fetchall()
         return VersionVector.of({Stream(s, i): n for s, i, n in rows})
 
     def stream_max(self, stream: Stream) -> int:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT MAX(counter) FROM changes WHERE site = ? AND incarnation = ?",
             (stream.site, stream.incarnation),
         ).fetchone()
         return int(row[0] or 0)
 
-    def changes_not_covered(self, ack: VersionVector) -> Iterator[tuple[Dot, str | None, bytes]]:
-        """Every logged change the vector ``ack`` does not cover, in dot order."""
-        self._load_ack(ack)
-        cursor = self.db.execute(
-            "SELECT c.site, c.incarnation, c.counter, c.body, c.record FROM changes c "
-            "LEFT JOIN ackv a ON a.site = c.site AND a.incarnation = c.incarnation "
-            "WHERE c.counter > COALESCE(a.counter, 0) "
-            "ORDER BY c.site, c.incarnation, c.counter"
-        )
-        for site, incarnation, counter, body, record in cursor:
-            yield Dot(site, incarnation, counter), body, record
+    def logged_streams(self) -> list[Stream]:
+        """Every stream with a change in the log, in order.
 
-    def kinds_not_covered(self, ack: VersionVector) -> Iterator[str]:
-        """The kind (operation class name) of each change ``ack`` does not cover."""
-        self._load_ack(ack)
-        cursor = self.db.execute(
-            "SELECT c.kind FROM changes c "
-            "LEFT JOIN ackv a ON a.site = c.site AND a.incarnation = c.incarnation "
-            "WHERE c.counter > COALESCE(a.counter, 0)"
-        )
-        for (kind,) in cursor:
-            yield kind
+        One index seek per stream (a loose index scan), so the cost follows the
+        number of streams, never the size of the log.
+        """
+        streams: list[Stream] = []
+        after: tuple[str, int] = ("", -1)  # below every site id and incarnation
+        while True:
+            row = self._db.execute(
+                "SELECT site, incarnation FROM changes WHERE (site, incarnation) > (?, ?) "
+                "ORDER BY site, incarnation LIMIT 1", after,
+            ).fetchone()
+            if row is None:
+                return streams
+            after = (str(row[0]), int(row[1]))
+            streams.append(Stream(*after))
+
+    def changes_not_covered(self, ack: VersionVector) -> Iterator[LoggedChange]:
+        """Every logged change the vector ``ack`` does not cover, in dot order.
+
+        Each stream is read by a range of the log's primary key; nothing is shared
+        between two calls, so two of these generators may be consumed interleaved.
+        """
+        for stream in self.logged_streams():
+            above = ack.get_count(stream)
+            cursor = self._db.execute(
+                "SELECT counter, body, record FROM changes WHERE site = ? AND incarnation = ? "
+                "AND counter > ? ORDER BY counter",
+                (stream.site, stream.incarnation, above),
+            )
+            for counter, body, record in cursor:
+                yield LoggedChange(Dot(stream.site, stream.incarnation, counter), body,
+                                   bytes(record))
+
+    def kinds_not_covered(self, ack: VersionVector) -> dict[str, int]:
+        """How many changes of each kind (the format's record kinds) ``ack`` lacks."""
+        counts: dict[str, int] = {}
+        for stream in self.logged_streams():
+            rows = self._db.execute(
+                "SELECT kind, COUNT(*) FROM changes WHERE site = ? AND incarnation = ? "
+                "AND counter > ? GROUP BY kind",
+                (stream.site, stream.incarnation, ack.get_count(stream)),
+            )
+            for kind, count in rows:
+                counts[kind] = counts.get(kind, 0) + int(count)
+        return counts
 
     def count_not_covered(self, ack: VersionVector) -> int:
-        return sum(1 for _ in self.kinds_not_covered(ack))
+        """How many logged changes ``ack`` does not cover."""
+        total = 0
+        for stream in self.logged_streams():
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM changes WHERE site = ? AND incarnation = ? AND counter > ?",
+                (stream.site, stream.incarnation, ack.get_count(stream)),
+            ).fetchone()
+            total += int(row[0])
+        return total
 
-    def _load_ack(self, ack: VersionVector) -> None:
-        # A temporary table per call: the queries above join the log against it.
-        self.db.execute("CREATE TEMP TABLE IF NOT EXISTS ackv (site TEXT, incarnation INTEGER,"
-                        " counter INTEGER, PRIMARY KEY (site, incarnation))")
-        self.db.execute("DELETE FROM ackv")
-        self.db.executemany(
-            "INSERT INTO ackv VALUES (?, ?, ?)",
-            [(s.site, s.incarnation, n) for s, n in ack.entries],
-        )
+    def count_changes(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM changes").fetchone()[0])
 
     def body_known_to(self, body: str, ack: VersionVector) -> bool:
         """Whether a change adding this body is covered by ``ack`` (the peer holds it)."""
-        for site, incarnation, counter in self.db.execute(
+        for site, incarnation, counter in self._db.execute(
             "SELECT site, incarnation, counter FROM changes WHERE body = ?", (body,)
         ):
             if ack.covers(Dot(site, incarnation, counter)):
@@ -385,27 +624,28 @@ class StateIndex:
     # -- registers -----------------------------------------------------------------
 
     def load_mailbox(self, user: str, guid: str) -> bytes | None:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT state FROM mailboxes WHERE user = ? AND guid = ?", (user, guid)
         ).fetchone()
         return None if row is None else bytes(row[0])
 
     def store_mailbox(self, user: str, guid: str, state: bytes) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT INTO mailboxes (user, guid, state) VALUES (?, ?, ?) "
             "ON CONFLICT (user, guid) DO UPDATE SET state = excluded.state",
             (user, guid, state),
         )
 
     def user_mailboxes(self, user: str) -> list[tuple[str, bytes]]:
-        rows = self.db.execute("SELECT guid, state FROM mailboxes WHERE user = ?", (user,))
+        rows = self._db.execute("SELECT guid, state FROM mailboxes WHERE user = ?", (user,))
         return [(g, bytes(s)) for g, s in rows]
 
     def state_users(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT user FROM mailboxes ORDER BY user")]
+        return [r[0] for r in self._db.execute(
+            "SELECT DISTINCT user FROM mailboxes ORDER BY user")]
 
     def load_message(self, user: str, mailbox: str, guid: str, body: str) -> bytes | None:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT state FROM messages WHERE user = ? AND mailbox = ? AND guid = ? AND body = ?",
             (user, mailbox, guid, body),
         ).fetchone()
@@ -414,7 +654,7 @@ class StateIndex:
     def store_message(
         self, user: str, mailbox: str, guid: str, body: str, *, alive: bool, state: bytes
     ) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT INTO messages (user, mailbox, guid, body, alive, state) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, mailbox, guid, body) "
             "DO UPDATE SET alive = excluded.alive, state = excluded.state",
@@ -422,13 +662,23 @@ class StateIndex:
         )
 
     def live_mailboxes(self, user: str) -> set[str]:
-        rows = self.db.execute(
-            "SELECT DISTINCT mailbox FROM messages WHERE user = ? AND alive", (user,)
-        )
-        return {r[0] for r in rows}
+        """The mailboxes of ``user`` holding a live message: one seek per mailbox in the
+        index of live messages, never a walk over the user's messages."""
+        found: set[str] = set()
+        after = ""
+        while True:
+            row = self._db.execute(
+                "SELECT mailbox FROM messages INDEXED BY messages_alive "
+                "WHERE user = ? AND alive AND mailbox > ? ORDER BY mailbox LIMIT 1",
+                (user, after),
+            ).fetchone()
+            if row is None:
+                return found
+            after = str(row[0])
+            found.add(after)
 
     def live_messages(self, user: str, mailbox: str) -> list[tuple[str, str, bytes]]:
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT guid, body, state FROM messages WHERE user = ? AND mailbox = ? AND alive",
             (user, mailbox),
         )
@@ -436,210 +686,237 @@ class StateIndex:
 
     # -- the store as last seen ----------------------------------------------------
 
-    def folders(self, user: str) -> list[tuple[str, str, bytes | None, int | None]]:
-        rows = self.db.execute(
+    def folders(self, user: str) -> list[FolderRow]:
+        rows = self._db.execute(
             "SELECT guid, path, marks, uidvalidity FROM folders WHERE user = ?", (user,)
         )
-        return [(g, p, None if m is None else bytes(m), u) for g, p, m, u in rows]
+        return [FolderRow(g, decode_path(p), decode_marks(m), u) for g, p, m, u in rows]
 
     def folder_users(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT DISTINCT user FROM folders ORDER BY user")]
+        """Every user with a folder remembered (one seek per user)."""
+        users: list[str] = []
+        row = self._db.execute("SELECT MIN(user) FROM folders").fetchone()
+        while row is not None and row[0] is not None:
+            users.append(str(row[0]))
+            row = self._db.execute(
+                "SELECT user FROM folders WHERE user > ? ORDER BY user LIMIT 1", (users[-1],)
+            ).fetchone()
+        return users
 
-    def put_folder(
-        self, user: str, guid: str, path: str, marks: bytes | None, uidvalidity: int | None
-    ) -> None:
-        self.db.execute("DELETE FROM folders WHERE user = ? AND path = ? AND guid != ?",
-                        (user, path, guid))
-        self.db.execute(
+    def count_folders(self) -> int:
+        return int(self._db.execute("SELECT COUNT(*) FROM folders").fetchone()[0])
+
+    def put_folder(self, user: str, row: FolderRow) -> None:
+        """Remember a folder (replacing another remembered at the same path)."""
+        path = encode_path(row.path)
+        self._db.execute("DELETE FROM folders WHERE user = ? AND path = ? AND guid != ?",
+                         (user, path, row.guid))
+        self._db.execute(
             "INSERT INTO folders (user, guid, path, marks, uidvalidity) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (user, guid) DO UPDATE SET path = excluded.path, "
             "marks = excluded.marks, uidvalidity = excluded.uidvalidity",
-            (user, guid, path, marks, uidvalidity),
+            (user, row.guid, path, encode_marks(row.marks), row.uidvalidity),
         )
 
     def drop_folder(self, user: str, guid: str) -> None:
-        self.db.execute("DELETE FROM folders WHERE user = ? AND guid = ?", (user, guid))
-        self.db.execute("DELETE FROM files WHERE user = ? AND folder = ?", (user, guid))
+        self._db.execute("DELETE FROM folders WHERE user = ? AND guid = ?", (user, guid))
+        self._db.execute("DELETE FROM files WHERE user = ? AND folder = ?", (user, guid))
 
     def files(self, user: str, folder: str) -> list[FileRow]:
         """Each file last seen in a folder."""
-        rows = self.db.execute(
+        rows = self._db.execute(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE user = ? AND folder = ?", (user, folder)
         )
-        return [FileRow(*r) for r in rows]
+        return [_file_row(r) for r in rows]
 
     def has_file(self, user: str, folder: str, key: str) -> bool:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT 1 FROM files WHERE user = ? AND folder = ? AND key = ?", (user, folder, key)
         ).fetchone()
         return row is not None
 
     def put_file(self, row: FileRow) -> None:
-        self.db.execute(
+        self._db.execute(
             f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.user, row.folder, row.key, row.mailbox, row.guid, row.body, row.flags,
-             row.size, row.internal_date),
+            (row.user, row.folder, row.key, row.mailbox, row.guid, row.body,
+             encode_flags(row.flags), row.size, row.internal_date),
         )
 
     def drop_file(self, user: str, folder: str, key: str) -> None:
-        self.db.execute(
+        self._db.execute(
             "DELETE FROM files WHERE user = ? AND folder = ? AND key = ?", (user, folder, key)
         )
 
     def files_of_instance(self, user: str, mailbox: str, guid: str, body: str) -> list[FileRow]:
-        rows = self.db.execute(
-            f"SELECT {_FILE_COLUMNS} FROM files "
+        """The files holding one message instance.
+
+        Without statistics SQLite prefers the primary key's ``user`` prefix here -- a
+        walk over every file of the user, per message -- so the instance index is
+        named explicitly.
+        """
+        rows = self._db.execute(
+            f"SELECT {_FILE_COLUMNS} FROM files INDEXED BY files_instance "
             "WHERE user = ? AND mailbox = ? AND guid = ? AND body = ?",
             (user, mailbox, guid, body),
         )
-        return [FileRow(*r) for r in rows]
+        return [_file_row(r) for r in rows]
 
     def files_with_body(self, body: str, *, limit: int = 8) -> list[FileRow]:
         """Some files (of any user) last seen holding this body."""
-        rows = self.db.execute(
+        rows = self._db.execute(
             f"SELECT {_FILE_COLUMNS} FROM files WHERE body = ? LIMIT ?", (body, limit)
         )
-        return [FileRow(*r) for r in rows]
+        return [_file_row(r) for r in rows]
 
     def count_files(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM files").fetchone()[0])
 
     # -- the import journal --------------------------------------------------------
 
     def mark_pending(self, user: str, mailbox: str, guid: str, body: str) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT OR IGNORE INTO pending (user, mailbox, guid, body) VALUES (?, ?, ?, ?)",
             (user, mailbox, guid, body),
         )
 
     def mark_user_pending(self, user: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO pending_users (user) VALUES (?)", (user,))
+        self._db.execute("INSERT OR IGNORE INTO pending_users (user) VALUES (?)", (user,))
 
     def pending_users(self) -> list[str]:
-        users = {r[0] for r in self.db.execute("SELECT user FROM pending_users")}
-        users |= {r[0] for r in self.db.execute("SELECT DISTINCT user FROM pending")}
+        """Users with pending work (one seek per user in the journal)."""
+        users = {r[0] for r in self._db.execute("SELECT user FROM pending_users")}
+        row = self._db.execute("SELECT MIN(user) FROM pending").fetchone()
+        while row is not None and row[0] is not None:
+            users.add(str(row[0]))
+            row = self._db.execute(
+                "SELECT user FROM pending WHERE user > ? ORDER BY user LIMIT 1", (row[0],)
+            ).fetchone()
         return sorted(users)
 
     def pending_messages(self, user: str) -> list[tuple[str, str, str]]:
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT mailbox, guid, body FROM pending WHERE user = ? ORDER BY mailbox, guid, body",
             (user,),
         )
         return list(rows)
 
     def clear_pending_message(self, user: str, mailbox: str, guid: str, body: str) -> None:
-        self.db.execute(
+        self._db.execute(
             "DELETE FROM pending WHERE user = ? AND mailbox = ? AND guid = ? AND body = ?",
             (user, mailbox, guid, body),
         )
 
     def clear_pending_user(self, user: str) -> None:
-        self.db.execute("DELETE FROM pending_users WHERE user = ?", (user,))
+        self._db.execute("DELETE FROM pending_users WHERE user = ?", (user,))
 
     def count_pending(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+        return int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
 
     def has_pending(self) -> bool:
-        return bool(
-            self.db.execute("SELECT 1 FROM pending UNION SELECT 1 FROM pending_users").fetchone()
-        )
+        row = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM pending) OR EXISTS (SELECT 1 FROM pending_users)"
+        ).fetchone()
+        return bool(row[0])
 
     # -- the spool -----------------------------------------------------------------
 
     def spooled(self, body: str) -> tuple[str, int, int] | None:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT file, offset, size FROM spool WHERE body = ?", (body,)).fetchone()
         return None if row is None else (row[0], int(row[1]), int(row[2]))
 
     def put_spooled(self, body: str, file: str, offset: int, size: int) -> None:
-        self.db.execute("INSERT OR IGNORE INTO spool (body, file, offset, size) "
-                        "VALUES (?, ?, ?, ?)", (body, file, offset, size))
+        self._db.execute("INSERT OR IGNORE INTO spool (body, file, offset, size) "
+                         "VALUES (?, ?, ?, ?)", (body, file, offset, size))
 
     def next_spool_file(self) -> int:
-        number = int(str(self.get_meta("spool_files", 0))) + 1
-        self.set_meta("spool_files", number)
+        number = (self._meta_int(_SPOOL_FILES) or 0) + 1
+        self._set_meta_int(_SPOOL_FILES, number)
         return number
 
     def clear_spooled(self) -> None:
-        self.db.execute("DELETE FROM spool")
+        self._db.execute("DELETE FROM spool")
 
     # -- bodies asked for ----------------------------------------------------------
 
     def want(self, body: str) -> None:
-        self.db.execute("INSERT OR IGNORE INTO wanted (body) VALUES (?)", (body,))
+        self._db.execute("INSERT OR IGNORE INTO wanted (body) VALUES (?)", (body,))
 
     def clear_wants(self) -> None:
-        self.db.execute("DELETE FROM wanted")
+        self._db.execute("DELETE FROM wanted")
 
     def wanted(self) -> list[str]:
-        return [r[0] for r in self.db.execute("SELECT body FROM wanted ORDER BY body")]
+        return [r[0] for r in self._db.execute("SELECT body FROM wanted ORDER BY body")]
 
     def set_peer_wants(self, peer: str, bodies: Sequence[str]) -> None:
-        self.db.execute("DELETE FROM peer_wants WHERE peer = ?", (peer,))
-        self.db.executemany("INSERT OR IGNORE INTO peer_wants (peer, body) VALUES (?, ?)",
-                            [(peer, b) for b in bodies])
+        self._db.execute("DELETE FROM peer_wants WHERE peer = ?", (peer,))
+        self._db.executemany("INSERT OR IGNORE INTO peer_wants (peer, body) VALUES (?, ?)",
+                             [(peer, b) for b in bodies])
 
     def peer_wants(self, peer: str) -> list[str]:
-        rows = self.db.execute("SELECT body FROM peer_wants WHERE peer = ? ORDER BY body",
-                               (peer,))
+        rows = self._db.execute("SELECT body FROM peer_wants WHERE peer = ? ORDER BY body",
+                                (peer,))
         return [r[0] for r in rows]
 
     # -- peers and bundles ---------------------------------------------------------
 
     def peer(self, site_id: str) -> PeerRow | None:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT site_id, name, ack, heard_ms, sent_ms FROM peers WHERE site_id = ?",
             (site_id,),
         ).fetchone()
         if row is None:
             return None
-        return PeerRow(row[0], row[1], _decode_vector(row[2]), row[3], row[4])
+        return PeerRow(row[0], row[1], decode_vector(row[2]), row[3], row[4])
 
     def peers(self) -> list[PeerRow]:
-        rows = self.db.execute(
+        rows = self._db.execute(
             "SELECT site_id, name, ack, heard_ms, sent_ms FROM peers ORDER BY name"
         ).fetchall()
-        return [PeerRow(r[0], r[1], _decode_vector(r[2]), r[3], r[4]) for r in rows]
+        return [PeerRow(r[0], r[1], decode_vector(r[2]), r[3], r[4]) for r in rows]
 
     def put_peer(self, site_id: str, name: str) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT INTO peers (site_id, name, ack) VALUES (?, ?, '') "
             "ON CONFLICT (site_id) DO UPDATE SET name = excluded.name",
             (site_id, name),
         )
 
     def remove_peer(self, site_id: str) -> None:
-        self.db.execute("DELETE FROM peers WHERE site_id = ?", (site_id,))
+        self._db.execute("DELETE FROM peers WHERE site_id = ?", (site_id,))
 
     def set_peer_ack(self, site_id: str, ack: VersionVector, *, heard_ms: int) -> None:
-        self.db.execute(
+        self._db.execute(
             "UPDATE peers SET ack = ?, heard_ms = ? WHERE site_id = ?",
-            (_encode_vector(ack), heard_ms, site_id),
+            (encode_vector(ack), heard_ms, site_id),
         )
 
     def record_sent(
         self, peer: str, incarnation: int, seq: int, *, created_ms: int, size: int,
         changes: int, bodies: int, covers: VersionVector, names: Sequence[str],
     ) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT OR REPLACE INTO sent (peer, incarnation, seq, created_ms, size, changes, "
             "bodies, covers, names) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (peer, incarnation, seq, created_ms, size, changes, bodies,
-             _encode_vector(covers), "\n".join(names)),
+             encode_vector(covers), "\n".join(names)),
         )
-        self.db.execute("UPDATE peers SET sent_ms = ? WHERE site_id = ?", (created_ms, peer))
+        self._db.execute("UPDATE peers SET sent_ms = ? WHERE site_id = ?", (created_ms, peer))
 
-    def last_sent(self, peer: str) -> tuple[int, int, int, int, int] | None:
-        """(incarnation, seq, created_ms, size, changes) of the newest bundle sent to ``peer``."""
-        row = self.db.execute(
-            "SELECT incarnation, seq, created_ms, size, changes FROM sent WHERE peer = ? "
-            "ORDER BY created_ms DESC, seq DESC LIMIT 1",
+    def last_sent(self, peer: str) -> SentRow | None:
+        """The newest bundle sent to ``peer``."""
+        row = self._db.execute(
+            "SELECT incarnation, seq, created_ms, size, changes, covers FROM sent "
+            "WHERE peer = ? ORDER BY created_ms DESC, seq DESC LIMIT 1",
             (peer,),
         ).fetchone()
-        return None if row is None else (row[0], row[1], row[2], row[3], row[4])
+        if row is None:
+            return None
+        return SentRow(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]),
+                       decode_vector(row[5]))
 
     def has_received(self, site: str, incarnation: int, seq: int) -> bool:
-        row = self.db.execute(
+        row = self._db.execute(
             "SELECT 1 FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
             (site, incarnation, seq),
         ).fetchone()
@@ -649,17 +926,93 @@ class StateIndex:
         self, site: str, incarnation: int, seq: int, *, received_ms: int, created_ms: int,
         changes: int, new_changes: int,
     ) -> None:
-        self.db.execute(
+        self._db.execute(
             "INSERT OR IGNORE INTO received (site, incarnation, seq, received_ms, created_ms, "
             "changes, new_changes) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (site, incarnation, seq, received_ms, created_ms, changes, new_changes),
         )
 
-    def received_from(self, site: str) -> list[tuple[int, int, int, int]]:
-        """(incarnation, seq, received_ms, created_ms) of bundles received from ``site``."""
-        rows = self.db.execute(
+    def received_from(self, site: str) -> list[ReceivedRow]:
+        """The bundles received from ``site``, by incarnation and number."""
+        rows = self._db.execute(
             "SELECT incarnation, seq, received_ms, created_ms FROM received WHERE site = ? "
             "ORDER BY incarnation, seq",
             (site,),
         )
-        return list(rows)
+        return [ReceivedRow(int(i), int(s), int(r), int(c)) for i, s, r, c in rows]
+
+    # == own stream, forks and held-back mailboxes ====================================
+    # (the queries behind restore detection, fork handling and import filters)
+
+    def change_record(self, dot: Dot) -> bytes | None:
+        """The logged record of ``dot``, or None if no change is held under it."""
+        row = self._db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
+            (dot.site, dot.incarnation, dot.counter),
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def stream_records_above(self, stream: Stream, counter: int) -> list[bytes]:
+        """The records of ``stream`` logged above ``counter``, in counter order."""
+        rows = self._db.execute(
+            "SELECT record FROM changes WHERE site = ? AND incarnation = ? AND counter > ? "
+            "ORDER BY counter", (stream.site, stream.incarnation, counter),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def forget_stream_above(self, stream: Stream, counter: int) -> None:
+        """Drop ``stream``'s changes above ``counter`` from the log (the registers keep
+        their effect), so peers holding other versions of those dots send them back."""
+        self._db.execute(
+            "DELETE FROM changes WHERE site = ? AND incarnation = ? AND counter > ?",
+            (stream.site, stream.incarnation, counter))
+        self._db.execute(
+            "UPDATE streams SET contiguous = MIN(contiguous, ?) WHERE site = ? "
+            "AND incarnation = ?", (counter, stream.site, stream.incarnation))
+
+    def site_streams(self, site: str) -> list[tuple[Stream, int]]:
+        """Every stream of ``site`` in the log, with its highest counter logged (two
+        index seeks per stream, never a walk over the site's changes)."""
+        found: list[tuple[Stream, int]] = []
+        after = -1
+        while True:
+            row = self._db.execute(
+                "SELECT incarnation FROM changes WHERE site = ? AND incarnation > ? "
+                "ORDER BY incarnation LIMIT 1", (site, after)).fetchone()
+            if row is None:
+                return found
+            after = int(row[0])
+            stream = Stream(site, after)
+            found.append((stream, self.stream_max(stream)))
+
+    def received_created_ms(self, site: str, incarnation: int, seq: int) -> int | None:
+        """When the bundle received under this id was written (None: none received)."""
+        row = self._db.execute(
+            "SELECT created_ms FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+            (site, incarnation, seq)).fetchone()
+        return None if row is None else int(row[0])
+
+    def forget_received(self, site: str, incarnation: int, seq: int) -> None:
+        """Forget a received bundle id (its origin reused it for another bundle)."""
+        self._db.execute("DELETE FROM received WHERE site = ? AND incarnation = ? AND seq = ?",
+                        (site, incarnation, seq))
+
+    def bundle_seqs(self, incarnation: int) -> dict[str, int]:
+        """The last bundle number reserved for each peer in ``incarnation``."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE key >= 'bundle_seq:' AND key < 'bundle_seq;'")
+        seqs: dict[str, int] = {}
+        for key, value in rows:
+            _, peer, inc = str(key).split(":")
+            if int(inc) == incarnation:
+                seqs[peer] = int(value)
+        return seqs
+
+    def set_held_back(self, mailboxes: dict[str, list[str]]) -> None:
+        """Remember which mailboxes a filter held back at the last apply (for status)."""
+        self._set_meta_text(_HELD_BACK, encode_held_back(mailboxes))
+
+    def held_back(self) -> dict[str, list[str]]:
+        """User -> names of the mailboxes a filter held back at the last apply."""
+        value = self._meta_text(_HELD_BACK)
+        return {} if value is None else decode_held_back(value)

@@ -21,6 +21,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 
+from bundlesync.fsio import fsync_dir, write_all
 from bundlesync.stores.errors import FolderLocked
 
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -28,23 +29,6 @@ FILE_MODE = 0o600
 _POLL_S = 0.05
 
 Owner = tuple[int, int] | None
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until every byte is written."""
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
-
-
-def fsync_dir(path: str) -> None:
-    """Make the entries of directory ``path`` (renames, unlinks) durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def is_stale(lock: str, *, stale_after: float) -> bool:

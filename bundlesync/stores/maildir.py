@@ -66,6 +66,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
+from bundlesync import fsio
 from bundlesync.core.model import SYSTEM_FLAGS
 from bundlesync.errors import StoreError
 from bundlesync.stores import dotlock, folder_files, mutf7
@@ -550,7 +551,7 @@ class MaildirStore:
                 # Created meanwhile by someone else (Dovecot, a client): that one stands.
             else:
                 if self._fsync:
-                    dotlock.fsync_dir(root)
+                    fsio.fsync_dir(root)
         finally:
             if os.path.isdir(staging):
                 shutil.rmtree(staging, ignore_errors=True)
@@ -574,12 +575,12 @@ class MaildirStore:
         finally:
             os.unlink(staging)
         if self._fsync:
-            dotlock.fsync_dir(directory)
+            fsio.fsync_dir(directory)
 
     def _write_new_file(self, path: str, data: bytes, owner: Owner) -> None:
         fd = os.open(path, _CREATE_FLAGS, FILE_MODE)
         try:
-            dotlock.write_all(fd, data)
+            fsio.write_all(fd, data)
             if owner is not None:
                 os.fchown(fd, *owner)
             if self._fsync:
@@ -626,7 +627,7 @@ class MaildirStore:
             for source, target in moves:
                 os.rename(os.path.join(root, source), os.path.join(root, target))
             if self._fsync:
-                dotlock.fsync_dir(root)
+                fsio.fsync_dir(root)
         self._forget_dirs(root)
 
     def _forget_dirs(self, root: str) -> None:
@@ -668,7 +669,7 @@ class MaildirStore:
                 raise
             shutil.rmtree(doomed)
             if self._fsync:
-                dotlock.fsync_dir(root)
+                fsio.fsync_dir(root)
         self._forget_dirs(root)
 
     @staticmethod
@@ -845,7 +846,7 @@ class MaildirStore:
             fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
             try:
                 try:
-                    dotlock.write_all(fd, data)
+                    fsio.write_all(fd, data)
                     if owner is not None:
                         os.fchown(fd, *owner)
                     # Dovecot takes the file's mtime as the received date.
@@ -875,7 +876,7 @@ class MaildirStore:
                     )
                 return self._stored(directory, key)
             if self._fsync:
-                dotlock.fsync_dir(os.path.join(directory, "cur"))
+                fsio.fsync_dir(os.path.join(directory, "cur"))
             self._files.changed(directory, key, Entry("cur", name))
         return StoredMessage(
             key=key, guid=key, flags=stored, size=size, internal_date=max(0, internal_date)
@@ -928,7 +929,7 @@ class MaildirStore:
                         os.unlink(tmp_path)
             if self._fsync:
                 for directory in sorted(touched):
-                    dotlock.fsync_dir(directory)
+                    fsio.fsync_dir(directory)
 
     @staticmethod
     def _place(source: str, target: str) -> bool:
@@ -1008,7 +1009,7 @@ class MaildirStore:
                 except FileNotFoundError:
                     continue  # renamed by Dovecot meanwhile: find it again by its key
                 if self._fsync:
-                    dotlock.fsync_dir(os.path.join(directory, entry.subdir))
+                    fsio.fsync_dir(os.path.join(directory, entry.subdir))
                 self._files.changed(directory, key, Entry(entry.subdir, new_name))
                 return stored
         raise StoreError(
@@ -1035,7 +1036,7 @@ class MaildirStore:
                 except FileNotFoundError:
                     continue
                 if self._fsync:
-                    dotlock.fsync_dir(os.path.join(directory, entry.subdir))
+                    fsio.fsync_dir(os.path.join(directory, entry.subdir))
                 self._files.changed(directory, key, None)
                 return
         raise StoreError(

@@ -12,7 +12,6 @@ from bundlesync.core.vv import (
     covers,
     detect_restore,
     merge_vectors,
-    missing_dots,
     next_incarnation,
     reincarnate,
     sort_incoming,
@@ -32,13 +31,10 @@ def test_dotset_holds_gaps_and_acknowledges_the_contiguous_prefix() -> None:
     assert dot(A1, 5) in dots
     assert dot(A1, 3) not in dots
     assert dots.vector() == VersionVector.of({A1: 2})
-    assert dots.gaps(A1) == [(3, 4)]
-    assert dots.gaps(B1) == [(1, 1)]
     assert dots.max_counter(A1) == 5
     assert len(dots) == 4
     filled = dots.add(dot(A1, 3), dot(A1, 4), dot(B1, 1))
     assert filled.vector() == VersionVector.of({A1: 5, B1: 2})
-    assert filled.gaps(A1) == []
 
 
 def test_dotset_is_canonical_whatever_the_order_of_arrival() -> None:
@@ -70,7 +66,6 @@ def test_export_sends_what_the_peer_has_not_acknowledged_keeping_origin_dots() -
     precise = DotSet.of([dot(A1, 1), dot(A1, 2), dot(B1, 3)])
     assert [c.dot for c in changes_to_send(changes, precise)] == [
         dot(A1, 3), dot(B1, 1), dot(B1, 2)]
-    assert missing_dots([dot(A1, 1), dot(B1, 9)], ack) == [dot(B1, 9)]
     assert covers(ack, dot(A1, 2)) and not covers(precise, dot(B1, 1))
 
 

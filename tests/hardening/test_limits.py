@@ -4,6 +4,9 @@ large message stops neither the other messages nor the other users nor the expor
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+
 import pytest
 
 from bundlesync.format import cbor
@@ -16,7 +19,7 @@ from bundlesync.format.limits import (
 )
 from bundlesync.format.records import decode_record
 from bundlesync.operations.demo import USERS
-from bundlesync.operations.site import open_site, site_lock
+from bundlesync.operations.site import STATE_NAME, open_site, site_lock
 from tests.hardening.helpers import set_limits
 from tests.operations.conftest import Sites, tick
 
@@ -140,13 +143,13 @@ def test_a_forged_acknowledgement_cannot_push_the_incarnation_far(sites: Sites) 
         bravo_site = open_site(sites.homes["bravo"])
         bravo_id = bravo_site.site_id
         bravo_site.index.close()
-    with site_lock(sites.homes["alpha"]):
-        alpha_site = open_site(sites.homes["alpha"])
-        with alpha_site.index.transaction():
-            alpha_site.index.db.execute(
-                "INSERT INTO streams (site, incarnation, contiguous) VALUES (?, ?, ?)",
-                (bravo_id, 1_099_511_627_776, 5))
-        alpha_site.index.close()
+    # Alpha's state claims it holds changes of bravo's incarnation 2^40: the
+    # acknowledgement alpha signs says so.
+    with site_lock(sites.homes["alpha"]), \
+            contextlib.closing(sqlite3.connect(sites.homes["alpha"] / STATE_NAME)) as db:
+        db.execute("INSERT INTO streams (site, incarnation, contiguous) VALUES (?, ?, ?)",
+                   (bravo_id, 1_099_511_627_776, 5))
+        db.commit()
     sites.export("alpha")
     result = sites.import_("bravo")
     assert result.new_incarnation is not None

@@ -1,0 +1,367 @@
+"""The scan's decisions: what the index remembers + what the disk holds -> changes.
+
+Pure: no file system, no index, no clock. The scan (:mod:`operations.scan`)
+gathers what these functions ask for -- folder listings, the index's rows of a
+folder, the size and body of new files -- and records what they return. Each
+step is a function, so the rules can be tested on values alone
+(``tests/operations/test_scandiff.py``):
+
+1. :func:`match_folders` pairs disk folders with remembered ones: by the GUID the
+   server recorded, else by path; remembered folders left over have vanished.
+2. :func:`folders_to_list`: a folder is listed when its stamp moved (or was
+   racy) or it is new; an unchanged folder costs one stamp, nothing more.
+3. :func:`match_renamed`: a new folder holding at least :data:`RENAME_OVERLAP`
+   of a vanished folder's files is that folder, renamed on disk.
+4. :func:`name_new_folders`: GUIDs for new folders: the server's, else derived
+   from the name (copies of one store agree), else fresh.
+5. :func:`diff_files`: per listed folder, new files, vanished files and flag
+   changes; a new file with the key and size of a vanished one is a move, and
+   its body is not read again.
+6. :func:`diff_user`: the mailbox and message operations, in the order they
+   are recorded, with the rows the index must remember afterwards.
+7. :func:`diff_subscriptions`, once the changes above are folded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from bundlesync.core.model import (
+    FlagsChanged,
+    MailboxCreated,
+    MailboxDeleted,
+    MailboxRef,
+    MailboxRenamed,
+    MessageAdded,
+    MessageExpunged,
+    MessageRef,
+    Operation,
+    SubscriptionSet,
+    derived_mailbox_guid,
+)
+from bundlesync.core.names import ResolvedMailbox
+from bundlesync.core.state import MailboxState
+from bundlesync.state.codec import encode_path
+from bundlesync.state.index import FileRow, FolderRow
+from bundlesync.stores.base import FolderInfo, FolderPath, StoredMessage
+
+# A folder found on disk with no GUID of its own is taken as a rename of a vanished
+# folder when at least this share of the vanished folder's files sit in it.
+RENAME_OVERLAP = 0.5
+
+Listing = Mapping[str, tuple[str, frozenset[str]]]  # key -> (message GUID, flags)
+
+
+@dataclass(frozen=True, slots=True)
+class IndexView:
+    """What the index remembers of one user's mailboxes, read before the scan."""
+
+    user: str
+    folders: Mapping[str, FolderRow]  # by folder GUID
+    mailboxes: Mapping[str, MailboxState]  # the registers, by mailbox GUID
+    resolved: Mapping[str, ResolvedMailbox]
+
+    def canonical(self, guid: str) -> str:
+        found = self.resolved.get(guid)
+        return guid if found is None else found.canonical
+
+    def members(self, folder: str) -> list[str]:
+        """The mailboxes a folder shows: its own and those merged into the same one."""
+        return members(self.resolved, folder)
+
+
+def members(resolved: Mapping[str, ResolvedMailbox], folder: str) -> list[str]:
+    found = resolved.get(folder)
+    canonical = folder if found is None else found.canonical
+    return sorted({g for g, r in resolved.items() if r.canonical == canonical} | {folder})
+
+
+@dataclass(frozen=True, slots=True)
+class FolderMatch:
+    """Disk folders paired with remembered ones."""
+
+    matched: Mapping[str, FolderInfo]  # remembered GUID -> the folder on disk
+    unmatched: Sequence[FolderInfo]  # on disk, not paired (new, or renamed on disk)
+    vanished: Sequence[str]  # remembered GUIDs with no folder on disk
+
+
+@dataclass(frozen=True, slots=True)
+class FlagChange:
+    row: FileRow
+    flags: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    folder: str  # folder GUID
+    info: FolderInfo
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileDiff:
+    """What changed among the files of the listed folders."""
+
+    flag_changes: Sequence[FlagChange]
+    new_files: Sequence[NewFile]
+    gone: Sequence[FileRow]
+    gone_by_key: Mapping[str, FileRow]
+
+    def known_body(self, key: str, size: int) -> str | None:
+        """The body of a new file that is a vanished one moved here (same key and
+        size), so it need not be read; None if it must be read and hashed."""
+        row = self.gone_by_key.get(key)
+        return row.body if row is not None and row.size == size else None
+
+
+@dataclass(frozen=True, slots=True)
+class Arrived:
+    """A new file as the scan found it: its message and the SHA-256 of its body."""
+
+    message: StoredMessage
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """Operations recorded together: under one timestamp when ``one_stamp`` (the
+    mailboxes of a merged folder stay merged, rule 6), else each at its own."""
+
+    ops: tuple[Operation, ...]
+    one_stamp: bool = True
+
+
+@dataclass
+class UserDiff:
+    """Everything one user's scan records, in order."""
+
+    planned: list[Planned] = field(default_factory=list)
+    folder_rows: list[FolderRow] = field(default_factory=list)
+    file_rows: list[FileRow] = field(default_factory=list)
+    dropped_files: list[FileRow] = field(default_factory=list)
+    dropped_folders: list[str] = field(default_factory=list)
+
+    def add(self, *ops: Operation) -> None:
+        self.planned.append(Planned(tuple(ops)))
+
+
+# -- 1-4: folders ------------------------------------------------------------------------
+
+
+def match_folders(known: Mapping[str, FolderRow], disk: Sequence[FolderInfo], *,
+                  wants: Callable[[FolderPath], bool]) -> FolderMatch:
+    """Pair by the GUID the server recorded, else by path."""
+    matched: dict[str, FolderInfo] = {}
+    by_path = {row.path: guid for guid, row in known.items()}
+    unmatched: list[FolderInfo] = []
+    for info in disk:
+        guid = None
+        if info.guid in known and info.guid not in matched:
+            guid = info.guid
+        elif info.path in by_path and by_path[info.path] not in matched:
+            guid = by_path[info.path]
+        if guid is None:
+            unmatched.append(info)
+        else:
+            matched[guid] = info
+    vanished = [g for g in known if g not in matched and wants(known[g].path)]
+    return FolderMatch(matched, unmatched, vanished)
+
+
+def stamp_marks(info: FolderInfo) -> tuple[int, ...] | None:
+    """The stamp to remember; a racy one is not, so the folder is listed again."""
+    return None if info.stamp.racy else info.stamp.marks
+
+
+def unchanged(known: Mapping[str, FolderRow], guid: str, info: FolderInfo) -> bool:
+    marks = stamp_marks(info)
+    return guid in known and marks is not None and known[guid].marks == marks
+
+
+def folders_to_list(known: Mapping[str, FolderRow], match: FolderMatch) -> list[FolderInfo]:
+    """Folders whose messages must be listed: new ones and those whose stamp moved."""
+    moved = [info for guid, info in match.matched.items() if not unchanged(known, guid, info)]
+    return [*moved, *match.unmatched]
+
+
+def match_renamed(match: FolderMatch, listings: Mapping[FolderPath, Listing],
+                  files: Mapping[str, Sequence[FileRow]]) -> FolderMatch:
+    """Pair new folders with vanished ones by the files they hold (a rename on disk
+    of a folder with no recorded GUID)."""
+    matched = dict(match.matched)
+    unmatched = list(match.unmatched)
+    vanished = list(match.vanished)
+    for info in list(unmatched):
+        if not vanished:
+            break
+        keys = set(listings[info.path])
+        best, best_share = None, 0.0
+        for guid in vanished:
+            old = {row.key for row in files[guid]}
+            if old:
+                share = len(old & keys) / len(old)
+                if share > best_share:
+                    best, best_share = guid, share
+        if best is not None and best_share >= RENAME_OVERLAP:
+            matched[best] = info
+            vanished.remove(best)
+            unmatched.remove(info)
+    return FolderMatch(matched, unmatched, vanished)
+
+
+def name_new_folders(match: FolderMatch, known: Collection[str], *, user: str, site_id: str,
+                     now_ms: int) -> dict[str, FolderInfo]:
+    """A GUID for each unmatched folder: the server's, else derived from the name (so
+    copies of one store agree), else fresh (the derived one is taken)."""
+    in_use = set(match.matched) | set(known)
+    named: dict[str, FolderInfo] = {}
+    for info in sorted(match.unmatched, key=lambda f: f.path):
+        fresh = hashlib.sha256(
+            f"{site_id}\0{now_ms}\0{user}\0{encode_path(info.path)}".encode()).hexdigest()[:32]
+        candidates = [info.guid, derived_mailbox_guid(user, info.path), fresh]
+        guid = next(g for g in candidates if g is not None and g not in in_use)
+        in_use.add(guid)
+        named[guid] = info
+    return named
+
+
+# -- 5: files --------------------------------------------------------------------------
+
+
+def diff_files(known: Mapping[str, FolderRow], folders: Mapping[str, FolderInfo],
+               listings: Mapping[FolderPath, Listing],
+               files: Mapping[str, Sequence[FileRow]]) -> FileDiff:
+    """New, vanished and re-flagged files of every folder whose stamp moved."""
+    flag_changes: list[FlagChange] = []
+    new_files: list[NewFile] = []
+    gone: list[FileRow] = []
+    for guid, info in sorted(folders.items(), key=lambda item: item[1].path):
+        if unchanged(known, guid, info):
+            continue
+        rows = {row.key: row for row in files.get(guid, ())}
+        for key, (_guid, flags) in sorted(listings[info.path].items()):
+            row = rows.pop(key, None)
+            if row is None:
+                new_files.append(NewFile(guid, info, key))
+            elif row.flags != flags:
+                flag_changes.append(FlagChange(row, flags))
+        gone.extend(rows.values())
+    return FileDiff(flag_changes, new_files, gone, {row.key: row for row in gone})
+
+
+# -- 6: the operations -------------------------------------------------------------------
+
+
+def _parent_and_name(view: IndexView, path: FolderPath,
+                     by_path: Mapping[FolderPath, str]) -> tuple[str | None, str]:
+    for cut in range(len(path) - 1, 0, -1):
+        parent = by_path.get(path[:cut])
+        if parent is not None:
+            return view.canonical(parent), "/".join(path[cut:])
+    return None, "/".join(path)
+
+
+def uidvalidity_at(now_ms: int) -> int:
+    """Dovecot's convention for a new folder: the creation time in seconds."""
+    return max(1, (now_ms // 1000) & 0xFFFFFFFF)
+
+
+def _message_ref(user: str, row: FileRow) -> MessageRef:
+    return MessageRef(MailboxRef(user, row.mailbox), row.guid, row.body)
+
+
+def diff_user(view: IndexView, match: FolderMatch, new_folders: Mapping[str, FolderInfo],
+              files_diff: FileDiff, *, arrived: Mapping[tuple[str, str], Arrived],
+              vanished_files: Mapping[str, Sequence[FileRow]], now_ms: int) -> UserDiff:
+    """The operations of one user's scan and the rows to remember afterwards.
+
+    ``arrived`` holds each new file still there when read, by (folder GUID, key);
+    ``vanished_files`` the remembered files of each vanished folder.
+    """
+    diff = UserDiff()
+    _diff_folders(diff, view, match, new_folders, now_ms=now_ms)
+    _diff_messages(diff, view, files_diff, arrived)
+    # Folders deleted on disk: what this site had seen in them is expunged.
+    for guid in match.vanished:
+        for row in vanished_files.get(guid, ()):
+            diff.add(MessageExpunged(_message_ref(view.user, row)))
+        for member in view.members(guid):
+            if member in view.mailboxes:
+                diff.add(MailboxDeleted(MailboxRef(view.user, member)))
+        diff.dropped_folders.append(guid)
+    return diff
+
+
+def _diff_folders(diff: UserDiff, view: IndexView, match: FolderMatch,
+                  new_folders: Mapping[str, FolderInfo], *, now_ms: int) -> None:
+    """Creates and renames (parents before children), and the folder rows."""
+    user = view.user
+    everything = {**match.matched, **new_folders}
+    by_path = {info.path: guid for guid, info in everything.items()}
+    for guid, info in sorted(new_folders.items(), key=lambda item: item[1].path):
+        resolved = view.resolved.get(guid)
+        if guid not in view.mailboxes or resolved is None or not resolved.exists:
+            parent, name = _parent_and_name(view, info.path, by_path)
+            diff.add(MailboxCreated(MailboxRef(user, guid), parent, name,
+                                    info.uidvalidity or uidvalidity_at(now_ms)))
+    for guid, info in sorted(match.matched.items(), key=lambda item: item[1].path):
+        if info.path == view.folders[guid].path:
+            continue
+        parent, name = _parent_and_name(view, info.path, by_path)
+        state = view.mailboxes.get(view.canonical(guid))
+        if state is None or (state.parent, state.name) != (parent, name):
+            # Every mailbox merged into this folder is renamed, all at one timestamp,
+            # so that they stay merged (docs/conflict-rules.md).
+            diff.add(*(MailboxRenamed(MailboxRef(user, m), parent, name)
+                       for m in view.members(guid)))
+    for guid, info in sorted(everything.items(), key=lambda item: item[1].path):
+        known = view.folders.get(guid)
+        if known is None or known.path != info.path or not unchanged(view.folders, guid, info):
+            diff.folder_rows.append(
+                FolderRow(guid, info.path, stamp_marks(info), info.uidvalidity))
+
+
+def _diff_messages(diff: UserDiff, view: IndexView, files_diff: FileDiff,
+                   arrived: Mapping[tuple[str, str], Arrived]) -> None:
+    """Flag changes, adds, expunges, and the file rows."""
+    user = view.user
+    for change in files_diff.flag_changes:
+        was = change.row.flags
+        diff.add(FlagsChanged(_message_ref(user, change.row), added=change.flags - was,
+                              removed=was - change.flags))
+        diff.file_rows.append(change.row.with_flags(change.flags))
+    for new in files_diff.new_files:
+        got = arrived.get((new.folder, new.key))
+        if got is None:
+            continue  # gone again since the listing: it never was, for us
+        message = got.message
+        mailbox = view.canonical(new.folder)
+        ref = MessageRef(MailboxRef(user, mailbox), message.guid, got.body)
+        diff.add(MessageAdded(ref, message.size, message.internal_date, message.flags))
+        diff.file_rows.append(FileRow(user, new.folder, message.key, mailbox, message.guid,
+                                      got.body, message.flags, message.size,
+                                      message.internal_date))
+    for row in files_diff.gone:
+        diff.add(MessageExpunged(_message_ref(user, row)))
+        diff.dropped_files.append(row)
+
+
+# -- 7: subscriptions --------------------------------------------------------------------
+
+
+def diff_subscriptions(user: str, folders: Mapping[FolderPath, str],
+                       resolved: Mapping[str, ResolvedMailbox],
+                       subscribed: Collection[FolderPath]) -> list[Planned]:
+    """Subscription changes: a folder's subscription on disk against the merged state
+    (``resolved``, read after the scan's other changes were folded)."""
+    planned: list[Planned] = []
+    for path, guid in sorted(folders.items()):
+        found = resolved.get(guid)
+        canonical = resolved.get(guid if found is None else found.canonical)
+        on_disk = path in subscribed
+        if canonical is not None and canonical.subscribed != on_disk:
+            planned.append(Planned(tuple(SubscriptionSet(MailboxRef(user, m), on_disk)
+                                         for m in members(resolved, guid)), one_stamp=False))
+    return planned

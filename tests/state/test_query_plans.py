@@ -1,0 +1,123 @@
+"""Every statement the hot paths run is served by an index.
+
+A whole exchange between two real sites (init, export, import, local flag
+changes, an expunge, a move, a folder rename, a dry run, the way back) is run
+with the state index tracing its statements; each distinct statement is then
+planned with ``EXPLAIN QUERY PLAN``. No statement may walk a table that grows with
+the store (``SCAN``), nor reach files or messages by the ``user`` prefix of the
+primary key alone (a walk over every file of the user, per message: what made a
+big mailbox quadratic).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bundlesync.state import index as index_module
+from bundlesync.state.index import StateIndex
+from tests.operations.conftest import Sites
+
+# Tables whose size follows the store or the change log.
+BIG_TABLES = {"changes", "messages", "files", "mailboxes", "folders", "pending", "spool",
+              "peer_wants"}
+
+# Statements allowed to name a big table in a SCAN step, and why that is not a walk.
+ALLOWED_SCANS = {
+    # EXISTS stops at the first row.
+    "SELECT EXISTS (SELECT ? FROM pending) OR EXISTS (SELECT ? FROM pending_users)",
+}
+
+_LITERAL = re.compile(r"X'[0-9A-Fa-f]*'|'(?:[^']|'')*'|\b\d+\b")
+_PLANNED = ("SELECT", "INSERT", "UPDATE", "DELETE")
+
+
+def normalise(statement: str) -> str:
+    """A traced statement (literals expanded by SQLite) with its literals as ``?``."""
+    return " ".join(_LITERAL.sub("?", statement).split())
+
+
+class Tracer:
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter()
+        self.plans: dict[str, list[str]] = {}
+
+    def attach(self, index: StateIndex) -> None:
+        def seen(statement: str) -> None:
+            shape = normalise(statement)
+            self.counts[shape] += 1
+            if shape not in self.plans and shape.upper().startswith(_PLANNED):
+                self.plans[shape] = index.explain(statement)
+
+        index.trace(seen)
+
+
+@pytest.fixture
+def tracer(monkeypatch: pytest.MonkeyPatch) -> Tracer:
+    tracer = Tracer()
+    opened = index_module.StateIndex.__init__
+
+    def open_traced(self: StateIndex, *args: Any, **kwargs: Any) -> None:
+        opened(self, *args, **kwargs)
+        tracer.attach(self)
+
+    monkeypatch.setattr(index_module.StateIndex, "__init__", open_traced)
+    return tracer
+
+
+def exchange(sites: Sites) -> None:
+    sites.add("alpha", populate_per_folder=4)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    sites.export("alpha")
+    sites.import_("bravo", dry_run=True)
+    sites.import_("bravo")
+    store = sites.stores["bravo"]
+    user = store.users()[0]
+    inbox = store.messages(user, ("INBOX",))
+    store.set_flags(user, ("INBOX",), inbox[0].key, frozenset({"\\Seen", "\\Flagged"}))
+    store.expunge(user, ("INBOX",), inbox[1].key)
+    folders = [f.path for f in store.folders(user) if f.path != ("INBOX",)]
+    store.rename_folder(user, folders[0], ("Renamed",))
+    sites.deliver("bravo", user, ("INBOX",), 900)
+    sites.export("bravo")
+    sites.import_("alpha")
+    sites.export("alpha")
+    sites.import_("bravo")
+
+
+def test_no_hot_statement_walks_a_table(tmp_path: Path, tracer: Tracer) -> None:
+    exchange(Sites(tmp_path))
+    # The check means something only if the hot statements were all seen.
+    shapes = " ".join(tracer.plans)
+    for table in ("files", "messages", "changes", "pending", "spool", "folders"):
+        assert f"FROM {table}" in shapes
+    assert any("files_instance" in " ".join(plan) for plan in tracer.plans.values())
+    walks = []
+    for shape, plan in sorted(tracer.plans.items()):
+        for step in plan:
+            scanned = re.match(r"SCAN (\w+)", step)
+            if scanned and scanned.group(1) in BIG_TABLES and shape not in ALLOWED_SCANS:
+                walks.append(f"{shape}\n    -> {step}")
+            if re.search(r"(files|messages) USING PRIMARY KEY \(user=\?\)", step):
+                walks.append(f"{shape}\n    -> {step}")
+    assert walks == []
+
+
+def test_the_instance_query_uses_its_index(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "state.sqlite", create=True) as index:
+        seen: list[str] = []
+        index.trace(seen.append)
+        index.files_of_instance("u", "m", "g", "b")
+        [statement] = seen
+        assert index.explain(statement) == [
+            "SEARCH files USING INDEX files_instance (user=? AND mailbox=? AND guid=? AND body=?)"]
+
+
+def test_a_literal_is_normalised() -> None:
+    assert normalise("SELECT 1 FROM t WHERE a = 'x''y' AND b = X'00ff' AND c = 12") == (
+        "SELECT ? FROM t WHERE a = ? AND b = ? AND c = ?")

@@ -169,4 +169,6 @@ def _json(result: ChildResult) -> dict[str, object]:
         data = json.loads(result.stdout)
     except ValueError:
         return {}
+    if isinstance(data, dict) and "schema_version" in data:  # the --json envelope
+        data = data.get("result")
     return data if isinstance(data, dict) else {}

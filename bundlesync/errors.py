@@ -22,6 +22,7 @@ Exit codes (documented in ``docs/errors.md``):
 3     a bundle was rejected; nothing was changed
 4     a local problem (configuration, keys, store, state)
 5     partial success: some users or bundles failed, others applied
+6     declined at a prompt: nothing was changed
 75    another bundlesync run holds the site lock; try again later
 ====  ===========================================================
 """
@@ -36,6 +37,7 @@ EXIT_USAGE = 2
 EXIT_BUNDLE_REJECTED = 3
 EXIT_LOCAL = 4
 EXIT_PARTIAL = 5
+EXIT_DECLINED = 6
 EXIT_LOCKED = 75
 
 
@@ -58,6 +60,7 @@ class UsageError(BundlesyncError):
     """The command line asks for something that cannot be done as asked."""
 
     exit_code = EXIT_USAGE
+    default_hint = "See 'bundlesync COMMAND --help' for what the command takes."
 
 
 class BundleRejected(BundlesyncError):
@@ -74,6 +77,7 @@ class LocalError(BundlesyncError):
     """Something on this site is wrong (not the bundle)."""
 
     exit_code = EXIT_LOCAL
+    default_hint = "See docs/errors.md for what this error means on a site."
 
 
 class ConfigError(LocalError):
@@ -91,6 +95,8 @@ class StoreError(LocalError):
 class StateError(LocalError):
     """The state index is missing, damaged or from a newer version."""
 
+    default_hint = "Restore the site's home from its backup, or upgrade bundlesync."
+
 
 class LockHeld(LocalError):
     """Another bundlesync run is working on this site."""
@@ -103,6 +109,24 @@ class PartialFailure(BundlesyncError):
     """Some parts of a run failed while others succeeded."""
 
     exit_code = EXIT_PARTIAL
+    default_hint = ("Fix what the output names; the failed parts stay pending and the next "
+                    "run does them.")
+
+
+class PromptNeedsTerminal(UsageError):
+    """A command would ask a question, but there is no terminal to ask on."""
+
+    default_hint = (
+        "Run it on a terminal to answer the question, or pass --yes in a script "
+        "once you have checked what it asks."
+    )
+
+
+class Declined(BundlesyncError):
+    """The person at the terminal answered no; nothing was changed."""
+
+    exit_code = EXIT_DECLINED
+    default_hint = "Nothing was changed. Run the command again to answer differently."
 
 
 class FileSystemError(LocalError):

@@ -1,10 +1,14 @@
-"""Site identities, public cards and the trust store (``formats/bundle-v1.md`` §13).
+"""Site identities, public cards and the trust store (``formats/bundle-v2.md`` §3).
 
 A site has two key pairs: Ed25519 to sign the bundles it writes, X25519 to
 receive bundles encrypted to it. Its ``site_id`` -- the lowercase hex of the
 first 16 bytes of the SHA-256 of the Ed25519 public key -- is the id used in
-every Timestamp, Dot and Stream. People compare the *fingerprint*: the site id
-in groups of four.
+every Timestamp, Dot and Stream. People compare the *fingerprint*, a hash of
+BOTH public keys (bundle-v2 §3.1): a card whose encryption key was swapped has
+another fingerprint. A card is signed by its site's signing key over a
+domain-separated statement of its name, site id, encryption key and creation
+time (bundle-v2 §3.2); an unsigned (version 1) card is accepted only where it
+was trusted before, and is upgraded when its site exports its card again.
 
 On disk, under the site home (:func:`site_paths`):
 
@@ -18,21 +22,28 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import os
 import re
 import secrets
 import stat
+import struct
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bundlesync.errors import LocalError
 from bundlesync.fsio import atomic_write, fsync_dir
@@ -53,6 +64,19 @@ _SITE_ID_RE = re.compile(r"[0-9a-f]{32}\Z")
 _KEY_FILE_TAG = "bundlesync-site-key"
 _CARD_TAG = "bundlesync-card"
 _FORMAT_VERSION = "1"
+_CARD_VERSION = "2"
+SIGNATURE_SIZE = 64
+# bundle-v2 §3.1, §3.2: domain separation, so neither hash nor signature can be
+# mistaken for one made for another purpose.
+_FINGERPRINT_DOMAIN = b"bundlesync fingerprint v2\x00"
+_CARD_DOMAIN = b"bundlesync card v2\x00"
+# bundle-v2 §3.5: an optional passphrase on the key file.
+PASSPHRASE_ENV = "BUNDLESYNC_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+PASSPHRASE_SCRYPT_N = 2**15
+_KEY_FILE_AAD = b"bundlesync site key v2\x00"
+_REVOCATION_DOMAIN = b"bundlesync revocation v2\x00"
+_REVOCATION_TAG = "bundlesync-revocation"
+REVOKED_DIR = "revoked"
 
 RandomBytes = Callable[[int], bytes]
 
@@ -69,11 +93,20 @@ class KeyMissing(LocalError):
 class KeyFileInsecure(LocalError):
     """The key file may be read by other users: it is refused until fixed."""
 
+    default_hint = "Run the chmod 600 the message shows, as the user that owns the site."
+
 
 class KeyFileInvalid(LocalError):
     """The key file exists but cannot be parsed."""
 
     default_hint = "Restore the key file from the site's backup; do not edit it by hand."
+
+
+class KeyFileLocked(LocalError):
+    """The key file is protected by a passphrase and none (or a wrong one) was given."""
+
+    default_hint = ("Give the passphrase in the environment variable BUNDLESYNC_PASSPHRASE "
+                    "(for example from a secrets manager); nothing was changed.")
 
 
 class KeyExists(LocalError):
@@ -88,7 +121,8 @@ class KeyExists(LocalError):
 class InvalidCard(LocalError):
     """A site card file cannot be parsed or is inconsistent."""
 
-    default_hint = "Ask the peer's administrator for a fresh card ('bundlesync card')."
+    default_hint = ("Ask the peer's administrator for a fresh card "
+                    "('bundlesync key export' writes it).")
 
 
 class InvalidSiteName(LocalError):
@@ -116,6 +150,13 @@ class PeerNotFound(LocalError):
     default_hint = "List the trusted peers with 'bundlesync peer list'."
 
 
+class KeyRevoked(LocalError):
+    """The card's signing key was revoked by its site."""
+
+    default_hint = ("Ask the site's administrator for the card of its new site; a revoked "
+                    "key is never trusted again.")
+
+
 class TrustStoreInvalid(LocalError):
     """The trust store directory holds a file that is not a valid, unique card."""
 
@@ -131,8 +172,26 @@ def site_id_of(signing_public: bytes) -> str:
 
 
 def fingerprint_of(site_id: str) -> str:
-    """The site id in groups of four hex digits, for people to compare aloud."""
+    """The site id in groups of four hex digits (bundle-v1 §13.1).
+
+    This names a signing key only; what people compare before trusting a card is
+    :func:`card_fingerprint`, which also covers the encryption key.
+    """
     return " ".join(site_id[i:i + 4] for i in range(0, len(site_id), 4))
+
+
+def card_fingerprint(signing_public: bytes, exchange_public: bytes) -> str:
+    """The fingerprint of a site's two public keys (bundle-v2 §3.1), in groups of four."""
+    digest = hashlib.sha256(_FINGERPRINT_DOMAIN + signing_public + exchange_public)
+    return fingerprint_of(digest.hexdigest()[:SITE_ID_HEX])
+
+
+def card_statement(*, name: str, site_id: str, exchange_public: bytes, created_ms: int
+                   ) -> bytes:
+    """The bytes a card's signature covers (bundle-v2 §3.2)."""
+    encoded = name.encode("utf-8")
+    return b"".join((_CARD_DOMAIN, struct.pack(">H", len(encoded)), encoded,
+                     bytes.fromhex(site_id), exchange_public, struct.pack(">Q", created_ms)))
 
 
 def is_site_id(value: str) -> bool:
@@ -151,11 +210,19 @@ def check_site_name(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class PeerCard:
-    """A site's public identity: what a peer needs to verify and encrypt to it."""
+    """A site's public identity: what a peer needs to verify and encrypt to it.
+
+    ``name`` is the name this site knows the peer by; ``signed_name`` (None: the
+    same) is the name the peer signed for itself. ``signature`` is empty for an
+    unsigned version 1 card, which only a trust store that held it before reads.
+    """
 
     name: str
     signing_public: bytes
     exchange_public: bytes
+    created_ms: int = 0
+    signature: bytes = b""
+    signed_name: str | None = None
 
     def __post_init__(self) -> None:
         check_site_name(self.name)
@@ -168,60 +235,140 @@ class PeerCard:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_of(self.site_id)
+        """What people compare: covers both keys (bundle-v2 §3.1)."""
+        return card_fingerprint(self.signing_public, self.exchange_public)
+
+    @property
+    def own_name(self) -> str:
+        """The name the site gave itself (what its bundles carry as origin name)."""
+        return self.signed_name if self.signed_name is not None else self.name
+
+    @property
+    def signed(self) -> bool:
+        return bool(self.signature)
+
+    def statement(self) -> bytes:
+        return card_statement(name=self.own_name, site_id=self.site_id,
+                              exchange_public=self.exchange_public, created_ms=self.created_ms)
+
+    def signature_valid(self) -> bool:
+        """Whether ``signature`` is the site's signature of this card's statement."""
+        if len(self.signature) != SIGNATURE_SIZE:
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(self.signing_public).verify(
+                self.signature, self.statement())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def renamed(self, name: str) -> PeerCard:
+        """The same card known locally under ``name`` (the signature stays valid)."""
+        if name == self.name:
+            return self
+        return dataclasses.replace(self, name=name, signed_name=self.own_name)
 
     def to_text(self) -> str:
         """The card as a small text file a person can mail, print or carry."""
-        return "".join(
-            (
-                "# bundlesync site card. Give it to the administrators of peer sites;\n",
-                "# they should confirm the fingerprint with you by another channel.\n",
-                f"{_CARD_TAG}: {_FORMAT_VERSION}\n",
-                f"name: {self.name}\n",
-                f"site-id: {self.site_id}\n",
-                f"fingerprint: {self.fingerprint}\n",
-                f"signing-key: {_b64(self.signing_public)}\n",
-                f"exchange-key: {_b64(self.exchange_public)}\n",
-            )
-        )
+        head = ("# bundlesync site card. Give it to the administrators of peer sites;\n"
+                "# they should confirm the fingerprint with you by another channel.\n")
+        if not self.signed:
+            # Only a trust store writes this: the version 1 card it was given.
+            return "".join((head, f"{_CARD_TAG}: {_FORMAT_VERSION}\n",
+                            f"name: {self.name}\n", f"site-id: {self.site_id}\n",
+                            f"fingerprint: {fingerprint_of(self.site_id)}\n",
+                            f"signing-key: {_b64(self.signing_public)}\n",
+                            f"exchange-key: {_b64(self.exchange_public)}\n"))
+        local = f"local-name: {self.name}\n" if self.signed_name is not None else ""
+        return "".join((
+            head, f"{_CARD_TAG}: {_CARD_VERSION}\n",
+            f"name: {self.own_name}\n",
+            local,
+            f"site-id: {self.site_id}\n",
+            f"fingerprint: {self.fingerprint}\n",
+            f"signing-key: {_b64(self.signing_public)}\n",
+            f"exchange-key: {_b64(self.exchange_public)}\n",
+            f"created: {self.created_ms}\n",
+            f"signature: {_b64(self.signature)}\n",
+        ))
 
     @classmethod
-    def from_text(cls, text: str, *, source: str = "card") -> PeerCard:
-        """Parse :meth:`to_text` output; the site id and fingerprint must match the key."""
+    def from_text(cls, text: str, *, source: str = "card",
+                  accept_unsigned: bool = False) -> PeerCard:
+        """Parse :meth:`to_text` output, checking ids, fingerprint and signature.
+
+        A version 1 (unsigned) card is refused unless ``accept_unsigned`` (a trust
+        store reading the card it was given before cards were signed).
+        """
         fields = _parse_fields(text, source=source, error=InvalidCard)
-        if fields.get(_CARD_TAG) != _FORMAT_VERSION:
-            raise InvalidCard(f"{source} is not a bundlesync site card (version 1).")
+        version = fields.get(_CARD_TAG)
+        if version not in (_FORMAT_VERSION, _CARD_VERSION):
+            raise InvalidCard(f"{source} is not a bundlesync site card (version 1 or 2).")
         name = _require(fields, "name", source, InvalidCard)
-        try:
-            check_site_name(name)
-        except InvalidSiteName as exc:
-            raise InvalidCard(f"{source}: {exc.message}") from None
-        card = cls(
-            name=name,
-            signing_public=_unb64(_require(fields, "signing-key", source, InvalidCard),
-                                  source, InvalidCard),
-            exchange_public=_unb64(_require(fields, "exchange-key", source, InvalidCard),
-                                   source, InvalidCard),
-        )
+        local_name = fields.get("local-name", name)
+        for each in (name, local_name):
+            try:
+                check_site_name(each)
+            except InvalidSiteName as exc:
+                raise InvalidCard(f"{source}: {exc.message}") from None
+        signing = _unb64(_require(fields, "signing-key", source, InvalidCard),
+                         source, InvalidCard)
+        exchange = _unb64(_require(fields, "exchange-key", source, InvalidCard),
+                          source, InvalidCard)
         claimed_id = fields.get("site-id")
-        if claimed_id is not None and claimed_id != card.site_id:
+        if claimed_id is not None and claimed_id != site_id_of(signing):
             raise InvalidCard(
                 f"{source}: its site id {claimed_id} does not belong to its signing key "
-                f"(which has site id {card.site_id}); the card was altered."
+                f"(which has site id {site_id_of(signing)}); the card was altered."
             )
+        if version == _FORMAT_VERSION:
+            return cls._unsigned(fields, name, signing, exchange, source=source,
+                                 accept=accept_unsigned)
+        created = _require(fields, "created", source, InvalidCard)
+        if not created.isdigit() or int(created) >= 2**63:
+            raise InvalidCard(f"{source}: its creation time {created!r} is not a number of "
+                              f"milliseconds.")
+        card = cls(name=local_name, signing_public=signing, exchange_public=exchange,
+                   created_ms=int(created),
+                   signature=_unb64(_require(fields, "signature", source, InvalidCard),
+                                    source, InvalidCard, size=SIGNATURE_SIZE),
+                   signed_name=None if local_name == name else name)
         claimed_fp = fields.get("fingerprint")
         if claimed_fp is not None and claimed_fp != card.fingerprint:
-            raise InvalidCard(f"{source}: its fingerprint does not match its signing key.")
+            raise InvalidCard(f"{source}: its fingerprint does not match its keys; the card "
+                              f"was altered.")
+        if not card.signature_valid():
+            raise InvalidCard(
+                f"{source}: the card's signature does not match its name and keys; the card "
+                f"was altered (or damaged) after its site signed it.",
+                hint="Do not trust this card. Get the card again from the site's "
+                     "administrator and compare its fingerprint by another channel.")
         return card
+
+    @classmethod
+    def _unsigned(cls, fields: dict[str, str], name: str, signing: bytes, exchange: bytes,
+                  *, source: str, accept: bool) -> PeerCard:
+        if not accept:
+            raise InvalidCard(
+                f"{source} is an unsigned card (version 1): nothing shows that its "
+                f"encryption key belongs to {name!r}.",
+                hint=f"Ask the administrator of {name!r} to export the site's card again "
+                     f"with this version of bundlesync ('bundlesync site card'), compare "
+                     f"the new fingerprint by another channel, then add that card.")
+        claimed_fp = fields.get("fingerprint")
+        if claimed_fp is not None and claimed_fp != fingerprint_of(site_id_of(signing)):
+            raise InvalidCard(f"{source}: its fingerprint does not match its signing key.")
+        return cls(name=name, signing_public=signing, exchange_public=exchange)
 
     def write(self, path: Path) -> None:
         """Write the card atomically (mode 0644: it is public)."""
         write_file_atomically(path, self.to_text().encode("utf-8"), mode=0o644)
 
     @classmethod
-    def read(cls, path: Path) -> PeerCard:
-        """Read a card file: a regular file of at most MAX_CARD_BYTES (a card is a few
-        hundred bytes; /dev/zero or a FIFO given by mistake must not hang or fill memory)."""
+    def read(cls, path: Path, *, accept_unsigned: bool = False) -> PeerCard:
+        """Read a card file (see :meth:`from_text`): a regular file of at most
+        MAX_CARD_BYTES (a card is a few hundred bytes; /dev/zero or a FIFO given by
+        mistake must not hang or fill memory)."""
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
             with os.fdopen(fd, "rb") as handle:
@@ -239,7 +386,67 @@ class PeerCard:
                               hint="Check the path of the card file.") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidCard(f"Cannot read card file {path}: {exc}") from None
-        return cls.from_text(text, source=str(path))
+        return cls.from_text(text, source=str(path), accept_unsigned=accept_unsigned)
+
+
+# --- revocation -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """A site's statement that its signing key must no longer be trusted (bundle-v2 §3.7).
+
+    Signed by the revoked key itself: whoever holds the key -- the site, or a thief
+    -- can only make it less trusted.
+    """
+
+    signing_public: bytes
+    created_ms: int
+    signature: bytes
+
+    @property
+    def site_id(self) -> str:
+        return site_id_of(self.signing_public)
+
+    def statement(self) -> bytes:
+        return (_REVOCATION_DOMAIN + bytes.fromhex(self.site_id)
+                + struct.pack(">Q", self.created_ms))
+
+    def signature_valid(self) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(self.signing_public).verify(
+                self.signature, self.statement())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def to_text(self) -> str:
+        return "".join((
+            "# bundlesync revocation: the site's signing key below must not be trusted.\n",
+            f"{_REVOCATION_TAG}: {_FORMAT_VERSION}\n", f"site-id: {self.site_id}\n",
+            f"signing-key: {_b64(self.signing_public)}\n", f"created: {self.created_ms}\n",
+            f"signature: {_b64(self.signature)}\n"))
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "revocation") -> Revocation:
+        """Parse :meth:`to_text` output; the signature must verify (InvalidCard)."""
+        fields = _parse_fields(text, source=source, error=InvalidCard)
+        if fields.get(_REVOCATION_TAG) != _FORMAT_VERSION:
+            raise InvalidCard(f"{source} is not a bundlesync revocation.")
+        created = _require(fields, "created", source, InvalidCard)
+        if not created.isdigit() or int(created) >= 2**63:
+            raise InvalidCard(f"{source}: its creation time {created!r} is not a number.")
+        revocation = cls(
+            signing_public=_unb64(_require(fields, "signing-key", source, InvalidCard),
+                                  source, InvalidCard),
+            created_ms=int(created),
+            signature=_unb64(_require(fields, "signature", source, InvalidCard), source,
+                             InvalidCard, size=SIGNATURE_SIZE))
+        if fields.get("site-id", revocation.site_id) != revocation.site_id:
+            raise InvalidCard(f"{source}: its site id does not belong to its key.")
+        if not revocation.signature_valid():
+            raise InvalidCard(f"{source}: its signature does not verify; it was altered.")
+        return revocation
 
 
 # --- identity -------------------------------------------------------------------------
@@ -252,6 +459,8 @@ class SiteIdentity:
     name: str
     signing_secret: bytes = field(repr=False)
     exchange_secret: bytes = field(repr=False)
+    # When the card was made (ms); 0 for a key file from before cards were signed.
+    created_ms: int = 0
     signing_public: bytes = field(init=False, repr=False)
     exchange_public: bytes = field(init=False, repr=False)
 
@@ -273,11 +482,32 @@ class SiteIdentity:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_of(self.site_id)
+        return card_fingerprint(self.signing_public, self.exchange_public)
+
+    def with_new_exchange_key(self, *, created_ms: int,
+                              random_bytes: RandomBytes = secrets.token_bytes) -> SiteIdentity:
+        """This site with a fresh encryption key made at ``created_ms`` (bundle-v2 §3.6).
+
+        Its card, signed by the unchanged signing key, is the update peers take in
+        with :meth:`TrustStore.update`; bundles already sent stay readable only
+        with the old key.
+        """
+        return SiteIdentity(name=self.name, signing_secret=self.signing_secret,
+                            exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
+
+    def revocation(self, *, created_ms: int) -> Revocation:
+        """This site's statement that its signing key must no longer be trusted."""
+        unsigned = Revocation(self.signing_public, created_ms, b"")
+        return Revocation(self.signing_public, created_ms, self.sign(unsigned.statement()))
 
     def card(self) -> PeerCard:
+        """This site's card, signed (bundle-v2 §3.2)."""
+        statement = card_statement(name=self.name, site_id=self.site_id,
+                                   exchange_public=self.exchange_public,
+                                   created_ms=self.created_ms)
         return PeerCard(name=self.name, signing_public=self.signing_public,
-                        exchange_public=self.exchange_public)
+                        exchange_public=self.exchange_public, created_ms=self.created_ms,
+                        signature=self.sign(statement))
 
     def sign(self, message: bytes) -> bytes:
         """An Ed25519 signature of ``message`` by this site."""
@@ -295,21 +525,59 @@ class SiteIdentity:
             raise ValueError(str(exc)) from None
 
 
-def generate_identity(name: str, *, random_bytes: RandomBytes = secrets.token_bytes
-                      ) -> SiteIdentity:
-    """A new site identity with fresh Ed25519 and X25519 keys.
+def generate_identity(name: str, *, random_bytes: RandomBytes = secrets.token_bytes,
+                      created_ms: int = 0) -> SiteIdentity:
+    """A new site identity with fresh Ed25519 and X25519 keys, made at ``created_ms``.
 
     ``random_bytes`` exists for deterministic test keys; leave it alone otherwise.
     """
     return SiteIdentity(name=check_site_name(name), signing_secret=random_bytes(KEY_SIZE),
-                        exchange_secret=random_bytes(KEY_SIZE))
+                        exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
 
 
-def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = False) -> Path:
+def _passphrase_key(passphrase: str, salt: bytes, n: int) -> bytes:
+    return Scrypt(salt=salt, length=32, n=n, r=8, p=1).derive(passphrase.encode("utf-8"))
+
+
+def _seal_secrets(identity: SiteIdentity, passphrase: str) -> str:
+    """``sealed-secrets`` of a protected key file (bundle-v2 §3.5)."""
+    salt = secrets.token_bytes(16)
+    key = _passphrase_key(passphrase, salt, PASSPHRASE_SCRYPT_N)
+    sealed = ChaCha20Poly1305(key).encrypt(
+        bytes(12), identity.signing_secret + identity.exchange_secret,
+        _KEY_FILE_AAD + bytes.fromhex(identity.site_id))
+    return _b64(salt + sealed)
+
+
+def _open_secrets(text: str, site_id: str | None, passphrase: str | None, source: str,
+                  n: int) -> tuple[bytes, bytes]:
+    if passphrase is None:
+        passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None:
+        raise KeyFileLocked(f"The site key {source} is protected by a passphrase.")
+    try:
+        blob = base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raise KeyFileInvalid(f"{source}: the sealed secrets are not valid base64.") from None
+    if len(blob) != 16 + 2 * KEY_SIZE + 16 or site_id is None or not is_site_id(site_id):
+        raise KeyFileInvalid(f"{source}: the sealed secrets are damaged.")
+    try:
+        plain = ChaCha20Poly1305(_passphrase_key(passphrase, blob[:16], n)).decrypt(
+            bytes(12), blob[16:], _KEY_FILE_AAD + bytes.fromhex(site_id))
+    except InvalidTag:
+        raise KeyFileLocked(f"The passphrase does not open the site key {source}.",
+                            hint=f"Check the passphrase in {PASSPHRASE_ENV}; nothing was "
+                                 f"changed.") from None
+    return plain[:KEY_SIZE], plain[KEY_SIZE:]
+
+
+def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = False,
+                  passphrase: str | None = None) -> Path:
     """Write the key file (0600, atomically) and the site's own card into ``directory``.
 
     Returns the key file's path. Refuses to replace an existing key file unless
-    ``overwrite``: peers trust the old key.
+    ``overwrite``: peers trust the old key. With ``passphrase`` the secret keys are
+    sealed under it (bundle-v2 §3.5); loading then needs the passphrase.
     """
     key_path = directory / KEY_FILE_NAME
     try:
@@ -325,8 +593,11 @@ def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = 
             f"{_KEY_FILE_TAG}: {_FORMAT_VERSION}\n",
             f"name: {identity.name}\n",
             f"site-id: {identity.site_id}\n",
-            f"signing-secret: {_b64(identity.signing_secret)}\n",
-            f"exchange-secret: {_b64(identity.exchange_secret)}\n",
+            *((f"signing-secret: {_b64(identity.signing_secret)}\n",
+               f"exchange-secret: {_b64(identity.exchange_secret)}\n") if passphrase is None
+              else (f"scrypt-n: {PASSPHRASE_SCRYPT_N}\n",
+                    f"sealed-secrets: {_seal_secrets(identity, passphrase)}\n")),
+            f"created: {identity.created_ms}\n",
         )
     )
     write_file_atomically(key_path, text.encode("utf-8"), mode=0o600)
@@ -334,8 +605,12 @@ def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = 
     return key_path
 
 
-def load_identity(directory: Path) -> SiteIdentity:
-    """Read the site identity from ``directory``, refusing an exposed key file."""
+def load_identity(directory: Path, *, passphrase: str | None = None) -> SiteIdentity:
+    """Read the site identity from ``directory``, refusing an exposed key file.
+
+    A key file protected by a passphrase needs ``passphrase`` or the environment
+    variable ``BUNDLESYNC_PASSPHRASE`` (KeyFileLocked otherwise).
+    """
     key_path = directory / KEY_FILE_NAME
     try:
         fd = os.open(key_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -361,14 +636,23 @@ def load_identity(directory: Path) -> SiteIdentity:
     if fields.get(_KEY_FILE_TAG) != _FORMAT_VERSION:
         raise KeyFileInvalid(f"{source} is not a bundlesync site key file (version 1).")
     name = _require(fields, "name", source, KeyFileInvalid)
+    created = fields.get("created", "0")
+    if not created.isdigit() or int(created) >= 2**63:
+        raise KeyFileInvalid(f"{source}: the creation time {created!r} is not a number.")
+    if "sealed-secrets" in fields:
+        n = fields.get("scrypt-n", "")
+        if not n.isdigit() or not 2**14 <= int(n) <= 2**22 or int(n) & (int(n) - 1):
+            raise KeyFileInvalid(f"{source}: the scrypt cost {n!r} is not supported.")
+        signing, exchange = _open_secrets(fields["sealed-secrets"], fields.get("site-id"),
+                                          passphrase, source, int(n))
+    else:
+        signing = _unb64(_require(fields, "signing-secret", source, KeyFileInvalid),
+                         source, KeyFileInvalid)
+        exchange = _unb64(_require(fields, "exchange-secret", source, KeyFileInvalid),
+                          source, KeyFileInvalid)
     try:
-        identity = SiteIdentity(
-            name=check_site_name(name),
-            signing_secret=_unb64(_require(fields, "signing-secret", source, KeyFileInvalid),
-                                  source, KeyFileInvalid),
-            exchange_secret=_unb64(_require(fields, "exchange-secret", source, KeyFileInvalid),
-                                   source, KeyFileInvalid),
-        )
+        identity = SiteIdentity(name=check_site_name(name), signing_secret=signing,
+                                exchange_secret=exchange, created_ms=int(created))
     except InvalidSiteName as exc:
         raise KeyFileInvalid(f"{source}: {exc.message}") from None
     claimed = fields.get("site-id")
@@ -438,7 +722,9 @@ class TrustStore(_Lookups):
         loaded: list[tuple[Path, PeerCard]] = []
         for path in paths:
             try:
-                card = PeerCard.read(path)
+                # A card trusted before cards were signed stays trusted until its
+                # site's signed card replaces it (add()).
+                card = PeerCard.read(path, accept_unsigned=True)
             except InvalidCard as exc:
                 raise TrustStoreInvalid(f"Trust store file {path} is not a valid card: "
                                         f"{exc.message}") from None
@@ -460,9 +746,21 @@ class TrustStore(_Lookups):
         Refuses (PeerConflict) a card whose name, site id or either key belongs to
         another trusted peer.
         """
-        for _, known in self._load():
+        if not card.signed:
+            raise InvalidCard(f"The card of {card.name!r} is not signed; it cannot be added.",
+                              hint="Add the card its site exports with this version.")
+        if self.is_revoked(card.signing_public):
+            raise KeyRevoked(f"The signing key of {card.name!r} (site id {card.site_id}) was "
+                             f"revoked by its site.")
+        for known_path, known in self._load():
             if known == card:
                 return False
+            if (not known.signed and known.name == card.name
+                    and known.signing_public == card.signing_public
+                    and known.exchange_public == card.exchange_public):
+                # The signed card of a peer trusted by an unsigned one: an upgrade.
+                card.write(known_path)
+                return True
             clash = []
             if known.name == card.name:
                 clash.append(f"the name {card.name!r}")
@@ -480,6 +778,62 @@ class TrustStore(_Lookups):
             raise LocalError(f"Cannot create {self.directory}: {exc.strerror}") from None
         card.write(self.directory / f"{card.name}{CARD_SUFFIX}")
         return True
+
+    def update(self, card: PeerCard) -> PeerCard:
+        """Take a trusted peer's new encryption key (bundle-v2 §3.6); returns the old card.
+
+        ``card`` must be signed by the signing key this store already trusts for
+        that peer, under the same signed name, and be newer (``created``) than the
+        card it replaces: an older card (a replay of a superseded key) is refused.
+        """
+        if not card.signed or not card.signature_valid():
+            raise InvalidCard(f"The card of {card.name!r} is not signed; it cannot update "
+                              f"a key.")
+        for known_path, known in self._load():
+            if known.signing_public != card.signing_public:
+                continue
+            if card.own_name != known.own_name:
+                raise PeerConflict(f"The new card names the site {card.own_name!r}, but its "
+                                   f"key belongs to {known.own_name!r}.")
+            if card.created_ms <= known.created_ms:
+                raise PeerConflict(
+                    f"The card of {known.name!r} is not newer than the trusted one: it "
+                    f"cannot replace it (an old card shown again?).",
+                    hint="Ask the site for its current card; nothing was changed.")
+            card.renamed(known.name).write(known_path)
+            return known
+        raise PeerNotFound(f"No trusted peer has the signing key of card {card.name!r} "
+                           f"({card.fingerprint}).",
+                           hint="A new site is added with 'bundlesync peer add'.")
+
+    def is_revoked(self, signing_public: bytes) -> bool:
+        """Whether a revocation of this signing key was taken in."""
+        return (self.directory / REVOKED_DIR / site_id_of(signing_public)).is_file()
+
+    def revoke(self, revocation: Revocation) -> PeerCard | None:
+        """Take in a site's revocation (bundle-v2 §3.7): stop trusting its key for good.
+
+        Returns the card that was removed (None if the key was not trusted; the
+        revocation is remembered all the same, so the key cannot be added later).
+        """
+        if not revocation.signature_valid():
+            raise InvalidCard("The revocation's signature does not verify; it was altered.")
+        removed = None
+        for path, card in self._load():
+            if card.signing_public == revocation.signing_public:
+                removed = card
+                try:
+                    path.unlink()
+                except OSError as exc:
+                    raise LocalError(f"Cannot remove {path}: {exc.strerror}") from None
+        revoked = self.directory / REVOKED_DIR
+        try:
+            revoked.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LocalError(f"Cannot create {revoked}: {exc.strerror}") from None
+        write_file_atomically(revoked / revocation.site_id,
+                              revocation.to_text().encode("utf-8"), mode=0o644)
+        return removed
 
     def remove(self, name: str) -> PeerCard:
         """Stop trusting the peer called ``name``; returns its card."""
@@ -552,13 +906,14 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _unb64(text: str, source: str, error: type[LocalError]) -> bytes:
+def _unb64(text: str, source: str, error: type[LocalError], *, size: int = KEY_SIZE
+           ) -> bytes:
     try:
         data = base64.b64decode(text.encode("ascii"), validate=True)
     except (binascii.Error, UnicodeEncodeError):
         raise error(f"{source}: a key is not valid base64.") from None
-    if len(data) != KEY_SIZE:
-        raise error(f"{source}: a key is {len(data)} bytes long, not {KEY_SIZE}.")
+    if len(data) != size:
+        raise error(f"{source}: a key is {len(data)} bytes long, not {size}.")
     return data
 
 

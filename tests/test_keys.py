@@ -1,4 +1,4 @@
-"""Site identities, cards, the trust store and the site layout (bundle-v1 §13)."""
+"""Site identities, cards, the trust store and the site layout (bundle-v2 §3)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ from bundlesync.keys import (
     TrustedCards,
     TrustStore,
     TrustStoreInvalid,
+    card_fingerprint,
+    card_statement,
     fingerprint_of,
     generate_identity,
     load_identity,
@@ -47,7 +49,11 @@ def test_site_id_and_fingerprint_follow_the_spec() -> None:
     groups = identity.fingerprint.split(" ")
     assert len(groups) == 8
     assert all(len(g) == 4 for g in groups)
-    assert "".join(groups) == identity.site_id
+    # bundle-v2 §3.1: the fingerprint people compare covers both public keys.
+    both = hashlib.sha256(b"bundlesync fingerprint v2\x00" + identity.signing_public
+                          + identity.exchange_public).digest()[:16].hex()
+    assert "".join(groups) == both
+    assert identity.card().fingerprint == identity.fingerprint
     assert fingerprint_of("0123456789abcdef" * 2) == "0123 4567 89ab cdef 0123 4567 89ab cdef"
 
 
@@ -165,14 +171,18 @@ def test_trust_store_refuses_clashes(tmp_path: Path) -> None:
     with pytest.raises(PeerConflict, match="the name 'ship-a'") as caught:
         store.add(same_name)
     assert "remove the old card" in caught.value.hint
-    same_key = PeerCard(name="ship-z", signing_public=a.signing_public,
-                        exchange_public=fixed("z", "z").exchange_public)
+    same_key = SiteIdentity(name="ship-z", signing_secret=a.signing_secret,
+                            exchange_secret=fixed("z", "z").exchange_secret).card()
     with pytest.raises(PeerConflict, match="signing key"):
         store.add(same_key)
-    same_exchange = PeerCard(name="ship-y", signing_public=fixed("y", "y").signing_public,
-                             exchange_public=a.exchange_public)
+    same_exchange = SiteIdentity(name="ship-y", signing_secret=fixed("y", "y").signing_secret,
+                                 exchange_secret=a.exchange_secret).card()
     with pytest.raises(PeerConflict, match="encryption key"):
         store.add(same_exchange)
+    unsigned = PeerCard(name="ship-u", signing_public=fixed("u", "u").signing_public,
+                        exchange_public=fixed("u", "u").exchange_public)
+    with pytest.raises(InvalidCard, match="not signed"):
+        store.add(unsigned)
     assert store.list() == [a.card()]
 
 
@@ -215,3 +225,183 @@ def test_signatures_and_key_agreement() -> None:
     assert a.key_agreement(b.exchange_public) == b.key_agreement(a.exchange_public)
     with pytest.raises(ValueError, match=r".+"):
         a.key_agreement(bytes(32))  # a low-order point gives an all-zero secret
+
+
+# --- signed cards (bundle-v2 §3) ------------------------------------------------------
+
+
+def _v1_text(card: PeerCard) -> str:
+    """The card as bundlesync wrote it before cards were signed."""
+    return "".join((
+        "bundlesync-card: 1\n", f"name: {card.name}\n", f"site-id: {card.site_id}\n",
+        f"fingerprint: {fingerprint_of(card.site_id)}\n",
+        f"signing-key: {base64.b64encode(card.signing_public).decode()}\n",
+        f"exchange-key: {base64.b64encode(card.exchange_public).decode()}\n"))
+
+
+def test_a_swapped_encryption_key_changes_the_fingerprint_and_breaks_the_card() -> None:
+    site = fixed("ship-a", "one")
+    card = site.card()
+    thief = fixed("thief", "evil")
+    swapped_key = base64.b64encode(thief.exchange_public).decode()
+    text = card.to_text()
+    altered = text.replace(base64.b64encode(card.exchange_public).decode(), swapped_key)
+    assert altered != text
+    # The fingerprint people compare no longer matches ...
+    assert card_fingerprint(card.signing_public, thief.exchange_public) != card.fingerprint
+    with pytest.raises(InvalidCard, match="fingerprint does not match"):
+        PeerCard.from_text(altered)
+    # ... and with the fingerprint line fixed up too, the signature refuses it.
+    forged_fp = card_fingerprint(card.signing_public, thief.exchange_public)
+    with pytest.raises(InvalidCard, match="signature") as caught:
+        PeerCard.from_text(altered.replace(card.fingerprint, forged_fp))
+    assert "another channel" in caught.value.hint
+
+
+def test_a_card_is_signed_over_a_domain_separated_statement() -> None:
+    site = fixed("ship-a", "one")
+    site = SiteIdentity(name=site.name, signing_secret=site.signing_secret,
+                        exchange_secret=site.exchange_secret, created_ms=1_800_000_000_000)
+    card = site.card()
+    statement = (b"bundlesync card v2\x00" + len(b"ship-a").to_bytes(2, "big") + b"ship-a"
+                 + bytes.fromhex(site.site_id) + site.exchange_public
+                 + (1_800_000_000_000).to_bytes(8, "big"))
+    assert card.statement() == statement == card_statement(
+        name="ship-a", site_id=site.site_id, exchange_public=site.exchange_public,
+        created_ms=1_800_000_000_000)
+    Ed25519PublicKey.from_public_bytes(site.signing_public).verify(card.signature, statement)
+    assert PeerCard.from_text(card.to_text()) == card
+    for field, value in (("name", "ship-b"), ("created", "1800000000001")):
+        lines = [f"{field}: {value}" if line.startswith(f"{field}:") else line
+                 for line in card.to_text().splitlines()]
+        with pytest.raises(InvalidCard, match="signature"):
+            PeerCard.from_text("\n".join(lines))
+    unsigned = card.to_text().replace(f"signature: {base64.b64encode(card.signature).decode()}",
+                                      "")
+    with pytest.raises(InvalidCard, match="signature"):
+        PeerCard.from_text(unsigned)
+
+
+def test_an_unsigned_card_is_refused_by_peer_add_with_what_to_do(tmp_path: Path) -> None:
+    from bundlesync.operations.setup import add_peer, init_site
+    home = tmp_path / "home"
+    init_site(home, name="hq", store_location=str(tmp_path / "mail" / "%n"), now_ms=1)
+    old = fixed("ship-a", "one").card()
+    (tmp_path / "ship-a.bsc").write_text(_v1_text(old))
+    with pytest.raises(InvalidCard, match="unsigned card") as caught:
+        add_peer(home, tmp_path / "ship-a.bsc", name="ship-a")
+    assert "export the site's card again" in caught.value.hint
+    assert TrustStore(home / "peers").list() == []
+
+
+def test_a_v1_card_in_the_trust_store_is_upgraded_by_the_signed_card(tmp_path: Path) -> None:
+    site = fixed("ship-a", "one")
+    (tmp_path / "ship-a.bsc").write_text(_v1_text(site.card()))
+    store = TrustStore(tmp_path)
+    [legacy] = store.list()  # trusted before cards were signed: still read
+    assert not legacy.signed
+    assert store.add(site.card()) is True
+    [upgraded] = store.list()
+    assert upgraded == site.card()
+    assert upgraded.signed
+    # A "signed upgrade" carrying another encryption key is a conflict, not an upgrade.
+    (tmp_path / "ship-a.bsc").write_text(_v1_text(site.card()))
+    other = SiteIdentity(name="ship-a", signing_secret=site.signing_secret,
+                         exchange_secret=fixed("x", "x").exchange_secret).card()
+    with pytest.raises(PeerConflict):
+        store.add(other)
+
+
+def test_a_peer_renamed_locally_keeps_a_valid_card(tmp_path: Path) -> None:
+    card = fixed("ship-a", "one").card()
+    local = card.renamed("north")
+    assert local.name == "north"
+    assert local.own_name == "ship-a"
+    assert local.signature_valid()
+    local.write(tmp_path / "north.bsc")
+    assert PeerCard.read(tmp_path / "north.bsc") == local
+
+
+# --- passphrase on the key file (bundle-v2 §3.5) --------------------------------------
+
+
+def test_a_key_file_under_a_passphrase(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bundlesync.keys import KeyFileLocked
+    monkeypatch.delenv("BUNDLESYNC_PASSPHRASE", raising=False)
+    identity = fixed("ship-a", "one")
+    key_path = save_identity(identity, tmp_path, passphrase="correct horse")
+    text = key_path.read_text()
+    assert base64.b64encode(identity.signing_secret).decode() not in text
+    assert base64.b64encode(identity.exchange_secret).decode() not in text
+    with pytest.raises(KeyFileLocked, match="passphrase") as caught:
+        load_identity(tmp_path)
+    assert "BUNDLESYNC_PASSPHRASE" in caught.value.hint
+    with pytest.raises(KeyFileLocked, match="does not open"):
+        load_identity(tmp_path, passphrase="wrong")
+    assert load_identity(tmp_path, passphrase="correct horse") == identity
+    monkeypatch.setenv("BUNDLESYNC_PASSPHRASE", "correct horse")
+    assert load_identity(tmp_path) == identity
+    # The sealed secrets are bound to the site id recorded next to them.
+    other = fixed("ship-b", "two").site_id
+    key_path.write_text(text.replace(f"site-id: {identity.site_id}", f"site-id: {other}"))
+    with pytest.raises(KeyFileLocked):
+        load_identity(tmp_path)
+
+
+# --- a new encryption key (bundle-v2 §3.6) ----------------------------------------------
+
+
+def test_a_peer_takes_a_newer_encryption_key_signed_by_the_trusted_key(
+        tmp_path: Path) -> None:
+    site = SiteIdentity(name="ship-a", signing_secret=fixed("a", "one").signing_secret,
+                        exchange_secret=fixed("a", "one").exchange_secret, created_ms=100)
+    store = TrustStore(tmp_path)
+    store.add(site.card().renamed("north"))
+    rotated = site.with_new_exchange_key(created_ms=200)
+    assert rotated.site_id == site.site_id
+    assert rotated.exchange_public != site.exchange_public
+    old = store.update(rotated.card())
+    assert old.exchange_public == site.exchange_public
+    [now] = store.list()
+    assert now.name == "north"
+    assert now.exchange_public == rotated.exchange_public
+    assert now.signature_valid()
+    # The superseded card shown again (a replay) does not roll the key back.
+    with pytest.raises(PeerConflict, match="not newer"):
+        store.update(site.card())
+    # A card of another signing key is not an update of this peer.
+    with pytest.raises(PeerNotFound):
+        store.update(fixed("ship-b", "two").card())
+    # Nor is an altered one.
+    forged = PeerCard(name="ship-a", signing_public=site.signing_public,
+                      exchange_public=fixed("x", "x").exchange_public, created_ms=300,
+                      signature=rotated.card().signature)
+    with pytest.raises(InvalidCard):
+        store.update(forged)
+
+
+# --- revocation (bundle-v2 §3.7) ------------------------------------------------------
+
+
+def test_a_revoked_key_is_removed_and_never_trusted_again(tmp_path: Path) -> None:
+    from bundlesync.keys import KeyRevoked, Revocation
+    site = fixed("ship-a", "one")
+    other = fixed("hq", "two")
+    store = TrustStore(tmp_path)
+    store.add(site.card())
+    store.add(other.card())
+    revocation = Revocation.from_text(site.revocation(created_ms=5).to_text())
+    assert revocation == site.revocation(created_ms=5)
+    assert store.revoke(revocation) == site.card()
+    assert store.list() == [other.card()]
+    assert store.by_signing_key(site.signing_public) is None
+    with pytest.raises(KeyRevoked):
+        store.add(site.card())
+    assert TrustStore(tmp_path).is_revoked(site.signing_public)  # remembered on disk
+    # Only the key itself can revoke: a statement signed by another key is refused.
+    forged = Revocation(other.signing_public, 5, revocation.signature)
+    with pytest.raises(InvalidCard):
+        store.revoke(forged)
+    with pytest.raises(InvalidCard, match="altered"):
+        Revocation.from_text(forged.to_text())
+    assert store.list() == [other.card()]

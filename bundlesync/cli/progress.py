@@ -8,11 +8,12 @@ from typing import TextIO
 
 
 def human_bytes(count: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(count) < 1000 or unit == "TB":
+    """The one size formatter: IEC units (1 KiB = 1,024 bytes), as ``ls -h`` and restic."""
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(count) < 1024 or unit == "TiB":
             return f"{count:,.0f} {unit}" if unit == "B" else f"{count:,.1f} {unit}"
-        count /= 1000
-    return f"{count:.1f} TB"  # pragma: no cover
+        count /= 1024
+    return f"{count:.1f} TiB"  # pragma: no cover
 
 
 class Progress:

@@ -1,4 +1,4 @@
-"""The bundle file format v1: bytes <-> model records (spec: ``formats/bundle-v1.md``).
+"""The bundle file format: bytes <-> model records (``formats/bundle-v1.md``, ``bundle-v2.md``).
 
 The operations layer uses only what is exported here::
 
@@ -6,7 +6,7 @@ The operations layer uses only what is exported here::
                            kind="sync", recipients=[peer], ack=ack, assumes=assumes,
                            records=changes, created_ms=now_ms)
     for path in find_bundles(drop):
-        header = read_header(path)            # unverified, for listing
+        listing = list_bundle(path)           # unverified: only to leave a bundle alone
         with open_bundle(path, identity=me, trust=trust) as bundle:
             for record in bundle.records():   # verified, validated, streamed
                 ...
@@ -47,9 +47,11 @@ from bundlesync.format.header import (
 )
 from bundlesync.format.limits import DEFAULT_LIMITS, Limits
 from bundlesync.format.reader import (
+    BundleListing,
     OpenBundle,
     VerifiedBundle,
     find_bundles,
+    list_bundle,
     open_bundle,
     read_header,
     verify_bundle,
@@ -67,6 +69,7 @@ __all__ = [
     "BodyHashMismatch",
     "BundleHeader",
     "BundleId",
+    "BundleListing",
     "BundleNotFound",
     "BundleWriteFailed",
     "CountMismatch",
@@ -89,6 +92,7 @@ __all__ = [
     "VolumeMismatch",
     "WrittenBundle",
     "find_bundles",
+    "list_bundle",
     "open_bundle",
     "read_header",
     "record_kind",

@@ -201,7 +201,9 @@ def _decode_item(cursor: Cursor, bounds: DecodeBounds, depth: int) -> object:
         for index in range(arg):
             key_start = cursor.pos
             key = _decode_item(cursor, bounds, depth + 1)
-            if not isinstance(key, int | str | bytes):
+            # bool is an int in Python: without the explicit test, true and false
+            # would pass as the keys 1 and 0 (bundle-v1 §4.5 allows neither).
+            if isinstance(key, bool) or not isinstance(key, int | str | bytes):
                 raise CborError("map key is not an integer or a string")
             encoded_key = bytes(cursor.buf[key_start:cursor.pos])
             # RFC 8949 §4.2.1: keys sorted bytewise by their encoding; equal

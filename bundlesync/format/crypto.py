@@ -1,4 +1,11 @@
-"""Encryption of the body to one or more recipients (bundle-v1 §7).
+"""Encryption of the body to one or more recipients (bundle-v1 §7, bundle-v2 §5).
+
+Version 2 seals the file key to each recipient with HPKE (RFC 9180) with the
+header hash as ``info``, and checks a MAC of the clear header keyed from the
+file key before anything is decrypted (as age does); the payload and inner
+header keys are derived from the file key and the header hash.
+
+Version 1:
 
 * A random 32-byte *file key* is wrapped once per recipient: an ephemeral
   X25519 key agrees a secret with the recipient's X25519 key, HKDF-SHA256 turns
@@ -12,16 +19,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import hmac
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes, hpke, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from bundlesync.format.errors import DecryptionFailed, Malformed, NotARecipient
-from bundlesync.format.header import EncryptionParams, Stanza
+from bundlesync.format.header import (
+    HPKE_ENC_SIZE,
+    ClearHeader,
+    EncryptionParams,
+    HpkeStanza,
+    Stanza,
+    encode_stanzas,
+    header_hash,
+)
 from bundlesync.format.limits import AEAD_TAG_SIZE
 from bundlesync.keys import PeerCard, SiteIdentity
 
@@ -151,3 +170,105 @@ def chunk_sizes(region_length: int, chunk_size: int) -> Iterator[int]:
     for _ in range(full):
         yield sealed
     yield rest
+
+
+# --- format version 2 (bundle-v2 §5) ------------------------------------------------------
+
+# RFC 9180 base mode, DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305.
+_HPKE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+STANZA_INFO = b"bundlesync v2 stanza\x00"
+MAC_INFO = b"bundlesync v2 header mac"
+MAC_DOMAIN = b"bundlesync v2 mac\x00"
+PAYLOAD_INFO_V2 = b"bundlesync v2 payload"
+INNER_INFO_V2 = b"bundlesync v2 inner header"
+
+
+@dataclass(frozen=True, slots=True)
+class FileKeys:
+    """The keys a version 2 file key and header hash give (bundle-v2 §5.3)."""
+
+    mac: bytes
+    payload: bytes
+    inner: bytes
+
+
+def file_keys(file_key: bytes, header_hash: bytes) -> FileKeys:
+    """MAC, payload and inner-header keys of a file key for the header hash H."""
+    return FileKeys(mac=_hkdf(file_key, salt=b"", info=MAC_INFO),
+                    payload=_hkdf(file_key, salt=header_hash, info=PAYLOAD_INFO_V2),
+                    inner=_hkdf(file_key, salt=header_hash, info=INNER_INFO_V2))
+
+
+def header_mac(mac_key: bytes, header_hash: bytes, stanzas: bytes) -> bytes:
+    """The MAC of the clear header (bundle-v2 §5.3): H and the stanzas, keyed from the
+    file key, so a header is bound to the key that opens it and vice versa."""
+    return hmac.new(mac_key, MAC_DOMAIN + header_hash + hashlib.sha256(stanzas).digest(),
+                    hashlib.sha256).digest()
+
+
+def seal_file_key(card: PeerCard, file_key: bytes, header_hash: bytes) -> HpkeStanza:
+    """The file key sealed to ``card`` with HPKE, ``info`` bound to the header hash."""
+    try:
+        public = X25519PublicKey.from_public_bytes(card.exchange_public)
+        out = _HPKE.encrypt(file_key, public, info=STANZA_INFO + header_hash)
+    except ValueError:
+        raise Malformed(f"Peer {card.name!r} has an unusable encryption key.",
+                        hint="Ask that site for a fresh card.") from None
+    return HpkeStanza(card.site_id, out[:HPKE_ENC_SIZE], out[HPKE_ENC_SIZE:])
+
+
+def open_file_key(clear: ClearHeader, identity: SiteIdentity | None,
+                  header_hash: bytes) -> FileKeys:
+    """The keys of a version 2 bundle, from this site's stanza, after checking the MAC.
+
+    NotARecipient if no stanza names this site; DecryptionFailed if it does not open
+    or the header MAC does not verify -- before any byte of the body is decrypted.
+    """
+    stanza = None
+    if identity is not None:
+        stanza = next((s for s in clear.stanzas if s.recipient == identity.site_id), None)
+    if identity is None or stanza is None:
+        who = "this site" if identity is None else f"site {identity.name} ({identity.site_id})"
+        raise NotARecipient(
+            f"The bundle is encrypted to {len(clear.stanzas)} other site(s), not to {who}.")
+    try:
+        private = X25519PrivateKey.from_private_bytes(identity.exchange_secret)
+        file_key = _HPKE.decrypt(stanza.enc + stanza.sealed, private,
+                                 info=STANZA_INFO + header_hash)
+    except (InvalidTag, ValueError):
+        file_key = None
+    if file_key is None or len(file_key) != FILE_KEY_SIZE:
+        raise DecryptionFailed(
+            f"The bundle names site {identity.site_id} as a recipient, but this site's key "
+            f"does not open it (or its header was altered).")
+    keys = file_keys(file_key, header_hash)
+    assert clear.mac is not None
+    if not hmac.compare_digest(header_mac(keys.mac, header_hash,
+                                          encode_stanzas(clear.stanzas)), clear.mac):
+        raise DecryptionFailed("The bundle's header MAC does not verify: its header was "
+                               "altered, or its key was not made for this header.")
+    return keys
+
+
+def seal_inner(key: bytes, inner: bytes) -> bytes:
+    """The inner header sealed under its own key (used once: a zero nonce is safe)."""
+    return ChaCha20Poly1305(key).encrypt(_ZERO_NONCE, inner, None)
+
+
+def open_inner(key: bytes, sealed: bytes) -> bytes:
+    try:
+        return ChaCha20Poly1305(key).decrypt(_ZERO_NONCE, sealed, None)
+    except InvalidTag:
+        raise DecryptionFailed("The bundle's inner header does not authenticate.") from None
+
+
+def new_encryption_v2(clear: ClearHeader, recipients: Sequence[PeerCard], *,
+                      random_bytes: RandomBytes) -> tuple[ClearHeader, FileKeys]:
+    """Stanzas and MAC for ``clear`` (which names the recipients and chunk size)."""
+    file_key = random_bytes(FILE_KEY_SIZE)
+    h = header_hash(clear)
+    by_id = {card.site_id: card for card in recipients}
+    stanzas = tuple(seal_file_key(by_id[r], file_key, h) for r in clear.recipients)
+    keys = file_keys(file_key, h)
+    mac = header_mac(keys.mac, h, encode_stanzas(stanzas))
+    return dataclasses.replace(clear, stanzas=stanzas, mac=mac), keys

@@ -131,7 +131,7 @@ class Unreadable(BundleRejected):
 class BundleNotFound(UsageError):
     """The bundle path given does not exist."""
 
-    default_hint = "Check the path; 'bundlesync inspect' lists what a drop holds."
+    default_hint = "Check the path; 'bundlesync list DROP' lists what a drop holds."
 
 
 class DropUnreadable(LocalError):

@@ -99,6 +99,15 @@ class ByteSource:
                 needed = 0
         return b"".join(parts)
 
+    def rest_is_zero(self) -> bool:
+        """Whether every byte left is zero (bundle-v2 padding); consumes them all."""
+        zero = True
+        while not self.at_end():
+            rest = self._block[self._pos:]
+            zero = zero and not any(rest)
+            self._pos = len(self._block)
+        return zero
+
     def at_end(self) -> bool:
         """Whether no byte is left (consumes empty blocks to find out)."""
         while self._pos >= len(self._block):

@@ -8,6 +8,7 @@ message (bundle-v1 §14).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -93,10 +94,14 @@ class BundleHeader:
     capabilities: tuple[str, ...] = ()
     records_version: int = RECORDS_VERSION
     compression: str = COMPRESSION_ZSTD
+    # Bundle format version (bundle-v2 §4); a version 2 header is the clear header
+    # and the inner header together, and ``sealed`` says the body was encrypted.
+    format_version: int = 1
+    sealed: bool = False
 
     @property
     def encrypted(self) -> bool:
-        return self.encryption is not None
+        return self.encryption is not None or self.sealed
 
     @property
     def record_count(self) -> int:
@@ -233,15 +238,16 @@ class _HeaderReader:
             entries.append((stream, counter))
         return VersionVector(tuple(entries))
 
-    def header(self, value: object) -> BundleHeader:
-        top = self.map(value, _HEADER_KEYS, "the header")
-        records_version = self.uint(top["records"], "records version")
+    def records_version(self, value: object) -> int:
+        records_version = self.uint(value, "records version")
         if records_version not in READABLE_RECORDS_VERSIONS:
             raise UnsupportedVersion(
                 f"The bundle uses record schema version {records_version}; this bundlesync "
                 f"reads versions {', '.join(map(str, READABLE_RECORDS_VERSIONS))}.")
-        capabilities = self.array(top["capabilities"], "capabilities",
-                                  maximum=self.limits.max_header_items)
+        return records_version
+
+    def capabilities(self, value: object) -> tuple[str, ...]:
+        capabilities = self.array(value, "capabilities", maximum=self.limits.max_header_items)
         caps = tuple(self.text(c, "a capability") for c in capabilities)
         if list(caps) != sorted(set(caps)):
             raise self.fail("capabilities are not sorted and unique")
@@ -250,26 +256,125 @@ class _HeaderReader:
             raise UnsupportedVersion(
                 f"The bundle needs features this bundlesync does not have: "
                 f"{', '.join(map(repr, unknown))}.")
-        ident = self.array(top["id"], "id", maximum=3)
+        return caps
+
+    def bundle_id(self, value: object) -> BundleId:
+        ident = self.array(value, "id", maximum=3)
         if len(ident) != 3:
             raise self.fail("id is not [site, incarnation, seq]")
-        bundle_id = BundleId(self.site(ident[0], "id site"), self.uint(ident[1], "incarnation"),
-                             self.uint(ident[2], "sequence number"))
-        kind = self.text(top["kind"], "kind")
+        return BundleId(self.site(ident[0], "id site"), self.uint(ident[1], "incarnation"),
+                        self.uint(ident[2], "sequence number"))
+
+    def kind(self, value: object) -> str:
+        kind = self.text(value, "kind")
         if kind not in BUNDLE_KINDS:
             raise UnsupportedVersion(f"The bundle is of kind {kind!r}, which this bundlesync "
                                      f"does not know.")
+        return kind
+
+    def recipients(self, value: object) -> tuple[str, ...]:
+        recipients = tuple(
+            self.site(r, "a recipient")
+            for r in self.array(value, "recipients", maximum=self.limits.max_recipients))
+        if list(recipients) != sorted(set(recipients)):
+            raise self.fail("recipients are not sorted and unique")
+        return recipients
+
+    def counts(self, counts_value: object, records_version: int) -> dict[str, int]:
+        optional_present = (frozenset(counts_value) & OPTIONAL_KINDS
+                            if isinstance(counts_value, dict) else frozenset())
+        required = frozenset(RECORD_KINDS) - OPTIONAL_KINDS
+        counts_map = self.map(counts_value, required | optional_present, "counts")
+        counts = {kind_name: self.uint(counts_map[kind_name], f"count of {kind_name}",
+                                       maximum=self.limits.max_records)
+                  for kind_name in RECORD_KINDS if kind_name in counts_map}
+        if any(counts.get(kind_name) == 0 for kind_name in OPTIONAL_KINDS):
+            raise self.fail("counts name an optional record kind with a count of 0")
+        if records_version < 2 and KIND_WANT in counts:
+            raise self.fail("a schema 1 bundle cannot hold want records")
+        return counts
+
+    def compression(self, value: object) -> tuple[str, int]:
+        compression = self.map(value, frozenset({"alg", "frame"}), "compression")
+        alg = self.text(compression["alg"], "compression algorithm")
+        if alg != COMPRESSION_ZSTD:
+            raise UnsupportedVersion(f"The bundle is compressed with {alg!r}, which this "
+                                     f"bundlesync cannot read.")
+        frame_size = self.uint(compression["frame"], "frame size",
+                               maximum=self.limits.max_frame_content)
+        if frame_size == 0:
+            raise self.fail("frame size is zero")
+        return alg, frame_size
+
+    def clear(self, value: object) -> ClearHeader:
+        top = self.map(value, _CLEAR_KEYS, "the header")
+        version = self.uint(top["v"], "format version")
+        if version != FORMAT_V2:
+            raise UnsupportedVersion(f"The bundle header is of format version {version}; "
+                                     f"this bundlesync reads versions 1 and 2.")
+        bundle_id = self.bundle_id(top["id"])
+        recipients = self.recipients(top["recipients"])
+        clear = ClearHeader(bundle_id=bundle_id, kind=self.kind(top["kind"]),
+                            recipients=recipients)
+        if top["enc"] is None:
+            return clear
+        enc = self.map(top["enc"], _ENC_KEYS, "enc")
+        chunk = self.uint(enc["chunk"], "chunk size", maximum=MAX_CHUNK_SIZE)
+        if chunk < MIN_CHUNK_SIZE:
+            raise self.fail(f"chunk size {chunk} is below {MIN_CHUNK_SIZE}")
+        stanzas = []
+        for index, item in enumerate(self.array(enc["stanzas"], "stanzas",
+                                                maximum=self.limits.max_recipients)):
+            entry = self.array(item, f"stanza {index}", maximum=3)
+            if len(entry) != 3:
+                raise self.fail(f"stanza {index} is not [recipient, enc, sealed key]")
+            stanzas.append(HpkeStanza(
+                self.site(entry[0], f"stanza {index} recipient"),
+                self.raw(entry[1], HPKE_ENC_SIZE, f"stanza {index} enc"),
+                self.raw(entry[2], SEALED_FILE_KEY_SIZE, f"stanza {index} sealed key")))
+        if tuple(s.recipient for s in stanzas) != recipients or not stanzas:
+            raise self.fail("the stanzas do not match the recipients one for one")
+        return ClearHeader(bundle_id=bundle_id, kind=clear.kind, recipients=recipients,
+                           chunk_size=chunk, stanzas=tuple(stanzas),
+                           mac=self.raw(enc["mac"], MAC_SIZE, "header MAC"))
+
+    def inner(self, value: object, clear: ClearHeader, origin_key: bytes) -> BundleHeader:
+        top = self.map(value, _INNER_KEYS, "the inner header")
+        records_version = self.records_version(top["records"])
+        caps = self.capabilities(top["capabilities"])
+        origin = self.map(top["origin"], frozenset({"name"}), "origin")
+        alg, frame_size = self.compression(top["compression"])
+        return BundleHeader(
+            bundle_id=clear.bundle_id,
+            created_ms=self.uint(top["created"], "creation time"),
+            kind=clear.kind,
+            origin_site=clear.bundle_id.site,
+            origin_name=self.site_name(origin["name"]),
+            origin_key=origin_key,
+            recipients=clear.recipients,
+            ack=self.vv(top["ack"], "ack"),
+            assumes=self.vv(top["assumes"], "assumes"),
+            counts=MappingProxyType(self.counts(top["counts"], records_version)),
+            frame_size=frame_size,
+            capabilities=caps,
+            records_version=records_version,
+            compression=alg,
+            format_version=FORMAT_V2,
+            sealed=clear.encrypted,
+        )
+
+    def header(self, value: object) -> BundleHeader:
+        top = self.map(value, _HEADER_KEYS, "the header")
+        records_version = self.records_version(top["records"])
+        caps = self.capabilities(top["capabilities"])
+        bundle_id = self.bundle_id(top["id"])
+        kind = self.kind(top["kind"])
         origin = self.map(top["origin"], frozenset({"site", "name", "key"}), "origin")
         origin_site = self.site(origin["site"], "origin site")
         if origin_site != bundle_id.site:
             raise self.fail("the bundle id's site is not the origin site")
         origin_key = self.raw(origin["key"], 32, "origin key")
-        recipients = tuple(
-            self.site(r, "a recipient")
-            for r in self.array(top["recipients"], "recipients",
-                                maximum=self.limits.max_recipients))
-        if list(recipients) != sorted(set(recipients)):
-            raise self.fail("recipients are not sorted and unique")
+        recipients = self.recipients(top["recipients"])
         counts_value = top["counts"]
         optional_present = (frozenset(counts_value) & OPTIONAL_KINDS
                             if isinstance(counts_value, dict) else frozenset())
@@ -334,3 +439,124 @@ class _HeaderReader:
             raise self.fail("the stanzas do not match the recipients one for one")
         return EncryptionParams(chunk_size=chunk, salt=self.raw(enc["salt"], 16, "salt"),
                                 stanzas=tuple(stanzas), alg=alg)
+
+
+# --- format version 2 (bundle-v2 §4, §5) ------------------------------------------------
+
+FORMAT_V2 = 2
+_CLEAR_KEYS = frozenset({"v", "id", "kind", "recipients", "enc"})
+_ENC_KEYS = frozenset({"chunk", "stanzas", "mac"})
+_INNER_KEYS = frozenset({"records", "created", "origin", "ack", "assumes", "counts",
+                         "compression", "capabilities"})
+HEADER_HASH_DOMAIN = b"bundlesync v2 header\x00"
+HPKE_ENC_SIZE = 32
+SEALED_FILE_KEY_SIZE = 48
+MAC_SIZE = 32
+
+
+@dataclass(frozen=True, slots=True)
+class HpkeStanza:
+    """The file key sealed to one recipient with HPKE (bundle-v2 §5.2)."""
+
+    recipient: str  # site id
+    enc: bytes  # the HPKE encapsulated key, 32 bytes
+    sealed: bytes  # the sealed file key, 48 bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ClearHeader:
+    """What a version 2 bundle shows to anyone (bundle-v2 §4.1): enough to route it."""
+
+    bundle_id: BundleId
+    kind: str
+    recipients: tuple[str, ...]
+    chunk_size: int | None = None  # None: the body is not encrypted
+    stanzas: tuple[HpkeStanza, ...] = ()
+    mac: bytes | None = None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.chunk_size is not None
+
+    @property
+    def origin_site(self) -> str:
+        return self.bundle_id.site
+
+
+def _id_cbor(bundle_id: BundleId) -> list[object]:
+    return [site_bytes(bundle_id.site, "bundle id site"), bundle_id.incarnation, bundle_id.seq]
+
+
+def header_hash(clear: ClearHeader) -> bytes:
+    """H (bundle-v2 §4.2): SHA-256 over everything of the clear header but the
+    stanzas and the MAC, which are made from it."""
+    core = cbor.encode([_id_cbor(clear.bundle_id), clear.kind,
+                        [site_bytes(r, "recipient") for r in clear.recipients],
+                        clear.chunk_size])
+    return hashlib.sha256(HEADER_HASH_DOMAIN + core).digest()
+
+
+def encode_stanzas(stanzas: tuple[HpkeStanza, ...]) -> bytes:
+    """The canonical CBOR of the stanza array (the MAC covers these bytes)."""
+    return cbor.encode([[site_bytes(s.recipient, "recipient"), s.enc, s.sealed]
+                        for s in stanzas])
+
+
+def encode_clear(clear: ClearHeader) -> bytes:
+    """The canonical CBOR encoding of a version 2 clear header (bundle-v2 §4.1)."""
+    enc: object = None
+    if clear.chunk_size is not None:
+        enc = {"chunk": clear.chunk_size,
+               "stanzas": [[site_bytes(s.recipient, "recipient"), s.enc, s.sealed]
+                           for s in clear.stanzas],
+               "mac": clear.mac}
+    return cbor.encode({"v": FORMAT_V2, "id": _id_cbor(clear.bundle_id), "kind": clear.kind,
+                        "recipients": [site_bytes(r, "recipient") for r in clear.recipients],
+                        "enc": enc})
+
+
+def encode_inner(header: BundleHeader) -> bytes:
+    """The canonical CBOR of a version 2 inner header (bundle-v2 §4.3)."""
+    return cbor.encode({
+        "records": header.records_version,
+        "created": header.created_ms,
+        "origin": {"name": header.origin_name},
+        "ack": _vv_to_cbor(header.ack),
+        "assumes": _vv_to_cbor(header.assumes),
+        "counts": {kind: header.counts.get(kind, 0) for kind in RECORD_KINDS
+                   if kind not in OPTIONAL_KINDS or header.counts.get(kind, 0)},
+        "compression": {"alg": header.compression, "frame": header.frame_size},
+        "capabilities": sorted(header.capabilities),
+    })
+
+
+def _bounds(limits: Limits) -> cbor.DecodeBounds:
+    return cbor.DecodeBounds(max_depth=limits.max_depth, max_items=limits.max_header_items,
+                             max_text=limits.max_text, max_bytes=limits.max_text)
+
+
+def decode_any_header(data: bytes, limits: Limits) -> BundleHeader | ClearHeader:
+    """A version 1 header, or a version 2 clear header (told apart by its "v" key)."""
+    try:
+        value = cbor.decode(data, _bounds(limits))
+    except cbor.CborLimitError as exc:
+        raise LimitExceeded(f"The bundle header exceeds a limit: {exc}.") from None
+    except cbor.CborError as exc:
+        raise Malformed(f"The bundle header is not valid deterministic CBOR: {exc}.") from None
+    reader = _HeaderReader(limits)
+    if isinstance(value, dict) and "v" in value:
+        return reader.clear(value)
+    return reader.header(value)
+
+
+def decode_inner(data: bytes, clear: ClearHeader, *, origin_key: bytes,
+                 limits: Limits) -> BundleHeader:
+    """The full header of a version 2 bundle from its clear and inner headers."""
+    try:
+        value = cbor.decode(data, _bounds(limits))
+    except cbor.CborLimitError as exc:
+        raise LimitExceeded(f"The bundle's inner header exceeds a limit: {exc}.") from None
+    except cbor.CborError as exc:
+        raise Malformed(f"The bundle's inner header is not valid deterministic CBOR: {exc}."
+                        ) from None
+    return _HeaderReader(limits).inner(value, clear, origin_key)

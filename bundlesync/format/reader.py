@@ -1,16 +1,24 @@
 """Reading a bundle (bundle-v1 §10): check everything, then stream the records.
 
-Reading is two passes over the file (the second usually from the page cache):
+A drop is not trusted to return the same bytes twice (a stick's firmware, a
+FUSE file system or a writer racing the import may serve different content on
+each read), so the drop is read ONCE (bundle-v1 §10.2):
 
-1. :func:`verify_bundle` checks the volumes, the header, the trailer and the
-   signer, then hashes every signed byte and checks the COSE_Sign1 -- before a
-   single body byte is decrypted, decompressed or decoded.
-2. :meth:`OpenBundle.records` reads the body again, decrypts, decompresses and
-   decodes it frame by frame with bounded memory, checks every Body's SHA-256,
-   the record counts, and hashes the bytes once more: if the file changed
-   between the passes the iterator raises SignatureInvalid at its end. Callers
-   must therefore treat the records as applied only once the iterator is
-   exhausted without error (the import journal does).
+1. :func:`verify_bundle` copies the bundle's logical stream into private
+   storage of this process (memory, or an unnamed temporary file for large
+   bundles), then checks the header, the trailer and the signer, hashes every
+   signed byte of the copy and checks the COSE_Sign1 -- before a single body
+   byte is decrypted, decompressed or decoded. The header it returns is the
+   verified one: the only header a caller may act on.
+2. :meth:`OpenBundle.records` reads the body from that copy, decrypts,
+   decompresses and decodes it frame by frame with bounded memory, and checks
+   every Body's SHA-256 and the record counts. A signed bundle can still be
+   malformed, and that shows only at the end of the iteration: callers must
+   treat the records (and anything derived from them, such as clock
+   observations) as applied only once the iterator is exhausted without error.
+
+:func:`read_header` reads the drop directly and is UNVERIFIED: it may only be
+used to list a drop or to leave a bundle alone, never to record anything.
 """
 
 from __future__ import annotations
@@ -19,16 +27,23 @@ import hashlib
 import os
 import re
 import struct
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Protocol, Self
 
 from bundlesync.core.model import Body, Record
 from bundlesync.format import cbor
 from bundlesync.format.cose import CoseSign1, parse_sign1, signature_valid
-from bundlesync.format.crypto import chunk_sizes, decrypt_stream, unwrap_payload_key
+from bundlesync.format.crypto import (
+    chunk_sizes,
+    decrypt_stream,
+    open_file_key,
+    open_inner,
+    unwrap_payload_key,
+)
 from bundlesync.format.errors import (
     BodyHashMismatch,
     DropUnreadable,
@@ -37,10 +52,19 @@ from bundlesync.format.errors import (
     SignatureInvalid,
     Truncated,
     UnknownSigner,
+    UnsupportedVersion,
     VolumeMismatch,
 )
 from bundlesync.format.frames import ByteSource, iter_frames
-from bundlesync.format.header import BundleHeader, decode_header
+from bundlesync.format.header import (
+    FORMAT_V2,
+    BundleHeader,
+    BundleId,
+    ClearHeader,
+    decode_any_header,
+    decode_inner,
+    header_hash,
+)
 from bundlesync.format.limits import (
     DEFAULT_LIMITS,
     END_MAGIC,
@@ -69,23 +93,60 @@ from bundlesync.keys import PeerCard, SiteIdentity, TrustLookup, site_id_of
 
 _U32 = struct.Struct(">I")
 _SIGNED_PREFIX = MAGIC + struct.pack(">H", FORMAT_VERSION)
+_SIGNED_PREFIX_V2 = MAGIC + struct.pack(">H", FORMAT_V2)
 
 
 # --- the header alone -----------------------------------------------------------------
 
 
 def read_header(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> BundleHeader:
-    """The header of the bundle at ``path`` -- UNVERIFIED: for listing a drop only.
+    """The header of the version 1 bundle at ``path`` -- UNVERIFIED: for showing only.
 
     Reads at most the volume head and ``limits.max_header`` bytes of the first
-    volume. Nothing in the result may be trusted before :func:`open_bundle`.
+    volume. Nothing in the result may be trusted before :func:`open_bundle`. A
+    version 2 bundle has no public header to show (UnsupportedVersion); use
+    :func:`list_bundle`, which reads both versions.
     """
+    listing = list_bundle(path, limits=limits)
+    if listing.header is None:
+        raise UnsupportedVersion(f"{path.name} is a version 2 bundle: its header is sealed "
+                                 f"and is read only when the bundle is opened.")
+    return listing.header
+
+
+@dataclass(frozen=True, slots=True)
+class BundleListing:
+    """What a drop listing learns of a bundle without verifying it (bundle-v2 §4.1).
+
+    UNVERIFIED: it may only be used to leave a bundle alone or to order work.
+    ``header`` is the whole (unverified) header of a version 1 bundle.
+    """
+
+    bundle_id: BundleId
+    kind: str
+    recipients: tuple[str, ...]
+    encrypted: bool
+    format_version: int
+    header: BundleHeader | None = None
+
+    @property
+    def origin_site(self) -> str:
+        return self.bundle_id.site
+
+
+def list_bundle(path: Path, *, limits: Limits = DEFAULT_LIMITS) -> BundleListing:
+    """The routing facts of the bundle at ``path`` (either version) -- UNVERIFIED."""
     volume, size = read_volume(path)
     header_bytes = _read_header_bytes(LogicalStream([volume]), volume, size, limits)
-    return decode_header(header_bytes, limits)
+    decoded = decode_any_header(header_bytes, limits)
+    if isinstance(decoded, ClearHeader):
+        return BundleListing(decoded.bundle_id, decoded.kind, decoded.recipients,
+                             decoded.encrypted, FORMAT_V2)
+    return BundleListing(decoded.bundle_id, decoded.kind, decoded.recipients,
+                         decoded.encrypted, 1, decoded)
 
 
-def _read_header_bytes(stream: LogicalStream, first: Volume, first_size: int,
+def _read_header_bytes(stream: _Readable, first: Volume, first_size: int,
                        limits: Limits) -> bytes:
     head = first.head
     if head.index != 1:
@@ -112,30 +173,132 @@ def raise_wrong_volume(volume: Volume) -> None:
                          f"{volume.head.count}; open the first volume instead.")
 
 
+# --- the private copy -----------------------------------------------------------------
+
+# Bundles up to this size are copied into memory, larger ones into an unnamed file:
+# memory stays bounded whatever the size of the bundle.
+PRIVATE_COPY_IN_MEMORY = 1024 * 1024
+_COPY_BLOCK = 1 << 20
+
+
+class _Readable(Protocol):
+    """What verification needs of the logical stream (a drop's volumes or a copy)."""
+
+    length: int
+
+    def read_at(self, offset: int, size: int) -> bytes: ...
+
+    def iter_range(self, start: int, end: int) -> Iterator[bytes]: ...
+
+
+class PrivateCopy:
+    """A bundle's logical stream, copied once from the drop into storage only this
+    process can reach (bundle-v1 §10.2): every check and every record is read from
+    here, so what was verified is what is used, whatever the drop serves later."""
+
+    def __init__(self, source: LogicalStream, *, scratch: Path | None = None,
+                 in_memory: int = PRIVATE_COPY_IN_MEMORY) -> None:
+        self.length = source.length
+        # An unnamed temporary file (O_TMPFILE where available, mode 0600): no other
+        # process can open it by name.
+        self._file: IO[bytes] = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - closed by close()
+            max_size=in_memory, dir=None if scratch is None else str(scratch))
+        try:
+            copied = 0
+            for block in source.iter_range(0, source.length):
+                self._file.write(block)
+                copied += len(block)
+            if copied != self.length:
+                raise Truncated("The bundle became shorter while it was being read.")
+        except BaseException:
+            self._file.close()
+            raise
+
+    def read_at(self, offset: int, size: int) -> bytes:
+        """Exactly ``size`` bytes at logical ``offset``."""
+        if not 0 <= offset <= offset + size <= self.length:
+            raise Truncated("The bundle is shorter than its structure says.")
+        self._file.seek(offset)
+        data = self._file.read(size)
+        if len(data) != size:
+            raise Truncated("The bundle is shorter than its structure says.")
+        return data
+
+    def iter_range(self, start: int, end: int) -> Iterator[bytes]:
+        """The bytes of ``[start, end)`` in blocks."""
+        if not 0 <= start <= end <= self.length:
+            raise Truncated("The bundle is shorter than its structure says.")
+        position = start
+        while position < end:
+            size = min(_COPY_BLOCK, end - position)
+            yield self.read_at(position, size)
+            position += size
+
+    def close(self) -> None:
+        self._file.close()
+
+
 # --- verification ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class VerifiedBundle:
-    """A bundle whose structure and signature were checked (body not yet read)."""
+    """A bundle whose structure and signature were checked (body not yet read).
 
-    header: BundleHeader
+    ``header`` is the whole header of a version 1 bundle; a version 2 bundle has
+    only its ``clear`` header until it is opened (its inner header is sealed).
+    """
+
+    header: BundleHeader | None
     signer: PeerCard
     paths: tuple[Path, ...]
     size: int
     body_size: int
-    _stream: LogicalStream = field(repr=False, compare=False)
+    _stream: PrivateCopy = field(repr=False, compare=False)
     _body_start: int = field(repr=False, compare=False)
     _body_end: int = field(repr=False, compare=False)
     _digest: bytes = field(repr=False, compare=False)
     _prefix_hash: hashlib._Hash = field(repr=False, compare=False)
+    clear: ClearHeader | None = None
+    _inner: bytes = field(default=b"", repr=False, compare=False)
+
+    @property
+    def format_version(self) -> int:
+        return 1 if self.clear is None else FORMAT_V2
+
+    @property
+    def bundle_id(self) -> BundleId:
+        if self.clear is not None:
+            return self.clear.bundle_id
+        assert self.header is not None
+        return self.header.bundle_id
+
+    def close(self) -> None:
+        """Release the private copy (OpenBundle.close does it for an opened bundle)."""
+        self._stream.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
 
-def _trusted_signer(header: BundleHeader, sign1: CoseSign1, trust: TrustLookup,
+def _same_name(origin_name: str, card: PeerCard) -> PeerCard:
+    """The header's origin name must be the name the signer's card was signed with
+    (bundle-v2 §8). An unsigned version 1 card proves no name: its name is local."""
+    if card.signed and origin_name != card.own_name:
+        raise Malformed(f"The bundle says it comes from {origin_name!r}, but it is signed by "
+                        f"{card.own_name!r}.")
+    return card
+
+
+def _trusted_signer(header: BundleHeader, sign1: CoseSign1 | None, trust: TrustLookup,
                     identity: SiteIdentity | None) -> PeerCard:
     if site_id_of(header.origin_key) != header.origin_site:
         raise Malformed("The bundle's origin site id does not belong to its origin key.")
-    if sign1.kid != bytes.fromhex(header.origin_site):
+    if sign1 is not None and sign1.kid != bytes.fromhex(header.origin_site):
         raise Malformed("The signature's key id is not the bundle's origin site.")
     if identity is not None and identity.signing_public == header.origin_key:
         return identity.card()
@@ -155,53 +318,115 @@ def _trusted_signer(header: BundleHeader, sign1: CoseSign1, trust: TrustLookup,
                         f"of this site.")
 
 
-def verify_bundle(path: Path, *, trust: TrustLookup, identity: SiteIdentity | None = None,
-                  limits: Limits = DEFAULT_LIMITS) -> VerifiedBundle:
-    """Check the bundle at ``path`` (its first volume) before any body byte is used.
+def _trusted_signer_v2(clear: ClearHeader, sign1: CoseSign1 | None, trust: TrustLookup,
+                       identity: SiteIdentity | None) -> PeerCard:
+    """The signer of a version 2 bundle: the trusted site named by its id (bundle-v2 §7)."""
+    site = clear.bundle_id.site
+    if sign1 is not None and sign1.kid != bytes.fromhex(site):
+        raise Malformed("The signature's key id is not the bundle's origin site.")
+    if identity is not None and identity.site_id == site:
+        return identity.card()
+    card = trust.by_site_id(site)
+    if card is not None:
+        return card
+    raise UnknownSigner(f"The bundle is signed by site id {site}, which is not a trusted "
+                        f"peer of this site.")
 
-    Order (bundle-v1 §10.2): volumes, header, trailer, signer, then one hashing
-    pass and the signature. Raises BundleRejected subclasses.
+
+def _signer(header: BundleHeader | ClearHeader, sign1: CoseSign1 | None, trust: TrustLookup,
+            identity: SiteIdentity | None) -> PeerCard:
+    if isinstance(header, ClearHeader):
+        return _trusted_signer_v2(header, sign1, trust, identity)
+    return _trusted_signer(header, sign1, trust, identity)
+
+
+def verify_bundle(path: Path, *, trust: TrustLookup, identity: SiteIdentity | None = None,
+                  limits: Limits = DEFAULT_LIMITS, scratch: Path | None = None
+                  ) -> VerifiedBundle:
+    """Copy the bundle at ``path`` (its first volume) privately and verify the copy.
+
+    Order (bundle-v1 §10.2): volumes; a quick look at the drop's header that can
+    only refuse (a signer this site does not trust is refused before the copy);
+    the private copy; then header, trailer, signer, one hashing pass and the
+    signature, all on the copy. ``scratch`` is where a large copy is spilled
+    (default: the system's temporary directory). Raises BundleRejected
+    subclasses. The result holds the copy: close it, or open it with
+    :meth:`OpenBundle.from_verified` and close that.
     """
     volumes = locate_volumes(path, limits)
     stream = LogicalStream(volumes)
     first_size = VOLUME_HEAD_SIZE + volumes[0].head.length
-    header_bytes = _read_header_bytes(stream, volumes[0], first_size, limits)
-    header = decode_header(header_bytes, limits)
+    # Unverified, and used only to refuse early: nothing is learned from it.
+    _signer(decode_any_header(_read_header_bytes(stream, volumes[0], first_size, limits),
+                              limits), None, trust, identity)
+    copy = PrivateCopy(stream, scratch=scratch)
+    try:
+        return _verify_copy(copy, volumes, trust=trust, identity=identity, limits=limits)
+    except BaseException:
+        copy.close()
+        raise
+
+
+def _verify_copy(copy: PrivateCopy, volumes: list[Volume], *, trust: TrustLookup,
+                 identity: SiteIdentity | None, limits: Limits) -> VerifiedBundle:
+    first_size = VOLUME_HEAD_SIZE + volumes[0].head.length
+    header_bytes = _read_header_bytes(copy, volumes[0], first_size, limits)
+    decoded = decode_any_header(header_bytes, limits)
     body_start = HEADER_LENGTH_SIZE + len(header_bytes)
-    if stream.length < body_start + TRAILER_FIXED_SIZE:
+    inner = b""
+    version = 1
+    if isinstance(decoded, ClearHeader):
+        # bundle-v2 §4: the (sealed) inner header follows the clear one.
+        version = FORMAT_V2
+        if copy.length < body_start + HEADER_LENGTH_SIZE:
+            raise Truncated("The bundle ends before its inner header.")
+        (inner_length,) = _U32.unpack(copy.read_at(body_start, HEADER_LENGTH_SIZE))
+        if inner_length > limits.max_header:
+            raise LimitExceeded(f"The bundle's inner header is {inner_length} bytes long "
+                                f"(limit {limits.max_header}).")
+        if copy.length < body_start + HEADER_LENGTH_SIZE + inner_length:
+            raise Truncated("The bundle ends inside its inner header.")
+        inner = copy.read_at(body_start + HEADER_LENGTH_SIZE, inner_length)
+        body_start += HEADER_LENGTH_SIZE + inner_length
+    if copy.length < body_start + TRAILER_FIXED_SIZE:
         raise Truncated("The bundle ends before its signature.")
-    tail = stream.read_at(stream.length - TRAILER_FIXED_SIZE, TRAILER_FIXED_SIZE)
+    tail = copy.read_at(copy.length - TRAILER_FIXED_SIZE, TRAILER_FIXED_SIZE)
     if tail[4:] != END_MAGIC:
         raise Truncated("The bundle does not end with its signature: it was not completely "
                         "written or copied.")
     (sign_length,) = _U32.unpack(tail[:4])
     if sign_length > limits.max_trailer:
         raise Malformed(f"The bundle's signature claims {sign_length} bytes.")
-    body_end = stream.length - TRAILER_FIXED_SIZE - sign_length
+    body_end = copy.length - TRAILER_FIXED_SIZE - sign_length
     if body_end < body_start:
         raise Malformed("The bundle's signature overlaps its header.")
-    sign1 = parse_sign1(stream.read_at(body_end, sign_length), limits)
-    signer = _trusted_signer(header, sign1, trust, identity)
+    sign1 = parse_sign1(copy.read_at(body_end, sign_length), limits, version=version)
+    signer = _signer(decoded, sign1, trust, identity)
 
-    hasher = hashlib.sha256(_SIGNED_PREFIX)
-    hasher.update(stream.read_at(0, body_start))
+    hasher = hashlib.sha256(_SIGNED_PREFIX if version == 1 else _SIGNED_PREFIX_V2)
+    hasher.update(copy.read_at(0, body_start))
     prefix_hash = hasher.copy()
-    for block in stream.iter_range(body_start, body_end):
+    for block in copy.iter_range(body_start, body_end):
         hasher.update(block)
     digest = hasher.digest()
     if digest != sign1.payload:
         raise SignatureInvalid(f"The bundle's bytes do not match the signature of "
                                f"{signer.name!r}: it was damaged or altered.")
-    if not signature_valid(sign1, header.origin_key):
+    if not signature_valid(sign1, signer.signing_public):
         raise SignatureInvalid(f"The bundle's signature is not a valid signature by "
                                f"{signer.name!r}.")
     if hashlib.sha256(header_bytes).digest()[:TAG_SIZE] != volumes[0].head.tag:
         raise Malformed("The volume head does not belong to this bundle's header.")
+    if not isinstance(decoded, ClearHeader):
+        # After the signature, so that an altered name reads as the alteration it is.
+        _same_name(decoded.origin_name, signer)
     return VerifiedBundle(
-        header=header, signer=signer, paths=tuple(v.path for v in volumes),
+        header=None if isinstance(decoded, ClearHeader) else decoded, signer=signer,
+        paths=tuple(v.path for v in volumes),
         size=sum(VOLUME_HEAD_SIZE + v.head.length for v in volumes),
-        body_size=body_end - body_start, _stream=stream, _body_start=body_start,
-        _body_end=body_end, _digest=digest, _prefix_hash=prefix_hash)
+        body_size=body_end - body_start, _stream=copy, _body_start=body_start,
+        _body_end=body_end, _digest=digest, _prefix_hash=prefix_hash,
+        clear=decoded if isinstance(decoded, ClearHeader) else None, _inner=inner)
 
 
 # --- opening --------------------------------------------------------------------------
@@ -216,9 +441,12 @@ class OpenBundle:
     """
 
     def __init__(self, verified: VerifiedBundle, payload_key: bytes | None,
-                 limits: Limits) -> None:
+                 limits: Limits, header: BundleHeader | None = None) -> None:
         self.verified = verified
         self._payload_key = payload_key
+        found = header if header is not None else verified.header
+        assert found is not None
+        self._header = found
         self._limits = limits
         self._active: list[Iterator[Record]] = []
         # Decompressed bytes of the record stream read so far by records().
@@ -228,14 +456,37 @@ class OpenBundle:
     def from_verified(cls, verified: VerifiedBundle, *, identity: SiteIdentity | None,
                       limits: Limits = DEFAULT_LIMITS) -> OpenBundle:
         """Open an already verified bundle (NotARecipient if this site cannot read it)."""
-        payload_key = None
-        if verified.header.encryption is not None:
-            payload_key = unwrap_payload_key(verified.header.encryption, identity)
+        try:
+            if verified.clear is not None:
+                return cls._open_v2(verified, verified.clear, identity=identity, limits=limits)
+            assert verified.header is not None
+            payload_key = None
+            if verified.header.encryption is not None:
+                payload_key = unwrap_payload_key(verified.header.encryption, identity)
+        except BaseException:
+            verified.close()
+            raise
         return cls(verified, payload_key, limits)
+
+    @classmethod
+    def _open_v2(cls, verified: VerifiedBundle, clear: ClearHeader, *,
+                 identity: SiteIdentity | None, limits: Limits) -> OpenBundle:
+        """Unseal the file key (MAC checked first) and the inner header (bundle-v2 §8)."""
+        payload_key = None
+        inner = verified._inner
+        if clear.encrypted:
+            keys = open_file_key(clear, identity, header_hash(clear))
+            payload_key = keys.payload
+            inner = open_inner(keys.inner, inner)
+        header = decode_inner(inner, clear, origin_key=verified.signer.signing_public,
+                              limits=limits)
+        _same_name(header.origin_name, verified.signer)
+        return cls(verified, payload_key, limits, header)
 
     @property
     def header(self) -> BundleHeader:
-        return self.verified.header
+        """The verified header (for version 2: the clear and inner headers together)."""
+        return self._header
 
     @property
     def signer(self) -> PeerCard:
@@ -262,6 +513,7 @@ class OpenBundle:
             if close is not None:
                 close()
         self._active.clear()
+        self.verified.close()
 
     def records(self) -> Iterator[Record]:
         iterator = self._records()
@@ -280,17 +532,25 @@ class OpenBundle:
                 yield block
 
         plain: Iterator[bytes] = hashed()
-        enc = v.header.encryption
-        if enc is not None:
+        chunk = None
+        if v.clear is not None:
+            chunk = v.clear.chunk_size
+        elif self.header.encryption is not None:
+            chunk = self.header.encryption.chunk_size
+        if chunk is not None:
             assert self._payload_key is not None
             sealed = ByteSource(plain, short=lambda: Truncated("The encrypted body is cut."))
-            sizes = chunk_sizes(v._body_end - v._body_start, enc.chunk_size)
+            sizes = chunk_sizes(v._body_end - v._body_start, chunk)
             plain = decrypt_stream((sealed.read(n) for n in sizes), self._payload_key)
         source = ByteSource(plain, short=lambda: Malformed("The body ends inside a frame."))
-        yield from iter_frames(source, frame_size=v.header.frame_size, limits=self._limits)
-        if not source.at_end():
+        yield from iter_frames(source, frame_size=self.header.frame_size, limits=self._limits)
+        if v.clear is not None:
+            if not source.rest_is_zero():  # bundle-v2 §6: only zero padding may follow
+                raise Malformed("The body has data other than padding after its end frame.")
+        elif not source.at_end():
             raise Malformed("The body has data after its end frame.")
         if hasher.digest() != v._digest:
+            # The private copy cannot change under us; this guards the local disk.
             raise SignatureInvalid("The bundle changed while it was being read; its records "
                                    "must not be used.")
 
@@ -338,14 +598,16 @@ class OpenBundle:
 
 
 def open_bundle(path: Path, *, identity: SiteIdentity | None, trust: TrustLookup,
-                limits: Limits = DEFAULT_LIMITS) -> OpenBundle:
-    """Verify the bundle at ``path`` and open it for reading its records.
+                limits: Limits = DEFAULT_LIMITS, scratch: Path | None = None) -> OpenBundle:
+    """Copy the bundle at ``path`` privately, verify it and open it for its records.
 
-    The signature (signer in ``trust``, or this site itself) and the whole file
+    The signature (signer in ``trust``, or this site itself) and the whole copy
     are checked before this returns; an encrypted bundle must name this site as
-    a recipient (NotARecipient otherwise).
+    a recipient (NotARecipient otherwise). ``header`` of the result is the
+    verified header: act on it, never on :func:`read_header`'s.
     """
-    verified = verify_bundle(path, trust=trust, identity=identity, limits=limits)
+    verified = verify_bundle(path, trust=trust, identity=identity, limits=limits,
+                             scratch=scratch)
     return OpenBundle.from_verified(verified, identity=identity, limits=limits)
 
 

@@ -26,15 +26,24 @@ from pathlib import Path
 from bundlesync.core.model import Record, VersionVector
 from bundlesync.errors import UsageError
 from bundlesync.format.cose import sign_digest
-from bundlesync.format.crypto import StreamEncryptor, new_encryption
+from bundlesync.format.crypto import (
+    StreamEncryptor,
+    new_encryption,
+    new_encryption_v2,
+    seal_inner,
+)
 from bundlesync.format.errors import CountMismatch, DropUnreadable
 from bundlesync.format.frames import FrameEncoder
 from bundlesync.format.header import (
     BUNDLE_KINDS,
+    FORMAT_V2,
     BundleHeader,
     BundleId,
+    ClearHeader,
     EncryptionParams,
+    encode_clear,
     encode_header,
+    encode_inner,
 )
 from bundlesync.format.limits import (
     DEFAULT_CHUNK_SIZE,
@@ -43,7 +52,6 @@ from bundlesync.format.limits import (
     DEFAULT_ZSTD_LEVEL,
     END_MAGIC,
     FORMAT_VERSION,
-    HEADER_LENGTH_SIZE,
     MAGIC,
     MAX_CHUNK_SIZE,
     MIN_CHUNK_SIZE,
@@ -66,6 +74,7 @@ from bundlesync.keys import PeerCard, SiteIdentity
 RandomBytes = Callable[[int], bytes]
 _U32 = struct.Struct(">I")
 _SIGNED_PREFIX = MAGIC + struct.pack(">H", FORMAT_VERSION)
+_SIGNED_PREFIX_V2 = MAGIC + struct.pack(">H", FORMAT_V2)
 _COPY_BLOCK = 1 << 20
 
 
@@ -105,17 +114,21 @@ class _BodyPipeline:
     """records -> encoded pieces -> frames -> (sealed chunks) -> ``sink``."""
 
     def __init__(self, sink: Callable[[bytes], None], *, frame_size: int, level: int,
-                 payload_key: bytes | None, chunk_size: int) -> None:
+                 payload_key: bytes | None, chunk_size: int, pad_to: int | None = None
+                 ) -> None:
         self._sink = sink
         self._frames = FrameEncoder(frame_size=frame_size, level=level)
         self._encryptor = (None if payload_key is None
                            else StreamEncryptor(payload_key, chunk_size))
+        self._pad_to = pad_to
+        self._plain = 0
 
     @property
     def content_bytes(self) -> int:
         return self._frames.content_bytes
 
     def _emit(self, piece: bytes) -> None:
+        self._plain += len(piece)
         if self._encryptor is None:
             self._sink(piece)
         else:
@@ -129,12 +142,20 @@ class _BodyPipeline:
     def finish(self) -> None:
         for piece in self._frames.finish():
             self._emit(piece)
+        if self._pad_to is not None and self._plain % self._pad_to:
+            # bundle-v2 §6: zero bytes after the end frame hide the exact size.
+            self._emit(bytes(self._pad_to - self._plain % self._pad_to))
         if self._encryptor is not None:
             self._sink(self._encryptor.finish())
 
 
 def _check_arguments(*, identity: SiteIdentity, bundle_id: BundleId, kind: str,
-                     frame_size: int, chunk_size: int, limits: Limits) -> None:
+                     frame_size: int, chunk_size: int, limits: Limits, format_version: int,
+                     pad_to: int | None) -> None:
+    if format_version not in (1, FORMAT_V2):
+        raise ValueError(f"unknown bundle format version {format_version}")
+    if pad_to is not None and (format_version != FORMAT_V2 or pad_to < 1):
+        raise ValueError("padding needs format version 2 and a positive size")
     if bundle_id.site != identity.site_id:
         raise ValueError(f"bundle id site {bundle_id.site} is not this site "
                          f"({identity.site_id})")
@@ -144,6 +165,34 @@ def _check_arguments(*, identity: SiteIdentity, bundle_id: BundleId, kind: str,
         raise ValueError(f"frame size {frame_size} outside 1..{limits.max_frame_content}")
     if not MIN_CHUNK_SIZE <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"chunk size {chunk_size} outside {MIN_CHUNK_SIZE}..{MAX_CHUNK_SIZE}")
+
+
+@dataclass(frozen=True, slots=True)
+class _Sealing:
+    """How a bundle is encrypted: v1 parameters, or a v2 clear header and keys."""
+
+    encryption: EncryptionParams | None = None
+    payload_key: bytes | None = None
+    inner_key: bytes | None = None
+    clear: ClearHeader | None = None
+
+
+def _sealing(format_version: int, *, encrypt: bool, bundle_id: BundleId, kind: str,
+             recipients: list[PeerCard], chunk_size: int,
+             random_bytes: RandomBytes) -> _Sealing:
+    if format_version == FORMAT_V2:
+        clear = ClearHeader(bundle_id=bundle_id, kind=kind,
+                            recipients=tuple(sorted(c.site_id for c in recipients)),
+                            chunk_size=chunk_size if encrypt else None)
+        if not encrypt:
+            return _Sealing(clear=clear)
+        clear, keys = new_encryption_v2(clear, recipients, random_bytes=random_bytes)
+        return _Sealing(payload_key=keys.payload, inner_key=keys.inner, clear=clear)
+    if not encrypt:
+        return _Sealing()
+    encryption, payload_key = new_encryption(recipients, chunk_size=chunk_size,
+                                             random_bytes=random_bytes)
+    return _Sealing(encryption=encryption, payload_key=payload_key)
 
 
 def write_bundle(
@@ -166,6 +215,8 @@ def write_bundle(
     level: int = DEFAULT_ZSTD_LEVEL,
     random_bytes: RandomBytes = secrets.token_bytes,
     limits: Limits = DEFAULT_LIMITS,
+    format_version: int = 1,
+    pad_to: int | None = None,
 ) -> WrittenBundle:
     """Write ``records`` as a signed bundle into ``directory`` (bundle-v1 §10).
 
@@ -176,18 +227,21 @@ def write_bundle(
     bytes; when None, the size limit of a FAT drop is applied automatically.
     ``progress`` receives a growing count of bytes written so far (spool included).
     ``frame_size``, ``chunk_size``, ``level`` and ``random_bytes`` are for tests,
-    tuning and reproducible vectors.
+    tuning and reproducible vectors. ``format_version`` 2 writes bundle-v2 (clear
+    header for routing, sealed inner header); ``pad_to`` (version 2 only) pads the
+    body with zero bytes to a multiple of that many bytes.
     """
     _check_arguments(identity=identity, bundle_id=bundle_id, kind=kind,
-                     frame_size=frame_size, chunk_size=chunk_size, limits=limits)
+                     frame_size=frame_size, chunk_size=chunk_size, limits=limits,
+                     format_version=format_version, pad_to=pad_to)
     max_volume_size = _volume_size(directory, max_volume_size)
     unique = _unique_recipients(recipients, encrypt=encrypt)
     recipient_ids = tuple(sorted(unique))
-    encryption: EncryptionParams | None = None
-    payload_key: bytes | None = None
-    if encrypt:
-        encryption, payload_key = new_encryption(list(unique.values()), chunk_size=chunk_size,
-                                                 random_bytes=random_bytes)
+    sealing = _sealing(format_version, encrypt=encrypt, bundle_id=bundle_id, kind=kind,
+                       recipients=list(unique.values()), chunk_size=chunk_size,
+                       random_bytes=random_bytes)
+    encryption, payload_key = sealing.encryption, sealing.payload_key
+    inner_key, clear = sealing.inner_key, sealing.clear
     stem = bundle_stem(origin_name=identity.name, origin_site=identity.site_id,
                        incarnation=bundle_id.incarnation, seq=bundle_id.seq, kind=kind,
                        recipients=recipient_ids)
@@ -200,13 +254,26 @@ def write_bundle(
             assumes=assumes,
             counts={k: final_counts.get(k, 0) for k in RECORD_KINDS
                     if k not in OPTIONAL_KINDS or final_counts.get(k, 0)},
-            frame_size=frame_size, encryption=encryption)
+            frame_size=frame_size, encryption=encryption,
+            format_version=format_version, sealed=format_version == FORMAT_V2 and encrypt)
+
+    def encode_prefix(header: BundleHeader) -> tuple[bytes, bytes]:
+        """(the bytes the bundle tag is made from, the stream before the body)."""
+        if clear is None:
+            header_bytes = encode_header(header)
+            return header_bytes, _U32.pack(len(header_bytes)) + header_bytes
+        clear_bytes = encode_clear(clear)
+        inner = encode_inner(header)
+        if inner_key is not None:
+            inner = seal_inner(inner_key, inner)
+        return clear_bytes, (_U32.pack(len(clear_bytes)) + clear_bytes
+                             + _U32.pack(len(inner)) + inner)
 
     counter = _Counter(counts)
     report = _Progress(progress)
 
-    def start_volumes(header_bytes: bytes) -> VolumeWriter:
-        needed = VOLUME_HEAD_SIZE + HEADER_LENGTH_SIZE + len(header_bytes)
+    def start_volumes(header_bytes: bytes, prefix: bytes) -> VolumeWriter:
+        needed = VOLUME_HEAD_SIZE + len(prefix)
         if max_volume_size is not None and max_volume_size < needed:
             raise UsageError(f"A volume size of {max_volume_size} bytes cannot hold this "
                              f"bundle's header ({needed} bytes with the volume head).")
@@ -227,34 +294,34 @@ def write_bundle(
     volumes: VolumeWriter | None = None
     spool_path: Path | None = None
     try:
-        hasher = hashlib.sha256(_SIGNED_PREFIX)
+        hasher = hashlib.sha256(_SIGNED_PREFIX if clear is None else _SIGNED_PREFIX_V2)
         if counts is not None:
             header = make_header(counts)
-            header_bytes = encode_header(header)
-            volumes = start_volumes(header_bytes)
+            header_bytes, prefix = encode_prefix(header)
+            volumes = start_volumes(header_bytes, prefix)
 
             def signed(data: bytes) -> None:
                 assert volumes is not None
                 hasher.update(data)
                 volumes.write(data)
 
-            signed(_U32.pack(len(header_bytes)) + header_bytes)
+            signed(prefix)
             pipeline = _BodyPipeline(signed, frame_size=frame_size, level=level,
-                                     payload_key=payload_key, chunk_size=chunk_size)
+                                     payload_key=payload_key, chunk_size=chunk_size,
+                                     pad_to=pad_to)
             feed(pipeline)
         else:
             spool_path = directory / f".{stem}.spool.{secrets.token_hex(4)}{TEMP_SUFFIX}"
             pipeline = _spool(spool_path, feed, frame_size=frame_size, level=level,
                               payload_key=payload_key, chunk_size=chunk_size,
-                              progress=report.spool)
+                              progress=report.spool, pad_to=pad_to)
             header = make_header(counter.counts)
-            header_bytes = encode_header(header)
-            volumes = start_volumes(header_bytes)
-            prefix = _U32.pack(len(header_bytes)) + header_bytes
+            header_bytes, prefix = encode_prefix(header)
+            volumes = start_volumes(header_bytes, prefix)
             hasher.update(prefix)
             volumes.write(prefix)
             _copy_spool(spool_path, volumes, hasher)
-        trailer = sign_digest(identity, hasher.digest())
+        trailer = sign_digest(identity, hasher.digest(), version=format_version)
         volumes.write(trailer + _U32.pack(len(trailer)) + END_MAGIC)
         paths = volumes.finish()
         size = volumes.bytes_on_disk
@@ -309,7 +376,7 @@ class _Progress:
 
 def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int, level: int,
            payload_key: bytes | None, chunk_size: int,
-           progress: Callable[[int], None]) -> _BodyPipeline:
+           progress: Callable[[int], None], pad_to: int | None) -> _BodyPipeline:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -327,7 +394,7 @@ def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int
 
     try:
         pipeline = _BodyPipeline(sink, frame_size=frame_size, level=level,
-                                 payload_key=payload_key, chunk_size=chunk_size)
+                                 payload_key=payload_key, chunk_size=chunk_size, pad_to=pad_to)
         feed(pipeline)
     finally:
         os.close(fd)

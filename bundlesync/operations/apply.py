@@ -428,6 +428,8 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
     present = set(site.store.users())
     new_users = 0
     for user in site.index.pending_users():
+        if not site.config.users.matches(user):
+            continue  # outside this run's masks: held back, still pending
         if user not in present and not dry_run:
             new_users += 1
             if new_users > site.config.limits.max_new_users:

@@ -9,6 +9,8 @@ A small, hand-editable TOML file::
     [filters]
     include = []                  # mailbox patterns; empty = everything
     exclude = ["Trash", "Junk*"]  # fnmatch patterns on "Parent/Child" names
+    iinclude = []                 # the same, ignoring case ("trash" matches "Trash")
+    iexclude = []
 
     [warnings]
     silent_peer_days = 14         # status warns when a peer was not heard from for longer
@@ -32,6 +34,7 @@ from pathlib import Path
 from bundlesync.errors import ConfigError
 from bundlesync.format.limits import SiteLimits
 from bundlesync.fsio import atomic_write
+from bundlesync.operations.users import UserMatcher
 from bundlesync.stores.base import FolderPath
 
 CONFIG_NAME = "bundlesync.toml"
@@ -39,22 +42,35 @@ CONFIG_NAME = "bundlesync.toml"
 
 @dataclass(frozen=True, slots=True)
 class MailboxFilter:
-    """Which mailboxes take part, by fnmatch patterns on their names ("A/B")."""
+    """Which mailboxes take part, by fnmatch patterns on their names ("A/B").
+
+    ``iinclude``/``iexclude`` are the same patterns compared without regard to case.
+    No pattern at all means every mailbox.
+    """
 
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    iinclude: tuple[str, ...] = ()
+    iexclude: tuple[str, ...] = ()
 
     def wants(self, path: FolderPath) -> bool:
         name = "/".join(path)
-        if self.include and not any(fnmatch.fnmatchcase(name, p) for p in self.include):
-            return False
-        return not any(
-            fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(name, p + "/*")
-            for p in self.exclude
-        )
+        folded = name.casefold()
 
-    def merged(self, *, include: Sequence[str], exclude: Sequence[str]) -> MailboxFilter:
-        return MailboxFilter(self.include + tuple(include), self.exclude + tuple(exclude))
+        def hit(text: str, pattern: str) -> bool:
+            return fnmatch.fnmatchcase(text, pattern) or fnmatch.fnmatchcase(text, pattern + "/*")
+
+        if (self.include or self.iinclude) and not (
+                any(fnmatch.fnmatchcase(name, p) for p in self.include)
+                or any(fnmatch.fnmatchcase(folded, p.casefold()) for p in self.iinclude)):
+            return False
+        return not (any(hit(name, p) for p in self.exclude)
+                    or any(hit(folded, p.casefold()) for p in self.iexclude))
+
+    def merged(self, *, include: Sequence[str], exclude: Sequence[str],
+               iinclude: Sequence[str] = (), iexclude: Sequence[str] = ()) -> MailboxFilter:
+        return MailboxFilter(self.include + tuple(include), self.exclude + tuple(exclude),
+                             self.iinclude + tuple(iinclude), self.iexclude + tuple(iexclude))
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +80,13 @@ class SiteConfig:
     filters: MailboxFilter = field(default_factory=MailboxFilter)
     silent_peer_days: int = 14
     limits: SiteLimits = field(default_factory=SiteLimits)
+    # Chosen per run (-u, --users-file), never stored: the default is every user.
+    users: UserMatcher = field(default_factory=UserMatcher)
 
-    def with_filters(self, *, include: Sequence[str], exclude: Sequence[str]) -> SiteConfig:
-        return replace(self, filters=self.filters.merged(include=include, exclude=exclude))
+    def with_filters(self, *, include: Sequence[str], exclude: Sequence[str],
+                     iinclude: Sequence[str] = (), iexclude: Sequence[str] = ()) -> SiteConfig:
+        return replace(self, filters=self.filters.merged(
+            include=include, exclude=exclude, iinclude=iinclude, iexclude=iexclude))
 
 
 def _toml_string(value: str) -> str:
@@ -87,7 +107,10 @@ def write_config(path: Path, config: SiteConfig) -> None:
         "[filters]\n"
         "# fnmatch patterns on mailbox names such as \"Archive/2024\"\n"
         f"include = {_toml_list(config.filters.include)}\n"
-        f"exclude = {_toml_list(config.filters.exclude)}\n\n"
+        f"exclude = {_toml_list(config.filters.exclude)}\n"
+        "# the same, ignoring case\n"
+        f"iinclude = {_toml_list(config.filters.iinclude)}\n"
+        f"iexclude = {_toml_list(config.filters.iexclude)}\n\n"
         "[warnings]\n"
         f"silent_peer_days = {config.silent_peer_days}\n\n"
         "[limits]\n"
@@ -126,6 +149,8 @@ def read_config(path: Path) -> SiteConfig:
             filters=MailboxFilter(
                 tuple(str(p) for p in filters.get("include", [])),
                 tuple(str(p) for p in filters.get("exclude", [])),
+                tuple(str(p) for p in filters.get("iinclude", [])),
+                tuple(str(p) for p in filters.get("iexclude", [])),
             ),
             silent_peer_days=int(warnings.get("silent_peer_days", 14)),
             limits=_limits(data.get("limits", {})),

@@ -23,7 +23,7 @@ from typing import Any
 
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import BundleId, BundleNotFound, find_bundles, read_header, write_bundle
+from bundlesync.format import BundleId, BundleNotFound, find_bundles, list_bundle, write_bundle
 from bundlesync.format.volumes import named_volumes, remove_leftover_temps
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
@@ -167,8 +167,13 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                 max_volume_size: int | None = None, now_ms: int,
                 progress: Callable[[int], None] | None = None,
                 scan_progress: Callable[[str], None] | None = None,
-                counter: Counter | None = None) -> ExportResult:
-    """Write one bundle per peer into ``drop`` (see the module docstring)."""
+                counter: Counter | None = None, bodies: bool = True) -> ExportResult:
+    """Write one bundle per peer into ``drop`` (see the module docstring).
+
+    ``bodies=False`` writes the changes without message bodies, except those the
+    peer asked for: for a site set up on a copy of the peer's store, whose first
+    exchange then carries no body both hold; the peer asks for any it lacks.
+    """
     if not drop.is_dir():
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or create the directory first.")
@@ -198,6 +203,9 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         seq = site.reserve_bundle_seq(card.site_id)
         content = _BundleContent(site, peer.ack, peer=card.site_id, counter=counter)
         counts: dict[str, int] | None = content.plan()
+        if not bodies and counts is not None:
+            content.send = [b for b in content.send if b in content.asked]
+            counts["body"] = len(content.send)
         while True:
             try:
                 written = write_bundle(
@@ -205,7 +213,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                     bundle_id=BundleId(stream.site, stream.incarnation, seq), kind=KIND_SYNC,
                     recipients=[card], ack=vector, assumes=peer.ack, records=content.records(),
                     created_ms=now_ms, encrypt=encrypt, max_volume_size=max_volume_size,
-                    progress=progress, counts=counts,
+                    progress=progress, counts=counts, format_version=2,
                 )
                 break
             except BodyVanished:
@@ -237,7 +245,7 @@ def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
     ours = []
     for path in find_bundles(drop):
         try:
-            header = read_header(path)
+            header = list_bundle(path)
         except (BundleRejected, BundleNotFound):
             continue  # a foreign, damaged or vanished file is not ours to tidy away
         if header.origin_site != site.site_id or len(header.recipients) != 1:
@@ -250,8 +258,9 @@ def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
             continue
         peer_id = header.recipients[0]
         row = site.index.peer(peer_id)
-        acked = row is not None and all(
-            row.ack.get_count(stream) >= count for stream, count in header.ack.entries)
+        # A version 2 bundle's acknowledgement is sealed: only "superseded" applies.
+        acked = row is not None and header.header is not None and all(
+            row.ack.get_count(stream) >= count for stream, count in header.header.ack.entries)
         superseded = header.bundle_id.seq < newest[peer_id]
         if acked or superseded:
             for volume in named_volumes(path):

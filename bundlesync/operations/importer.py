@@ -7,9 +7,12 @@ next one with the result of one clean run:
    the last run are in the merge (and are never overwritten unseen);
 2. list the drop; read each bundle's header (unverified, bounded) only to route
    it: bundles for other sites are left alone, bundles already applied are
-   reported and skipped; the rest go in (origin, incarnation, sequence) order;
-3. for each bundle: verify it whole (signature by a trusted peer, every frame)
-   before a record is decoded, then in ONE transaction: check its
+   reported and skipped; the rest go in (origin, incarnation, sequence) order.
+   The unverified header may only make a bundle be left alone: nothing it says
+   is recorded or acted on (a drop may read differently the next time);
+3. for each bundle: copy it privately and verify the copy whole (signature by a
+   trusted peer) before a record is decoded, route it again by the VERIFIED
+   header -- the only one acted on -- then in ONE transaction: check its
    acknowledgement for a restore of this site, sort its changes with the core
    (``sort_incoming``: new ones are logged and folded, duplicates skipped, a
    known dot with other content is a fork whose both sides are kept and
@@ -17,7 +20,8 @@ next one with the result of one clean run:
    moves this site to a new incarnation), spool its bodies (synced to disk
    before the commit), raise the peer's acknowledgement (never above what this
    site issued), and remember the bundle as received. A bundle that fails
-   anywhere leaves nothing behind;
+   anywhere leaves nothing behind (its clock observations are applied only once
+   all its records were read and checked);
 4. apply the pending keys to the store (``operations.apply``).
 
 ``dry_run`` does all of it inside one transaction that is rolled back, touches
@@ -32,11 +36,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bundlesync.core.model import Body, Change, Dot, Stream, VersionVector, Want
+from bundlesync.core.hlc import MAX_AHEAD_MS
+from bundlesync.core.model import Body, Change, Dot, Stream, Timestamp, VersionVector, Want
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.vv import DotSet, detect_restore, next_incarnation, sort_incoming
 from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, open_bundle, read_header
+from bundlesync.format import (
+    BundleHeader,
+    BundleListing,
+    BundleNotFound,
+    OpenBundle,
+    find_bundles,
+    list_bundle,
+    open_bundle,
+)
 from bundlesync.format.limits import MAX_INCARNATION_JUMP
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
@@ -102,26 +115,28 @@ class ImportResult:
         }
 
 
-def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, BundleHeader]]:
-    mine: list[tuple[Path, BundleHeader]] = []
+def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, BundleListing]]:
+    mine: list[tuple[Path, BundleListing]] = []
     for path in find_bundles(drop):
         try:
-            header = read_header(path)
+            header = list_bundle(path)
         except BundleNotFound:
             continue  # removed from the drop since it was listed: nothing to import
         except BundleRejected as exc:
             result.bundles.append(BundleOutcome(str(path), "?", 0, "rejected", error=exc.message))
             continue
         bid = header.bundle_id
-        outcome = BundleOutcome(str(path), header.origin_name, bid.seq, "")
+        outcome = BundleOutcome(str(path), _origin_label(site, header), bid.seq, "")
         if header.origin_site == site.site_id:
             continue  # our own bundle for a peer: not ours to import
         if site.site_id not in header.recipients:
             outcome.status = "not for this site"
             result.bundles.append(outcome)
             continue
-        if site.index.received_created_ms(bid.site, bid.incarnation, bid.seq) == (
-                header.created_ms):
+        # A version 2 listing has no creation time: such a bundle is verified, and
+        # left alone then if its verified creation time is the one received.
+        if header.header is not None and site.index.received_created_ms(
+                bid.site, bid.incarnation, bid.seq) == header.header.created_ms:
             # The same id with another creation time is another bundle: its origin
             # was restored and reused the number. It is read; its dots tell the rest.
             outcome.status = "already applied"
@@ -131,6 +146,29 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
     mine.sort(key=lambda item: (item[1].bundle_id.site, item[1].bundle_id.incarnation,
                                 item[1].bundle_id.seq))
     return mine
+
+
+def _origin_label(site: Site, listing: BundleListing) -> str:
+    """Who a listed bundle claims to come from, for the report only (unverified)."""
+    if listing.header is not None:
+        return listing.header.origin_name
+    card = site.trust.by_site_id(listing.origin_site)
+    return card.name if card is not None else listing.origin_site[:8]
+
+
+def _still_ours(site: Site, header: BundleHeader, outcome: BundleOutcome) -> bool:
+    """Route again by the verified header (the listing read an unverified one)."""
+    bid = header.bundle_id
+    if header.origin_site == site.site_id:
+        outcome.status = "own"
+    elif site.site_id not in header.recipients:
+        outcome.status = "not for this site"
+    elif site.index.received_created_ms(bid.site, bid.incarnation, bid.seq) == (
+            header.created_ms):
+        outcome.status = "already applied"
+    else:
+        return True
+    return False
 
 
 def _held(index: StateIndex, dot: Dot) -> Change | None:
@@ -202,42 +240,66 @@ def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[St
         streams.add(site.stream)
 
 
-def _ingest(site: Site, path: Path, header: BundleHeader, *, now_ms: int, dry_run: bool,
-            outcome: BundleOutcome, result: ImportResult) -> None:
+def _ingest(site: Site, path: Path, *, now_ms: int, dry_run: bool, outcome: BundleOutcome,
+            result: ImportResult, remembered: tuple[Stream, int]) -> None:
+    """Verify and take in one bundle, acting only on its verified header."""
     index = site.index
     streams: set[Stream] = set()
     wants: list[str] = []
     spool = SpoolWriter(site.spool, index)
     try:
-        _read_records(site, path, now_ms=now_ms, dry_run=dry_run, outcome=outcome,
-                      streams=streams, wants=wants, spool=spool, result=result)
+        # A large bundle's private copy goes beside the state, not to a small /tmp.
+        with open_bundle(path, identity=site.identity, trust=site.trust,
+                         scratch=site.home) as bundle:
+            header = bundle.header
+            outcome.origin, outcome.seq = header.origin_name, header.bundle_id.seq
+            if not _still_ours(site, header, outcome):
+                spool.abandon()
+                return
+            # The acknowledgement first: if it shows we were restored, the records
+            # below already meet our new incarnation.
+            _handle_restore(site, header, result, remembered=remembered, now_ms=now_ms)
+            newest = _read_records(site, bundle, now_ms=now_ms, dry_run=dry_run,
+                                   outcome=outcome, streams=streams, wants=wants, spool=spool,
+                                   result=result)
         spool.finish()  # the bodies are on disk before the index says they are spooled
     except BaseException:
         spool.abandon()
         raise
+    # Observed only now: a bundle rejected anywhere above leaves the clock alone.
+    # Clamped (bundle-v2 §2.5): a peer with a wrong clock or a stolen key cannot
+    # drag this site's clock beyond the allowed skew; its change keeps its stamp.
+    if newest is not None:
+        limit = now_ms + MAX_AHEAD_MS
+        site.clock.observe(newest if newest.wall_ms <= limit
+                           else Timestamp(limit, 0, newest.site), now_ms)
     index.advance_streams(sorted(streams))
     _remember(site, header, outcome=outcome, wants=wants, now_ms=now_ms)
 
 
-def _read_records(site: Site, path: Path, *, now_ms: int, dry_run: bool,
+def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
                   outcome: BundleOutcome, streams: set[Stream], wants: list[str],
-                  spool: SpoolWriter, result: ImportResult) -> None:
-    with open_bundle(path, identity=site.identity, trust=site.trust) as bundle:
-        for record in bundle.records():
-            if isinstance(record, Want):
-                wants.append(record.sha256)
-                continue
-            if isinstance(record, Body):
-                outcome.bodies += 1
-                # Spooled even when a file here holds the same bytes: that file may
-                # be expunged by this very import before the body is delivered.
-                if not dry_run:
-                    spool.add(record)
-                continue
-            assert isinstance(record, Change)
-            outcome.changes += 1
-            site.clock.observe(record.ts, now_ms)
-            _take(site, record, outcome=outcome, streams=streams, now_ms=now_ms, result=result)
+                  spool: SpoolWriter, result: ImportResult) -> Timestamp | None:
+    """Take the records in; the newest timestamp seen, for the clock once all is checked."""
+    newest: Timestamp | None = None
+    for record in bundle.records():
+        if isinstance(record, Want):
+            wants.append(record.sha256)
+            continue
+        if isinstance(record, Body):
+            outcome.bodies += 1
+            # Spooled even when a file here holds the same bytes: that file may
+            # be expunged by this very import before the body is delivered.
+            if not dry_run:
+                spool.add(record)
+            continue
+        assert isinstance(record, Change)
+        outcome.changes += 1
+        if newest is None or (record.ts.wall_ms, record.ts.counter) > (
+                newest.wall_ms, newest.counter):
+            newest = record.ts
+        _take(site, record, outcome=outcome, streams=streams, now_ms=now_ms, result=result)
+    return newest
 
 
 def _honest_ack(site: Site, ack: VersionVector) -> VersionVector:
@@ -263,11 +325,16 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     if peer is None:
         index.put_peer(header.origin_site, header.origin_name)
     del old_ack
-    # The peer's newest word replaces the old one, never merges with it: a peer
-    # restored from an old copy acknowledges less, and must be sent that again.
-    index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
-    index.set_peer_wants(header.origin_site, wants)
     bid = header.bundle_id
+    # The high-water mark of the origin's bundles (bundle-v2 §2.4): an older bundle
+    # (a replay, or one that arrived late) may merge its changes, but its word on
+    # what the peer holds and wants is superseded and never replaces the newer one.
+    newest = max(((r.incarnation, r.seq) for r in index.received_from(bid.site)), default=None)
+    if newest is None or (bid.incarnation, bid.seq) >= newest:
+        # The peer's newest word replaces the old one, never merges with it: a peer
+        # restored from an old copy acknowledges less, and must be sent that again.
+        index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
+        index.set_peer_wants(header.origin_site, wants)
     failpoints.reached("ingest")
     index.forget_received(bid.site, bid.incarnation, bid.seq)  # an id reused after a restore
     index.record_received(bid.site, bid.incarnation, bid.seq, received_ms=now_ms,
@@ -316,17 +383,15 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
         if result_stream is not None:
             result.new_incarnation = result_stream.incarnation
         for path, header in _route(site, drop, result):
-            outcome = BundleOutcome(str(path), header.origin_name, header.bundle_id.seq,
-                                    "applied")
+            outcome = BundleOutcome(str(path), _origin_label(site, header),
+                                    header.bundle_id.seq, "applied")
             if progress is not None:
-                progress(f"reading {path.name[:24]}", 0, sum(header.counts.values()))
+                total = None if header.header is None else header.header.record_count
+                progress(f"reading {path.name[:24]}", 0, total)
             try:
                 with index.transaction():
-                    # The acknowledgement first: if it shows we were restored, the
-                    # records below already meet our new incarnation.
-                    _handle_restore(site, header, result, remembered=remembered, now_ms=now_ms)
-                    _ingest(site, path, header, now_ms=now_ms, dry_run=dry_run, outcome=outcome,
-                            result=result)
+                    _ingest(site, path, now_ms=now_ms, dry_run=dry_run, outcome=outcome,
+                            result=result, remembered=remembered)
             except BundleRejected as exc:
                 outcome.status = "rejected"
                 outcome.error = exc.message

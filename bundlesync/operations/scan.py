@@ -235,8 +235,9 @@ def scan_store(site: Site, *, now_ms: int, inventory: bool = False,
                progress: Callable[[str], None] | None = None) -> ScanStats:
     """Record every change in the store since the last scan (one transaction)."""
     stats = ScanStats()
-    known_users = set(site.index.folder_users())
-    users = site.store.users()
+    # Users outside this run's masks are neither scanned nor missed.
+    known_users = set(site.config.users.select(site.index.folder_users()))
+    users = site.config.users.select(site.store.users())
     with site.index.transaction():
         for user in users:
             if progress is not None:

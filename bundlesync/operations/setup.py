@@ -35,7 +35,8 @@ class InitResult:
 
 
 def init_site(home: Path | None, *, name: str, store_location: str,
-              include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), now_ms: int,
+              include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+              iinclude: tuple[str, ...] = (), iexclude: tuple[str, ...] = (), now_ms: int,
               store: Store | None = None,
               progress: Callable[[str], None] | None = None) -> InitResult:
     """Create keys, configuration and the index, then take the store's inventory.
@@ -49,12 +50,13 @@ def init_site(home: Path | None, *, name: str, store_location: str,
         check_store_location(store_location)
     paths.home.mkdir(parents=True, exist_ok=True)
     paths.home.chmod(0o700)
-    identity = generate_identity(name)
+    identity = generate_identity(name, created_ms=now_ms)
     save_identity(identity, paths.keys)
     paths.peers.mkdir(exist_ok=True)
     StateIndex(paths.home / STATE_NAME, create=True).close()
     config = SiteConfig(name=name, store=store_location,
-                        filters=MailboxFilter(tuple(include), tuple(exclude)))
+                        filters=MailboxFilter(tuple(include), tuple(exclude), tuple(iinclude),
+                                                tuple(iexclude)))
     write_config(paths.home / CONFIG_NAME, config)
     site = open_site(paths.home, store=store)
     try:
@@ -87,9 +89,8 @@ def own_card(home: Path | None) -> PeerCard:
 def add_peer(home: Path | None, card_path: Path, *, name: str | None) -> PeerCard:
     """Trust the site whose key card is at ``card_path`` (under ``name`` if given)."""
     card = PeerCard.read(card_path)
-    if name is not None and name != card.name:
-        card = PeerCard(name=name, signing_public=card.signing_public,
-                        exchange_public=card.exchange_public)
+    if name is not None:
+        card = card.renamed(name)
     own = load_identity(site_paths(home).keys)
     if card.site_id == own.site_id:
         raise UsageError("that card is this site's own key card",

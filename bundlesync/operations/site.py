@@ -30,8 +30,8 @@ from bundlesync.core.hlc import HybridClock
 from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp, VersionVector
 from bundlesync.core.vv import DotSet, detect_restore, reemit, reincarnate
 from bundlesync.errors import BundleRejected, ConfigError, LockHeld, StateError, StoreError
-from bundlesync.format import BundleNotFound, find_bundles, read_header
-from bundlesync.keys import SiteIdentity, TrustStore, load_identity, site_paths
+from bundlesync.format import BundleNotFound, find_bundles, list_bundle, verify_bundle
+from bundlesync.keys import SiteIdentity, TrustedCards, TrustStore, load_identity, site_paths
 from bundlesync.operations.config import CONFIG_NAME, SiteConfig, read_config
 from bundlesync.operations.ledger import fold_change
 from bundlesync.operations.spent import BLOCK, SpentMark, read_mark, write_mark
@@ -204,17 +204,25 @@ class Site:
         found: list[VersionVector] = []
         for path in find_bundles(drop):
             try:
-                header = read_header(path)
+                if list_bundle(path).origin_site != self.site_id:
+                    continue
+                # Evidence only under our own signature (bundle-v2 §2): an unsigned
+                # file claiming to be ours must not move us to a new incarnation.
+                with verify_bundle(path, trust=TrustedCards(), identity=self.identity,
+                                   scratch=self.home) as verified:
+                    header, clear = verified.header, verified.clear
             except (BundleRejected, BundleNotFound):
                 continue  # not ours to judge here; the import reports it
-            if header.origin_site != self.site_id:
-                continue
-            bid = header.bundle_id
+            bid = header.bundle_id if header is not None else verified.bundle_id
+            recipients = header.recipients if header is not None else (
+                clear.recipients if clear is not None else ())
+            # A version 2 bundle's acknowledgement is sealed to its recipient.
+            ack = header.ack if header is not None else VersionVector()
             later = bid.incarnation > ours.incarnation
-            reused = (bid.incarnation == ours.incarnation and len(header.recipients) == 1
-                      and bid.seq > seqs.get(header.recipients[0], 0))
-            if later or reused or detect_restore(ours, issued, header.ack):
-                found.append(header.ack)
+            reused = (bid.incarnation == ours.incarnation and len(recipients) == 1
+                      and bid.seq > seqs.get(recipients[0], 0))
+            if later or reused or detect_restore(ours, issued, ack):
+                found.append(ack)
                 found.append(VersionVector.of({Stream(bid.site, bid.incarnation): 1}))
         if not found:
             return None

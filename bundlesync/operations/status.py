@@ -21,13 +21,15 @@ class PeerStatus:
     acknowledged: dict[str, int]
     heard_ms: int | None
     warnings: list[str] = field(default_factory=list)
+    # Worth knowing, nothing to act on: not a warning (monitoring stays OK).
+    notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name, "site_id": self.site_id, "fingerprint": self.fingerprint,
             "pending_changes": self.pending_changes, "last_sent": self.last_sent,
             "last_received": self.last_received, "acknowledged": self.acknowledged,
-            "heard_ms": self.heard_ms, "warnings": self.warnings,
+            "heard_ms": self.heard_ms, "warnings": self.warnings, "notes": self.notes,
         }
 
 
@@ -91,8 +93,14 @@ def site_status(site: Site, *, now_ms: int) -> SiteStatus:
             if ack is not None else {},
             heard_ms=row.heard_ms if row is not None else None,
         )
-        if status.heard_ms is None:
-            status.warnings.append(f"{card.name}: nothing received from this peer yet")
+        quiet_since = status.last_sent["created_ms"] if status.last_sent else None
+        if status.heard_ms is None and (
+                quiet_since is None
+                or now_ms - quiet_since <= site.config.silent_peer_days * DAY_MS):
+            status.notes.append(f"{card.name}: nothing received from this peer yet")
+        elif status.heard_ms is None:
+            status.warnings.append(f"{card.name}: nothing received from this peer yet, "
+                                   f"though bundles were sent to it")
         elif now_ms - status.heard_ms > site.config.silent_peer_days * DAY_MS:
             days = (now_ms - status.heard_ms) // DAY_MS
             status.warnings.append(f"{card.name}: not heard from for {days} days")
@@ -103,9 +111,10 @@ def site_status(site: Site, *, now_ms: int) -> SiteStatus:
             missing = sorted(set(range(1, max(seqs) + 1)) - set(seqs))
             if missing:
                 shown = ", ".join(str(s) for s in missing[:10])
-                status.warnings.append(
+                # A later bundle carried their changes again: nothing to act on.
+                status.notes.append(
                     f"{card.name}: bundles {shown} of incarnation {incarnation} never arrived "
-                    "(their changes come again in later bundles; nothing is lost)")
+                    "(a later bundle carried their changes; nothing is lost)")
         peers.append(status)
     return SiteStatus(
         name=site.identity.name, site_id=site.site_id, fingerprint=site.identity.fingerprint,

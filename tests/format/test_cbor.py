@@ -48,6 +48,8 @@ def test_encode_matches_cbor2_canonical_and_decodes_back(value: object) -> None:
         (bytes.fromhex("0101"), "after the end"),
         (bytes.fromhex("1c"), "reserved"),
         (bytes.fromhex("a1800101"), "key"),  # array as a map key
+        (bytes.fromhex("a1f501"), "key"),  # {true: 1}: not the integer key 1
+        (bytes.fromhex("a1f401"), "key"),  # {false: 1}: not the integer key 0
     ],
 )
 def test_strict_decoder_refuses(data: bytes, message: str) -> None:

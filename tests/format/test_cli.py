@@ -65,14 +65,16 @@ def test_inspect_json_is_machine_readable(site_b: Path,
     code, out, _ = run(capsys, "--home", str(site_b), "inspect", "--json",
                        str(VECTORS / "valid/encrypted.bsb"))
     assert code == 0
-    data = json.loads(out)
+    envelope = json.loads(out)
+    assert envelope["schema_version"] == 1 and envelope["ok"] is True
+    data = envelope["result"]
     expected = json.loads((VECTORS / "valid/encrypted.json").read_text(encoding="utf-8"))
     assert data["signature"] == {"status": "valid", "error": None, "message": None,
                                  "signer": {"name": "site-a", "fingerprint": A.fingerprint}}
     assert data["counts"] == expected["header"]["counts"]
     assert data["body"]["records"] == expected["header"]["counts"]
     assert data["body"]["compression_ratio"] > 0
-    assert data["recipients"] == [{"site": B.site_id, "name": "site-b (this site)"}]
+    assert data["recipients"] == [{"site": B.site_id, "name": "site-b", "this_site": True}]
 
 
 def test_inspect_an_encrypted_bundle_for_another_site(tmp_path: Path,

@@ -55,10 +55,10 @@ def test_round_trip_through_the_cli(two_sites: dict[str, Path],
     alpha, bravo, drop = two_sites["alpha"], two_sites["bravo"], two_sites["drop"]
     code, out, _ = run(capsys, "--home", str(alpha), "export", str(drop), "--json")
     assert code == EXIT_OK
-    exported = json.loads(out)
+    exported = json.loads(out)["result"]
     assert exported["bundles"][0]["peer"] == "bravo"
     assert (drop / "alpha.bsc").exists()
-    code, out, _ = run(capsys, "--home", str(bravo), "import", str(drop), "--dry-run")
+    code, out, _ = run(capsys, "--home", str(bravo), "import", str(drop), "--dry-run", "-v")
     assert code == EXIT_OK and "would:" in out and "INBOX +" in out
     code, out, _ = run(capsys, "--home", str(bravo), "import", str(drop))
     assert code == EXIT_OK and "Applied bundle 1 from alpha" in out
@@ -69,7 +69,7 @@ def test_round_trip_through_the_cli(two_sites: dict[str, Path],
     code, out, _ = run(capsys, "--home", str(alpha), "import", str(drop), "--json")
     assert code == EXIT_OK
     code, out, _ = run(capsys, "--home", str(alpha), "status", "--json")
-    status = json.loads(out)
+    status = json.loads(out)["result"]
     assert status["peers"][0]["pending_changes"] == 0
     code, out, _ = run(capsys, "--home", str(alpha), "export", str(drop))
     assert "Nothing new for bravo" in out
@@ -128,7 +128,7 @@ def test_init_twice_is_refused(two_sites: dict[str, Path],
 def test_peer_list_and_remove(two_sites: dict[str, Path],
                               capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "--home", str(two_sites["alpha"]), "peer", "list", "--json")
-    assert [p["name"] for p in json.loads(out)] == ["bravo"]
+    assert [p["name"] for p in json.loads(out)["result"]["peers"]] == ["bravo"]
     code, out, _ = run(capsys, "--home", str(two_sites["alpha"]), "peer", "remove", "bravo",
                        "--yes")
     assert code == EXIT_OK and "removed" in out

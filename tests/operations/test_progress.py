@@ -22,9 +22,9 @@ def test_counted_work_shows_share_rate_and_eta() -> None:
 def test_bytes_written_are_shown_with_their_rate() -> None:
     out = io.StringIO()
     progress = Progress("export", stream=out, enabled=True)
-    progress.bytes(5_000_000)
+    progress.bytes(5 * 1024 * 1024)
     progress.finish()
-    assert "5.0 MB written at" in out.getvalue()
+    assert "5.0 MiB written at" in out.getvalue()
 
 
 def test_nothing_is_drawn_when_not_on_a_terminal() -> None:
@@ -37,5 +37,5 @@ def test_nothing_is_drawn_when_not_on_a_terminal() -> None:
 
 def test_human_bytes() -> None:
     assert human_bytes(999) == "999 B"
-    assert human_bytes(1_500) == "1.5 KB"
-    assert human_bytes(2_300_000_000) == "2.3 GB"
+    assert human_bytes(1_536) == "1.5 KiB"
+    assert human_bytes(2_300_000_000) == "2.1 GiB"

@@ -1,0 +1,210 @@
+"""What a drop holds, for a courier and an administrator: ``bundlesync list`` and README.txt.
+
+Only the bundles' headers are read (unverified, but bounded by the format
+layer), so listing a stick is quick and works on any machine. With a site, each
+bundle is also placed: whether this site applied it, and whether it may be
+erased -- the same rules the export's tidying of the drop uses:
+
+* a bundle this site wrote is safe to erase once its recipient acknowledged
+  everything it carries, or once a newer bundle of this site to that recipient
+  is in the drop (each bundle holds everything unacknowledged);
+* a bundle for this site is safe to erase once this site applied it;
+* any other bundle belongs to other sites: keep it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bundlesync.errors import BundleRejected, BundlesyncError
+from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, read_header
+from bundlesync.format.volumes import named_volumes
+from bundlesync.keys import PeerCard, fingerprint_of
+from bundlesync.operations.site import Site
+
+README_NAME = "README.txt"
+# Record kinds that are not changes of mail.
+_NOT_CHANGES = ("body", "want")
+
+
+def when_text(ms: int) -> str:
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    except (OverflowError, OSError, ValueError):
+        return f"{ms} ms after the epoch"
+
+
+@dataclass(frozen=True, slots=True)
+class DropEntry:
+    """One bundle in a drop, as its header and this site's state describe it."""
+
+    name: str
+    volumes: tuple[str, ...]
+    size: int
+    origin: str
+    origin_fingerprint: str
+    recipients: tuple[str, ...]
+    created_ms: int
+    seq: int
+    changes: int
+    bodies: int
+    encrypted: bool
+    applied_here: bool | None  # None: not for this site, or no site to ask
+    safe_to_erase: bool | None  # None: not known without a site
+    note: str
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "volumes": list(self.volumes), "size": self.size,
+            "origin": {"name": self.origin, "fingerprint": self.origin_fingerprint},
+            "recipients": list(self.recipients), "created_ms": self.created_ms,
+            "seq": self.seq, "changes": self.changes, "bodies": self.bodies,
+            "encrypted": self.encrypted, "applied_here": self.applied_here,
+            "safe_to_erase": self.safe_to_erase, "note": self.note, "error": self.error,
+        }
+
+
+def _drop_cards(drop: Path) -> dict[str, str]:
+    """Site names from the key cards exports leave in the drop (for a machine with no site)."""
+    names: dict[str, str] = {}
+    for path in sorted(drop.glob("*.bsc")):
+        try:
+            card = PeerCard.read(path)
+        except BundlesyncError:
+            continue  # a damaged or foreign file names nobody
+        names[card.site_id] = card.name
+    return names
+
+
+def _name_of(site: Site | None, site_id: str, cards: dict[str, str]) -> str:
+    if site is not None:
+        if site_id == site.site_id:
+            return site.identity.name
+        card = site.trust.by_site_id(site_id)
+        if card is not None:
+            return card.name
+    if site_id in cards:
+        return cards[site_id]
+    return f"site {fingerprint_of(site_id)[:9]}"
+
+
+def _place(site: Site | None, header: BundleHeader,
+           newest_to: dict[tuple[str, str], int]) -> tuple[bool | None, bool | None, str]:
+    if site is None:
+        return None, None, "no site here to say whether it was applied"
+    bid = header.bundle_id
+    if header.origin_site == site.site_id:
+        if len(header.recipients) != 1:
+            return None, False, "written by this site"
+        peer = header.recipients[0]
+        row = site.index.peer(peer)
+        acked = row is not None and all(
+            row.ack.get_count(stream) >= count for stream, count in header.ack.entries)
+        if acked:
+            return None, True, "its recipient has acknowledged it"
+        if bid.seq < newest_to.get((site.site_id, peer), 0):
+            return None, True, "a newer bundle to the same site replaces it"
+        return None, False, "waiting to be imported by its recipient"
+    if site.site_id in header.recipients:
+        applied = site.index.has_received(bid.site, bid.incarnation, bid.seq)
+        if applied:
+            return True, True, "applied here"
+        return False, False, "not yet imported here"
+    return None, False, "for another site"
+
+
+def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
+    """Every bundle in ``drop``, oldest first per origin (see the module docstring)."""
+    found: list[tuple[Path, BundleHeader | None, str | None]] = []
+    for path in find_bundles(drop):
+        try:
+            found.append((path, read_header(path), None))
+        except BundleNotFound:
+            continue  # removed since it was listed
+        except BundleRejected as exc:
+            found.append((path, None, exc.message))
+    newest_to: dict[tuple[str, str], int] = {}
+    for _path, header, _error in found:
+        if header is not None and len(header.recipients) == 1:
+            key = (header.origin_site, header.recipients[0])
+            newest_to[key] = max(newest_to.get(key, 0), header.bundle_id.seq)
+    entries: list[DropEntry] = []
+    cards = _drop_cards(drop)
+    for path, header, error in found:
+        volumes = named_volumes(path)
+        size = sum(_size(v) for v in volumes)
+        if header is None:
+            entries.append(DropEntry(
+                name=path.name, volumes=tuple(v.name for v in volumes), size=size, origin="?",
+                origin_fingerprint="", recipients=(), created_ms=0, seq=0, changes=0, bodies=0,
+                encrypted=False, applied_here=None, safe_to_erase=None,
+                note="not a readable bundle", error=error))
+            continue
+        applied, safe, note = _place(site, header, newest_to)
+        entries.append(DropEntry(
+            name=path.name, volumes=tuple(v.name for v in volumes), size=size,
+            origin=header.origin_name, origin_fingerprint=fingerprint_of(header.origin_site),
+            recipients=tuple(_name_of(site, r, cards) for r in header.recipients),
+            created_ms=header.created_ms, seq=header.bundle_id.seq,
+            changes=sum(n for k, n in header.counts.items() if k not in _NOT_CHANGES),
+            bodies=header.counts.get("body", 0), encrypted=header.encrypted,
+            applied_here=applied, safe_to_erase=safe, note=note))
+    return entries
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def readme_text(entries: list[DropEntry], *, writer: str, now_ms: int,
+                size_text: Any = str) -> str:
+    """The words of README.txt: what the stick holds and what to do with it."""
+    lines = [
+        "This drive carries bundlesync bundles: signed files of mail changes between",
+        "sites that have no network between them. Encrypted bundles can be read only",
+        "by the sites they are for; the .bsc files are public key cards.",
+        "",
+        f"Last written by the site {writer} on {when_text(now_ms)}. It holds:",
+        "",
+    ]
+    if not entries:
+        lines.append("  (no bundles)")
+    for e in entries:
+        to = ", ".join(e.recipients) or "any site"
+        lines.append(f"  {e.name}")
+        lines.append(f"      from {e.origin} for {to}, written {when_text(e.created_ms)},")
+        lines.append(f"      {size_text(e.size)}, {e.changes:,} changes, {e.bodies:,} message "
+                     f"bodies, {'encrypted' if e.encrypted else 'NOT encrypted'}")
+    lines += [
+        "",
+        "At the receiving site:  bundlesync import <this directory>",
+        "then, to send its changes and acknowledgement back:  bundlesync export <this directory>",
+        "",
+        "A bundle may be erased once its receiving site has imported it; the sending",
+        "site's next export removes such bundles by itself. 'bundlesync list <this",
+        "directory>' says, on a site, which bundles were applied and which are safe",
+        "to erase. Copy bundles as binary files, and every *.partKofN.bsb volume of",
+        "a split bundle together.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_readme(drop: Path, text: str) -> Path:
+    """Write README.txt atomically (a yanked stick keeps the old one or the new one)."""
+    path = drop / README_NAME
+    tmp = drop / f".{README_NAME}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,28 @@
+"""When the store was last scanned, so that ``status --no-scan`` can say how old its numbers are.
+
+Kept as a one-line file in the site's home (``<home>/last-scan``: milliseconds
+since the epoch), written after every scan the command line runs. Losing it
+loses nothing but the age shown.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SCANNED_NAME = "last-scan"
+
+
+def record_scan(home: Path, when_ms: int) -> None:
+    """Remember that the store was scanned at ``when_ms`` (atomically)."""
+    tmp = home / f".{SCANNED_NAME}.tmp"
+    tmp.write_text(f"{when_ms}\n", encoding="ascii")
+    os.replace(tmp, home / SCANNED_NAME)
+
+
+def last_scan(home: Path) -> int | None:
+    """When the store was last scanned, or None if never (or unknown)."""
+    try:
+        return int((home / SCANNED_NAME).read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None

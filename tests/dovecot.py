@@ -261,13 +261,14 @@ class Dovecot:
 
     @contextlib.contextmanager
     def imap_server(
-        self, users: Mapping[str, Path], *, chown: bool = True
+        self, users: Mapping[str, Path], *, chown: bool = True, extra_config: str = ""
     ) -> Iterator[tuple[str, int]]:
         """An IMAP server on a free 127.0.0.1 port for ``users`` (name -> Maildir).
 
         Every user logs in with :attr:`PASSWORD`. Yields ``(host, port)``; the
         master and its children are stopped when the block ends. With
         ``chown=False`` the Maildirs are served as they are (to check ownership).
+        ``extra_config`` is appended to the configuration (namespaces, plugins).
         """
         self._servers += 1
         base = self.directory(f"imap{self._servers}")
@@ -299,7 +300,7 @@ class Dovecot:
             "service imap-login {\n"
             f"  inet_listener imap {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n"
             "  inet_listener imaps {\n    port = 0\n  }\n"
-            "}\n"
+            "}\n" + extra_config
         )
         master = subprocess.Popen(
             ["dovecot", "-F", "-c", str(conf)],

@@ -1,4 +1,5 @@
-"""The dependency rule: cli -> operations -> {core, format, stores, state}.
+"""The dependency rule: cli -> operations -> {core, format, stores, state};
+cli -> archive -> {core, format, stores} (plus the operations' failpoints and filters).
 
 The core and the format layer never import stores, state, operations or the
 CLI; the core imports nothing that touches the file system, the clock or
@@ -31,7 +32,10 @@ FORBIDDEN: dict[str, set[str]] = {
         "bundlesync.keys", "bundlesync.fsio", "os", "pathlib", "time", "random", "sqlite3",
         "secrets", "datetime", "shutil", "subprocess", "socket", "tempfile", "uuid", "io",
     },
-    "archive": ABOVE_CORE - {"bundlesync.archive"} | CLI_ONLY,
+    # Archives sit beside the operations: the writer reads the store, reuses the format
+    # layer's CBOR and COSE pieces, the failpoints and the mailbox filters; it never
+    # touches the state index or the CLI.
+    "archive": {"bundlesync.state", "bundlesync.cli"} | CLI_ONLY,
     "format": {"bundlesync.stores", "bundlesync.state", "bundlesync.operations",
                "bundlesync.cli", "bundlesync.archive"} | CLI_ONLY,
     "stores": {"bundlesync.state", "bundlesync.operations", "bundlesync.cli",

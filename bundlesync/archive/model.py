@@ -27,6 +27,7 @@ class ArchivedMessage:
     flags: frozenset[str]  # system flags and keywords
     uid: int | None  # the IMAP UID at backup time, if the store recorded one
     internal_date: int  # seconds since the epoch (Maildir: the file's mtime)
+    key: str | None = None  # the Maildir base name at backup time (archive-v1 §8.1)
 
 
 @dataclass(frozen=True, slots=True)

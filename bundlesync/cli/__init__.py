@@ -39,6 +39,7 @@ Exit codes:
    4  a local problem (configuration, keys, store, state, drop)
    5  partial: some users or bundles failed, the others were done
    6  declined at a prompt; nothing was changed
+   7  an archive is damaged (check found problems; see docs/backups.md)
   75  another run holds the site (see --lock-wait)
 
 \b

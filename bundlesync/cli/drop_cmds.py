@@ -11,7 +11,7 @@ from bundlesync.cli.common import home_of, out_of
 from bundlesync.cli.progress import human_bytes
 from bundlesync.errors import ConfigError, UsageError
 from bundlesync.keys import KeyMissing
-from bundlesync.operations.droplist import list_drop, when_text
+from bundlesync.operations.droplist import counts_text, list_drop, maybe_when
 from bundlesync.operations.site import Site, open_site
 
 
@@ -54,8 +54,8 @@ def list_cmd(ctx: click.Context, drop: Path) -> None:
             out.say(f"{e.name}  {human_bytes(e.size)}  unreadable: {e.error}")
             continue
         out.say(f"{e.name}")
-        out.say(f"  {e.origin} -> {to}, bundle {e.seq}, {when_text(e.created_ms)}, "
-                f"{human_bytes(e.size)}, {e.changes:,} changes, {e.bodies:,} bodies"
+        out.say(f"  {e.origin} -> {to}, bundle {e.seq}, {maybe_when(e.created_ms)}, "
+                f"{human_bytes(e.size)}, {counts_text(e)}"
                 + ("" if e.encrypted else ", NOT encrypted"))
         out.say(f"  {e.note}; {erase}")
     out.say(f"{len(entries)} bundle(s), {human_bytes(sum(e.size for e in entries))}"

@@ -22,7 +22,6 @@ from bundlesync.cli.common import (
 from bundlesync.cli.output import Output
 from bundlesync.cli.progress import human_bytes
 from bundlesync.errors import BundleRejected, PartialFailure
-from bundlesync.format import OpenBundle, read_header, verify_bundle
 from bundlesync.operations.droplist import list_drop, readme_text, write_readme
 from bundlesync.operations.export import export_drop
 from bundlesync.operations.freshness import record_scan
@@ -124,19 +123,6 @@ def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encryp
         out.warn(warning)
 
 
-def _rejection(site: Site, path: Path) -> BundleRejected | None:
-    """Read a rejected bundle again, to report its own error class and hint."""
-    try:
-        read_header(path)
-        verified = verify_bundle(path, trust=site.trust, identity=site.identity)
-        with OpenBundle.from_verified(verified, identity=site.identity) as bundle:
-            for _record in bundle.records():
-                pass
-    except BundleRejected as exc:
-        return exc
-    return None
-
-
 def _summary(report: ApplyReport) -> str:
     # Failed users' changes stay pending and are applied by a later run: they are
     # not counted as done.
@@ -229,7 +215,7 @@ def import_cmd(ctx: click.Context, /, drop: Path, dry_run: bool, **options: Any)
             if not dry_run:
                 record_scan(site.home, started)
             held = [u for u in site.index.pending_users() if not matcher.matches(u)]
-            rejections = [(b, _rejection(site, Path(b.path))) for b in result.rejected]
+            rejections = [(b, b.rejection) for b in result.rejected]
         finally:
             site.index.close()
     progress.finish()

@@ -1,9 +1,13 @@
 """What a drop holds, for a courier and an administrator: ``bundlesync list`` and README.txt.
 
-Only the bundles' headers are read (unverified, but bounded by the format
-layer), so listing a stick is quick and works on any machine. With a site, each
-bundle is also placed: whether this site applied it, and whether it may be
-erased -- the same rules the export's tidying of the drop uses:
+Only the bundles' clear headers are read (unverified, but bounded by the format
+layer), so listing a stick is quick and works on any machine. A version 2
+bundle seals its creation time and counts (bundle-v2 §4): they are shown from
+this site's own records for bundles it wrote or applied, from the verified
+bundle for one addressed to this site and not yet applied, and are otherwise
+unknown (None). With a site, each bundle is also placed: whether this site
+applied it, and whether it may be erased -- the same rules the export's tidying
+of the drop uses:
 
 * a bundle this site wrote is safe to erase once its recipient acknowledged
   everything it carries, or once a newer bundle of this site to that recipient
@@ -15,13 +19,22 @@ erased -- the same rules the export's tidying of the drop uses:
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bundlesync.core.model import VersionVector
 from bundlesync.errors import BundleRejected, BundlesyncError
-from bundlesync.format import BundleHeader, BundleNotFound, find_bundles, read_header
+from bundlesync.format import (
+    BundleListing,
+    BundleNotFound,
+    OpenBundle,
+    find_bundles,
+    list_bundle,
+    verify_bundle,
+)
 from bundlesync.format.volumes import named_volumes
 from bundlesync.keys import PeerCard, fingerprint_of
 from bundlesync.operations.site import Site
@@ -38,6 +51,16 @@ def when_text(ms: int) -> str:
         return f"{ms} ms after the epoch"
 
 
+def maybe_when(ms: int | None) -> str:
+    return "(time sealed in the bundle)" if ms is None else when_text(ms)
+
+
+def counts_text(entry: DropEntry) -> str:
+    if entry.changes is None or entry.bodies is None:
+        return "contents sealed in the bundle"
+    return f"{entry.changes:,} changes, {entry.bodies:,} message bodies"
+
+
 @dataclass(frozen=True, slots=True)
 class DropEntry:
     """One bundle in a drop, as its header and this site's state describe it."""
@@ -48,10 +71,10 @@ class DropEntry:
     origin: str
     origin_fingerprint: str
     recipients: tuple[str, ...]
-    created_ms: int
+    created_ms: int | None  # None: sealed in the bundle and not known here
     seq: int
-    changes: int
-    bodies: int
+    changes: int | None
+    bodies: int | None
     encrypted: bool
     applied_here: bool | None  # None: not for this site, or no site to ask
     safe_to_erase: bool | None  # None: not known without a site
@@ -93,24 +116,62 @@ def _name_of(site: Site | None, site_id: str, cards: dict[str, str]) -> str:
     return f"site {fingerprint_of(site_id)[:9]}"
 
 
-def _place(site: Site | None, header: BundleHeader,
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    """What is known of a bundle's content: from its v1 header, or sealed (v2)."""
+
+    created_ms: int | None = None
+    changes: int | None = None
+    bodies: int | None = None
+    covers: VersionVector | None = None  # the acknowledgement it carries
+
+
+def _counted(counts: Mapping[str, int]) -> tuple[int, int]:
+    return (sum(n for k, n in counts.items() if k not in _NOT_CHANGES), counts.get("body", 0))
+
+
+def _facts(site: Site | None, path: Path, listing: BundleListing) -> _Facts:
+    if listing.header is not None:  # version 1: the clear header says it all
+        changes, bodies = _counted(listing.header.counts)
+        return _Facts(listing.header.created_ms, changes, bodies, listing.header.ack)
+    if site is None:
+        return _Facts()
+    bid = listing.bundle_id
+    if bid.site == site.site_id and len(listing.recipients) == 1:
+        sent = site.index.sent_bundle(listing.recipients[0], bid.incarnation, bid.seq)
+        if sent is not None:
+            return _Facts(sent.created_ms, sent.changes, sent.bodies, sent.covers)
+        return _Facts()
+    if site.site_id not in listing.recipients:
+        return _Facts()
+    received = site.index.received_bundle(bid.site, bid.incarnation, bid.seq)
+    if received is not None:
+        return _Facts(received[0], received[1])
+    # For this site and not applied yet: the sealed header, from the verified bundle.
+    with verify_bundle(path, trust=site.trust, identity=site.identity) as verified, \
+            OpenBundle.from_verified(verified, identity=site.identity) as bundle:
+        header = bundle.header
+    changes, bodies = _counted(header.counts)
+    return _Facts(header.created_ms, changes, bodies, header.ack)
+
+
+def _place(site: Site | None, listing: BundleListing, facts: _Facts,
            newest_to: dict[tuple[str, str], int]) -> tuple[bool | None, bool | None, str]:
     if site is None:
         return None, None, "no site here to say whether it was applied"
-    bid = header.bundle_id
-    if header.origin_site == site.site_id:
-        if len(header.recipients) != 1:
+    bid = listing.bundle_id
+    if listing.origin_site == site.site_id:
+        if len(listing.recipients) != 1:
             return None, False, "written by this site"
-        peer = header.recipients[0]
+        peer = listing.recipients[0]
         row = site.index.peer(peer)
-        acked = row is not None and all(
-            row.ack.get_count(stream) >= count for stream, count in header.ack.entries)
-        if acked:
+        if row is not None and facts.covers is not None and all(
+                row.ack.get_count(stream) >= count for stream, count in facts.covers.entries):
             return None, True, "its recipient has acknowledged it"
         if bid.seq < newest_to.get((site.site_id, peer), 0):
             return None, True, "a newer bundle to the same site replaces it"
         return None, False, "waiting to be imported by its recipient"
-    if site.site_id in header.recipients:
+    if site.site_id in listing.recipients:
         applied = site.index.has_received(bid.site, bid.incarnation, bid.seq)
         if applied:
             return True, True, "applied here"
@@ -120,39 +181,49 @@ def _place(site: Site | None, header: BundleHeader,
 
 def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
     """Every bundle in ``drop``, oldest first per origin (see the module docstring)."""
-    found: list[tuple[Path, BundleHeader | None, str | None]] = []
+    found: list[tuple[Path, BundleListing | None, str | None]] = []
     for path in find_bundles(drop):
         try:
-            found.append((path, read_header(path), None))
+            found.append((path, list_bundle(path), None))
         except BundleNotFound:
             continue  # removed since it was listed
         except BundleRejected as exc:
             found.append((path, None, exc.message))
     newest_to: dict[tuple[str, str], int] = {}
-    for _path, header, _error in found:
-        if header is not None and len(header.recipients) == 1:
-            key = (header.origin_site, header.recipients[0])
-            newest_to[key] = max(newest_to.get(key, 0), header.bundle_id.seq)
+    for _path, listing, _error in found:
+        if listing is not None and len(listing.recipients) == 1:
+            key = (listing.origin_site, listing.recipients[0])
+            newest_to[key] = max(newest_to.get(key, 0), listing.bundle_id.seq)
     entries: list[DropEntry] = []
     cards = _drop_cards(drop)
-    for path, header, error in found:
+    for path, listed, listing_error in found:
+        listing, error = listed, listing_error
         volumes = named_volumes(path)
         size = sum(_size(v) for v in volumes)
-        if header is None:
+        facts = _Facts()
+        if listing is not None:
+            try:
+                facts = _facts(site, path, listing)
+            except BundleNotFound:
+                continue
+            except BundleRejected as exc:
+                listing, error = None, exc.message
+        if listing is None:
             entries.append(DropEntry(
                 name=path.name, volumes=tuple(v.name for v in volumes), size=size, origin="?",
-                origin_fingerprint="", recipients=(), created_ms=0, seq=0, changes=0, bodies=0,
-                encrypted=False, applied_here=None, safe_to_erase=None,
+                origin_fingerprint="", recipients=(), created_ms=None, seq=0, changes=None,
+                bodies=None, encrypted=False, applied_here=None, safe_to_erase=None,
                 note="not a readable bundle", error=error))
             continue
-        applied, safe, note = _place(site, header, newest_to)
+        applied, safe, note = _place(site, listing, facts, newest_to)
+        origin = (listing.header.origin_name if listing.header is not None
+                  else _name_of(site, listing.origin_site, cards))
         entries.append(DropEntry(
             name=path.name, volumes=tuple(v.name for v in volumes), size=size,
-            origin=header.origin_name, origin_fingerprint=fingerprint_of(header.origin_site),
-            recipients=tuple(_name_of(site, r, cards) for r in header.recipients),
-            created_ms=header.created_ms, seq=header.bundle_id.seq,
-            changes=sum(n for k, n in header.counts.items() if k not in _NOT_CHANGES),
-            bodies=header.counts.get("body", 0), encrypted=header.encrypted,
+            origin=origin, origin_fingerprint=fingerprint_of(listing.origin_site),
+            recipients=tuple(_name_of(site, r, cards) for r in listing.recipients),
+            created_ms=facts.created_ms, seq=listing.bundle_id.seq,
+            changes=facts.changes, bodies=facts.bodies, encrypted=listing.encrypted,
             applied_here=applied, safe_to_erase=safe, note=note))
     return entries
 
@@ -180,9 +251,9 @@ def readme_text(entries: list[DropEntry], *, writer: str, now_ms: int,
     for e in entries:
         to = ", ".join(e.recipients) or "any site"
         lines.append(f"  {e.name}")
-        lines.append(f"      from {e.origin} for {to}, written {when_text(e.created_ms)},")
-        lines.append(f"      {size_text(e.size)}, {e.changes:,} changes, {e.bodies:,} message "
-                     f"bodies, {'encrypted' if e.encrypted else 'NOT encrypted'}")
+        lines.append(f"      from {e.origin} for {to}, written {maybe_when(e.created_ms)},")
+        lines.append(f"      {size_text(e.size)}, {counts_text(e)}, "
+                     f"{'encrypted' if e.encrypted else 'NOT encrypted'}")
     lines += [
         "",
         "At the receiving site:  bundlesync import <this directory>",

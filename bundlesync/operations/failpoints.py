@@ -6,7 +6,9 @@ n-th time it passes the point ``name``. Unset, a pass costs one dict lookup.
 Points: ``ingest`` (after a bundle's records are folded, before the commit),
 ``apply`` (after each store action, before the index records it), ``folder``
 (after each folder action), ``export`` (after a bundle is written, before it is
-recorded as sent).
+recorded as sent), ``restore`` (after each restored message, before its batch is
+made durable), ``restore-folder`` (after a mailbox's messages are restored, before
+its UIDs are written).
 """
 
 from __future__ import annotations

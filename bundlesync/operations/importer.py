@@ -77,6 +77,8 @@ class BundleOutcome:
     bodies: int = 0
     forks: int = 0
     error: str | None = None
+    # The rejection itself, so a report can give its own hint and code.
+    rejection: BundleRejected | None = field(default=None, repr=False, compare=False)
     superseded: dict[tuple[str, str], int] = field(default_factory=dict)
 
     def lost(self, user: str, mailbox: str) -> None:
@@ -123,7 +125,8 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
         except BundleNotFound:
             continue  # removed from the drop since it was listed: nothing to import
         except BundleRejected as exc:
-            result.bundles.append(BundleOutcome(str(path), "?", 0, "rejected", error=exc.message))
+            result.bundles.append(BundleOutcome(str(path), "?", 0, "rejected", error=exc.message,
+                                                rejection=exc))
             continue
         bid = header.bundle_id
         outcome = BundleOutcome(str(path), _origin_label(site, header), bid.seq, "")
@@ -395,6 +398,7 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
             except BundleRejected as exc:
                 outcome.status = "rejected"
                 outcome.error = exc.message
+                outcome.rejection = exc
             result.bundles.append(outcome)
         held = HeldBack()
         apply_pending(site, dry_run=dry_run, report=result.report, progress=progress, held=held)

@@ -215,6 +215,7 @@ class SentRow:
     size: int
     changes: int
     covers: VersionVector
+    bodies: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -914,6 +915,26 @@ class StateIndex:
             return None
         return SentRow(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]),
                        decode_vector(row[5]))
+
+    def sent_bundle(self, peer: str, incarnation: int, seq: int) -> SentRow | None:
+        """One bundle this site wrote for ``peer``, as the export recorded it."""
+        row = self._db.execute(
+            "SELECT incarnation, seq, created_ms, size, changes, covers, bodies FROM sent "
+            "WHERE peer = ? AND incarnation = ? AND seq = ?",
+            (peer, incarnation, seq),
+        ).fetchone()
+        if row is None:
+            return None
+        return SentRow(int(row[0]), int(row[1]), int(row[2]), int(row[3]), int(row[4]),
+                       decode_vector(row[5]), int(row[6]))
+
+    def received_bundle(self, site: str, incarnation: int, seq: int) -> tuple[int, int] | None:
+        """(created_ms, changes) of a bundle received from ``site``, if it was."""
+        row = self._db.execute(
+            "SELECT created_ms, changes FROM received WHERE site = ? AND incarnation = ? "
+            "AND seq = ?", (site, incarnation, seq),
+        ).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
 
     def has_received(self, site: str, incarnation: int, seq: int) -> bool:
         row = self._db.execute(

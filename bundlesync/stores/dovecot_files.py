@@ -299,3 +299,35 @@ def format_subscriptions(paths: Iterable[tuple[str, ...]]) -> str:
     """The version 2 subscriptions file for ``paths`` (sorted, one a line)."""
     lines = sorted({"\t".join(mutf7.encode(component) for component in path) for path in paths})
     return SUBSCRIPTIONS_V2_HEADER + "".join(line + "\n" for line in lines)
+
+
+@dataclass(frozen=True, slots=True)
+class UidlistRecord:
+    """One message line of dovecot-uidlist: its UID, file base name and GUID if other."""
+
+    uid: int
+    key: str
+    guid: str | None = None  # only when the message GUID is not the base name
+
+
+def format_uidlist(
+    *, uidvalidity: int, next_uid: int, guid: str | None, records: Iterable[UidlistRecord]
+) -> str:
+    """A whole version 3 dovecot-uidlist: the header, then one record per message.
+
+    Records are written in UID order (Dovecot requires it); ``next_uid`` is raised
+    above the highest UID so that Dovecot never hands out a UID twice.
+    """
+    ordered = sorted(records, key=lambda record: record.uid)
+    highest = ordered[-1].uid if ordered else 0
+    line = f"3 V{uidvalidity} N{max(next_uid, highest + 1)}"
+    if guid is not None:
+        line += f" G{guid}"
+    lines = [line]
+    for record in ordered:
+        # A GUID with a space or control character cannot be written in a record: left
+        # out, Dovecot takes the base name as the GUID (which only loses that GUID).
+        writable = record.guid is not None and all(" " < char != "\x7f" for char in record.guid)
+        extension = f" G{record.guid}" if writable else ""
+        lines.append(f"{record.uid}{extension} :{record.key}")
+    return "\n".join(lines) + "\n"

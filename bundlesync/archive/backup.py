@@ -1,0 +1,386 @@
+"""``bundlesync backup``: add one snapshot of the store to an archive (archive-v1 §8).
+
+Per user and folder: a folder whose stamp equals the one the previous snapshot
+recorded keeps its tree without being listed; otherwise its file names are
+listed, messages already in the previous tree keep their body reference (a flag
+change costs metadata only), and only new files are read and hashed. A body the
+archive already holds (any user, folder or date) is never stored again.
+
+Crash safety: packs first, then the index that lists them, then the snapshot
+file, each written whole and synced. A crash leaves at worst unreferenced packs
+or index entries, which ``prune`` reclaims; never a half snapshot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cbor2
+
+from bundlesync.archive.objects import BLOB_BODY, BLOB_TREE, PackBuilder, parse_entry
+from bundlesync.archive.repository import (
+    DATA_DIR,
+    Archive,
+    MailboxEntry,
+    Snapshot,
+    TreeMessage,
+    UserEntry,
+)
+from bundlesync.archive.users import UserSelection
+from bundlesync.core.model import derived_mailbox_guid
+from bundlesync.errors import BundlesyncError
+from bundlesync.operations import failpoints
+from bundlesync.operations.config import MailboxFilter
+from bundlesync.stores.base import FolderInfo, FolderPath, Store
+from bundlesync.stores.dovecot_files import parse_uidlist_header
+from bundlesync.stores.errors import MessageMissing
+from bundlesync.stores.maildir import KEYWORDS, UIDLIST, MaildirStore
+
+Progress = Callable[[str, int, int], None]  # (user, users done, users total)
+READ_THREADS = 6
+
+
+@dataclass
+class BackupReport:
+    snapshot: str = ""
+    users: int = 0
+    failed: dict[str, str] = field(default_factory=dict)
+    missing_users: list[str] = field(default_factory=list)
+    folders: int = 0
+    folders_listed: int = 0
+    messages: int = 0
+    bodies_added: int = 0
+    body_bytes_read: int = 0
+    bytes_added: int = 0
+    packs: int = 0
+    seconds: float = 0.0
+
+    def as_json(self) -> dict[str, object]:
+        return {"snapshot": self.snapshot, "users": self.users, "failed": self.failed,
+                "missing_users": self.missing_users, "folders": self.folders,
+                "folders_listed": self.folders_listed, "messages": self.messages,
+                "bodies_added": self.bodies_added, "body_bytes_read": self.body_bytes_read,
+                "bytes_added": self.bytes_added, "packs": self.packs,
+                "seconds": round(self.seconds, 3)}
+
+
+def parse_uidlist(text: str) -> tuple[int | None, int | None, dict[str, int]]:
+    """(UIDVALIDITY, next UID, base name -> UID) of a dovecot-uidlist."""
+    lines = text.split("\n")
+    header = parse_uidlist_header(lines[0]) if lines else None
+    uids: dict[str, int] = {}
+    for line in lines[1:]:
+        uid_text, _, rest = line.partition(" ")
+        if not uid_text.isdigit() or not rest:
+            continue
+        padded = " " + rest
+        # v2/v3: "<uid> [<ext>...] :<file name>"; v1: "<uid> <file name>".
+        name = padded.split(" :", 1)[1] if " :" in padded else rest.split()[-1]
+        uids[name.partition(":")[0]] = int(uid_text)
+    if header is None:
+        return None, None, uids
+    return header.uidvalidity, header.next_uid, uids
+
+
+class _PackWriter:
+    """Blobs into packs of about the archive's pack size; each pack written whole."""
+
+    def __init__(self, archive: Archive, report: BackupReport) -> None:
+        self.archive = archive
+        self.report = report
+        self.pending: set[bytes] = set()
+        # Trees go to packs of their own (as restic's tree packs): reading a folder's
+        # previous listing then decompresses a segment of listings, not of bodies.
+        self.builders = {BLOB_BODY: PackBuilder(archive.key), BLOB_TREE: PackBuilder(archive.key)}
+        self.written: list[tuple[bytes, int, list[list[object]]]] = []
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack")
+        self.inflight: Future[tuple[bytes, int, list[list[object]]]] | None = None
+
+    def has(self, blob_id: bytes) -> bool:
+        # The index is loaded on first use: a run in which no folder changed never needs it.
+        return blob_id in self.pending or blob_id in self.archive.load_index()
+
+    def add(self, kind: int, blob_id: bytes, data: bytes) -> None:
+        if self.has(blob_id):
+            return
+        self.pending.add(blob_id)
+        builder = self.builders[kind]
+        builder.add(kind, blob_id, data)
+        if builder.size >= self.archive.config.pack_size:
+            self.flush(kind)
+
+    def flush(self, kind: int | None = None) -> None:
+        """Hand full builders to the writer thread: compressing, sealing and writing a
+        pack overlaps with reading the next messages. One pack is in flight at most."""
+        for each in (BLOB_BODY, BLOB_TREE) if kind is None else (kind,):
+            builder = self.builders[each]
+            if not len(builder):
+                continue
+            self.builders[each] = PackBuilder(self.archive.key)
+            self.wait()
+            self.inflight = self.pool.submit(self._write, builder)
+
+    def _write(self, builder: PackBuilder) -> tuple[bytes, int, list[list[object]]]:
+        data, entries = builder.finish()
+        name = hashlib.sha256(data).digest()
+        self.archive.write_file(Path(DATA_DIR) / name.hex()[:2] / name.hex(), data)
+        return name, len(data), entries
+
+    def wait(self) -> None:
+        """Record the pack in flight (in this thread: the index is not shared)."""
+        if self.inflight is None:
+            return
+        name, size, entries = self.inflight.result()
+        self.inflight = None
+        failpoints.reached("archive-pack")
+        self.written.append((name, size, entries))
+        self.archive.add_to_index([parse_entry(e, name, what="pack") for e in entries],
+                                  name, size)
+        self.pending.difference_update(bytes(e[1]) for e in entries)  # type: ignore[call-overload]
+        self.report.bytes_added += size
+        self.report.packs += 1
+
+    def close(self) -> None:
+        """Write what is left and wait for it."""
+        try:
+            self.flush()
+            self.wait()
+        finally:
+            self.pool.shutdown()
+
+
+def _stat_mark(path: str) -> list[int]:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return [0, 0]
+    return [st.st_mtime_ns, st.st_size]
+
+
+def folder_stamp(store: Store, user: str, info: FolderInfo) -> bytes | None:
+    """The folder's change marker (archive-v1 §8.2); None if racy (list it again)."""
+    if info.stamp.racy:
+        return None
+    parts: list[object] = [list(info.stamp.marks)]
+    if isinstance(store, MaildirStore):
+        directory = store.folder_dir(user, info.path)
+        parts += [_stat_mark(os.path.join(directory, UIDLIST)),
+                  _stat_mark(os.path.join(directory, KEYWORDS))]
+        if any(time.time_ns() - m[0] < 2_000_000_000 for m in parts[1:]  # type: ignore[index]
+               if m[0]):  # type: ignore[index]
+            return None
+    return cbor2.dumps(parts, canonical=True)
+
+
+class _Readers:
+    """Reads new messages with a few threads: file reads and SHA-256 release the GIL, so
+    a cold store is read with several requests in flight, as restic and borg do.
+
+    Each thread has its own store object (Maildir caches are not shared between
+    threads); results come back in order, a bounded batch at a time (memory).
+    """
+
+    BATCH = 128
+
+    def __init__(self, store: Store, workers: int) -> None:
+        self.store = store
+        self.local = threading.local()
+        self.pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")
+                     if isinstance(store, MaildirStore) and workers > 1 else None)
+
+    def _store(self) -> Store:
+        assert isinstance(self.store, MaildirStore)
+        mine = getattr(self.local, "store", None)
+        if mine is None:
+            mine = MaildirStore(self.store.location.template, fsync=False)
+            self.local.store = mine
+        return mine
+
+    def _one(self, store: Store, user: str, path: FolderPath, key: str
+             ) -> tuple[str, bytes, int] | None:
+        try:
+            stored = store.message_info(user, path, key)
+            data = store.read_body(user, path, key)
+        except MessageMissing:
+            return None  # expunged while we looked: it is gone at this snapshot
+        return key, data, stored.internal_date
+
+    def read(self, user: str, path: FolderPath, keys: list[str]
+             ) -> Iterator[tuple[str, bytes, int]]:
+        for start in range(0, len(keys), self.BATCH):
+            batch = keys[start:start + self.BATCH]
+            if self.pool is None or len(batch) < 4:
+                results: Iterable[tuple[str, bytes, int] | None] = (
+                    self._one(self.store, user, path, k) for k in batch)
+            else:
+                results = self.pool.map(lambda k: self._one(self._store(), user, path, k),
+                                        batch)
+            for result in results:
+                if result is not None:
+                    yield result
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+class _UserBackup:
+    def __init__(self, archive: Archive, store: Store, packs: _PackWriter, user: str, *,
+                 readers: _Readers, previous: UserEntry | None, filters: MailboxFilter,
+                 report: BackupReport) -> None:
+        self.archive, self.store, self.packs, self.user = archive, store, packs, user
+        self.filters, self.report, self.readers = filters, report, readers
+        prev = previous.mailboxes if previous else ()
+        self.prev_by_guid = {m.guid: m for m in prev}
+        self.prev_by_path = {m.path: m for m in prev}
+        self._everywhere: dict[str, TreeMessage] | None = None
+
+    def known_elsewhere(self, key: str) -> TreeMessage | None:
+        """The message with this key in any of the user's previous folders: a move or a
+        renamed folder then costs no read (loaded on the first miss, once per user)."""
+        if self._everywhere is None:
+            self._everywhere = {}
+            for box in self.prev_by_guid.values():
+                for message in self.archive.read_tree(box.tree):
+                    self._everywhere.setdefault(message.key, message)
+        return self._everywhere.get(key)
+
+    def run(self) -> UserEntry:
+        subscriptions = self.store.subscriptions(self.user)
+        boxes = []
+        for info in self.store.folders(self.user):
+            if not self.filters.wants(info.path):
+                continue
+            boxes.append(self.folder(info, info.path in subscriptions))
+        return UserEntry(mailboxes=tuple(sorted(boxes, key=lambda b: b.path)),
+                         subscriptions=tuple(sorted(subscriptions)))
+
+    def folder(self, info: FolderInfo, subscribed: bool) -> MailboxEntry:
+        self.report.folders += 1
+        guid = info.guid or derived_mailbox_guid(self.user, info.path)
+        prev = self.prev_by_guid.get(guid) or self.prev_by_path.get(info.path)
+        stamp = folder_stamp(self.store, self.user, info)
+        if prev is not None and stamp is not None and prev.stamp == stamp:
+            self.report.messages += prev.messages
+            return MailboxEntry(guid=guid, path=info.path, uidvalidity=prev.uidvalidity,
+                                uidnext=prev.uidnext, subscribed=subscribed, tree=prev.tree,
+                                messages=prev.messages, total_size=prev.total_size, stamp=stamp)
+        self.report.folders_listed += 1
+        uidvalidity, uidnext = info.uidvalidity, None
+        uids: dict[str, int] = {}
+        if isinstance(self.store, MaildirStore):
+            path = os.path.join(self.store.folder_dir(self.user, info.path), UIDLIST)
+            try:
+                with open(path, "rb") as handle:
+                    text = handle.read().decode("utf-8", "surrogateescape")
+                uidvalidity, uidnext, uids = parse_uidlist(text)
+            except FileNotFoundError:
+                pass
+        old = {m.key: m for m in self.archive.read_tree(prev.tree)} if prev else {}
+        names = sorted(self.store.message_names(self.user, info.path).items())
+        found: dict[str, tuple[bytes, int, int]] = {}  # key -> body, size, date
+        to_read: list[str] = []
+        for key, _ in names:
+            known = old.get(key)
+            if known is None:
+                elsewhere = self.known_elsewhere(key)
+                if elsewhere is not None:
+                    # A key is unique in a folder, not across folders: trust the match
+                    # only if the file's size and date agree too (one stat, no read).
+                    try:
+                        info_now = self.store.message_info(self.user, info.path, key)
+                    except MessageMissing:
+                        continue
+                    if (info_now.size, info_now.internal_date) == (
+                            elsewhere.size, elsewhere.internal_date):
+                        known = elsewhere
+            if known is not None:
+                found[key] = (known.body, known.size, known.internal_date)
+            else:
+                to_read.append(key)
+        for key, data, date in self.readers.read(self.user, info.path, to_read):
+            body = hashlib.sha256(data).digest()
+            found[key] = (body, len(data), date)
+            self.report.body_bytes_read += len(data)
+            if not self.packs.has(body):
+                self.report.bodies_added += 1
+                self.packs.add(BLOB_BODY, body, data)
+        messages = [
+            TreeMessage(key=key, guid=msg_guid, body=found[key][0], size=found[key][1],
+                        flags=tuple(sorted(flags)), uid=uids.get(key),
+                        internal_date=found[key][2])
+            for key, (msg_guid, flags) in names if key in found]
+        tree = cbor2.dumps([m.encode() for m in messages], canonical=True)
+        tree_id = hashlib.sha256(tree).digest()
+        self.packs.add(BLOB_TREE, tree_id, tree)
+        self.report.messages += len(messages)
+        return MailboxEntry(guid=guid, path=info.path, uidvalidity=uidvalidity,
+                            uidnext=uidnext, subscribed=subscribed, tree=tree_id,
+                            messages=len(messages), total_size=sum(m.size for m in messages),
+                            stamp=stamp)
+
+
+def run_backup(archive: Archive, store: Store, *, users: UserSelection,
+               filters: MailboxFilter, now_ms: int | None = None, tags: tuple[str, ...] = (),
+               progress: Progress | None = None) -> BackupReport:
+    """Add one snapshot (the caller holds the archive lock)."""
+    started = time.monotonic()
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    report = BackupReport()
+    assert archive.identity is not None
+    snaps = archive.all_snapshots()
+    previous = snaps[-1] if snaps else None
+    chosen, missing = users.select(store.users())
+    report.missing_users = missing
+    for user in missing:
+        report.failed[user] = "the store has no such user"
+    packs = _PackWriter(archive, report)
+    readers = _Readers(store, READ_THREADS)
+    try:
+        entries: dict[str, UserEntry] = {}
+        for number, user in enumerate(chosen):
+            if progress is not None:
+                progress(user, number, len(chosen))
+            prev = previous.users.get(user) if previous else None
+            try:
+                entries[user] = _UserBackup(archive, store, packs, user, readers=readers,
+                                            previous=prev, filters=filters,
+                                            report=report).run()
+            except BundlesyncError as exc:
+                report.failed[user] = exc.message
+            except OSError as exc:
+                report.failed[user] = f"{exc.strerror or exc} ({exc.filename or ''})"
+            else:
+                report.users += 1
+                continue
+            if prev is not None:  # keep what we had: a restore of this snapshot still has it
+                entries[user] = UserEntry(prev.mailboxes, prev.subscriptions, stale=True)
+    finally:
+        readers.close()
+        packs.close()
+    if packs.written:
+        archive.write_index(packs.written)
+        failpoints.reached("archive-index")
+    snap_id = os.urandom(8).hex()
+    snapshot = Snapshot(
+        id=snap_id, time_ms=now_ms, site=bytes.fromhex(archive.identity.site_id),
+        host=socket.gethostname(), group=f"{users.describe()}; {_describe(filters)}",
+        tags=tags, parent=previous.id if previous else None, added=report.bytes_added,
+        users=entries, failed=tuple(sorted(report.failed)))
+    archive.write_snapshot(snapshot)
+    report.snapshot = snap_id
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _describe(filters: MailboxFilter) -> str:
+    parts = [f"include {p}" for p in filters.include] + [f"exclude {p}" for p in filters.exclude]
+    return ", ".join(parts) or "all mailboxes"

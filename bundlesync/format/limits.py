@@ -45,7 +45,7 @@ AEAD_TAG_SIZE = 16
 
 # bundle-v1 §9: numbers in change records. The state index keeps them as SQLite
 # integers (at most 2^63-1); these bounds keep every sum and comparison far below.
-MAX_WALL_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_WALL_MS = 2**62  # far beyond any clock; far-future stamps are clamped on import
 MAX_HLC_COUNTER = 2**32 - 1
 MAX_INCARNATION = 2**40 - 1
 MAX_DOT_COUNTER = 2**48 - 1

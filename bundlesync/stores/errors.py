@@ -17,6 +17,9 @@ class ItemRefused(StoreError):
     it can take others: reported for that item alone, the rest is applied.
     Errors of the store as a whole (read-only, full, locked) are not of this kind."""
 
+    default_hint = ("Nothing was written for this item; the rest was applied, and the "
+                    "item stays pending for the next run.")
+
 
 class UnsafeName(ItemRefused):
     """A user, folder or message name could escape the store or corrupt it.

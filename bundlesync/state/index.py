@@ -21,6 +21,7 @@ to :class:`StateError`.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -322,30 +323,52 @@ class StateIndex:
             self._db.execute(f"SAVEPOINT {name}")
             try:
                 yield
-            except BaseException:
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
+            except BaseException as exc:
+                # SQLite may have rolled the whole transaction back itself (disk
+                # full, I/O error): then there is no savepoint left to undo, and the
+                # error that says why must not be replaced by "no transaction".
+                if self._db.in_transaction:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._failed(exc) from exc
                 raise
             else:
-                self._db.execute(f"RELEASE {name}")
+                self._execute_or_fail(f"RELEASE {name}")
             finally:
                 self._depth -= 1
             return
         self._begin()
         try:
             yield
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # A full disk, an I/O error, a database damaged meanwhile: said in the
-            # state layer's words, never as a raw sqlite3 exception.
-            self._rollback()
-            raise StateError(
-                f"the state index {self.path} failed: {exc}; nothing of this step was kept",
-                hint="Check free space and the disk holding the site's home, then run again.",
-            ) from exc
-        except BaseException:
-            self._rollback()
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._failed(exc) from exc
             raise
+        else:
+            self._execute_or_fail("COMMIT")
+
+    def _execute_or_fail(self, sql: str) -> None:
+        try:
+            self._db.execute(sql)
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: sqlite3.Error) -> StateError:
+        """The database's own error, with its cause and what to do (disk full, I/O)."""
+        text = str(exc)
+        hint = None
+        if isinstance(exc, sqlite3.OperationalError) and "full" in text:
+            hint = "Free space on the file system of the site's home, then run again."
+        elif "disk I/O" in text or "readonly" in text:
+            hint = ("Check the file system of the site's home (read-only? failing disk?); "
+                    "nothing of this run was kept.")
+        return StateError(f"the state index {self.path} could not be written: {text}", hint=hint)
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (on some I/O errors it does).

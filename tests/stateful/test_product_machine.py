@@ -483,3 +483,19 @@ def test_regression_a_relay_restored_twice_is_heard_despite_reused_bundle_number
     machine.rename_folder("s0", "Sent", _Draws(("Archive",), None))  # type: ignore[arg-type]
     machine.full_exchange()
     machine.teardown()
+
+
+@pytest.mark.slow
+def test_regression_a_relay_restored_behind_its_own_later_incarnation_settles() -> None:
+    # s0 is restored with its mark kept (it moves to a new incarnation), then
+    # restored again from the same copy without the mark: it is back at its first
+    # incarnation while its peers hold the later one.
+    machine = _machine()
+    machine.back_up("s0")
+    machine.full_exchange()
+    machine.restore_from_backup(_Draws("s0"), keep_mark=True)  # type: ignore[arg-type]
+    for _ in range(3):
+        machine.full_exchange()
+    machine.restore_from_backup(_Draws("s0"), keep_mark=False)  # type: ignore[arg-type]
+    machine.full_exchange()
+    machine.teardown()

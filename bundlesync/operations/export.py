@@ -195,8 +195,10 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         last = index.last_sent(card.site_id)
         pending = index.count_not_covered(peer.ack)
         asking = index.wanted() or index.peer_wants(card.site_id)
+        # After a move to a new incarnation (a restore) the peer must hear from us
+        # even with nothing new: its answer brings back what we lost.
         if (pending == 0 and not asking and last is not None
-                and last.covers == vector):
+                and last.covers == vector and last.incarnation == site.stream.incarnation):
             result.up_to_date.append(card.name)
             continue
         stream = site.stream

@@ -333,8 +333,16 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     # The high-water mark of the origin's bundles (bundle-v2 §2.4): an older bundle
     # (a replay, or one that arrived late) may merge its changes, but its word on
     # what the peer holds and wants is superseded and never replaces the newer one.
-    newest = max(((r.incarnation, r.seq) for r in index.received_from(bid.site)), default=None)
-    if newest is None or (bid.incarnation, bid.seq) >= newest:
+    received = index.received_from(bid.site)
+    newest = max(((r.incarnation, r.seq) for r in received), default=None)
+    # An origin restored from an old copy (undetected there yet) numbers its bundles
+    # again from below the ones seen here, even at an older incarnation: a bundle
+    # written after every bundle received from it is its newest word all the same.
+    # Taken for stale, the origin would be sent what it holds on every run and
+    # never answer (it has nothing new). A bundle that arrived late was written
+    # before a newer one and stays superseded either way.
+    if newest is None or (bid.incarnation, bid.seq) >= newest or (
+            header.created_ms > max(r.created_ms for r in received)):
         # The peer's newest word replaces the old one, never merges with it: a peer
         # restored from an old copy acknowledges less, and must be sent that again.
         index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)

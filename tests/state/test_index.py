@@ -172,3 +172,17 @@ def test_a_rolled_back_savepoint_gives_its_counters_back(tmp_path: Path) -> None
         with index.rehearsal():
             assert index.next_counter() == 3
         assert index.last_counter() == 2
+
+
+def test_a_database_failure_inside_a_transaction_is_a_state_error(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "s", create=True) as index:
+        log(index, added(A, 1))
+
+        def twice() -> None:
+            with index.transaction():
+                log(index, added(A, 2))
+                log(index, added(A, 2))  # the same dot twice: the database refuses it
+
+        with pytest.raises(StateError, match="nothing of this step was kept"):
+            twice()
+        assert index.count_changes() == 1

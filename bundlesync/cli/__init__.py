@@ -8,7 +8,8 @@ The global options (``--home``, ``--json``, ``-q``, ``-v``, ``--lock-wait``)
 are accepted before or after the subcommand: every command and group made on
 :data:`cli` gets them (``_GlobalCommand``), and hands their values to the run's
 :class:`~bundlesync.cli.output.Options`. A new command module registers itself
-with one line in ``bundlesync.cli.commands``.
+with one line in ``bundlesync.cli.commands`` (which imports only the module
+of the command being run).
 """
 
 from __future__ import annotations
@@ -153,10 +154,14 @@ for _param in _global_params(root=True):
     cli.params.append(_param)
 
 
-def _register() -> None:
-    # Each module adds its commands to ``cli``; imported here so that ``--help``
-    # lists them all and each stays small.
-    from bundlesync.cli import commands  # noqa: F401, PLC0415 - commands import cli
+def _register(args: list[str] | None = None) -> None:
+    # Each module adds its commands to ``cli`` when imported; only the one the
+    # command line names is imported (a no-change export need not load the
+    # archive or the bundle reader), every one when none is named, so that
+    # ``--help`` lists them all.
+    from bundlesync.cli import commands  # noqa: PLC0415 - commands import cli
+
+    commands.load(args)
 
 
 def _json_requested(args: list[str]) -> bool:
@@ -178,8 +183,8 @@ def _say_error(exc: BundlesyncError) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bundlesync`` console script."""
-    _register()
     args = list(sys.argv[1:] if argv is None else argv)
+    _register(args)
     out = Output()
     # Known before click parses anything, so that a usage error is JSON too.
     out.options.json = _json_requested(args)

@@ -210,10 +210,9 @@ class _Recorder:
         index = self.site.index
         for folder in diff.folder_rows:
             index.put_folder(user, folder)
-        for row in diff.file_rows:
-            index.put_file(row)
-        for row in diff.dropped_files:
-            index.drop_file(user, row.folder, row.key)
+        # Bulk statements: at init, one row per message of the store.
+        index.put_files(diff.file_rows)
+        index.drop_files(user, ((row.folder, row.key) for row in diff.dropped_files))
         for guid in diff.dropped_folders:
             index.drop_folder(user, guid)
 

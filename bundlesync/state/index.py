@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -264,6 +264,11 @@ class StateIndex:
             ) from exc
         self.path = path
         self._depth = 0
+        # The counter, incarnation and clock as this transaction sees them: read once,
+        # written once before COMMIT (they change with every change logged, and were
+        # three meta statements per change). Empty outside a transaction.
+        self._meta: dict[str, int | None] = {}
+        self._dirty: set[str] = set()
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -321,6 +326,7 @@ class StateIndex:
             self._depth += 1
             name = f"sp{self._depth}"
             self._db.execute(f"SAVEPOINT {name}")
+            saved = dict(self._meta), set(self._dirty)
             try:
                 yield
             except BaseException as exc:
@@ -330,6 +336,7 @@ class StateIndex:
                 if self._db.in_transaction:
                     self._db.execute(f"ROLLBACK TO {name}")
                     self._db.execute(f"RELEASE {name}")
+                self._meta, self._dirty = saved
                 if isinstance(exc, sqlite3.Error):
                     raise self._failed(exc) from exc
                 raise
@@ -341,13 +348,16 @@ class StateIndex:
         self._begin()
         try:
             yield
+            self._flush_meta()
         except BaseException as exc:
+            self._forget_meta()
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")
             if isinstance(exc, sqlite3.Error):
                 raise self._failed(exc) from exc
             raise
         else:
+            self._forget_meta()
             self._execute_or_fail("COMMIT")
 
     def _execute_or_fail(self, sql: str) -> None:
@@ -383,6 +393,7 @@ class StateIndex:
         try:
             yield
         finally:
+            self._forget_meta()
             self._rollback()
 
     def _begin(self) -> None:
@@ -392,6 +403,34 @@ class StateIndex:
             raise StateError(f"the state index is busy: {exc}") from exc
 
     # -- meta: the site's own counters -------------------------------------------------
+
+    def _cached_int(self, key: str) -> int | None:
+        """A meta integer, read once per transaction."""
+        if not self._db.in_transaction:
+            return self._meta_int(key)
+        if key not in self._meta:
+            self._meta[key] = self._meta_int(key)
+        return self._meta[key]
+
+    def _put_cached_int(self, key: str, value: int) -> None:
+        """Set a meta integer: at once outside a transaction, else before its COMMIT."""
+        if not self._db.in_transaction:
+            self._set_meta_int(key, value)
+            return
+        self._meta[key] = int(value)
+        self._dirty.add(key)
+
+    def _flush_meta(self) -> None:
+        dirty = [(key, self._meta[key]) for key in sorted(self._dirty)]
+        if dirty:
+            self._db.executemany(
+                "INSERT INTO meta (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value", dirty)
+        self._dirty.clear()
+
+    def _forget_meta(self) -> None:
+        self._meta.clear()
+        self._dirty.clear()
 
     def _meta_int(self, key: str) -> int | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -422,51 +461,43 @@ class StateIndex:
 
     def incarnation(self) -> int:
         """This site's current incarnation (1 until a restore is detected)."""
-        return self._meta_int(_INCARNATION) or 1
+        return self._cached_int(_INCARNATION) or 1
 
     def last_counter(self) -> int:
         """The counter of this site's newest change in its current incarnation."""
-        return self._meta_int(_COUNTER) or 0
+        return self._cached_int(_COUNTER) or 0
 
     def next_counter(self) -> int:
         """Spend the next counter of this site's stream (inside a transaction).
 
-        One statement: this runs once per change. A damaged value is left as it is
-        and reported, never counted from.
+        This runs once per change: inside a transaction the counter is read once and
+        written once, before COMMIT. A damaged value is left as it is and reported,
+        never counted from.
         """
-        rows = self._db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, 1) ON CONFLICT (key) DO UPDATE SET "
-            "value = CASE typeof(value) WHEN 'integer' THEN value + 1 ELSE value END "
-            "RETURNING value", (_COUNTER,),
-        ).fetchall()
-        value = rows[0][0]
-        if not isinstance(value, int):
-            raise StateError(f"damaged value {_COUNTER!r} in the state index: {value!r}")
+        value = self.last_counter() + 1
+        self._put_cached_int(_COUNTER, value)
         return value
 
     def spend_counters(self, count: int) -> int:
         """Spend ``count`` counters of this site's stream at once; the first of them."""
         first = self.last_counter() + 1
-        self._set_meta_int(_COUNTER, first + count - 1)
+        self._put_cached_int(_COUNTER, first + count - 1)
         return first
 
     def start_incarnation(self, incarnation: int) -> None:
         """Move this site to a new incarnation; its counters start again at 1."""
-        self._set_meta_int(_INCARNATION, incarnation)
-        self._set_meta_int(_COUNTER, 0)
+        self._put_cached_int(_INCARNATION, incarnation)
+        self._put_cached_int(_COUNTER, 0)
 
     def clock(self) -> tuple[int, int] | None:
         """(wall_ms, counter) of the last timestamp this site's clock gave, if any."""
-        wall = self._meta_int(_CLOCK_WALL)
-        return None if wall is None else (wall, self._meta_int(_CLOCK_COUNTER) or 0)
+        wall = self._cached_int(_CLOCK_WALL)
+        return None if wall is None else (wall, self._cached_int(_CLOCK_COUNTER) or 0)
 
     def save_clock(self, wall_ms: int, counter: int) -> None:
-        # One statement for both: this runs once per change.
-        self._db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?), (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            (_CLOCK_WALL, int(wall_ms), _CLOCK_COUNTER, int(counter)),
-        )
+        """Keep the clock's last timestamp (written once per transaction)."""
+        self._put_cached_int(_CLOCK_WALL, wall_ms)
+        self._put_cached_int(_CLOCK_COUNTER, counter)
 
     def reserve_bundle_seq(self, peer: str, incarnation: int) -> int:
         """The next bundle number to ``peer`` in ``incarnation``, reserved at once (its
@@ -742,11 +773,20 @@ class StateIndex:
         return row is not None
 
     def put_file(self, row: FileRow) -> None:
-        self._db.execute(
+        self.put_files([row])
+
+    def put_files(self, rows: Iterable[FileRow]) -> None:
+        """Remember many files at once (one prepared statement for all: a scan's rows)."""
+        self._db.executemany(
             f"INSERT OR REPLACE INTO files ({_FILE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.user, row.folder, row.key, row.mailbox, row.guid, row.body,
-             encode_flags(row.flags), row.size, row.internal_date),
+            ((row.user, row.folder, row.key, row.mailbox, row.guid, row.body,
+              encode_flags(row.flags), row.size, row.internal_date) for row in rows),
         )
+
+    def drop_files(self, user: str, keys: Iterable[tuple[str, str]]) -> None:
+        """Forget many files of ``user`` at once: (folder, key) pairs."""
+        self._db.executemany("DELETE FROM files WHERE user = ? AND folder = ? AND key = ?",
+                             ((user, folder, key) for folder, key in keys))
 
     def drop_file(self, user: str, folder: str, key: str) -> None:
         self._db.execute(

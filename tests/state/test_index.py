@@ -137,6 +137,43 @@ def test_the_distinct_readers_see_every_user(tmp_path: Path) -> None:
         assert index.has_pending()
 
 
+def test_the_counter_and_clock_are_written_once_per_transaction(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "s", create=True) as index:
+        seen: list[str] = []
+        index.trace(seen.append)
+        with index.transaction():
+            for n in range(1, 51):
+                assert index.next_counter() == n
+                index.save_clock(1000 + n, n)
+        index.trace(None)
+        # One read of the counter, and one write of each of the three keys at COMMIT
+        # (not three statements for each of the 50 changes).
+        assert sum("meta" in s for s in seen) == 4
+        assert index.last_counter() == 50 and index.clock() == (1050, 50)
+
+
+def spend_then_fail(index: StateIndex) -> None:
+    with index.transaction():
+        index.next_counter()
+        raise RuntimeError
+
+
+def test_a_rolled_back_savepoint_gives_its_counters_back(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "s", create=True) as index:
+        with index.transaction():
+            assert index.next_counter() == 1
+            with pytest.raises(RuntimeError):
+                spend_then_fail(index)
+            assert index.next_counter() == 2
+        assert index.last_counter() == 2
+        with pytest.raises(RuntimeError):
+            spend_then_fail(index)
+        assert index.last_counter() == 2
+        with index.rehearsal():
+            assert index.next_counter() == 3
+        assert index.last_counter() == 2
+
+
 def test_a_database_failure_inside_a_transaction_is_a_state_error(tmp_path: Path) -> None:
     with StateIndex(tmp_path / "s", create=True) as index:
         log(index, added(A, 1))

@@ -46,6 +46,11 @@ from bundlesync.stores.maildir import KEYWORDS, UIDLIST, MaildirStore
 
 Progress = Callable[[str, int, int], None]  # (user, users done, users total)
 READ_THREADS = 6
+# A pack is cut when its bodies reach this many uncompressed bytes, whatever the
+# archive's pack size says: the builder and the pack in flight each hold their raw
+# segments until sealed, so this bounds the writer's memory (about 4x this) however
+# well the mail compresses. 8 MiB of mail makes packs of 2-4 MB.
+PACK_RAW_LIMIT = 8 * 1024 * 1024
 
 
 @dataclass
@@ -114,7 +119,8 @@ class _PackWriter:
         self.pending.add(blob_id)
         builder = self.builders[kind]
         builder.add(kind, blob_id, data)
-        if builder.size >= self.archive.config.pack_size:
+        if (builder.size >= self.archive.config.pack_size
+                or builder.blob_bytes >= PACK_RAW_LIMIT):
             self.flush(kind)
 
     def flush(self, kind: int | None = None) -> None:
@@ -242,6 +248,16 @@ class _UserBackup:
         self.prev_by_guid = {m.guid: m for m in prev}
         self.prev_by_path = {m.path: m for m in prev}
         self._everywhere: dict[str, TreeMessage] | None = None
+        # Each previous tree is decrypted and decoded once per user: a folder's own
+        # listing and the search for moved messages share it.
+        self._trees: dict[bytes, list[TreeMessage]] = {}
+
+    def tree(self, tree_id: bytes) -> list[TreeMessage]:
+        """A previous tree of this user, read once."""
+        found = self._trees.get(tree_id)
+        if found is None:
+            found = self._trees[tree_id] = self.archive.read_tree(tree_id)
+        return found
 
     def known_elsewhere(self, key: str) -> TreeMessage | None:
         """The message with this key in any of the user's previous folders: a move or a
@@ -249,7 +265,7 @@ class _UserBackup:
         if self._everywhere is None:
             self._everywhere = {}
             for box in self.prev_by_guid.values():
-                for message in self.archive.read_tree(box.tree):
+                for message in self.tree(box.tree):
                     self._everywhere.setdefault(message.key, message)
         return self._everywhere.get(key)
 
@@ -284,7 +300,7 @@ class _UserBackup:
                 uidvalidity, uidnext, uids = parse_uidlist(text)
             except FileNotFoundError:
                 pass
-        old = {m.key: m for m in self.archive.read_tree(prev.tree)} if prev else {}
+        old = {m.key: m for m in self.tree(prev.tree)} if prev else {}
         names = sorted(self.store.message_names(self.user, info.path).items())
         found: dict[str, tuple[bytes, int, int]] = {}  # key -> body, size, date
         to_read: list[str] = []

@@ -25,13 +25,13 @@ from pathlib import Path
 
 import cbor2
 
+from bundlesync.archive.errors import ArchiveDamaged
 from bundlesync.archive.objects import BLOB_BODY, BLOB_TREE, PackBuilder, parse_entry
 from bundlesync.archive.repository import (
     DATA_DIR,
     Archive,
     MailboxEntry,
     Snapshot,
-    TreeMessage,
     UserEntry,
 )
 from bundlesync.archive.users import UserSelection
@@ -247,26 +247,26 @@ class _UserBackup:
         prev = previous.mailboxes if previous else ()
         self.prev_by_guid = {m.guid: m for m in prev}
         self.prev_by_path = {m.path: m for m in prev}
-        self._everywhere: dict[str, TreeMessage] | None = None
+        self._everywhere: dict[str, RawMessage] | None = None
         # Each previous tree is decrypted and decoded once per user: a folder's own
         # listing and the search for moved messages share it.
-        self._trees: dict[bytes, list[TreeMessage]] = {}
+        self._trees: dict[bytes, dict[str, RawMessage]] = {}
 
-    def tree(self, tree_id: bytes) -> list[TreeMessage]:
-        """A previous tree of this user, read once."""
+    def tree(self, tree_id: bytes) -> dict[str, RawMessage]:
+        """A previous tree of this user (key -> raw entry), read once."""
         found = self._trees.get(tree_id)
         if found is None:
-            found = self._trees[tree_id] = self.archive.read_tree(tree_id)
+            found = self._trees[tree_id] = raw_tree(self.archive, tree_id)
         return found
 
-    def known_elsewhere(self, key: str) -> TreeMessage | None:
+    def known_elsewhere(self, key: str) -> RawMessage | None:
         """The message with this key in any of the user's previous folders: a move or a
         renamed folder then costs no read (loaded on the first miss, once per user)."""
         if self._everywhere is None:
             self._everywhere = {}
             for box in self.prev_by_guid.values():
-                for message in self.tree(box.tree):
-                    self._everywhere.setdefault(message.key, message)
+                for message_key, message in self.tree(box.tree).items():
+                    self._everywhere.setdefault(message_key, message)
         return self._everywhere.get(key)
 
     def run(self) -> UserEntry:
@@ -300,7 +300,7 @@ class _UserBackup:
                 uidvalidity, uidnext, uids = parse_uidlist(text)
             except FileNotFoundError:
                 pass
-        old = {m.key: m for m in self.tree(prev.tree)} if prev else {}
+        old = self.tree(prev.tree) if prev else {}
         names = sorted(self.store.message_names(self.user, info.path).items())
         found: dict[str, tuple[bytes, int, int]] = {}  # key -> body, size, date
         to_read: list[str] = []
@@ -316,10 +316,10 @@ class _UserBackup:
                     except MessageMissing:
                         continue
                     if (info_now.size, info_now.internal_date) == (
-                            elsewhere.size, elsewhere.internal_date):
+                            elsewhere[3], elsewhere[6]):
                         known = elsewhere
             if known is not None:
-                found[key] = (known.body, known.size, known.internal_date)
+                found[key] = (known[2], known[3], known[6])  # type: ignore[assignment]
             else:
                 to_read.append(key)
         for key, data, date in self.readers.read(self.user, info.path, to_read):
@@ -329,19 +329,45 @@ class _UserBackup:
             if not self.packs.has(body):
                 self.report.bodies_added += 1
                 self.packs.add(BLOB_BODY, body, data)
+        # Entries as archive-v1 §8.1 lays them out (TreeMessage.encode), built directly:
+        # a touched folder of a large store is mostly unchanged messages.
         messages = [
-            TreeMessage(key=key, guid=msg_guid, body=found[key][0], size=found[key][1],
-                        flags=tuple(sorted(flags)), uid=uids.get(key),
-                        internal_date=found[key][2])
+            [key, msg_guid, found[key][0], found[key][1], sorted(flags), uids.get(key),
+             found[key][2]]
             for key, (msg_guid, flags) in names if key in found]
-        tree = cbor2.dumps([m.encode() for m in messages], canonical=True)
+        tree = cbor2.dumps(messages, canonical=True)
         tree_id = hashlib.sha256(tree).digest()
         self.packs.add(BLOB_TREE, tree_id, tree)
         self.report.messages += len(messages)
         return MailboxEntry(guid=guid, path=info.path, uidvalidity=uidvalidity,
                             uidnext=uidnext, subscribed=subscribed, tree=tree_id,
-                            messages=len(messages), total_size=sum(m.size for m in messages),
+                            messages=len(messages),
+                            total_size=sum(found[k][1] for k, _ in names if k in found),
                             stamp=stamp)
+
+
+RawMessage = list[object]  # one tree entry as stored: [key, guid, body, size, flags, uid, date]
+
+
+def raw_tree(archive: Archive, tree_id: bytes) -> dict[str, RawMessage]:
+    """A tree's entries by key, checked for the fields a backup reuses, without building
+    a TreeMessage for each (most of a touched folder's entries are copied unchanged)."""
+    what = f"Tree {tree_id.hex()[:16]}"
+    data = archive.read_blob(tree_id, kind=BLOB_TREE)
+    try:
+        value = cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError):
+        raise ArchiveDamaged(f"{what} holds invalid CBOR.") from None
+    if not isinstance(value, list):
+        raise ArchiveDamaged(f"{what} is malformed.")
+    result: dict[str, RawMessage] = {}
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 7 and isinstance(item[0], str)
+                and isinstance(item[2], bytes) and isinstance(item[3], int)
+                and isinstance(item[6], int)):
+            raise ArchiveDamaged(f"{what} is malformed.")
+        result[item[0]] = item
+    return result
 
 
 def run_backup(archive: Archive, store: Store, *, users: UserSelection,

@@ -111,7 +111,7 @@ class _PackWriter:
 
     def has(self, blob_id: bytes) -> bool:
         # The index is loaded on first use: a run in which no folder changed never needs it.
-        return blob_id in self.pending or blob_id in self.archive.load_index()
+        return blob_id in self.pending or self.archive.has_blob(blob_id)
 
     def add(self, kind: int, blob_id: bytes, data: bytes) -> None:
         if self.has(blob_id):
@@ -353,6 +353,7 @@ def raw_tree(archive: Archive, tree_id: bytes) -> dict[str, RawMessage]:
     """A tree's entries by key, checked for the fields a backup reuses, without building
     a TreeMessage for each (most of a touched folder's entries are copied unchanged)."""
     what = f"Tree {tree_id.hex()[:16]}"
+    archive.load_lean_index()  # a backup never needs a body's place (no-op once loaded)
     data = archive.read_blob(tree_id, kind=BLOB_TREE)
     try:
         value = cbor2.loads(data)

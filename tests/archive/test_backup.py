@@ -9,6 +9,7 @@ import pytest
 
 from bundlesync.archive.backup import parse_uidlist
 from bundlesync.archive.errors import WrongSecret
+from bundlesync.archive.objects import BLOB_TREE
 from bundlesync.archive.repository import open_archive
 from bundlesync.archive.secrets import Passphrase, RecoveryCard
 from bundlesync.archive.users import UserSelection
@@ -132,3 +133,26 @@ def test_check_with_a_subset_reads_part_of_the_archive(backups: Backups) -> None
     some = check_archive(backups.reader(), subset_percent=50, day=3)
     assert full.ok and some.ok
     assert full.packs_read == full.packs and some.packs_read <= full.packs_read
+
+
+def test_a_backup_holds_only_body_ids_and_a_reader_still_finds_every_body(
+        backups: Backups) -> None:
+    populate(backups.store, per_folder=3)
+    backups.backup()
+    data, _date = demo_message("alice@example.org", 99)
+    backups.store.add_message("alice@example.org", INBOX, key="1700000099.M9P9.host",
+                              data=data, flags=frozenset(), internal_date=1_700_000_099)
+    report = backups.backup()
+    archive = backups.archive
+    # The backup's index is lean: bodies by id only, trees by place.
+    assert report.bodies_added == 1 and archive._lean and archive._body_ids
+    assert archive._index is not None
+    assert all(ref.kind == BLOB_TREE for ref in archive._index.values())
+    # Reading a body upgrades it to the full index, blobs of this run's packs included.
+    newest = archive.snapshots()[-1].id
+    for box in archive.mailboxes(newest, "alice@example.org"):
+        for message in box.messages:
+            assert len(archive.read_body(message.body)) == message.size
+    assert not archive._lean
+    again = backups.backup()
+    assert again.bodies_added == 0

@@ -13,7 +13,9 @@ or index entries, which ``prune`` reclaims; never a half snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -371,16 +373,60 @@ def raw_tree(archive: Archive, tree_id: bytes) -> dict[str, RawMessage]:
     return result
 
 
+def newest_snapshot(archive: Archive, cache_dir: Path | None) -> Snapshot | None:
+    """The archive's newest snapshot (the order of ``Archive.all_snapshots``), decrypting
+    only the snapshots a local cache of their times does not know yet.
+
+    The cache (one JSON file per archive id in ``cache_dir``) is only an accelerator:
+    a missing or unreadable one is rebuilt, and the snapshot it names is verified as
+    any other. A wrong time in it can only pick an older parent, which costs folder
+    listings, never content: an unchanged stamp means an unchanged folder at any date.
+    """
+    names = archive.snapshot_names()
+    if not names:
+        return None
+    cache = (cache_dir / f"snapshots-{archive.config.archive_id.hex()}.json"
+             if cache_dir is not None else None)
+    known: dict[str, int] = {}
+    if cache is not None:
+        try:
+            loaded = json.loads(cache.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                known = {k: v for k, v in loaded.items()
+                         if isinstance(k, str) and isinstance(v, int)}
+        except (OSError, ValueError):
+            known = {}
+    times: dict[str, int] = {}
+    for name in names:
+        when = known.get(name)
+        if when is None:
+            when = archive.load_snapshot(name, keep=False).time_ms
+        times[name] = when
+    newest = max(names, key=lambda n: (times[n], n))
+    snap = archive.load_snapshot(newest)
+    if snap.time_ms != times[newest]:  # a stale cache: fall back to reading them all
+        snaps = archive.all_snapshots()
+        snap = snaps[-1]
+        times = {s.id: s.time_ms for s in snaps}
+    if cache is not None and times != known:
+        with contextlib.suppress(OSError):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(times, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, cache)
+    return snap
+
+
 def run_backup(archive: Archive, store: Store, *, users: UserSelection,
                filters: MailboxFilter, now_ms: int | None = None, tags: tuple[str, ...] = (),
-               progress: Progress | None = None) -> BackupReport:
-    """Add one snapshot (the caller holds the archive lock)."""
+               progress: Progress | None = None, cache_dir: Path | None = None) -> BackupReport:
+    """Add one snapshot (the caller holds the archive lock). ``cache_dir``: where to keep
+    the local cache of snapshot times (see :func:`newest_snapshot`); None for none."""
     started = time.monotonic()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     report = BackupReport()
     assert archive.identity is not None
-    snaps = archive.all_snapshots()
-    previous = snaps[-1] if snaps else None
+    previous = newest_snapshot(archive, cache_dir)
     chosen, missing = users.select(store.users())
     report.missing_users = missing
     for user in missing:
@@ -419,6 +465,8 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
         tags=tags, parent=previous.id if previous else None, added=report.bytes_added,
         users=entries, failed=tuple(sorted(report.failed)))
     archive.write_snapshot(snapshot)
+    if cache_dir is not None:  # the next run then decrypts no snapshot to find its parent
+        newest_snapshot(archive, cache_dir)
     report.snapshot = snap_id
     report.seconds = time.monotonic() - started
     return report

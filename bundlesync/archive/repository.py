@@ -424,7 +424,9 @@ class Archive:
             return []
         return sorted(p.name for p in directory.iterdir() if _HEX16.match(p.name))
 
-    def load_snapshot(self, name: str) -> Snapshot:
+    def load_snapshot(self, name: str, *, keep: bool = True) -> Snapshot:
+        """One snapshot, decrypted and verified; ``keep=False`` does not hold it in memory
+        (a snapshot of thousands of users is large)."""
         cached = self._snapshots.get(name)
         if cached is not None:
             return cached
@@ -433,7 +435,8 @@ class Archive:
         payload = read_signed(data, SNAPSHOT_MAGIC, self.config.signing_public, what=what)
         snap = decode_snapshot(decode_sealed_cbor(self.key, CTX_SNAPSHOT, payload, what=what),
                                name=name)
-        self._snapshots[name] = snap
+        if keep:
+            self._snapshots[name] = snap
         return snap
 
     def all_snapshots(self) -> list[Snapshot]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bundlesync.archive.secrets import Passphrase, RecoveryCard
 from bundlesync.archive.users import UserSelection
 from bundlesync.operations.demo import demo_message, populate
 from bundlesync.stores.base import INBOX
-from tests.archive.conftest import Backups
+from tests.archive.conftest import Backups, tick
 from tests.archive.views import snapshot_view, store_view
 
 
@@ -156,3 +157,38 @@ def test_a_backup_holds_only_body_ids_and_a_reader_still_finds_every_body(
     assert not archive._lean
     again = backups.backup()
     assert again.bodies_added == 0
+
+
+def test_the_parent_snapshot_comes_from_a_local_cache_checked_against_the_archive(
+        backups: Backups, tmp_path: Path) -> None:
+    from bundlesync.archive.backup import newest_snapshot, run_backup
+    from bundlesync.operations.config import MailboxFilter
+
+    cache = tmp_path / "cache"
+    populate(backups.store, per_folder=2)
+    for _ in range(3):
+        archive = open_archive(backups.path, secret=backups.identity)
+        run_backup(archive, backups.store, users=UserSelection(), filters=MailboxFilter(),
+                   now_ms=tick(), cache_dir=cache)
+    newest = backups.reader().snapshots()[-1].id
+    archive = open_archive(backups.path, secret=backups.identity)
+    opened: list[str] = []
+    real = archive.load_snapshot
+
+    def counting(name: str, *, keep: bool = True) -> object:
+        opened.append(name)
+        return real(name, keep=keep)
+
+    archive.load_snapshot = counting  # type: ignore[method-assign,assignment]
+    snap = newest_snapshot(archive, cache)
+    assert snap is not None and snap.id == newest and opened == [newest]
+    # A cache that lies about the times is caught by the snapshot it names.
+    [cache_file] = cache.iterdir()
+    lies = dict.fromkeys(archive.snapshot_names(), 0)
+    lies[min(lies)] = 1 << 60
+    cache_file.write_text(json.dumps(lies), encoding="utf-8")
+    again = newest_snapshot(open_archive(backups.path, secret=backups.identity), cache)
+    assert again is not None and again.id == newest
+    cache_file.write_text("not json", encoding="utf-8")
+    third = newest_snapshot(open_archive(backups.path, secret=backups.identity), cache)
+    assert third is not None and third.id == newest

@@ -53,6 +53,7 @@ READ_THREADS = 6
 # segments until sealed, so this bounds the writer's memory (about 4x this) however
 # well the mail compresses. 8 MiB of mail makes packs of 2-4 MB.
 PACK_RAW_LIMIT = 8 * 1024 * 1024
+INDEX_EVERY_PACKS = 64
 
 
 @dataclass
@@ -153,6 +154,12 @@ class _PackWriter:
         self.archive.add_to_index([parse_entry(e, name, what="pack") for e in entries],
                                   name, size)
         self.pending.difference_update(bytes(e[1]) for e in entries)  # type: ignore[call-overload]
+        if len(self.written) >= INDEX_EVERY_PACKS:
+            # An index file now and then, as restic does: the entries of a first backup
+            # are not all held until the end (memory), and a crash keeps more of the work.
+            self.archive.write_index(self.written)
+            failpoints.reached("archive-index")
+            self.written = []
         self.report.bytes_added += size
         self.report.packs += 1
 

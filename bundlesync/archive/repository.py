@@ -221,7 +221,6 @@ class Archive:
         # load_lean_index. Any reader that needs a body's place upgrades it.
         self._lean = False
         self._body_ids: set[bytes] = set()
-        self._new_refs: list[BlobRef] = []
         self._pack_sizes: dict[bytes, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._segment_cache: tuple[tuple[bytes, int], bytes] | None = None
@@ -307,8 +306,6 @@ class Archive:
                 self._pack_sizes[pack] = size
                 for ref in refs:
                     index.setdefault(ref.id, ref)
-        for ref in self._new_refs:  # blobs of packs this writer added, not yet indexed
-            index.setdefault(ref.id, ref)
         self._index, self._index_files = index, names
         self._lean, self._body_ids = False, set()
         return index
@@ -350,11 +347,12 @@ class Archive:
         assert self._index is not None
         self._pack_sizes[pack] = size
         for ref in refs:
-            if self._lean:
-                self._new_refs.append(ref)  # kept in case a reader needs the full index
-                if ref.kind == BLOB_BODY:
-                    self._body_ids.add(ref.id)
-                    continue
+            if self._lean and ref.kind == BLOB_BODY:
+                # Only the id: a first backup adds every body of the store. A reader
+                # that upgrades to the full index later finds these packs in the index
+                # file the backup writes before it returns.
+                self._body_ids.add(ref.id)
+                continue
             self._index.setdefault(ref.id, ref)
 
     @property

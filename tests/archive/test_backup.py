@@ -149,7 +149,7 @@ def test_a_backup_holds_only_body_ids_and_a_reader_still_finds_every_body(
     assert report.bodies_added == 1 and archive._lean and archive._body_ids
     assert archive._index is not None
     assert all(ref.kind == BLOB_TREE for ref in archive._index.values())
-    # Reading a body upgrades it to the full index, blobs of this run's packs included.
+    # Reading a body upgrades it to the full index, this run's index file included.
     newest = archive.snapshots()[-1].id
     for box in archive.mailboxes(newest, "alice@example.org"):
         for message in box.messages:

@@ -13,7 +13,9 @@ or index entries, which ``prune`` reclaims; never a half snapshot.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import socket
 import threading
@@ -25,13 +27,13 @@ from pathlib import Path
 
 import cbor2
 
+from bundlesync.archive.errors import ArchiveDamaged
 from bundlesync.archive.objects import BLOB_BODY, BLOB_TREE, PackBuilder, parse_entry
 from bundlesync.archive.repository import (
     DATA_DIR,
     Archive,
     MailboxEntry,
     Snapshot,
-    TreeMessage,
     UserEntry,
 )
 from bundlesync.archive.users import UserSelection
@@ -46,6 +48,12 @@ from bundlesync.stores.maildir import KEYWORDS, UIDLIST, MaildirStore
 
 Progress = Callable[[str, int, int], None]  # (user, users done, users total)
 READ_THREADS = 6
+# A pack is cut when its bodies reach this many uncompressed bytes, whatever the
+# archive's pack size says: the builder and the pack in flight each hold their raw
+# segments until sealed, so this bounds the writer's memory (about 4x this) however
+# well the mail compresses. 8 MiB of mail makes packs of 2-4 MB.
+PACK_RAW_LIMIT = 8 * 1024 * 1024
+INDEX_EVERY_PACKS = 64
 
 
 @dataclass
@@ -106,7 +114,7 @@ class _PackWriter:
 
     def has(self, blob_id: bytes) -> bool:
         # The index is loaded on first use: a run in which no folder changed never needs it.
-        return blob_id in self.pending or blob_id in self.archive.load_index()
+        return blob_id in self.pending or self.archive.has_blob(blob_id)
 
     def add(self, kind: int, blob_id: bytes, data: bytes) -> None:
         if self.has(blob_id):
@@ -114,7 +122,8 @@ class _PackWriter:
         self.pending.add(blob_id)
         builder = self.builders[kind]
         builder.add(kind, blob_id, data)
-        if builder.size >= self.archive.config.pack_size:
+        if (builder.size >= self.archive.config.pack_size
+                or builder.blob_bytes >= PACK_RAW_LIMIT):
             self.flush(kind)
 
     def flush(self, kind: int | None = None) -> None:
@@ -145,6 +154,12 @@ class _PackWriter:
         self.archive.add_to_index([parse_entry(e, name, what="pack") for e in entries],
                                   name, size)
         self.pending.difference_update(bytes(e[1]) for e in entries)  # type: ignore[call-overload]
+        if len(self.written) >= INDEX_EVERY_PACKS:
+            # An index file now and then, as restic does: the entries of a first backup
+            # are not all held until the end (memory), and a crash keeps more of the work.
+            self.archive.write_index(self.written)
+            failpoints.reached("archive-index")
+            self.written = []
         self.report.bytes_added += size
         self.report.packs += 1
 
@@ -241,16 +256,26 @@ class _UserBackup:
         prev = previous.mailboxes if previous else ()
         self.prev_by_guid = {m.guid: m for m in prev}
         self.prev_by_path = {m.path: m for m in prev}
-        self._everywhere: dict[str, TreeMessage] | None = None
+        self._everywhere: dict[str, RawMessage] | None = None
+        # Each previous tree is decrypted and decoded once per user: a folder's own
+        # listing and the search for moved messages share it.
+        self._trees: dict[bytes, dict[str, RawMessage]] = {}
 
-    def known_elsewhere(self, key: str) -> TreeMessage | None:
+    def tree(self, tree_id: bytes) -> dict[str, RawMessage]:
+        """A previous tree of this user (key -> raw entry), read once."""
+        found = self._trees.get(tree_id)
+        if found is None:
+            found = self._trees[tree_id] = raw_tree(self.archive, tree_id)
+        return found
+
+    def known_elsewhere(self, key: str) -> RawMessage | None:
         """The message with this key in any of the user's previous folders: a move or a
         renamed folder then costs no read (loaded on the first miss, once per user)."""
         if self._everywhere is None:
             self._everywhere = {}
             for box in self.prev_by_guid.values():
-                for message in self.archive.read_tree(box.tree):
-                    self._everywhere.setdefault(message.key, message)
+                for message_key, message in self.tree(box.tree).items():
+                    self._everywhere.setdefault(message_key, message)
         return self._everywhere.get(key)
 
     def run(self) -> UserEntry:
@@ -284,7 +309,7 @@ class _UserBackup:
                 uidvalidity, uidnext, uids = parse_uidlist(text)
             except FileNotFoundError:
                 pass
-        old = {m.key: m for m in self.archive.read_tree(prev.tree)} if prev else {}
+        old = self.tree(prev.tree) if prev else {}
         names = sorted(self.store.message_names(self.user, info.path).items())
         found: dict[str, tuple[bytes, int, int]] = {}  # key -> body, size, date
         to_read: list[str] = []
@@ -300,10 +325,10 @@ class _UserBackup:
                     except MessageMissing:
                         continue
                     if (info_now.size, info_now.internal_date) == (
-                            elsewhere.size, elsewhere.internal_date):
+                            elsewhere[3], elsewhere[6]):
                         known = elsewhere
             if known is not None:
-                found[key] = (known.body, known.size, known.internal_date)
+                found[key] = (known[2], known[3], known[6])  # type: ignore[assignment]
             else:
                 to_read.append(key)
         for key, data, date in self.readers.read(self.user, info.path, to_read):
@@ -313,31 +338,102 @@ class _UserBackup:
             if not self.packs.has(body):
                 self.report.bodies_added += 1
                 self.packs.add(BLOB_BODY, body, data)
+        # Entries as archive-v1 §8.1 lays them out (TreeMessage.encode), built directly:
+        # a touched folder of a large store is mostly unchanged messages.
         messages = [
-            TreeMessage(key=key, guid=msg_guid, body=found[key][0], size=found[key][1],
-                        flags=tuple(sorted(flags)), uid=uids.get(key),
-                        internal_date=found[key][2])
+            [key, msg_guid, found[key][0], found[key][1], sorted(flags), uids.get(key),
+             found[key][2]]
             for key, (msg_guid, flags) in names if key in found]
-        tree = cbor2.dumps([m.encode() for m in messages], canonical=True)
+        tree = cbor2.dumps(messages, canonical=True)
         tree_id = hashlib.sha256(tree).digest()
         self.packs.add(BLOB_TREE, tree_id, tree)
         self.report.messages += len(messages)
         return MailboxEntry(guid=guid, path=info.path, uidvalidity=uidvalidity,
                             uidnext=uidnext, subscribed=subscribed, tree=tree_id,
-                            messages=len(messages), total_size=sum(m.size for m in messages),
+                            messages=len(messages),
+                            total_size=sum(found[k][1] for k, _ in names if k in found),
                             stamp=stamp)
+
+
+RawMessage = list[object]  # one tree entry as stored: [key, guid, body, size, flags, uid, date]
+
+
+def raw_tree(archive: Archive, tree_id: bytes) -> dict[str, RawMessage]:
+    """A tree's entries by key, checked for the fields a backup reuses, without building
+    a TreeMessage for each (most of a touched folder's entries are copied unchanged)."""
+    what = f"Tree {tree_id.hex()[:16]}"
+    archive.load_lean_index()  # a backup never needs a body's place (no-op once loaded)
+    data = archive.read_blob(tree_id, kind=BLOB_TREE)
+    try:
+        value = cbor2.loads(data)
+    except (cbor2.CBORDecodeError, ValueError, TypeError):
+        raise ArchiveDamaged(f"{what} holds invalid CBOR.") from None
+    if not isinstance(value, list):
+        raise ArchiveDamaged(f"{what} is malformed.")
+    result: dict[str, RawMessage] = {}
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 7 and isinstance(item[0], str)
+                and isinstance(item[2], bytes) and isinstance(item[3], int)
+                and isinstance(item[6], int)):
+            raise ArchiveDamaged(f"{what} is malformed.")
+        result[item[0]] = item
+    return result
+
+
+def newest_snapshot(archive: Archive, cache_dir: Path | None) -> Snapshot | None:
+    """The archive's newest snapshot (the order of ``Archive.all_snapshots``), decrypting
+    only the snapshots a local cache of their times does not know yet.
+
+    The cache (one JSON file per archive id in ``cache_dir``) is only an accelerator:
+    a missing or unreadable one is rebuilt, and the snapshot it names is verified as
+    any other. A wrong time in it can only pick an older parent, which costs folder
+    listings, never content: an unchanged stamp means an unchanged folder at any date.
+    """
+    names = archive.snapshot_names()
+    if not names:
+        return None
+    cache = (cache_dir / f"snapshots-{archive.config.archive_id.hex()}.json"
+             if cache_dir is not None else None)
+    known: dict[str, int] = {}
+    if cache is not None:
+        try:
+            loaded = json.loads(cache.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                known = {k: v for k, v in loaded.items()
+                         if isinstance(k, str) and isinstance(v, int)}
+        except (OSError, ValueError):
+            known = {}
+    times: dict[str, int] = {}
+    for name in names:
+        when = known.get(name)
+        if when is None:
+            when = archive.load_snapshot(name, keep=False).time_ms
+        times[name] = when
+    newest = max(names, key=lambda n: (times[n], n))
+    snap = archive.load_snapshot(newest)
+    if snap.time_ms != times[newest]:  # a stale cache: fall back to reading them all
+        snaps = archive.all_snapshots()
+        snap = snaps[-1]
+        times = {s.id: s.time_ms for s in snaps}
+    if cache is not None and times != known:
+        with contextlib.suppress(OSError):
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_name(f"{cache.name}.{os.getpid()}")
+            tmp.write_text(json.dumps(times, sort_keys=True), encoding="utf-8")
+            os.replace(tmp, cache)
+    return snap
 
 
 def run_backup(archive: Archive, store: Store, *, users: UserSelection,
                filters: MailboxFilter, now_ms: int | None = None, tags: tuple[str, ...] = (),
-               progress: Progress | None = None) -> BackupReport:
-    """Add one snapshot (the caller holds the archive lock)."""
+               progress: Progress | None = None, cache_dir: Path | None = None) -> BackupReport:
+    """Add one snapshot (the caller holds the archive lock). ``cache_dir``: where to keep
+    the local cache of snapshot times (see :func:`newest_snapshot`); None for none."""
     started = time.monotonic()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     report = BackupReport()
     assert archive.identity is not None
-    snaps = archive.all_snapshots()
-    previous = snaps[-1] if snaps else None
+    previous = newest_snapshot(archive, cache_dir)
     chosen, missing = users.select(store.users())
     report.missing_users = missing
     for user in missing:
@@ -376,6 +472,8 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
         tags=tags, parent=previous.id if previous else None, added=report.bytes_added,
         users=entries, failed=tuple(sorted(report.failed)))
     archive.write_snapshot(snapshot)
+    if cache_dir is not None:  # the next run then decrypts no snapshot to find its parent
+        newest_snapshot(archive, cache_dir)
     report.snapshot = snap_id
     report.seconds = time.monotonic() - started
     return report

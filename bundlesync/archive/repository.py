@@ -217,6 +217,10 @@ class Archive:
         self.identity = identity
         self._index: dict[bytes, BlobRef] | None = None
         self._index_files: list[str] = []
+        # A backup loads a lean index (trees, and only the ids of bodies): see
+        # load_lean_index. Any reader that needs a body's place upgrades it.
+        self._lean = False
+        self._body_ids: set[bytes] = set()
         self._pack_sizes: dict[bytes, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._segment_cache: tuple[tuple[bytes, int], bytes] | None = None
@@ -262,27 +266,37 @@ class Archive:
             return []
         return sorted(p.name for p in directory.iterdir() if _HEX64.match(p.name))
 
-    def read_index(self, name: str) -> tuple[list[tuple[bytes, int, list[BlobRef]]], list[bytes]]:
-        """One index file's packs (name, size, blobs) and the indexes it supersedes."""
+    def _read_index_raw(self, name: str) -> tuple[list[tuple[bytes, int, list[object]]],
+                                                   list[bytes]]:
+        """One index file's packs (name, size, raw entries) and what it supersedes."""
         what = f"Index file {name[:12]}"
         data = self._read(self.root / INDEX_DIR / name, what)
         payload = read_signed(data, INDEX_MAGIC, self.config.signing_public, what=what)
         value = decode_sealed_cbor(self.key, CTX_INDEX, payload, what=what)
-        packs = []
+        packs: list[tuple[bytes, int, list[object]]] = []
         try:
             assert isinstance(value, dict)
             for pack, size, entries in value["packs"]:
                 assert isinstance(pack, bytes) and len(pack) == 32 and isinstance(size, int)
-                packs.append((pack, size, [parse_entry(e, pack, what=what) for e in entries]))
+                assert isinstance(entries, list)
+                packs.append((pack, size, entries))
             supersedes = list(value["supersedes"])
             assert all(isinstance(s, bytes) for s in supersedes)
         except (AssertionError, KeyError, TypeError, ValueError):
             raise ArchiveDamaged(f"{what} is malformed.") from None
         return packs, supersedes
 
+    def read_index(self, name: str) -> tuple[list[tuple[bytes, int, list[BlobRef]]], list[bytes]]:
+        """One index file's packs (name, size, blobs) and the indexes it supersedes."""
+        what = f"Index file {name[:12]}"
+        raw, supersedes = self._read_index_raw(name)
+        packs = [(pack, size, [parse_entry(e, pack, what=what) for e in entries])
+                 for pack, size, entries in raw]
+        return packs, supersedes
+
     def load_index(self) -> dict[bytes, BlobRef]:
         """Blob id -> where it is, from every index file (loaded once)."""
-        if self._index is not None:
+        if self._index is not None and not self._lean:
             return self._index
         index: dict[bytes, BlobRef] = {}
         names = self.index_names()
@@ -293,17 +307,58 @@ class Archive:
                 for ref in refs:
                     index.setdefault(ref.id, ref)
         self._index, self._index_files = index, names
+        self._lean, self._body_ids = False, set()
         return index
 
+    def load_lean_index(self) -> None:
+        """What a backup needs of the index: where each tree is, and only the ids of the
+        bodies. A body's location is never needed to back up, and a set of ids takes
+        about a third of the memory of the full map (and of the time to build it)."""
+        if self._index is not None:
+            return
+        trees: dict[bytes, BlobRef] = {}
+        bodies: set[bytes] = set()
+        names = self.index_names()
+        for name in names:
+            what = f"Index file {name[:12]}"
+            packs, _ = self._read_index_raw(name)
+            for pack, size, entries in packs:
+                self._pack_sizes[pack] = size
+                for entry in entries:
+                    if (isinstance(entry, list) and len(entry) == 6 and entry[0] == BLOB_BODY
+                            and isinstance(entry[1], bytes) and len(entry[1]) == 32):
+                        bodies.add(entry[1])
+                    else:  # a tree, or malformed (parse_entry says so)
+                        ref = parse_entry(entry, pack, what=what)
+                        trees.setdefault(ref.id, ref)
+        self._index, self._index_files = trees, names
+        self._lean, self._body_ids = True, bodies
+
+    def has_blob(self, blob_id: bytes) -> bool:
+        """Whether any index lists this blob (loads the lean index if nothing is loaded)."""
+        if self._index is None:
+            self.load_lean_index()
+        assert self._index is not None
+        return blob_id in self._index or blob_id in self._body_ids
+
     def add_to_index(self, refs: list[BlobRef], pack: bytes, size: int) -> None:
-        index = self.load_index()
+        if self._index is None:
+            self.load_lean_index()
+        assert self._index is not None
         self._pack_sizes[pack] = size
         for ref in refs:
-            index.setdefault(ref.id, ref)
+            if self._lean and ref.kind == BLOB_BODY:
+                # Only the id: a first backup adds every body of the store. A reader
+                # that upgrades to the full index later finds these packs in the index
+                # file the backup writes before it returns.
+                self._body_ids.add(ref.id)
+                continue
+            self._index.setdefault(ref.id, ref)
 
     @property
     def pack_sizes(self) -> dict[bytes, int]:
-        self.load_index()
+        if self._index is None:
+            self.load_lean_index()
         return self._pack_sizes
 
     def write_index(self, packs: list[tuple[bytes, int, list[list[object]]]],
@@ -321,7 +376,9 @@ class Archive:
 
     def read_blob(self, blob_id: bytes, *, kind: int) -> bytes:
         """A blob's bytes, checked against its id."""
-        ref = self.load_index().get(blob_id)
+        lean_ok = self._index is not None and (not self._lean or kind == BLOB_TREE)
+        ref = (self._index if lean_ok and self._index is not None
+               else self.load_index()).get(blob_id)
         what_blob = "body" if kind == BLOB_BODY else "tree"
         if ref is None or ref.kind != kind:
             raise ArchiveDamaged(f"The archive has no {what_blob} {blob_id.hex()[:16]}: "
@@ -365,7 +422,9 @@ class Archive:
             return []
         return sorted(p.name for p in directory.iterdir() if _HEX16.match(p.name))
 
-    def load_snapshot(self, name: str) -> Snapshot:
+    def load_snapshot(self, name: str, *, keep: bool = True) -> Snapshot:
+        """One snapshot, decrypted and verified; ``keep=False`` does not hold it in memory
+        (a snapshot of thousands of users is large)."""
         cached = self._snapshots.get(name)
         if cached is not None:
             return cached
@@ -374,7 +433,8 @@ class Archive:
         payload = read_signed(data, SNAPSHOT_MAGIC, self.config.signing_public, what=what)
         snap = decode_snapshot(decode_sealed_cbor(self.key, CTX_SNAPSHOT, payload, what=what),
                                name=name)
-        self._snapshots[name] = snap
+        if keep:
+            self._snapshots[name] = snap
         return snap
 
     def all_snapshots(self) -> list[Snapshot]:

@@ -188,6 +188,7 @@ def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file
                 raise
         progress = Progress("backup", enabled=None if not out_of(ctx).json else False)
         report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
+                            cache_dir=home / "archive-cache",
                             progress=lambda user, done, total: progress.items("users", done,
                                                                               total))
         progress.finish()

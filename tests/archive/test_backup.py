@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -9,12 +10,13 @@ import pytest
 
 from bundlesync.archive.backup import parse_uidlist
 from bundlesync.archive.errors import WrongSecret
+from bundlesync.archive.objects import BLOB_TREE
 from bundlesync.archive.repository import open_archive
 from bundlesync.archive.secrets import Passphrase, RecoveryCard
 from bundlesync.archive.users import UserSelection
 from bundlesync.operations.demo import demo_message, populate
 from bundlesync.stores.base import INBOX
-from tests.archive.conftest import Backups
+from tests.archive.conftest import Backups, tick
 from tests.archive.views import snapshot_view, store_view
 
 
@@ -132,3 +134,61 @@ def test_check_with_a_subset_reads_part_of_the_archive(backups: Backups) -> None
     some = check_archive(backups.reader(), subset_percent=50, day=3)
     assert full.ok and some.ok
     assert full.packs_read == full.packs and some.packs_read <= full.packs_read
+
+
+def test_a_backup_holds_only_body_ids_and_a_reader_still_finds_every_body(
+        backups: Backups) -> None:
+    populate(backups.store, per_folder=3)
+    backups.backup()
+    data, _date = demo_message("alice@example.org", 99)
+    backups.store.add_message("alice@example.org", INBOX, key="1700000099.M9P9.host",
+                              data=data, flags=frozenset(), internal_date=1_700_000_099)
+    report = backups.backup()
+    archive = backups.archive
+    # The backup's index is lean: bodies by id only, trees by place.
+    assert report.bodies_added == 1 and archive._lean and archive._body_ids
+    assert archive._index is not None
+    assert all(ref.kind == BLOB_TREE for ref in archive._index.values())
+    # Reading a body upgrades it to the full index, this run's index file included.
+    newest = archive.snapshots()[-1].id
+    for box in archive.mailboxes(newest, "alice@example.org"):
+        for message in box.messages:
+            assert len(archive.read_body(message.body)) == message.size
+    assert not archive._lean
+    again = backups.backup()
+    assert again.bodies_added == 0
+
+
+def test_the_parent_snapshot_comes_from_a_local_cache_checked_against_the_archive(
+        backups: Backups, tmp_path: Path) -> None:
+    from bundlesync.archive.backup import newest_snapshot, run_backup
+    from bundlesync.operations.config import MailboxFilter
+
+    cache = tmp_path / "cache"
+    populate(backups.store, per_folder=2)
+    for _ in range(3):
+        archive = open_archive(backups.path, secret=backups.identity)
+        run_backup(archive, backups.store, users=UserSelection(), filters=MailboxFilter(),
+                   now_ms=tick(), cache_dir=cache)
+    newest = backups.reader().snapshots()[-1].id
+    archive = open_archive(backups.path, secret=backups.identity)
+    opened: list[str] = []
+    real = archive.load_snapshot
+
+    def counting(name: str, *, keep: bool = True) -> object:
+        opened.append(name)
+        return real(name, keep=keep)
+
+    archive.load_snapshot = counting  # type: ignore[method-assign,assignment]
+    snap = newest_snapshot(archive, cache)
+    assert snap is not None and snap.id == newest and opened == [newest]
+    # A cache that lies about the times is caught by the snapshot it names.
+    [cache_file] = cache.iterdir()
+    lies = dict.fromkeys(archive.snapshot_names(), 0)
+    lies[min(lies)] = 1 << 60
+    cache_file.write_text(json.dumps(lies), encoding="utf-8")
+    again = newest_snapshot(open_archive(backups.path, secret=backups.identity), cache)
+    assert again is not None and again.id == newest
+    cache_file.write_text("not json", encoding="utf-8")
+    third = newest_snapshot(open_archive(backups.path, secret=backups.identity), cache)
+    assert third is not None and third.id == newest

@@ -29,6 +29,8 @@ Exit codes (documented in ``docs/errors.md``):
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_USAGE = 2
@@ -126,3 +128,34 @@ class Declined(BundlesyncError):
 
     exit_code = EXIT_DECLINED
     default_hint = "Nothing was changed. Run the command again to answer differently."
+
+
+class FileSystemError(LocalError):
+    """A file could not be read or written: disk full, read-only, I/O error, no access."""
+
+    default_hint = "Check the file system named in the message, then run again."
+
+
+_FS_HINTS = {
+    errno.ENOSPC: "The file system is full: free space on it, then run again; "
+                  "nothing half-done was kept.",
+    errno.EDQUOT: "The disk quota is exhausted: free space or raise the quota, then run again.",
+    errno.EROFS: "The file system is mounted read-only: remount it read-write (or check "
+                 "the drive for errors), then run again.",
+    errno.EIO: "The device reported an I/O error: check the drive (dmesg, smartctl) before "
+               "trusting what is on it.",
+    errno.EACCES: "Permission denied: run as the user owning the site and the mail store "
+                  "(or root), or fix the ownership.",
+    errno.EPERM: "Operation not permitted: run as the user owning the site and the mail "
+                 "store (or root), or fix the ownership.",
+}
+
+
+def file_system_error(exc: OSError) -> FileSystemError:
+    """The clear error for an OSError no layer translated (exit code EXIT_LOCAL)."""
+    where = exc.filename if exc.filename is not None else "a file"
+    if exc.filename2 is not None:
+        where = f"{where} -> {exc.filename2}"
+    reason = exc.strerror or str(exc)
+    return FileSystemError(f"could not use {where}: {reason}",
+                           hint=_FS_HINTS.get(exc.errno or 0, FileSystemError.default_hint))

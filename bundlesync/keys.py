@@ -52,6 +52,8 @@ KEY_FILE_NAME = "site.key"
 OWN_CARD_NAME = "site.bsc"
 CARD_SUFFIX = ".bsc"
 KEY_SIZE = 32
+# A card is a few hundred bytes of text; anything far larger is not a card.
+MAX_CARD_BYTES = 64 * 1024
 SITE_ID_HEX = 32
 
 # Site names end up in bundle file names (bundle-v1 §11): keep them portable
@@ -364,9 +366,21 @@ class PeerCard:
 
     @classmethod
     def read(cls, path: Path, *, accept_unsigned: bool = False) -> PeerCard:
-        """Read a card file (see :meth:`from_text`)."""
+        """Read a card file (see :meth:`from_text`): a regular file of at most
+        MAX_CARD_BYTES (a card is a few hundred bytes; /dev/zero or a FIFO given by
+        mistake must not hang or fill memory)."""
         try:
-            text = path.read_text(encoding="utf-8")
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            with os.fdopen(fd, "rb") as handle:
+                if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                    raise InvalidCard(f"Card file {path} is not a regular file.",
+                                      hint="Give the path of the .card file itself.")
+                data = handle.read(MAX_CARD_BYTES + 1)
+            if len(data) > MAX_CARD_BYTES:
+                raise InvalidCard(f"Card file {path} is larger than {MAX_CARD_BYTES} bytes; "
+                                  "it is not a card.",
+                                  hint="Give the path of the .card file itself.")
+            text = data.decode("utf-8")
         except FileNotFoundError:
             raise InvalidCard(f"Card file {path} does not exist.",
                               hint="Check the path of the card file.") from None

@@ -285,6 +285,7 @@ def test_a_card_is_signed_over_a_domain_separated_statement() -> None:
 def test_an_unsigned_card_is_refused_by_peer_add_with_what_to_do(tmp_path: Path) -> None:
     from bundlesync.operations.setup import add_peer, init_site
     home = tmp_path / "home"
+    (tmp_path / "mail").mkdir()  # init refuses a store location whose base is missing
     init_site(home, name="hq", store_location=str(tmp_path / "mail" / "%n"), now_ms=1)
     old = fixed("ship-a", "one").card()
     (tmp_path / "ship-a.bsc").write_text(_v1_text(old))

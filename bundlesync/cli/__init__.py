@@ -22,7 +22,13 @@ import click
 
 from bundlesync import __version__
 from bundlesync.cli.output import Output, error_code, error_object
-from bundlesync.errors import EXIT_INTERNAL, EXIT_USAGE, BundlesyncError, Declined
+from bundlesync.errors import (
+    EXIT_INTERNAL,
+    EXIT_USAGE,
+    BundlesyncError,
+    Declined,
+    file_system_error,
+)
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -201,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Interrupted; nothing half-done was kept.", err=True)
         return _finish(out, 130, {"code": "interrupted", "message": "interrupted",
                                   "hint": None, "exit_code": 130})
+    except OSError as os_exc:
+        # A file-system boundary that no layer translated: still the operator's
+        # problem (full, read-only, failing or forbidden), never "a bug".
+        fs_error = file_system_error(os_exc)
+        _say_error(fs_error)
+        return _finish(out, fs_error.exit_code, error_object(fs_error))
     except Exception as bug:  # the last line of defence: a bug
         message = f"{type(bug).__name__}: {bug}"
         click.echo(f"internal error: {message}", err=True)

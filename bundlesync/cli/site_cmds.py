@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +21,7 @@ from bundlesync.cli.common import (
 )
 from bundlesync.errors import UsageError
 from bundlesync.format.limits import MAGIC
-from bundlesync.keys import InvalidCard, PeerCard, site_paths
+from bundlesync.keys import MAX_CARD_BYTES, InvalidCard, PeerCard, site_paths
 from bundlesync.operations.setup import add_peer, init_site, own_card, remove_peer
 
 STDIO = "-"
@@ -114,6 +116,12 @@ def _read_card(card: Path) -> PeerCard:
     if str(card) == STDIO:
         return PeerCard.from_text(sys.stdin.read(), source="standard input")
     try:
+        st = os.stat(card)
+    except OSError:
+        return PeerCard.read(card)  # it says what is wrong with the path
+    if not stat.S_ISREG(st.st_mode):
+        return PeerCard.read(card)  # refuses a FIFO or device without waiting on it
+    try:
         with open(card, "rb") as handle:
             head = handle.read(len(MAGIC))
     except OSError:
@@ -123,6 +131,8 @@ def _read_card(card: Path) -> PeerCard:
             f"{card} is a bundle, not a key card",
             hint="A key card is the small text file 'bundlesync key export' writes; an "
                  "export also leaves the sending site's card in the drop as SITE.bsc.")
+    if st.st_size > MAX_CARD_BYTES:
+        return PeerCard.read(card)  # refuses it as too large, without reading it
     try:
         card.read_bytes().decode("utf-8")
     except UnicodeDecodeError:

@@ -43,6 +43,17 @@ MAX_CHUNK_SIZE = 16 * MiB
 AEAD_TAG_SIZE = 16
 
 
+# bundle-v1 §9: numbers in change records. The state index keeps them as SQLite
+# integers (at most 2^63-1); these bounds keep every sum and comparison far below.
+MAX_WALL_MS = 2**62  # far beyond any clock; far-future stamps are clamped on import
+MAX_HLC_COUNTER = 2**32 - 1
+MAX_INCARNATION = 2**40 - 1
+MAX_DOT_COUNTER = 2**48 - 1
+# A site's new incarnation is the clock in seconds (plus one per collision); an
+# acknowledgement claiming one further above is not followed.
+MAX_INCARNATION_JUMP = 2**20
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Limits:
     """What a reader accepts (bundle-v1 §9). Beyond any of them: LimitExceeded."""
@@ -69,3 +80,23 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SiteLimits:
+    """What one run accepts from the bundles it imports and the store it exports
+    (bundle-v1 §9.2; ``[limits]`` in the site configuration).
+
+    A bundle within the format's limits can still ask for far more than a site
+    should do in one run (a trusted peer's key can be stolen, a stick tampered
+    with). Beyond one of these, the message, folder or user concerned is reported
+    as failed and left out; everything else is applied.
+    """
+
+    max_message_size: int = 100 * MiB  # per message, at export (skipped) and import
+    max_new_users: int = 1000  # Maildirs an import may create in one run
+    max_new_folders: int = 1000  # folders an import may create per user in one run
+    max_folder_depth: int = 32  # levels of a folder path ("A/B/C" is 3)
+
+
+DEFAULT_SITE_LIMITS = SiteLimits()

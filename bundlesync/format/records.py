@@ -42,7 +42,13 @@ from bundlesync.format.cbor import (
     head,
 )
 from bundlesync.format.errors import RecordNotEncodable
-from bundlesync.format.limits import Limits
+from bundlesync.format.limits import (
+    MAX_DOT_COUNTER,
+    MAX_HLC_COUNTER,
+    MAX_INCARNATION,
+    MAX_WALL_MS,
+    Limits,
+)
 
 # bundle-v1 §6.1: record type codes.
 RECORD_BODY = 0
@@ -269,6 +275,8 @@ def encode_record(record: Record, limits: Limits) -> tuple[bytes, bytes]:
     if not isinstance(dot, Dot) or not isinstance(ts, Timestamp):
         raise enc.fail("dot or ts has the wrong type")
     enc.site(dot.site, "dot site")
+    # Written as given (up to 2^64-1), so that tests can build hostile bundles; the
+    # reader enforces §9.1.
     enc.uint(dot.incarnation, "dot incarnation")
     enc.uint(dot.counter, "dot counter")
     enc.out.append(0x83)
@@ -402,13 +410,22 @@ def decode_record(cur: Cursor, limits: Limits) -> Record:
     if length != 4:
         raise cbor.CborError(f"change record has {length} items, not 4")
     cur.array(3, "dot")
-    dot = Dot(cur.bytes_exact(16, "dot site").hex(), cur.uint("dot incarnation"),
-              cur.uint("dot counter"))
+    dot = Dot(cur.bytes_exact(16, "dot site").hex(),
+              _at_most(cur.uint("dot incarnation"), MAX_INCARNATION, "dot incarnation"),
+              _at_most(cur.uint("dot counter"), MAX_DOT_COUNTER, "dot counter"))
     cur.array(3, "timestamp")
-    wall = cur.uint("timestamp wall time")
-    counter = cur.uint("timestamp counter")
+    wall = _at_most(cur.uint("timestamp wall time"), MAX_WALL_MS, "timestamp wall time")
+    counter = _at_most(cur.uint("timestamp counter"), MAX_HLC_COUNTER, "timestamp counter")
     ts = Timestamp(wall, counter, cur.bytes_exact(16, "timestamp site").hex())
     return Change(dot, ts, _op(cur, limits))
+
+
+def _at_most(value: int, maximum: int, what: str) -> int:
+    """bundle-v1 §9: numbers the state index stores are bounded (SQLite holds at most
+    2^63-1; a timestamp beyond the year 10000 is no one's clock)."""
+    if value > maximum:
+        raise cbor.CborError(f"{what} {value} is above the limit {maximum} (bundle-v1 §9)")
+    return value
 
 
 def body_hash_matches(body: Body) -> bool:

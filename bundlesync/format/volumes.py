@@ -15,6 +15,7 @@ import errno
 import os
 import re
 import secrets
+import stat
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -66,6 +67,32 @@ def bundle_stem(*, origin_name: str, origin_site: str, incarnation: int, seq: in
     if len(recipients) <= 3:
         return f"{base}_to_{'+'.join(r[:8] for r in recipients)}"
     return f"{base}_to_{len(recipients)}-sites"
+
+
+def remove_leftover_temps(directory: Path, *, origin_name: str, origin_site: str) -> list[str]:
+    """Remove the temporary files a killed write of this site left in ``directory``.
+
+    Only names this site's writer makes (``.<origin>_<site8>_*.tmp``, bundle-v1
+    §11) are touched, and only regular files: the caller holds the site lock, so
+    no write of this site is under way, and other sites' files are never ours.
+    """
+    prefix = f".{origin_name}_{origin_site[:8]}_"
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(TEMP_SUFFIX)):
+            continue
+        path = directory / name
+        try:
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                os.unlink(path)
+                removed.append(name)
+        except FileNotFoundError:
+            continue
+    return removed
 
 
 def volume_name(stem: str, index: int, count: int) -> str:
@@ -175,14 +202,30 @@ def parse_volume_head(data: bytes, *, source: str) -> VolumeHead:
 
 
 def _open_for_read(path: Path) -> int:
+    """Open a volume for reading; only a regular file is ever read.
+
+    O_NONBLOCK makes opening a FIFO or a device return at once instead of waiting
+    for a writer (a FIFO named like a bundle would otherwise hang the import while
+    it holds the site lock); fstat then refuses anything but a regular file.
+    """
     try:
-        return os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise BundleNotFound(f"{path} does not exist.") from None
     except IsADirectoryError:
         raise BundleNotFound(f"{path} is a directory, not a bundle.") from None
     except OSError as exc:
         raise Unreadable(f"Cannot open {path}: {exc.strerror}.") from None
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        os.close(fd)
+        raise Unreadable(f"Cannot read {path}: {exc.strerror}.") from None
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise Unreadable(f"{path} is not a regular file (a FIFO, device or socket); "
+                         "it is not read.")
+    return fd
 
 
 def read_volume(path: Path) -> tuple[Volume, int]:
@@ -234,7 +277,7 @@ def locate_volumes(first_path: Path, limits: Limits) -> list[Volume]:
                          else f"volume {index}")
         candidate = first_path.parent / expected_name if stem_match else None
         found: tuple[Volume, int] | None = None
-        if candidate is not None and candidate.is_file():
+        if candidate is not None and _is_regular(candidate):
             found = read_volume(candidate)
             if found[0].head.tag != head.tag:
                 found = None
@@ -260,6 +303,13 @@ def locate_volumes(first_path: Path, limits: Limits) -> list[Volume]:
         offset += vh.length
         volumes.append(volume)
     return volumes
+
+
+def _is_regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _scan_siblings(first_path: Path, tag: bytes, count: int) -> dict[int, Path]:

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from bundlesync.core.model import MailboxRef, MessageRef
+from bundlesync.core.model import SYSTEM_FLAGS, MailboxRef, MessageRef
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.plan import CreateFolder, DeleteFolder, RenameFolder, plan_folders
 from bundlesync.core.state import MessageState
@@ -37,9 +37,15 @@ from bundlesync.operations.ledger import load_message, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow, FolderRow
-from bundlesync.stores.base import FolderPath, StoredMessage
-from bundlesync.stores.errors import KeyInUse, MessageMissing, UnsafeName
-from bundlesync.stores.names import new_message_key
+from bundlesync.stores.base import INBOX, FolderPath, StoredMessage
+from bundlesync.stores.errors import (
+    ItemRefused,
+    KeyInUse,
+    MessageMissing,
+    OverLimit,
+    UnsafeName,
+)
+from bundlesync.stores.names import new_message_key, storable_flags, storable_path
 
 APPLY_BATCH = 500
 
@@ -68,12 +74,18 @@ class _UserApply:
         self.user = user
         self.dry_run = dry_run
         self.report = report
-        self.resolved: dict[str, ResolvedMailbox] = resolve_user(self.index, user)
+        # Paths as this store holds them: a name it cannot hold is stored under a
+        # deterministic storable one (stores.names), which the index then records.
+        self.resolved: dict[str, ResolvedMailbox] = {
+            guid: replace(r, path=storable_path(r.path))
+            for guid, r in resolve_user(self.index, user).items()
+        }
         self.folders = _Folders({
             row.guid: row.path for row in self.index.folders(user)
         })
         self.bodies = bodies if bodies is not None else BodyFinder(site)
         self.bodies.use_folders(user, self.folders.by_guid)
+        self.created_folders = 0
         self.held_back: set[FolderPath] = set()
         self.held_messages = 0
 
@@ -145,25 +157,44 @@ class _UserApply:
         return early, late
 
     def do_folder(self, action: CreateFolder | RenameFolder) -> None:
+        """One folder action; a failure is reported for that folder alone."""
+        path = action.path if isinstance(action, CreateFolder) else action.new
+        try:
+            self._do_folder(action)
+        except ItemRefused as exc:
+            self.report.fail_item(self.user, f"mailbox {'/'.join(path)}", exc)
+
+    def _do_folder(self, action: CreateFolder | RenameFolder) -> None:
+        limits = self.site.config.limits
+        path = action.path if isinstance(action, CreateFolder) else action.new
+        if len(path) > limits.max_folder_depth:
+            raise OverLimit(f"mailbox {'/'.join(path)[:200]} is {len(path)} levels deep; "
+                            f"this site takes at most {limits.max_folder_depth}")
         if isinstance(action, CreateFolder):
-            self.report.mailbox(self.user, action.path, "created")
+            if action.path != INBOX:  # every Maildir has one
+                self.created_folders += 1
+                if self.created_folders > limits.max_new_folders:
+                    raise OverLimit(f"more than {limits.max_new_folders} new mailboxes for "
+                                    "one user in one run")
             if self.dry_run:
+                self.report.mailbox(self.user, action.path, "created")
                 self.folders.by_guid[action.guid] = action.path
                 return
             self.store.create_folder(self.user, action.path, guid=action.guid,
                                      uidvalidity=action.uidvalidity)
+            self.report.mailbox(self.user, action.path, "created")
             failpoints.reached("folder")
             self.index.put_folder(self.user, FolderRow(action.guid, action.path, None,
                                                        action.uidvalidity))
             self.folders.by_guid[action.guid] = action.path
             return
-        self.report.mailbox(self.user, action.new, "renamed", old=action.old)
         if not self.dry_run:
             old_gone = self.store.folder_stamp(self.user, action.old) is None
             new_there = self.store.folder_stamp(self.user, action.new) is not None
             if not (old_gone and new_there):  # else: done before a crash
                 self.store.rename_folder(self.user, action.old, action.new)
                 failpoints.reached("folder")
+        self.report.mailbox(self.user, action.new, "renamed", old=action.old)
         size = len(action.old)
         for guid, path in list(self.folders.by_guid.items()):
             if path[:size] == action.old:
@@ -203,8 +234,13 @@ class _UserApply:
     def reflag(self, row: FileRow, path: FolderPath, flags: frozenset[str]) -> None:
         if row.flags == flags:
             return
-        self.report.message(self.user, path, "flags")
+        # A keyword this store cannot hold is stored under its storable name; the
+        # file then carries that one (a file that holds the original keeps it).
+        flags = storable_flags(flags, system=SYSTEM_FLAGS)
+        if row.flags == flags:
+            return
         if self.dry_run:
+            self.report.message(self.user, path, "flags")
             return
         try:
             stored = self.store.set_flags(self.user, path, row.key, flags)
@@ -213,6 +249,10 @@ class _UserApply:
             # stays, so the scan sees the file vanish), and the merge decides.
             self.report.warn(f"{self.user or '(store)'}: {row.key} vanished during the import")
             return
+        except ItemRefused as exc:
+            self.report.fail_item(self.user, f"{'/'.join(path)} message {row.key}", exc)
+            return
+        self.report.message(self.user, path, "flags")
         failpoints.reached("apply")
         self.index.put_file(row.with_flags(stored))
 
@@ -223,12 +263,22 @@ class _UserApply:
 
     def place(self, ref: MessageRef, state: MessageState, folder: str | None, path: FolderPath,
               holders: list[FileRow]) -> bool:
-        """Deliver the instance into its folder; False if its body is not here yet."""
-        self.report.message(self.user, path, "added", size=state.size)
+        """Deliver the instance into its folder; False if its body is not here yet (or
+        it cannot be delivered: reported, and it stays pending)."""
         if self.dry_run:
+            self.report.message(self.user, path, "added", size=state.size)
             return True
         assert folder is not None
         data = self.bodies.read(ref.body, first=holders)
+        limit = self.site.config.limits.max_message_size
+        if data is not None and len(data) > limit:
+            # The bytes count, not the size the change claims.
+            self.report.fail_item(
+                self.user, f"{'/'.join(path)} message {ref.guid}",
+                OverLimit(f"message {ref.guid} of user {self.user or '(store)'} in "
+                          f"{'/'.join(path)} is {len(data)} bytes; this site takes at most "
+                          f"{limit} bytes per message ([limits] max_message_size)"))
+            return False
         if data is None:
             # A peer assumed we hold it, but our copy went meanwhile: ask for it.
             self.report.missing_body(self.user, path, ref)
@@ -241,11 +291,17 @@ class _UserApply:
             try:
                 stored = self.deliver(path, key, data, flags, state.internal_date)
                 break
-            except (KeyInUse, UnsafeName):
+            except (KeyInUse, UnsafeName) as exc:
                 # The name holds other bytes here (rule 8), or its S=/W= fields do not
                 # fit these bytes: keep the message under a name of its own.
                 if key == keys[-1]:
-                    raise
+                    self.report.fail_item(self.user, f"{'/'.join(path)} message {ref.guid}",
+                                          exc)
+                    return False
+            except ItemRefused as exc:
+                self.report.fail_item(self.user, f"{'/'.join(path)} message {ref.guid}", exc)
+                return False
+        self.report.message(self.user, path, "added", size=len(data))
         failpoints.reached("apply")
         self.index.put_file(FileRow(self.user, folder, stored.key, ref.mailbox.guid, ref.guid,
                                     ref.body, stored.flags, stored.size,
@@ -274,12 +330,18 @@ class _UserApply:
             if row in keep:
                 continue
             where = self.folders.by_guid.get(row.folder)
-            if where is not None:
-                self.report.message(self.user, where, "expunged")
             if self.dry_run:
+                if where is not None:
+                    self.report.message(self.user, where, "expunged")
                 continue
             if where is not None:
-                self.store.expunge(self.user, where, row.key)  # gone already is fine
+                try:
+                    self.store.expunge(self.user, where, row.key)  # gone already is fine
+                except ItemRefused as exc:
+                    self.report.fail_item(self.user, f"{'/'.join(where)} message {row.key}",
+                                          exc)
+                    return False
+                self.report.message(self.user, where, "expunged")
                 failpoints.reached("apply")
             self.index.drop_file(self.user, row.folder, row.key)
         return True
@@ -363,9 +425,19 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
             progress("messages applied", done, total)
 
     held = held if held is not None else HeldBack()
+    present = set(site.store.users())
+    new_users = 0
     for user in site.index.pending_users():
         if not site.config.users.matches(user):
             continue  # outside this run's masks: held back, still pending
+        if user not in present and not dry_run:
+            new_users += 1
+            if new_users > site.config.limits.max_new_users:
+                report.fail(user, OverLimit(
+                    f"more than {site.config.limits.max_new_users} new users in one run; "
+                    f"user {user or '(store)'} was not created"))
+                held.failed = True
+                continue
         work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
         try:
             work.run()
@@ -378,6 +450,7 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
     if not dry_run:
         with site.index.transaction():
             site.index.set_held_back(held.mailboxes)
+    report.warnings.extend(site.store.take_warnings())
     return report
 
 

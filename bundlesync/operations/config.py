@@ -14,6 +14,12 @@ A small, hand-editable TOML file::
 
     [warnings]
     silent_peer_days = 14         # status warns when a peer was not heard from for longer
+
+    [limits]                      # optional; defaults in formats/bundle-v1.md section 9.2
+    max_message_size = 104857600  # bytes per message (larger ones are skipped, with a warning)
+    max_new_users = 1000          # user Maildirs one import may create
+    max_new_folders = 1000        # folders one import may create per user
+    max_folder_depth = 32         # levels of a folder path
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from bundlesync.errors import ConfigError
+from bundlesync.format.limits import SiteLimits
 from bundlesync.fsio import atomic_write
 from bundlesync.operations.users import UserMatcher
 from bundlesync.stores.base import FolderPath
@@ -72,6 +79,7 @@ class SiteConfig:
     store: str
     filters: MailboxFilter = field(default_factory=MailboxFilter)
     silent_peer_days: int = 14
+    limits: SiteLimits = field(default_factory=SiteLimits)
     # Chosen per run (-u, --users-file), never stored: the default is every user.
     users: UserMatcher = field(default_factory=UserMatcher)
 
@@ -104,7 +112,12 @@ def write_config(path: Path, config: SiteConfig) -> None:
         f"iinclude = {_toml_list(config.filters.iinclude)}\n"
         f"iexclude = {_toml_list(config.filters.iexclude)}\n\n"
         "[warnings]\n"
-        f"silent_peer_days = {config.silent_peer_days}\n"
+        f"silent_peer_days = {config.silent_peer_days}\n\n"
+        "[limits]\n"
+        f"max_message_size = {config.limits.max_message_size}\n"
+        f"max_new_users = {config.limits.max_new_users}\n"
+        f"max_new_folders = {config.limits.max_new_folders}\n"
+        f"max_folder_depth = {config.limits.max_folder_depth}\n"
     )
     try:
         # A temporary name of its own and a synced directory: a crash leaves the old
@@ -140,9 +153,25 @@ def read_config(path: Path) -> SiteConfig:
                 tuple(str(p) for p in filters.get("iexclude", [])),
             ),
             silent_peer_days=int(warnings.get("silent_peer_days", 14)),
+            limits=_limits(data.get("limits", {})),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(
             f"the configuration {path} lacks or garbles a setting: {exc}",
             hint="Compare it with the example in docs/tutorial.md.",
         ) from exc
+
+
+def _limits(section: dict[str, object]) -> SiteLimits:
+    """The ``[limits]`` section: positive integers; a missing one keeps its default."""
+    defaults = SiteLimits()
+    values: dict[str, int] = {}
+    for name in ("max_message_size", "max_new_users", "max_new_folders", "max_folder_depth"):
+        raw = section.get(name, getattr(defaults, name))
+        if isinstance(raw, bool) or not isinstance(raw, int) or raw < 1:
+            raise ValueError(f"[limits] {name} must be a positive whole number, not {raw!r}")
+        values[name] = raw
+    unknown = set(section) - set(values)
+    if unknown:
+        raise ValueError(f"[limits] has unknown settings: {', '.join(sorted(unknown))}")
+    return SiteLimits(**values)

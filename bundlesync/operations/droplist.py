@@ -18,7 +18,6 @@ of the drop uses:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from bundlesync.format import (
     verify_bundle,
 )
 from bundlesync.format.volumes import named_volumes
+from bundlesync.fsio import atomic_write
 from bundlesync.keys import PeerCard, fingerprint_of
 from bundlesync.operations.site import Site
 
@@ -272,10 +272,5 @@ def readme_text(entries: list[DropEntry], *, writer: str, now_ms: int,
 def write_readme(drop: Path, text: str) -> Path:
     """Write README.txt atomically (a yanked stick keeps the old one or the new one)."""
     path = drop / README_NAME
-    tmp = drop / f".{README_NAME}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8"), mode=0o644)
     return path

@@ -24,7 +24,7 @@ from typing import Any
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleId, BundleNotFound, find_bundles, list_bundle, write_bundle
-from bundlesync.format.volumes import named_volumes
+from bundlesync.format.volumes import named_volumes, remove_leftover_temps
 from bundlesync.keys import PeerCard
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
@@ -181,6 +181,8 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                          hint="Mount the drive, or create the directory first.")
     peers = select_peers(site, to)
     site.check_drop(drop, now_ms=now_ms)  # our own bundles there may show a restore
+    # A killed export's temporary files (hundreds of MB on a stick) go first.
+    remove_leftover_temps(drop, origin_name=site.identity.name, origin_site=site.site_id)
     apply_pending(site)
     result = ExportResult(scan=scan_store(site, now_ms=now_ms, progress=scan_progress))
     index = site.index

@@ -7,17 +7,17 @@ loses nothing but the age shown.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from bundlesync.fsio import atomic_write
 
 SCANNED_NAME = "last-scan"
 
 
 def record_scan(home: Path, when_ms: int) -> None:
     """Remember that the store was scanned at ``when_ms`` (atomically)."""
-    tmp = home / f".{SCANNED_NAME}.tmp"
-    tmp.write_text(f"{when_ms}\n", encoding="ascii")
-    os.replace(tmp, home / SCANNED_NAME)
+    # Not synced: a crash may lose the age shown, nothing else (see above).
+    atomic_write(home / SCANNED_NAME, f"{when_ms}\n".encode("ascii"), mode=0o600, sync=False)
 
 
 def last_scan(home: Path) -> int | None:

@@ -39,7 +39,7 @@ from typing import Any
 from bundlesync.core.hlc import MAX_AHEAD_MS
 from bundlesync.core.model import Body, Change, Dot, Stream, Timestamp, VersionVector, Want
 from bundlesync.core.names import ResolvedMailbox
-from bundlesync.core.vv import DotSet, detect_restore, sort_incoming
+from bundlesync.core.vv import DotSet, detect_restore, next_incarnation, sort_incoming
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import (
     BundleHeader,
@@ -50,6 +50,7 @@ from bundlesync.format import (
     list_bundle,
     open_bundle,
 )
+from bundlesync.format.limits import MAX_INCARNATION_JUMP
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
 from bundlesync.operations.ledger import fold_change, resolve_user
@@ -196,8 +197,17 @@ def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
     spent = remembered[1] if remembered[0] == ours else site.index.stream_max(ours)
     if not detect_restore(ours, spent, header.ack):
         return
+    evidence: list[VersionVector | DotSet] = [header.ack]
+    # Incarnations are taken from the clock (seconds) plus one per collision: an
+    # acknowledgement claiming one far above is forged, not evidence (bundle-v1 §9.1).
+    ceiling = max(ours.incarnation, now_ms // 1000) + MAX_INCARNATION_JUMP
+    if next_incarnation(ours, evidence, floor=now_ms // 1000).incarnation > ceiling:
+        evidence = []
+        result.report.warn(f"bundle {header.bundle_id.site[:8]}: its acknowledgement claims "
+                           "an incarnation of this site far beyond any it can have made; "
+                           "not followed")
     _reincarnate(site, keep_through=min(header.ack.get_count(ours), spent),
-                 evidence=[header.ack], now_ms=now_ms, result=result)
+                 evidence=evidence, now_ms=now_ms, result=result)
 
 
 def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[Stream],

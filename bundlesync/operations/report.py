@@ -76,6 +76,11 @@ class ApplyReport:
     def fail(self, user: str, exc: BundlesyncError) -> None:
         self.failures[user] = f"{exc.message}" + (f" ({exc.hint})" if exc.hint else "")
 
+    def fail_item(self, user: str, what: str, exc: BundlesyncError) -> None:
+        """One message or folder failed; the rest of the user's changes go on."""
+        self.failures[f"{show_user(user)} {what}"] = (
+            f"{exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+
     def warn(self, text: str) -> None:
         self.warnings.append(text)
 

@@ -126,9 +126,17 @@ class _Gatherer:
         """Size, date and body hash of each new file still there."""
         found: dict[tuple[str, str], Arrived] = {}
         store = self.site.store
+        limit = self.site.config.limits.max_message_size
         for new in files_diff.new_files:
             try:
                 message = store.message_info(self.user, new.info.path, new.key)
+                if message.size > limit:
+                    # Never read, never sent: one huge file must not stop every export.
+                    self.stats.warnings.append(
+                        f"skipped message {new.key} of user {self.user or '(store)'} in "
+                        f"folder {'/'.join(new.info.path)}: {message.size} bytes, above the "
+                        f"limit of {limit} ([limits] max_message_size)")
+                    continue
                 body = files_diff.known_body(message.key, message.size)
                 if body is None:
                     data = store.read_body(self.user, new.info.path, message.key)
@@ -237,6 +245,7 @@ def scan_store(site: Site, *, now_ms: int, inventory: bool = False,
             scan_user(site, user, now_ms=now_ms, inventory=inventory, stats=stats)
             stats.users += 1
         site.index.advance_streams([site.stream])
+    stats.warnings.extend(site.store.take_warnings())
     for user in sorted(known_users - set(users)):
         stats.warnings.append(
             f"user {user or '(store)'} is no longer in the store; nothing was deleted for "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import STATE_NAME, open_site, require_uninitialised
 from bundlesync.state.index import StateIndex
 from bundlesync.stores.base import Store
+from bundlesync.stores.location import MailLocation
 
 
 @dataclass
@@ -44,6 +46,8 @@ def init_site(home: Path | None, *, name: str, store_location: str,
     """
     paths = site_paths(home)
     require_uninitialised(paths.home)
+    if store is None:
+        check_store_location(store_location)
     paths.home.mkdir(parents=True, exist_ok=True)
     paths.home.chmod(0o700)
     identity = generate_identity(name, created_ms=now_ms)
@@ -60,6 +64,22 @@ def init_site(home: Path | None, *, name: str, store_location: str,
     finally:
         site.index.close()
     return InitResult(paths.home, name, identity.site_id, identity.fingerprint, stats)
+
+
+def check_store_location(location: str) -> None:
+    """Refuse a store location ``init`` cannot work with, before anything is written.
+
+    The template must parse, and the directory above its first variable (for a
+    plain path: the Maildir's parent) must exist: a mistyped path would otherwise
+    set up a site over an empty store, silently, with 0 users.
+    """
+    parsed = MailLocation.parse(location)  # UnsupportedLocation: exit 4, nothing written
+    root = (os.path.dirname(parsed.static_root.rstrip("/")) or "/") if parsed.single_user \
+        else parsed.static_root
+    if not os.path.isdir(root):
+        raise UsageError(
+            f"the store location {location} cannot be right: {root} does not exist",
+            hint="Check the path (e.g. /var/vmail/%d/%n/Maildir); nothing was set up.")
 
 
 def own_card(home: Path | None) -> PeerCard:

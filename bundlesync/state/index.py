@@ -15,11 +15,13 @@ It holds four things, each in its own tables:
   (``peers``, ``sent``, ``received``), and the import journal (``pending``).
 
 Schema changes go through :data:`MIGRATIONS`; a database from a newer version is
-refused. Every sqlite3 error is translated to :class:`StateError`.
+refused. A sqlite3 error while opening, or inside a transaction, is translated
+to :class:`StateError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -153,7 +155,6 @@ _HELD_BACK = "held_back"
 
 def _bundle_seq_key(peer: str, incarnation: int) -> str:
     return f"bundle_seq:{peer}:{incarnation}"
-
 
 
 _FILE_COLUMNS = "user, folder, key, mailbox, guid, body, flags, size, internal_date"
@@ -322,23 +323,57 @@ class StateIndex:
             self._db.execute(f"SAVEPOINT {name}")
             try:
                 yield
-            except BaseException:
-                self._db.execute(f"ROLLBACK TO {name}")
-                self._db.execute(f"RELEASE {name}")
+            except BaseException as exc:
+                # SQLite may have rolled the whole transaction back itself (disk
+                # full, I/O error): then there is no savepoint left to undo, and the
+                # error that says why must not be replaced by "no transaction".
+                if self._db.in_transaction:
+                    self._db.execute(f"ROLLBACK TO {name}")
+                    self._db.execute(f"RELEASE {name}")
+                if isinstance(exc, sqlite3.Error):
+                    raise self._failed(exc) from exc
                 raise
             else:
-                self._db.execute(f"RELEASE {name}")
+                self._execute_or_fail(f"RELEASE {name}")
             finally:
                 self._depth -= 1
             return
         self._begin()
         try:
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
+        except BaseException as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise self._failed(exc) from exc
             raise
         else:
-            self._db.execute("COMMIT")
+            self._execute_or_fail("COMMIT")
+
+    def _execute_or_fail(self, sql: str) -> None:
+        try:
+            self._db.execute(sql)
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: sqlite3.Error) -> StateError:
+        """The database's own error, with its cause and what to do (disk full, I/O)."""
+        text = str(exc)
+        hint = None
+        if isinstance(exc, sqlite3.OperationalError) and "full" in text:
+            hint = "Free space on the file system of the site's home, then run again."
+        elif "disk I/O" in text or "readonly" in text:
+            hint = ("Check the file system of the site's home (read-only? failing disk?); "
+                    "nothing of this run was kept.")
+        return StateError(f"the state index {self.path} could not be written: {text}", hint=hint)
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (on some I/O errors it does).
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     @contextmanager
     def rehearsal(self) -> Iterator[None]:
@@ -348,7 +383,7 @@ class StateIndex:
         try:
             yield
         finally:
-            self._db.execute("ROLLBACK")
+            self._rollback()
 
     def _begin(self) -> None:
         try:

@@ -148,5 +148,10 @@ class Store(Protocol):
     def subscriptions(self, user: str) -> set[FolderPath]:
         ...
 
+    def take_warnings(self) -> list[str]:
+        """What the store skipped since the last call (e.g. a symlinked folder), one
+        line each; the operation puts them into its report."""
+        ...
+
     def set_subscriptions(self, user: str, paths: Iterable[FolderPath]) -> None:
         ...

@@ -9,8 +9,8 @@ A lock on ``F`` is the file ``F.lock``, created with O_EXCL. Two uses:
   ``dovecot-keywords`` and ``subscriptions``.
 
 A lock is stale, and may be removed, when it has not changed for
-``stale_after`` seconds, or when it is older than 2 s and names a process of
-this host that no longer exists -- the rules Dovecot applies to its own locks.
+``stale_after`` seconds, or at once when it names a process of this host that no
+longer exists -- the rules Dovecot applies to its own locks.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator
 from bundlesync.fsio import fsync_dir, write_all
 from bundlesync.stores.errors import FolderLocked
 
-PID_CHECK_AFTER_S = 2  # younger locks are not checked for a dead owner
 CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_MODE = 0o600
 _POLL_S = 0.05
@@ -41,22 +40,39 @@ def is_stale(lock: str, *, stale_after: float) -> bool:
     age = time.time() - st.st_mtime
     if age > stale_after:
         return True
-    if age < PID_CHECK_AFTER_S:
-        return False
     try:
-        with open(lock, "rb") as handle:
-            pid_text, sep, host = handle.read(512).decode("ascii", "replace").partition(":")
-    except FileNotFoundError:
-        return False
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False  # released meanwhile, or not a file we can judge
+    try:
+        text = os.read(fd, 512).decode("ascii", "replace")
+    finally:
+        os.close(fd)
+    pid_text, sep, host = text.partition(":")
+    # A lock naming a process of this host that is gone is broken at once, as
+    # Dovecot does; a lock without "pid:host" (still being written, or another
+    # program's) waits for stale_after.
     if not sep or host.strip() != socket.gethostname() or not pid_text.isdigit():
         return False
+    return not process_alive(int(pid_text))
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs (a zombie does not)."""
+    if pid <= 0:
+        return False
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return False
     except PermissionError:
-        return False  # exists, owned by someone else
-    return False
+        return True  # exists, owned by someone else
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            fields = handle.read().rsplit(b")", 1)[-1].split()
+    except OSError:
+        return True
+    return not (fields and fields[0] in (b"Z", b"X"))
 
 
 def acquire(lock: str, *, stale_after: float, timeout: float) -> int:
@@ -101,6 +117,7 @@ def replace_file(
     owner: Owner,
     fsync: bool,
     newer_mtime: bool = False,
+    orphaned_lock: bool = False,
 ) -> bool:
     """Replace ``path`` through ``path.lock``; True if it was replaced.
 
@@ -108,9 +125,16 @@ def replace_file(
     while the lock is held, and returns the new bytes or None to keep the file.
     With ``newer_mtime`` the new file's mtime is at least one second above the
     old one: Dovecot re-reads dovecot-keywords only when its mtime (in seconds)
-    changes.
+    changes. ``orphaned_lock``: the caller holds the outer lock that every writer
+    of ``path`` takes first, so an existing ``path.lock`` is a dead writer's.
     """
     lock = path + ".lock"
+    if orphaned_lock:
+        # The caller holds the lock every writer of this file takes first: a lock
+        # file found now was left by a writer that died (our replace locks hold the
+        # new content, not "pid:host", so is_stale could not tell for 2 minutes).
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
     fd = acquire(lock, stale_after=stale_after, timeout=timeout)
     replaced = False
     try:

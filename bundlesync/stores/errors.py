@@ -12,7 +12,16 @@ from __future__ import annotations
 from bundlesync.errors import StoreError
 
 
-class UnsafeName(StoreError):
+class ItemRefused(StoreError):
+    """The store cannot take this one folder or message (its name, its size), while
+    it can take others: reported for that item alone, the rest is applied.
+    Errors of the store as a whole (read-only, full, locked) are not of this kind."""
+
+    default_hint = ("Nothing was written for this item; the rest was applied, and the "
+                    "item stays pending for the next run.")
+
+
+class UnsafeName(ItemRefused):
     """A user, folder or message name could escape the store or corrupt it.
 
     Names arriving in a bundle are checked before any path is built from them.
@@ -24,7 +33,7 @@ class UnsafeName(StoreError):
     )
 
 
-class InvalidMailboxName(StoreError):
+class InvalidMailboxName(ItemRefused):
     """A folder name on disk or in a request is not valid modified UTF-7."""
 
     default_hint = "Rename the folder with an IMAP client or 'doveadm mailbox rename'."
@@ -51,7 +60,7 @@ class FolderNotFound(StoreError):
     default_hint = "List the user's folders to check the name; it may have been renamed."
 
 
-class FolderExists(StoreError):
+class FolderExists(ItemRefused):
     """The target folder of a rename already exists."""
 
     default_hint = "Rename or delete the existing folder first."
@@ -72,7 +81,7 @@ class MessageMissing(StoreError):
     )
 
 
-class KeyInUse(StoreError):
+class KeyInUse(ItemRefused):
     """Another message with different bytes already has this key in the folder."""
 
     default_hint = "Deliver the message under a new key (new_message_key)."
@@ -84,4 +93,13 @@ class FolderLocked(StoreError):
     default_hint = (
         "Dovecot is busy with this folder; try again later. A lock file older than two "
         "minutes is stale and is removed automatically."
+    )
+
+
+class OverLimit(ItemRefused):
+    """A bundle asks for more than this site's ``[limits]`` allow in one run."""
+
+    default_hint = (
+        "Nothing was written for it; the rest was applied. If this is expected, raise "
+        "the limit in the [limits] section of bundlesync.toml and import again."
     )

@@ -71,20 +71,58 @@ Listing = dict[str, tuple[Entry, os.stat_result]]
 
 
 def marks(directory: str) -> Marks | None:
-    """mtimes (ns) of cur/ and new/ (0 for a missing one); None if the folder is gone."""
+    """mtimes (ns) of cur/ and new/ (0 for a missing one); None if the folder is gone.
+
+    Neither the folder nor cur/ or new/ is followed when it is a symlink: such a
+    folder is not a folder of this store (:func:`symlinked_part`).
+    """
     found = []
     for sub in ("cur", "new"):
         try:
-            found.append(os.stat(os.path.join(directory, sub)).st_mtime_ns)
+            st = os.lstat(os.path.join(directory, sub))
         except (FileNotFoundError, NotADirectoryError):
             found.append(0)
-    if found == [0, 0] and not os.path.isdir(directory):
+            continue
+        found.append(st.st_mtime_ns if stat.S_ISDIR(st.st_mode) else 0)
+    if found == [0, 0] and not _is_real_dir(directory):
         return None
     return (found[0], found[1])
 
 
-def scan_names(directory: str) -> dict[str, Entry]:
-    """Key -> file, from readdir alone (no stat)."""
+def _is_real_dir(path: str) -> bool:
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+
+
+def symlinked_part(directory: str, *, itself: bool = True) -> str | None:
+    """The first of the folder directory, its cur/, new/ and tmp/ that is a symlink.
+
+    ``itself`` False leaves out the directory itself (INBOX: the user's Maildir,
+    which an administrator may well have placed through a link).
+
+    Everything below a user's Maildir is read and written without following a
+    symlink: a link could lead to any file of the system (we run as root), and an
+    expunge through it would delete that file.
+    """
+    subs = [os.path.join(directory, sub) for sub in ("cur", "new", "tmp")]
+    for path in ([directory, *subs] if itself else subs):
+        try:
+            if stat.S_ISLNK(os.lstat(path).st_mode):
+                return path
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+    return None
+
+
+def scan_names(directory: str, *, skipped: list[str] | None = None) -> dict[str, Entry]:
+    """Key -> file, from readdir alone (no stat).
+
+    Symlinks and anything else that is not a plain file are left out (the file
+    type comes with the directory entry on Linux file systems, so this costs no
+    stat); their paths are added to ``skipped``.
+    """
     entries: dict[str, Entry] = {}
     # new/ before cur/: a file Dovecot moves from new/ to cur/ during the scan is
     # then seen at least once, never missed; cur/ wins when seen twice.
@@ -96,8 +134,17 @@ def scan_names(directory: str) -> dict[str, Entry]:
         with iterator:
             for entry in iterator:
                 name = entry.name
-                if not name.startswith("."):
-                    entries[key_of(name)] = Entry(sub, name)
+                if name.startswith("."):
+                    continue
+                try:
+                    regular = entry.is_file(follow_symlinks=False)
+                except OSError:
+                    continue  # vanished meanwhile
+                if not regular:
+                    if skipped is not None:
+                        skipped.append(entry.path)
+                    continue
+                entries[key_of(name)] = Entry(sub, name)
     return entries
 
 
@@ -116,7 +163,7 @@ def _scan_with_stats(directory: str) -> tuple[Listing, bool]:
                 if name.startswith("."):
                     continue
                 try:
-                    st = entry.stat()
+                    st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     vanished = True
                     continue
@@ -128,14 +175,24 @@ def _scan_with_stats(directory: str) -> tuple[Listing, bool]:
 _Found = TypeVar("_Found")
 
 
-def _scan_names_only(directory: str) -> tuple[dict[str, Entry], bool]:
-    return scan_names(directory), False
+def stable_names(directory: str, *, is_racy: Callable[[Marks], bool],
+                 skipped: list[str] | None = None) -> tuple[dict[str, Entry], Marks]:
+    """Like :func:`stable_listing`, from the names alone (no stat per file).
 
+    Paths of symlinks and other files that are not plain files go to ``skipped``.
+    """
+    found: set[str] = set()
 
-def stable_names(directory: str, *, is_racy: Callable[[Marks], bool]
-                 ) -> tuple[dict[str, Entry], Marks]:
-    """Like :func:`stable_listing`, from the names alone (no stat per file)."""
-    return _stable(directory, is_racy=is_racy, scan=_scan_names_only)
+    def scan(path: str) -> tuple[dict[str, Entry], bool]:
+        odd: list[str] = []
+        listing = scan_names(path, skipped=odd)
+        found.update(odd)
+        return listing, False
+
+    result = _stable(directory, is_racy=is_racy, scan=scan)
+    if skipped is not None:
+        skipped.extend(sorted(found))
+    return result
 
 
 def stable_listing(directory: str, *, is_racy: Callable[[Marks], bool]) -> tuple[Listing, Marks]:

@@ -58,7 +58,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import shutil
+import socket
+import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
@@ -100,8 +103,8 @@ from bundlesync.stores.location import MailLocation
 from bundlesync.stores.names import (
     check_folder_path,
     check_key,
-    check_keyword,
     new_message_key,
+    storable_flags,
 )
 
 RACY_NS = 2_000_000_000  # coarse file systems keep mtimes in 1 s or 2 s steps
@@ -113,6 +116,9 @@ SUBSCRIPTIONS = "subscriptions"
 UIDLIST_LOCK_STALE_S = 120  # Dovecot overrides dovecot-uidlist.lock after 2 minutes
 SUBSCRIPTIONS_LOCK_STALE_S = 30  # ... and subscriptions.lock after 30 s
 _MAX_RETRIES = 4
+# Dovecot's own small files (dovecot-uidlist, dovecot-keywords, subscriptions) are
+# read up to this size: a uidlist of a million messages is about 80 MiB.
+MAX_DOVECOT_FILE = 128 * 1024 * 1024
 # Caches are per folder and small: memory stays bounded by the work at hand,
 # not by the size of the store (a folder index holds one entry per message).
 _INDEX_CACHE = 4
@@ -121,6 +127,10 @@ _GUIDS_CACHE = 4
 _CREATE_FLAGS = dotlock.CREATE_FLAGS
 _DELETING_PREFIX = ".bundlesync-deleting."
 _CREATING_PREFIX = ".bundlesync-creating."
+# Dovecot removes files from tmp/ that were neither accessed nor changed for 36 hours.
+TMP_STALE_S = 36 * 3600
+# A tmp/ name made by new_message_key on this host: "<secs>.M<usecs>P<pid>Q<n>.<host>".
+_TMP_NAME = re.compile(r"(?:\.bundlesync-(?:creating|deleting)\.)?\d+\.M\d+P(\d+)Q\d+\.(.+)\Z")
 
 Owner = tuple[int, int] | None
 
@@ -135,7 +145,7 @@ def _read_cached(path: str, cache: Lru[tuple[tuple[int, int, int], _Parsed]],
     A missing file parses as the empty value (``parse(b"")``).
     """
     try:
-        st = os.stat(path)
+        st = os.lstat(path)
     except FileNotFoundError:
         return parse(b"")
     signature = (st.st_ino, st.st_mtime_ns, st.st_size)
@@ -143,12 +153,54 @@ def _read_cached(path: str, cache: Lru[tuple[tuple[int, int, int], _Parsed]],
     if cached is not None and cached[0] == signature:
         return cached[1]
     try:
-        with open(path, "rb") as handle:
-            value = parse(handle.read())
+        value = parse(_read_plain(path, limit=MAX_DOVECOT_FILE))
     except FileNotFoundError:
         return parse(b"")
     cache.put(path, (signature, value))
     return value
+
+
+def _read_plain(path: str, *, limit: int | None = None) -> bytes:
+    """The bytes of a plain file, never through a symlink and never blocking on a FIFO.
+
+    ``limit``: read at most this many bytes. A path that is not a plain file
+    raises FileNotFoundError (for the store it is not there).
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path)
+        size = st.st_size if limit is None else min(st.st_size, limit)
+        chunks = []
+        while size > 0:
+            chunk = os.read(fd, min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _is_mutf7(name: str) -> bool:
+    try:
+        for component in name[1:].split("."):
+            mutf7.decode(component)
+    except InvalidMailboxName:
+        return False
+    return True
+
+
+def _host_name() -> str:
+    # As new_message_key writes it (Maildir escapes "/" and ":").
+    return (socket.gethostname() or "localhost").replace("/", "\\057").replace(":", "\\072")
 
 
 def _translate(exc: OSError, action: str) -> StoreError:
@@ -204,9 +256,14 @@ class MaildirStore:
         )
         self._guid_cache: Lru[tuple[tuple[int, int, int], dict[str, str]]] = Lru(_GUIDS_CACHE)
         self._owners: dict[str, Owner] = {}
-        self._checked_dirs: set[str] = set()
         # Messages written to tmp/ inside batch(), named when the batch ends.
         self._deferred: list[tuple[str, str, str, str, bytes]] | None = None
+        # What was skipped (symlinks, odd files) since the caller last asked.
+        self._warnings: dict[str, None] = {}
+        # Folders whose tmp/ was cleaned of a dead run's leftovers in this run.
+        self._cleaned: set[str] = set()
+        # Folders found free of symlinks, by the lstat of the folder directory.
+        self._safe_dirs: Lru[tuple[int, int, int]] = Lru(_KEYWORDS_CACHE)
 
     def __repr__(self) -> str:
         return f"MaildirStore({self.location.template!r})"
@@ -237,6 +294,64 @@ class MaildirStore:
             raise UnknownUser(f"user {user!r} has no Maildir at {root}")
         return root
 
+    def take_warnings(self) -> list[str]:
+        """What the store skipped since the last call (symlinks, files that are not
+        plain files), one line each, for the operation's report."""
+        found, self._warnings = list(self._warnings), {}
+        return found
+
+    def _warn(self, text: str) -> None:
+        self._warnings[text] = None
+
+    def _symlinked(self, root: str, directory: str) -> str | None:
+        """The part of the folder that is a symlink (warned about), or None."""
+        link = folder_files.symlinked_part(directory, itself=directory != root)
+        if link is not None:
+            self._warn(f"skipped {link}: a symlink inside a Maildir is never followed "
+                       "(replace it with a real directory to have it synchronised)")
+        return link
+
+    def clean_tmp(self, directory: str) -> int:
+        """Remove what dead runs left in the folder's ``tmp/``; the number removed.
+
+        As Dovecot does, a file neither read nor changed for 36 hours goes. A name
+        of this host's pattern (``...P<pid>Q<n>.<host>``, as we and Dovecot make
+        them) whose process no longer runs goes at once: no one will ever finish
+        it. Symlinks are removed as links, never followed. Done once per folder
+        and run, before the first delivery into it.
+        """
+        if directory in self._cleaned:
+            return 0
+        self._cleaned.add(directory)
+        tmp = os.path.join(directory, "tmp")
+        now = time.time()
+        host = _host_name()
+        removed = 0
+        try:
+            entries = list(os.scandir(tmp))
+        except (FileNotFoundError, NotADirectoryError):
+            return 0
+        for entry in entries:
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            match = _TMP_NAME.match(entry.name)
+            dead_owner = (match is not None and match[2] == host
+                          and not dotlock.process_alive(int(match[1])))
+            old = now - max(st.st_atime, st.st_ctime) > TMP_STALE_S
+            if not (dead_owner or old):
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                if stat.S_ISDIR(st.st_mode):
+                    if not entry.name.startswith((_CREATING_PREFIX, _DELETING_PREFIX)):
+                        continue  # a directory of someone else's: not ours to judge
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+                removed += 1
+        return removed
+
     # --- users -------------------------------------------------------------------------
 
     def users(self) -> list[str]:
@@ -253,6 +368,8 @@ class MaildirStore:
                 owner = self._owner_of(root)
             for sub in ("cur", "new", "tmp"):
                 self._mkdir(os.path.join(root, sub), owner)
+            if folder_files.symlinked_part(root, itself=False) is None:
+                self.clean_tmp(root)  # a killed run's half-built folders, its deliveries
 
     def _make_dirs(self, path: str) -> Owner:
         """mkdir -p with our modes; returns the owner given to what was created."""
@@ -291,19 +408,30 @@ class MaildirStore:
         return self._owners[root]
 
     def _check_inside(self, root: str, directory: str) -> None:
-        """Refuse to write through a symlink that leads out of the user's Maildir."""
-        if directory in self._checked_dirs:
+        """Refuse to write through a symlink below the user's Maildir.
+
+        The answer is kept while the folder directory's own lstat (inode, mode,
+        mtime) is unchanged: replacing cur/, new/ or tmp/ by a link changes the
+        folder's mtime, replacing the folder by a link changes its inode and mode.
+        One lstat per call instead of four.
+        """
+        try:
+            st = os.lstat(directory)
+        except FileNotFoundError:
+            st = None
+        signature = None if st is None else (st.st_ino, st.st_mode, st.st_mtime_ns)
+        if signature is not None and self._safe_dirs.get(directory) == signature:
             return
-        real_root = os.path.realpath(root)
-        for path in (directory, *(os.path.join(directory, sub) for sub in ("cur", "new", "tmp"))):
-            real = os.path.realpath(path)
-            if real != real_root and not real.startswith(real_root + os.sep):
-                raise UnsafeName(
-                    f"{path} leads out of the Maildir {root} (symlink to {real})",
-                    hint="Replace the symlink with a directory, or move the folder into the "
-                    "Maildir.",
-                )
-        self._checked_dirs.add(directory)
+        link = folder_files.symlinked_part(directory, itself=directory != root)
+        if link is None:
+            if signature is not None:
+                self._safe_dirs.put(directory, signature)
+            return
+        raise UnsafeName(
+            f"{link} is a symlink; bundlesync never writes through one (Maildir {root})",
+            hint="Replace the symlink with a real directory, or move the folder into the "
+            "Maildir.",
+        )
 
     # --- folders -----------------------------------------------------------------------
 
@@ -323,8 +451,16 @@ class MaildirStore:
                     path = self._folder_path_of(entry.name)
                     if path is not None and entry.is_dir():
                         found.append((path, entry.path))
+                    elif (path is None and entry.name.startswith(".")
+                          and not _is_mutf7(entry.name) and entry.is_dir()):
+                        # Some tools write raw UTF-8; Dovecot would show it garbled.
+                        self._warn(f"skipped folder {entry.path}: its name is not modified "
+                                   "UTF-7 (raw UTF-8?); rename it with an IMAP client or "
+                                   "'doveadm mailbox rename' to have it synchronised")
             infos = []
             for path, directory in sorted(found):
+                if self._symlinked(root, directory) is not None:
+                    continue
                 info = self._folder_info(path, directory)
                 if info is not None:
                     infos.append(info)
@@ -347,10 +483,11 @@ class MaildirStore:
             return None
         header = None
         try:
-            with open(os.path.join(directory, UIDLIST), "rb") as handle:
-                header = parse_uidlist_header(handle.readline(1024).decode("ascii", "replace"))
+            head = _read_plain(os.path.join(directory, UIDLIST), limit=1024)
         except FileNotFoundError:
             pass
+        else:
+            header = parse_uidlist_header(head.split(b"\n", 1)[0].decode("ascii", "replace"))
         return FolderInfo(
             path=path,
             guid=header.guid if header else None,
@@ -496,7 +633,6 @@ class MaildirStore:
     def _forget_dirs(self, root: str) -> None:
         prefix = root + os.sep
         self._files.forget_below(prefix)
-        self._checked_dirs = {d for d in self._checked_dirs if not d.startswith(prefix)}
 
     def delete_folder(self, user: str, path: FolderPath) -> None:
         """Delete a folder without messages; its Dovecot files go with it. Idempotent.
@@ -562,6 +698,7 @@ class MaildirStore:
         directory = self._dir_in(root, check_folder_path(path))
         if folder_files.marks(directory) is None:
             raise FolderNotFound(f"folder {'/'.join(path)} of user {user!r} does not exist")
+        self._check_inside(root, directory)
         return root, directory
 
     def messages(self, user: str, path: FolderPath) -> list[StoredMessage]:
@@ -601,7 +738,11 @@ class MaildirStore:
         """
         _, directory = self._folder(user, path)
         with _io(f"list folder {'/'.join(path)} of user {user!r}"):
-            entries, marks = folder_files.stable_names(directory, is_racy=self._is_racy)
+            skipped: list[str] = []
+            entries, marks = folder_files.stable_names(directory, is_racy=self._is_racy,
+                                                       skipped=skipped)
+            for odd in skipped:
+                self._warn(f"skipped {odd}: not a plain file (symlinks are never followed)")
             self._files.remember_entries(directory, entries, marks)
             keywords = self._keywords(directory)
             guids = self._uidlist_guids(directory)
@@ -633,8 +774,7 @@ class MaildirStore:
                 if entry is None:
                     break
                 try:
-                    with open(os.path.join(directory, entry.subdir, entry.name), "rb") as handle:
-                        return handle.read()
+                    return _read_plain(os.path.join(directory, entry.subdir, entry.name))
                 except FileNotFoundError:
                     continue  # renamed meanwhile: list again, find it by its key
         raise MessageMissing(f"message {key} is not in folder {'/'.join(path)} of user {user!r}")
@@ -680,6 +820,7 @@ class MaildirStore:
         label = "/".join(path)
         with _io(f"deliver message {key} into folder {label} of user {user!r}"):
             self._check_inside(root, directory)
+            self.clean_tmp(directory)
             letters, stored = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
                 entry = self._files.locate(directory, key, refresh=attempt > 0)
@@ -812,10 +953,9 @@ class MaildirStore:
     @staticmethod
     def _holds_bytes(directory: str, entry: Entry, data: bytes) -> bool:
         path = os.path.join(directory, entry.subdir, entry.name)
-        if os.stat(path).st_size != len(data):
+        if os.lstat(path).st_size != len(data):
             return False
-        with open(path, "rb") as handle:
-            return handle.read() == data
+        return _read_plain(path) == data
 
     def _stored(self, directory: str, key: str) -> StoredMessage:
         for attempt in range(_MAX_RETRIES):
@@ -823,7 +963,7 @@ class MaildirStore:
             if entry is None:
                 break
             try:
-                st = os.stat(os.path.join(directory, entry.subdir, entry.name))
+                st = os.lstat(os.path.join(directory, entry.subdir, entry.name))
             except FileNotFoundError:
                 continue
             keywords = self._keywords(directory)
@@ -885,6 +1025,8 @@ class MaildirStore:
         with _io(f"expunge message {key} in folder {'/'.join(path)}"):
             if folder_files.marks(directory) is None:
                 return
+            if self._symlinked(root, directory) is not None:
+                return  # never unlink through a link: the file may be anywhere
             for attempt in range(_MAX_RETRIES):
                 entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
@@ -909,14 +1051,14 @@ class MaildirStore:
         letters: list[str] = []
         stored: set[str] = set()
         wanted_keywords: list[str] = []
-        for flag in flags:
+        # A flag this store cannot hold as it is goes in under its storable form
+        # (stores.names): never a failure of the whole message.
+        for flag in storable_flags(frozenset(flags), system=SYSTEM_FLAGS):
             if flag.startswith("\\"):
-                if flag not in SYSTEM_FLAGS:
-                    raise UnsafeName(f"{flag} is not a flag a Maildir file name can hold")
                 letters.append(FLAG_TO_LETTER[flag])
                 stored.add(flag)
             else:
-                wanted_keywords.append(check_keyword(flag))
+                wanted_keywords.append(flag)
         if wanted_keywords:
             keywords = self._keywords(directory)
             if any(keyword_index(keywords, name) is None for name in wanted_keywords):
@@ -964,6 +1106,7 @@ class MaildirStore:
                 owner=owner,
                 fsync=self._fsync,
                 newer_mtime=True,
+                orphaned_lock=True,
             )
         self._keyword_cache.pop(path)
         return result
@@ -980,8 +1123,8 @@ class MaildirStore:
         root = self.location.path_for(user)
         with _io(f"read the subscriptions of user {user!r}"):
             try:
-                with open(os.path.join(root, SUBSCRIPTIONS), "rb") as handle:
-                    text = handle.read().decode("utf-8", "replace")
+                text = _read_plain(os.path.join(root, SUBSCRIPTIONS),
+                                   limit=MAX_DOVECOT_FILE).decode("utf-8", "replace")
             except FileNotFoundError:
                 return set()
         return parse_subscriptions(text)

@@ -33,7 +33,7 @@ from bundlesync.stores.errors import (
     UnknownUser,
     UnsafeName,
 )
-from bundlesync.stores.names import check_folder_path, check_key, check_keyword, check_user
+from bundlesync.stores.names import check_folder_path, check_key, check_user, storable_flags
 
 
 @dataclass(slots=True)
@@ -96,13 +96,11 @@ class MemoryStore:
 
     def _store_flags(self, folder: _Folder, flags: Iterable[str]) -> frozenset[str]:
         stored: set[str] = set()
-        for flag in flags:
+        # As the Maildir adapter: what a Maildir cannot hold goes in storable.
+        for flag in storable_flags(frozenset(flags), system=SYSTEM_FLAGS):
             if flag.startswith("\\"):
-                if flag not in SYSTEM_FLAGS:
-                    raise UnsafeName(f"{flag} is not a flag a Maildir file name can hold")
                 stored.add(flag)
                 continue
-            check_keyword(flag)
             known = next((k for k in folder.keywords if k.lower() == flag.lower()), None)
             if known is None and len(folder.keywords) < MAX_KEYWORDS:
                 folder.keywords.append(flag)
@@ -210,6 +208,10 @@ class MemoryStore:
         folder.messages[key] = message
         self._touch(folder)
         return self._view(key, message)
+
+    def take_warnings(self) -> list[str]:
+        """Nothing is ever skipped in memory."""
+        return []
 
     @contextlib.contextmanager
     def batch(self) -> Iterator[None]:

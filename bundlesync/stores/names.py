@@ -9,14 +9,18 @@ file system holds (over 200 bytes per component).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import itertools
 import os
 import socket
 
+from bundlesync.stores import mutf7
 from bundlesync.stores.base import FolderPath
 from bundlesync.stores.errors import UnsafeName
 
 MAX_COMPONENT_BYTES = 200
+MAX_DIR_NAME_BYTES = 255
 
 # Characters that end an IMAP atom or are reserved in one (RFC 3501 §9,
 # atom-specials and list-wildcards): a keyword holding one could not be sent
@@ -104,6 +108,99 @@ def check_keyword(keyword: str) -> str:
     return keyword
 
 
+# --- names a peer sent that this store cannot hold ---------------------------------------
+#
+# A name another site can hold but a Maildir++ store cannot ("a.b", "..", 201 bytes,
+# a non-ASCII keyword) must not fail the user's whole apply on every import. It is
+# stored under a *storable* name, computed from the name alone -- so every site
+# maps it the same way -- while the merged state keeps the original. The state
+# index records the folder under the storable path and the file under the stored
+# flags, so the next scan sees no rename and no flag change (the name round-trips).
+
+_SUFFIX_HEX = 8
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_SUFFIX_HEX]
+
+
+def _fit(text: str, original: str, budget: int) -> str:
+    """``text`` cut to ``budget`` UTF-8 bytes with room for ``~<hash of original>``."""
+    suffix = "~" + _digest(original)
+    room = budget - len(suffix)
+    cut = text.encode("utf-8")[:room].decode("utf-8", "ignore")
+    return cut + suffix
+
+
+def storable_folder_name(name: str, *, first: bool = False) -> str:
+    """A folder name component a Maildir++ store can hold, deterministic; ``name``
+    itself when it can be held as it is.
+
+    Characters that cannot be held ("." "/" NUL, control characters) become "_",
+    an over-long name is cut; a changed name gets "~" and 8 hex digits of the
+    SHA-256 of the original, so two names never meet under one mapping.
+    ``first``: the first component, where another spelling of INBOX is not held.
+    """
+    try:
+        check_folder_path((name,) if first else ("INBOX", name))
+    except UnsafeName:
+        pass
+    else:
+        return name
+    cleaned = "".join("_" if (c in "./\0" or ord(c) < 0x20 or ord(c) == 0x7F
+                              or 0xD800 <= ord(c) <= 0xDFFF) else c for c in name)
+    return _fit(cleaned or "_", name, MAX_COMPONENT_BYTES)
+
+
+def storable_path(path: FolderPath) -> FolderPath:
+    """:func:`storable_folder_name` of every component (INBOX stays INBOX)."""
+    if path == ("INBOX",):
+        return path
+    # The whole path is one directory name on disk (".A.B.C" in modified UTF-7, at
+    # most 255 bytes). Each component is cut so that the path up to it fits: a
+    # folder's parent then has the same name on its own as inside the child's path.
+    # Where even a short component cannot fit, the failure remains (reported).
+    return _storable_path(path)[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def _storable_path(path: FolderPath) -> tuple[FolderPath, int]:
+    """(storable path, bytes of its ".A.B" directory name); the parent's from the cache,
+    so a whole tree costs one step per folder."""
+    if not path:
+        return (), 0
+    parent, size = _storable_path(path[:-1])
+    component = path[-1]
+    name = storable_folder_name(component, first=len(path) == 1)
+    while (size + 1 + len(mutf7.encode(name)) > MAX_DIR_NAME_BYTES
+           and len(name) > _SUFFIX_HEX + 2 and size < MAX_DIR_NAME_BYTES):
+        stem = name if name == component else name[: -(_SUFFIX_HEX + 1)]
+        stem = stem[:-1]
+        name = _fit(stem, component, len(stem.encode("utf-8")) + _SUFFIX_HEX + 1)
+    return (*parent, name), size + 1 + len(mutf7.encode(name))
+
+
+def storable_keyword(keyword: str) -> str:
+    """A keyword an IMAP server and ``dovecot-keywords`` can hold, deterministic;
+    ``keyword`` itself when it can be held as it is (see :func:`storable_folder_name`)."""
+    try:
+        return check_keyword(keyword)
+    except UnsafeName:
+        pass
+    cleaned = "".join(c if "!" <= c <= "~" and c not in _KEYWORD_SPECIALS else "_"
+                      for c in keyword)
+    return _fit(cleaned or "_", keyword, 64)
+
+
+def storable_flags(flags: frozenset[str], *, system: frozenset[str]) -> frozenset[str]:
+    """The flags as a Maildir can hold them: keywords through :func:`storable_keyword`;
+    a system flag not in ``system`` cannot be held and is left out."""
+    return frozenset(
+        flag if flag in system else storable_keyword(flag)
+        for flag in flags if not flag.startswith("\\") or flag in system
+    )
+
+
 def _host_part() -> str:
     # Maildir spec: "/" and ":" in the host name are written as octal escapes.
     host = socket.gethostname() or "localhost"
@@ -127,4 +224,8 @@ __all__ = [
     "check_keyword",
     "check_user",
     "new_message_key",
+    "storable_flags",
+    "storable_folder_name",
+    "storable_keyword",
+    "storable_path",
 ]

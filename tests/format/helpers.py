@@ -32,7 +32,14 @@ from bundlesync.core.model import (
 )
 from bundlesync.format import RECORD_KINDS, record_kind
 from bundlesync.format.cose import sign_digest
-from bundlesync.format.limits import END_MAGIC, FORMAT_VERSION, MAGIC
+from bundlesync.format.limits import (
+    END_MAGIC,
+    FORMAT_VERSION,
+    MAGIC,
+    MAX_DOT_COUNTER,
+    MAX_INCARNATION,
+    MAX_WALL_MS,
+)
 from bundlesync.format.records import OPTIONAL_KINDS
 from bundlesync.format.volumes import VolumeHead
 from bundlesync.keys import SiteIdentity, TrustedCards
@@ -94,8 +101,10 @@ operations = st.one_of(
     st.builds(MessageExpunged, messages),
     st.builds(FlagsChanged, messages, flag_sets, flag_sets),
 )
-changes = st.builds(Change, st.builds(Dot, hex16, small | uint64, small | uint64),
-                    st.builds(Timestamp, uint64, small, hex16), operations)
+# bundle-v1 §9 bounds the numbers of a change (the state index stores them).
+changes = st.builds(Change, st.builds(Dot, hex16, small | st.integers(0, MAX_INCARNATION),
+                                      small | st.integers(0, MAX_DOT_COUNTER)),
+                    st.builds(Timestamp, st.integers(0, MAX_WALL_MS), small, hex16), operations)
 bodies = st.binary(max_size=3000).map(lambda data: Body(hashlib.sha256(data).hexdigest(), data))
 wants = st.builds(Want, hex32)
 records = st.one_of(changes, bodies, wants)

@@ -135,3 +135,17 @@ def test_the_distinct_readers_see_every_user(tmp_path: Path) -> None:
         assert index.live_mailboxes("bob") == {"x", "z"}
         assert index.live_mailboxes("carol") == set()
         assert index.has_pending()
+
+
+def test_a_database_failure_inside_a_transaction_is_a_state_error(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "s", create=True) as index:
+        log(index, added(A, 1))
+
+        def twice() -> None:
+            with index.transaction():
+                log(index, added(A, 2))
+                log(index, added(A, 2))  # the same dot twice: the database refuses it
+
+        with pytest.raises(StateError, match="could not be written"):
+            twice()
+        assert index.count_changes() == 1

@@ -49,7 +49,7 @@ def test_a_lock_of_a_live_process_is_respected(tmp_path: Path) -> None:
     ("content", "seconds", "stale"),
     [
         ("DEAD", 10, True),  # owner gone
-        ("DEAD", 1, False),  # too young to check the owner
+        ("DEAD", 1, True),  # owner gone: broken at once, however young
         ("", 10, False),  # no owner recorded: wait for the timeout
         ("", 200, True),  # unchanged for longer than stale_after
         ("1:some-other-host", 10, False),  # another host's process: cannot check

@@ -244,7 +244,9 @@ class _IntoWriter:
     def _folder(self, path: FolderPath) -> tuple[str, tuple[int, int] | None]:
         known = self._dirs.get(path)
         if known is None:
-            directory = self._store.folder_dir(self._user, path)
+            # The store's own resolution, which refuses a folder (or its cur/, new/,
+            # tmp/) that a symlink leads out of the user's Maildir.
+            _, directory = self._store._folder(self._user, path)
             st = os.stat(directory)
             owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 and st.st_uid != 0 else None
             for sub in ("cur", "tmp"):

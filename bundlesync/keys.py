@@ -76,7 +76,12 @@ PASSPHRASE_SCRYPT_N = 2**15
 _KEY_FILE_AAD = b"bundlesync site key v2\x00"
 _REVOCATION_DOMAIN = b"bundlesync revocation v2\x00"
 _REVOCATION_TAG = "bundlesync-revocation"
+_SUCCESSION_DOMAIN = b"bundlesync succession v2\x00"
 REVOKED_DIR = "revoked"
+# bundle-v2 §3.7: revocations travel in drops as "<site id>.bsr" beside the cards.
+REVOCATION_SUFFIX = ".bsr"
+MAX_STATEMENT_SIZE = 4096
+RETIRED_DIR = "retired"
 
 RandomBytes = Callable[[int], bytes]
 
@@ -205,6 +210,86 @@ def check_site_name(name: str) -> str:
     return name
 
 
+def read_statement(path: Path, what: str) -> str:
+    """The text of a small file from an untrusted place: a regular file, never reached
+    through a symlink, at most MAX_STATEMENT_SIZE bytes, UTF-8 (InvalidCard otherwise)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        raise InvalidCard(f"The {what} file {path} does not exist.",
+                          hint="Check the path of the file.") from None
+    except OSError as exc:
+        raise InvalidCard(f"Cannot open the {what} file {path}: {exc.strerror}.") from None
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        data = os.read(fd, MAX_STATEMENT_SIZE + 1) if regular else b""
+    except OSError as exc:
+        raise InvalidCard(f"Cannot read the {what} file {path}: {exc.strerror}.") from None
+    finally:
+        os.close(fd)
+    if not regular:
+        raise InvalidCard(f"{path} is not a regular file.")
+    if len(data) > MAX_STATEMENT_SIZE:
+        raise InvalidCard(f"{path} is too large to be a {what}.")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidCard(f"{path} is not a {what} (it is not text).") from None
+
+
+# --- succession -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Succession:
+    """The old signing key's statement that a new key pair continues its site (bundle-v2 §3.8).
+
+    The site id stays the one the site was created with, so its streams, dots and
+    timestamps keep their ids; peers accept the new signing key for that site id
+    once this statement verifies with the key they trusted.
+    """
+
+    site_id: str
+    old_signing: bytes
+    new_signing: bytes
+    new_exchange: bytes
+    created_ms: int
+    signature: bytes = b""
+
+    _PACKED = 16 + 3 * KEY_SIZE + 8 + SIGNATURE_SIZE
+
+    def statement(self) -> bytes:
+        return b"".join((_SUCCESSION_DOMAIN, self._body()))
+
+    def _body(self) -> bytes:
+        return b"".join((bytes.fromhex(self.site_id), self.old_signing, self.new_signing,
+                         self.new_exchange, struct.pack(">Q", self.created_ms)))
+
+    def signature_valid(self) -> bool:
+        """Whether the OLD key signed this statement."""
+        if len(self.signature) != SIGNATURE_SIZE:
+            return False
+        try:
+            Ed25519PublicKey.from_public_bytes(self.old_signing).verify(
+                self.signature, self.statement())
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def to_field(self) -> str:
+        """The ``succession`` field of a card or key file: base64 of body || signature."""
+        return _b64(self._body() + self.signature)
+
+    @classmethod
+    def from_field(cls, text: str, *, source: str, error: type[LocalError]) -> Succession:
+        data = _unb64(text, source, error, size=cls._PACKED)
+        created = struct.unpack(">Q", data[112:120])[0]
+        if created >= 2**63:
+            raise error(f"{source}: the succession's time is not a number of milliseconds.")
+        return cls(site_id=data[:16].hex(), old_signing=data[16:48], new_signing=data[48:80],
+                   new_exchange=data[80:112], created_ms=created, signature=data[120:])
+
+
 # --- cards ----------------------------------------------------------------------------
 
 
@@ -223,14 +308,21 @@ class PeerCard:
     created_ms: int = 0
     signature: bytes = b""
     signed_name: str | None = None
+    # A successor key's card: the old key's statement that this key continues its
+    # site id (bundle-v2 §3.8). None: the site id is the hash of the signing key.
+    succession: Succession | None = None
 
     def __post_init__(self) -> None:
         check_site_name(self.name)
         if len(self.signing_public) != KEY_SIZE or len(self.exchange_public) != KEY_SIZE:
             raise InvalidCard(f"card {self.name!r}: public keys must be {KEY_SIZE} bytes")
+        if self.succession is not None and self.succession.new_signing != self.signing_public:
+            raise InvalidCard(f"card {self.name!r}: its succession names another key.")
 
     @property
     def site_id(self) -> str:
+        if self.succession is not None:
+            return self.succession.site_id
         return site_id_of(self.signing_public)
 
     @property
@@ -290,6 +382,7 @@ class PeerCard:
             f"exchange-key: {_b64(self.exchange_public)}\n",
             f"created: {self.created_ms}\n",
             f"signature: {_b64(self.signature)}\n",
+            "" if self.succession is None else f"succession: {self.succession.to_field()}\n",
         ))
 
     @classmethod
@@ -315,8 +408,19 @@ class PeerCard:
                          source, InvalidCard)
         exchange = _unb64(_require(fields, "exchange-key", source, InvalidCard),
                           source, InvalidCard)
+        succession = None
+        if "succession" in fields and version == _CARD_VERSION:
+            succession = Succession.from_field(fields["succession"], source=source,
+                                               error=InvalidCard)
+            if succession.new_signing != signing or not succession.signature_valid():
+                raise InvalidCard(f"{source}: its succession statement does not verify for "
+                                  f"its signing key; the card was altered.")
         claimed_id = fields.get("site-id")
-        if claimed_id is not None and claimed_id != site_id_of(signing):
+        if succession is not None:
+            if claimed_id != succession.site_id:
+                raise InvalidCard(f"{source}: its site id is not the one its succession "
+                                  f"continues.")
+        elif claimed_id is not None and claimed_id != site_id_of(signing):
             raise InvalidCard(
                 f"{source}: its site id {claimed_id} does not belong to its signing key "
                 f"(which has site id {site_id_of(signing)}); the card was altered."
@@ -332,7 +436,7 @@ class PeerCard:
                    created_ms=int(created),
                    signature=_unb64(_require(fields, "signature", source, InvalidCard),
                                     source, InvalidCard, size=SIGNATURE_SIZE),
-                   signed_name=None if local_name == name else name)
+                   signed_name=None if local_name == name else name, succession=succession)
         claimed_fp = fields.get("fingerprint")
         if claimed_fp is not None and claimed_fp != card.fingerprint:
             raise InvalidCard(f"{source}: its fingerprint does not match its keys; the card "
@@ -428,6 +532,11 @@ class Revocation:
             f"signature: {_b64(self.signature)}\n"))
 
     @classmethod
+    def read(cls, path: Path) -> Revocation:
+        """Read a revocation file: a regular file (never through a symlink), bounded."""
+        return cls.from_text(read_statement(path, "revocation"), source=str(path))
+
+    @classmethod
     def from_text(cls, text: str, *, source: str = "revocation") -> Revocation:
         """Parse :meth:`to_text` output; the signature must verify (InvalidCard)."""
         fields = _parse_fields(text, source=source, error=InvalidCard)
@@ -461,6 +570,12 @@ class SiteIdentity:
     exchange_secret: bytes = field(repr=False)
     # When the card was made (ms); 0 for a key file from before cards were signed.
     created_ms: int = 0
+    # Set when this key pair succeeded an older one (bundle-v2 §3.8): the site id
+    # is then the one the succession continues.
+    succession: Succession | None = None
+    # Encryption secrets this site had before (keys/retired/): bundles peers sealed
+    # to them before they took the new card still open (bundle-v2 §3.6).
+    retired_exchange_secrets: tuple[bytes, ...] = field(default=(), repr=False)
     signing_public: bytes = field(init=False, repr=False)
     exchange_public: bytes = field(init=False, repr=False)
 
@@ -475,9 +590,13 @@ class SiteIdentity:
             raw, serialization.PublicFormat.Raw))
         object.__setattr__(self, "exchange_public", exchange.public_key().public_bytes(
             raw, serialization.PublicFormat.Raw))
+        if self.succession is not None and self.succession.new_signing != self.signing_public:
+            raise KeyFileInvalid(f"site {self.name!r}: the succession names another key")
 
     @property
     def site_id(self) -> str:
+        if self.succession is not None:
+            return self.succession.site_id
         return site_id_of(self.signing_public)
 
     @property
@@ -493,7 +612,22 @@ class SiteIdentity:
         with the old key.
         """
         return SiteIdentity(name=self.name, signing_secret=self.signing_secret,
-                            exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
+                            exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms,
+                            succession=self.succession)
+
+    def successor(self, *, created_ms: int,
+                  random_bytes: RandomBytes = secrets.token_bytes) -> SiteIdentity:
+        """This site with a new signing AND encryption key, keeping its site id (§3.8).
+
+        The old signing key signs the succession statement the new card carries;
+        peers that trust the old key take the new card on the strength of it.
+        """
+        new = SiteIdentity(name=self.name, signing_secret=random_bytes(KEY_SIZE),
+                           exchange_secret=random_bytes(KEY_SIZE), created_ms=created_ms)
+        unsigned = Succession(self.site_id, self.signing_public, new.signing_public,
+                              new.exchange_public, created_ms)
+        signed = dataclasses.replace(unsigned, signature=self.sign(unsigned.statement()))
+        return dataclasses.replace(new, succession=signed)
 
     def revocation(self, *, created_ms: int) -> Revocation:
         """This site's statement that its signing key must no longer be trusted."""
@@ -507,7 +641,7 @@ class SiteIdentity:
                                    created_ms=self.created_ms)
         return PeerCard(name=self.name, signing_public=self.signing_public,
                         exchange_public=self.exchange_public, created_ms=self.created_ms,
-                        signature=self.sign(statement))
+                        signature=self.sign(statement), succession=self.succession)
 
     def sign(self, message: bytes) -> bytes:
         """An Ed25519 signature of ``message`` by this site."""
@@ -598,6 +732,8 @@ def save_identity(identity: SiteIdentity, directory: Path, *, overwrite: bool = 
               else (f"scrypt-n: {PASSPHRASE_SCRYPT_N}\n",
                     f"sealed-secrets: {_seal_secrets(identity, passphrase)}\n")),
             f"created: {identity.created_ms}\n",
+            "" if identity.succession is None
+            else f"succession: {identity.succession.to_field()}\n",
         )
     )
     write_file_atomically(key_path, text.encode("utf-8"), mode=0o600)
@@ -609,9 +745,31 @@ def load_identity(directory: Path, *, passphrase: str | None = None) -> SiteIden
     """Read the site identity from ``directory``, refusing an exposed key file.
 
     A key file protected by a passphrase needs ``passphrase`` or the environment
-    variable ``BUNDLESYNC_PASSPHRASE`` (KeyFileLocked otherwise).
+    variable ``BUNDLESYNC_PASSPHRASE`` (KeyFileLocked otherwise). The encryption
+    secrets of the retired key files (``retired/``) of the same site id come
+    with it, so bundles sealed to them still open.
     """
-    key_path = directory / KEY_FILE_NAME
+    identity = _load_key_file(directory, passphrase=passphrase)
+    try:
+        retired = sorted((directory / RETIRED_DIR).glob("site-*.key"))
+    except OSError:
+        retired = []
+    secrets_before: list[bytes] = []
+    for path in retired:
+        try:
+            old = _load_key_file(path.parent, passphrase=passphrase, file_name=path.name)
+        except LocalError:
+            continue  # an unreadable old key only costs the bundles sealed to it
+        if old.site_id == identity.site_id and old.exchange_secret != identity.exchange_secret:
+            secrets_before.append(old.exchange_secret)
+    if not secrets_before:
+        return identity
+    return dataclasses.replace(identity, retired_exchange_secrets=tuple(secrets_before))
+
+
+def _load_key_file(directory: Path, *, passphrase: str | None,
+                   file_name: str = KEY_FILE_NAME) -> SiteIdentity:
+    key_path = directory / file_name
     try:
         fd = os.open(key_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
@@ -650,9 +808,14 @@ def load_identity(directory: Path, *, passphrase: str | None = None) -> SiteIden
                          source, KeyFileInvalid)
         exchange = _unb64(_require(fields, "exchange-secret", source, KeyFileInvalid),
                           source, KeyFileInvalid)
+    succession = None
+    if "succession" in fields:
+        succession = Succession.from_field(fields["succession"], source=source,
+                                           error=KeyFileInvalid)
     try:
         identity = SiteIdentity(name=check_site_name(name), signing_secret=signing,
-                                exchange_secret=exchange, created_ms=int(created))
+                                exchange_secret=exchange, created_ms=int(created),
+                                succession=succession)
     except InvalidSiteName as exc:
         raise KeyFileInvalid(f"{source}: {exc.message}") from None
     claimed = fields.get("site-id")
@@ -786,12 +949,35 @@ class TrustStore(_Lookups):
         that peer, under the same signed name, and be newer (``created``) than the
         card it replaces: an older card (a replay of a superseded key) is refused.
         """
-        if not card.signed or not card.signature_valid():
+        if not card.signed or not card.signature_valid() or (
+                card.succession is not None and not card.succession.signature_valid()):
             raise InvalidCard(f"The card of {card.name!r} is not signed; it cannot update "
                               f"a key.")
-        for known_path, known in self._load():
-            if known.signing_public != card.signing_public:
+        if self.is_revoked(card.signing_public):
+            raise KeyRevoked(f"The signing key of {card.name!r} (site id {card.site_id}) was "
+                             f"revoked by its site.")
+        loaded = self._load()
+        for known_path, known in loaded:
+            # A successor key (bundle-v2 §3.8) replaces the key it names as its
+            # predecessor, for the same site id; any other card must be signed by
+            # the trusted key itself.
+            successor = (card.succession is not None and known.site_id == card.site_id
+                         and known.signing_public != card.signing_public)
+            if known.signing_public != card.signing_public and not successor:
                 continue
+            if successor:
+                assert card.succession is not None
+                if card.succession.old_signing != known.signing_public:
+                    raise PeerConflict(
+                        f"The new card of {known.name!r} continues another key than the one "
+                        f"trusted for that site (a succession this site has not seen?).",
+                        hint="Ask the site for the card of each key it had in turn; nothing "
+                             "was changed.")
+                for other_path, other in loaded:
+                    if other_path != known_path and card.signing_public in (
+                            other.signing_public, other.exchange_public):
+                        raise PeerConflict(f"The new key of {known.name!r} belongs to "
+                                           f"trusted peer {other.name!r}.")
             if card.own_name != known.own_name:
                 raise PeerConflict(f"The new card names the site {card.own_name!r}, but its "
                                    f"key belongs to {known.own_name!r}.")
@@ -834,6 +1020,29 @@ class TrustStore(_Lookups):
         write_file_atomically(revoked / revocation.site_id,
                               revocation.to_text().encode("utf-8"), mode=0o644)
         return removed
+
+    def revocations(self) -> tuple[Revocation, ...]:
+        """Every revocation taken in (or made here), by site id.
+
+        A remembered file that no longer verifies is skipped: it revokes nothing
+        the store can show, and ``is_revoked`` still refuses its key.
+        """
+        try:
+            paths = sorted((self.directory / REVOKED_DIR).iterdir())
+        except FileNotFoundError:
+            return ()
+        except OSError as exc:
+            raise TrustStoreInvalid(f"Cannot list {self.directory / REVOKED_DIR}: "
+                                    f"{exc.strerror}.") from None
+        found: tuple[Revocation, ...] = ()
+        for path in paths:
+            if path.name.startswith(".") or not is_site_id(path.name):
+                continue
+            try:
+                found += (Revocation.read(path),)
+            except InvalidCard:
+                continue
+        return found
 
     def remove(self, name: str) -> PeerCard:
         """Stop trusting the peer called ``name``; returns its card."""
@@ -938,3 +1147,162 @@ def _require(fields: dict[str, str], key: str, source: str, error: type[LocalErr
         return fields[key]
     except KeyError:
         raise error(f"{source} has no {key!r} field.") from None
+
+
+# --- keys over time: helpers the commands and operations share ------------------------
+
+
+def key_file_sealed(directory: Path) -> bool:
+    """Whether the key file in ``directory`` is sealed under a passphrase (bundle-v2 §3.5).
+
+    Read without the passphrase: only the field names are looked at.
+    """
+    key_path = directory / KEY_FILE_NAME
+    try:
+        text = key_path.read_bytes()[:64 * 1024].decode("utf-8", errors="replace")
+    except FileNotFoundError:
+        raise KeyMissing(f"This site has no key: {key_path} does not exist.") from None
+    except OSError as exc:
+        raise KeyFileInvalid(f"Cannot read key file {key_path}: {exc.strerror}.") from None
+    return any(line.strip().startswith("sealed-secrets:") for line in text.splitlines())
+
+
+def retire_key_file(directory: Path, identity: SiteIdentity) -> Path:
+    """Keep a copy of the current key file before it is replaced (0600).
+
+    After a new encryption key, bundles peers sealed to the old one before they
+    took the new card can still be opened by hand with the retired file.
+    """
+    key_path = directory / KEY_FILE_NAME
+    try:
+        data = key_path.read_bytes()
+    except OSError as exc:
+        raise KeyFileInvalid(f"Cannot read key file {key_path}: {exc.strerror}.") from None
+    retired = directory / RETIRED_DIR
+    try:
+        retired.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LocalError(f"Cannot create {retired}: {exc.strerror}") from None
+    target = retired / f"site-{identity.created_ms}.key"
+    write_file_atomically(target, data, mode=0o600)
+    return target
+
+
+def place_revocations(trust: TrustStore, drop: Path) -> list[Path]:
+    """Write every revocation this site knows into ``drop`` (bundle-v2 §3.7).
+
+    A revocation only ever makes a key less trusted, so passing on every one
+    known -- this site's own and those taken in from others -- lets it reach
+    sites behind a relay too.
+    """
+    written = []
+    for revocation in trust.revocations():
+        path = drop / f"{revocation.site_id}{REVOCATION_SUFFIX}"
+        write_file_atomically(path, revocation.to_text().encode("utf-8"), mode=0o644)
+        written.append(path)
+    return written
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationTaken:
+    """What taking in one revocation found in a drop did."""
+
+    site_id: str
+    # The name of the peer whose card was removed; None if it was not trusted.
+    removed: str | None
+
+    def note(self, *, dry_run: bool = False) -> str:
+        if dry_run:
+            return f"a revocation of the key of site {self.site_id} would be taken in"
+        if self.removed is None:
+            return (f"a revocation of the key of site {self.site_id} was taken in; that key "
+                    f"will not be trusted")
+        return (f"peer {self.removed} (site {self.site_id}) revoked its key: its card was "
+                f"removed and its bundles are refused from now on")
+
+
+def take_revocations(trust: TrustStore, drop: Path, *, dry_run: bool = False
+                     ) -> tuple[list[RevocationTaken], list[str]]:
+    """Take in every validly signed revocation in ``drop`` not known yet (bundle-v2 §3.7).
+
+    Returns what was taken and a note for each file that was ignored: a drop
+    is untrusted, so a damaged or forged statement is skipped, never fatal.
+    With ``dry_run`` nothing is written; the result says what would be.
+    """
+    taken: list[RevocationTaken] = []
+    ignored: list[str] = []
+    try:
+        names = sorted(n for n in os.listdir(drop)
+                       if n.endswith(REVOCATION_SUFFIX) and not n.startswith("."))
+    except OSError:
+        return taken, ignored  # the import reports an unreadable drop itself
+    for name in names:
+        try:
+            revocation = Revocation.read(drop / name)
+        except InvalidCard as exc:
+            ignored.append(f"ignored {name}: {exc.message}")
+            continue
+        if trust.is_revoked(revocation.signing_public):
+            continue
+        if dry_run:
+            card = trust.by_signing_key(revocation.signing_public)
+            removed = None if card is None else card
+        else:
+            removed = trust.revoke(revocation)
+        taken.append(RevocationTaken(revocation.site_id,
+                                     None if removed is None else removed.name))
+    return taken, ignored
+
+
+def take_card_updates(trust: TrustStore, drop: Path, *, dry_run: bool = False
+                      ) -> list[str]:
+    """Take the newer cards of trusted peers found in ``drop`` (bundle-v2 §3.6, §3.8).
+
+    Only a card the trusted key vouches for is taken: signed by the key trusted
+    for that site id (a new encryption key), or carrying a succession signed by
+    it (a successor key). Cards of other sites, older cards and this site's own
+    are left alone; a drop is untrusted, so a card that is not an update is never
+    an error. Returns a note for each update.
+    """
+    notes: list[str] = []
+    try:
+        names = sorted(n for n in os.listdir(drop)
+                       if n.endswith(CARD_SUFFIX) and not n.startswith("."))
+    except OSError:
+        return notes
+    for name in names:
+        try:
+            card = PeerCard.from_text(read_statement(drop / name, "card"),
+                                      source=str(drop / name))
+        except InvalidCard:
+            continue  # an unsigned, damaged or foreign card is nobody's update
+        known = trust.by_site_id(card.site_id)
+        if known is None or (known.signing_public == card.signing_public and (
+                card.created_ms <= known.created_ms)):
+            continue
+        if known.signing_public != card.signing_public and (
+                card.succession is None or card.succession.old_signing != known.signing_public):
+            continue
+        if not dry_run:
+            try:
+                trust.update(card)
+            except (PeerConflict, PeerNotFound, KeyRevoked, InvalidCard) as exc:
+                notes.append(f"ignored {name}: {exc.message}")
+                continue
+        what = ("a new signing key (a successor its old key signed)"
+                if known.signing_public != card.signing_public else "a new encryption key")
+        done = "would be" if dry_run else "was"
+        notes.append(f"peer {known.name} (site {card.site_id}) has {what}; its card {done} "
+                     f"updated, fingerprint {card.fingerprint}")
+    return notes
+
+
+def take_key_changes(trust: TrustStore, drop: Path, *, dry_run: bool = False) -> list[str]:
+    """Everything a drop says about keys, taken before its bundles are read.
+
+    Revocations first (a revoked key's card is then no update), then newer cards
+    of trusted peers. Returns notes for the import's report.
+    """
+    taken, ignored = take_revocations(trust, drop, dry_run=dry_run)
+    return [t.note(dry_run=dry_run) for t in taken] + ignored + take_card_updates(
+        trust, drop, dry_run=dry_run)

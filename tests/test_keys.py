@@ -406,3 +406,75 @@ def test_a_revoked_key_is_removed_and_never_trusted_again(tmp_path: Path) -> Non
     with pytest.raises(InvalidCard, match="altered"):
         Revocation.from_text(forged.to_text())
     assert store.list() == [other.card()]
+
+
+def test_revocations_are_passed_on_through_a_relay_and_junk_is_skipped(tmp_path: Path) -> None:
+    from bundlesync.keys import place_revocations, take_revocations
+    site, relay_peer = fixed("ship-a", "one"), fixed("hq", "two")
+    origin = TrustStore(tmp_path / "ship-a")
+    origin.revoke(site.revocation(created_ms=5))  # its own statement, for its exports
+    drop, onward = tmp_path / "drop", tmp_path / "onward"
+    drop.mkdir()
+    onward.mkdir()
+    (written,) = place_revocations(origin, drop)
+    assert written.name == f"{site.site_id}.bsr"
+    # A symlink and a non-file are never read from a drop.
+    (drop / "link.bsr").symlink_to(written)
+    (drop / "dir.bsr").mkdir()
+    relay = TrustStore(tmp_path / "hq")
+    relay.add(site.card())
+    taken, ignored = take_revocations(relay, drop, dry_run=True)
+    assert [t.removed for t in taken] == ["ship-a"] and relay.list() == [site.card()]
+    taken, ignored = take_revocations(relay, drop)
+    assert [t.removed for t in taken] == ["ship-a"] and relay.list() == []
+    assert sorted(note.split(":")[0] for note in ignored) == ["ignored dir.bsr",
+                                                               "ignored link.bsr"]
+    assert take_revocations(relay, drop)[0] == []  # known already: nothing new
+    # The relay passes it on; a site behind it that never trusted the key refuses it later.
+    place_revocations(relay, onward)
+    behind = TrustStore(tmp_path / "behind")
+    behind.add(relay_peer.card())
+    assert [t.removed for t in take_revocations(behind, onward)[0]] == [None]
+    from bundlesync.keys import KeyRevoked
+    with pytest.raises(KeyRevoked):
+        behind.add(site.card())
+
+
+# --- succession (bundle-v2 §3.8) ------------------------------------------------------
+
+
+def test_a_successor_keeps_the_site_id_through_card_and_key_file(tmp_path: Path) -> None:
+    from bundlesync.keys import Succession
+    site = fixed("ship-a", "one")
+    successor = site.successor(created_ms=300)
+    assert successor.site_id == site.site_id != site_id_of(successor.signing_public)
+    card = PeerCard.from_text(successor.card().to_text())
+    assert card == successor.card() and card.site_id == site.site_id
+    assert card.succession is not None and card.succession.old_signing == site.signing_public
+    # The key file keeps it, sealed or not.
+    for passphrase in (None, "pass"):
+        home = tmp_path / str(passphrase)
+        save_identity(successor, home, passphrase=passphrase)
+        assert load_identity(home, passphrase=passphrase) == successor
+    # A trust store that trusts the old key takes the successor's card; once only.
+    store = TrustStore(tmp_path / "peers")
+    store.add(site.card())
+    assert store.update(card) == site.card()
+    assert store.by_site_id(site.site_id) == card
+    with pytest.raises(PeerConflict):
+        store.update(card)
+    # The successor's own next card (a new encryption key) is signed by the new key.
+    assert store.update(successor.with_new_exchange_key(created_ms=400).card()) == card
+    # A statement whose old key is not the trusted one is refused.
+    other = fixed("ship-a", "two").successor(created_ms=500)
+    assert other.site_id != site.site_id
+    with pytest.raises(PeerNotFound):
+        store.update(other.card())
+    # Any changed byte of the statement breaks the card.
+    packed = card.succession.to_field()
+    raw = bytearray(base64.b64decode(packed))
+    raw[-1] ^= 1
+    broken = card.to_text().replace(packed, base64.b64encode(bytes(raw)).decode())
+    with pytest.raises(InvalidCard, match="succession"):
+        PeerCard.from_text(broken)
+    assert Succession.from_field(packed, source="x", error=InvalidCard) == card.succession

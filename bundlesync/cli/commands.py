@@ -11,6 +11,7 @@ from bundlesync.cli import (
     completion_cmd,  # noqa: F401
     demo_cmd,  # noqa: F401
     drop_cmds,  # noqa: F401
+    key_cmds,  # noqa: F401
     restore_cmds,  # noqa: F401
     site_cmds,  # noqa: F401
     status_cmd,  # noqa: F401

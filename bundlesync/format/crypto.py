@@ -231,12 +231,16 @@ def open_file_key(clear: ClearHeader, identity: SiteIdentity | None,
         who = "this site" if identity is None else f"site {identity.name} ({identity.site_id})"
         raise NotARecipient(
             f"The bundle is encrypted to {len(clear.stanzas)} other site(s), not to {who}.")
-    try:
-        private = X25519PrivateKey.from_private_bytes(identity.exchange_secret)
-        file_key = _HPKE.decrypt(stanza.enc + stanza.sealed, private,
-                                 info=STANZA_INFO + header_hash)
-    except (InvalidTag, ValueError):
-        file_key = None
+    file_key = None
+    # The site's current key first, then the keys it retired (bundle-v2 §3.6).
+    for secret in (identity.exchange_secret, *identity.retired_exchange_secrets):
+        try:
+            private = X25519PrivateKey.from_private_bytes(secret)
+            file_key = _HPKE.decrypt(stanza.enc + stanza.sealed, private,
+                                     info=STANZA_INFO + header_hash)
+            break
+        except (InvalidTag, ValueError):
+            file_key = None
     if file_key is None or len(file_key) != FILE_KEY_SIZE:
         raise DecryptionFailed(
             f"The bundle names site {identity.site_id} as a recipient, but this site's key "

@@ -25,7 +25,7 @@ from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Wan
 from bundlesync.errors import BundleRejected, UsageError
 from bundlesync.format import BundleId, BundleNotFound, find_bundles, list_bundle, write_bundle
 from bundlesync.format.volumes import named_volumes, remove_leftover_temps
-from bundlesync.keys import PeerCard
+from bundlesync.keys import PeerCard, place_revocations
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.bodies import BodyFinder
@@ -195,8 +195,10 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
         last = index.last_sent(card.site_id)
         pending = index.count_not_covered(peer.ack)
         asking = index.wanted() or index.peer_wants(card.site_id)
+        # After a move to a new incarnation (a restore) the peer must hear from us
+        # even with nothing new: its answer brings back what we lost.
         if (pending == 0 and not asking and last is not None
-                and last.covers == vector):
+                and last.covers == vector and last.incarnation == site.stream.incarnation):
             result.up_to_date.append(card.name)
             continue
         stream = site.stream
@@ -240,6 +242,8 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
     card_path = drop / f"{site.identity.name}.bsc"
     site.identity.card().write(card_path)
     result.card = str(card_path)
+    # Revocations travel beside the card (bundle-v2 §3.7).
+    place_revocations(site.trust, drop)
     site.settle()  # what the scan recorded counts as spent from now on
     return result
 

@@ -51,6 +51,7 @@ from bundlesync.format import (
     open_bundle,
 )
 from bundlesync.format.limits import MAX_INCARNATION_JUMP
+from bundlesync.keys import take_key_changes
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
 from bundlesync.operations.ledger import fold_change, resolve_user
@@ -332,8 +333,16 @@ def _remember(site: Site, header: BundleHeader, *, outcome: BundleOutcome, wants
     # The high-water mark of the origin's bundles (bundle-v2 §2.4): an older bundle
     # (a replay, or one that arrived late) may merge its changes, but its word on
     # what the peer holds and wants is superseded and never replaces the newer one.
-    newest = max(((r.incarnation, r.seq) for r in index.received_from(bid.site)), default=None)
-    if newest is None or (bid.incarnation, bid.seq) >= newest:
+    received = index.received_from(bid.site)
+    newest = max(((r.incarnation, r.seq) for r in received), default=None)
+    # An origin restored from an old copy (undetected there yet) numbers its bundles
+    # again from below the ones seen here, even at an older incarnation: a bundle
+    # written after every bundle received from it is its newest word all the same.
+    # Taken for stale, the origin would be sent what it holds on every run and
+    # never answer (it has nothing new). A bundle that arrived late was written
+    # before a newer one and stays superseded either way.
+    if newest is None or (bid.incarnation, bid.seq) >= newest or (
+            header.created_ms > max(r.created_ms for r in received)):
         # The peer's newest word replaces the old one, never merges with it: a peer
         # restored from an old copy acknowledges less, and must be sent that again.
         index.set_peer_ack(header.origin_site, _honest_ack(site, header.ack), heard_ms=now_ms)
@@ -385,6 +394,10 @@ def import_drop(site: Site, drop: Path, *, dry_run: bool = False, now_ms: int,
                               dry_run=dry_run)
         if result_stream is not None:
             result.new_incarnation = result_stream.incarnation
+        # Key changes first (bundle-v2 §3.7, §3.8): a revoked key's bundles in the same
+        # drop are then refused, a successor key's are read.
+        for note in take_key_changes(site.trust, drop, dry_run=dry_run):
+            result.report.warn(note)
         for path, header in _route(site, drop, result):
             outcome = BundleOutcome(str(path), _origin_label(site, header),
                                     header.bundle_id.seq, "applied")

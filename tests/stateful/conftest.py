@@ -24,9 +24,9 @@ _PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
 
 # (examples, steps per example): the model machine is cheap; the product
 # machine runs real sites (Maildirs, SQLite, signed bundles) and is bounded to
-# about two minutes on two cores in CI.
+# about 15 seconds of CPU in CI.
 _MODEL = {"ci": (200, 40), "explore": (1000, 50), "long": (5000, 100)}
-_PRODUCT = {"ci": (50, 30), "explore": (100, 40), "long": (1000, 60)}
+_PRODUCT = {"ci": (30, 30), "explore": (100, 40), "long": (1000, 60)}
 
 
 def machine_settings(kind: str) -> settings:

@@ -78,6 +78,9 @@ class RestoreBench:
 
     def prepare(self) -> tuple[str, Path]:
         users, folders, messages = SIZES[self.args.size]
+        domain, login = user_address(0)
+        if self.args.reuse:
+            return f"{login}@{domain}", self.src / domain / login
         generate_store(self.src, users=users, folders=folders, messages=messages,
                        seed=self.args.seed, quiet=self.args.quiet)
         domain, login = user_address(0)
@@ -219,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, help="work directory (default: a new temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--reuse", action="store_true",
+                        help="restore from the store and repositories a previous run left in "
+                        "--workdir (with --keep), without generating or backing up again")
     parser.add_argument("--bundlesync", help="the command that runs bundlesync")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -230,7 +236,8 @@ def main(argv: list[str] | None = None) -> int:
         bench.notes.append("bundlesync cannot be run here: left out")
     try:
         user, user_dir = bench.prepare()
-        bench.backups(command)
+        if not args.reuse:
+            bench.backups(command)
         messages = bench.restores(command, user, user_dir)
         sys.stdout.write(bench.report(user, user_dir, messages))
     except CommandFailedError as exc:

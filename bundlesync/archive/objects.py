@@ -173,12 +173,16 @@ class BlobRef:
 
 
 def parse_entry(entry: object, pack: bytes, *, what: str) -> BlobRef:
-    if (not isinstance(entry, list) or len(entry) != 6
-            or not all(isinstance(x, int) for x in entry[2:])
-            or entry[0] not in (BLOB_BODY, BLOB_TREE)
-            or not isinstance(entry[1], bytes) or len(entry[1]) != 32):
-        raise ArchiveDamaged(f"{what} lists a malformed blob entry.")
-    return BlobRef(entry[0], entry[1], pack, entry[2], entry[3], entry[4], entry[5])
+    # Called once per blob of the archive when the index is loaded (every restore and
+    # check): the same checks as before, unrolled, cost a third of a generator's.
+    if isinstance(entry, list) and len(entry) == 6:
+        kind, blob_id, segment_offset, segment_length, offset, length = entry
+        if (isinstance(segment_offset, int) and isinstance(segment_length, int)
+                and isinstance(offset, int) and isinstance(length, int)
+                and kind in (BLOB_BODY, BLOB_TREE)
+                and isinstance(blob_id, bytes) and len(blob_id) == 32):
+            return BlobRef(kind, blob_id, pack, segment_offset, segment_length, offset, length)
+    raise ArchiveDamaged(f"{what} lists a malformed blob entry.")
 
 
 class PackBuilder:

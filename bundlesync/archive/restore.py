@@ -30,6 +30,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from bundlesync import fsio
 from bundlesync.archive.model import ArchivedMailbox, ArchivedMessage, SnapshotSource
 from bundlesync.archive.restore_plan import (
     MailboxOutcome,
@@ -47,7 +48,7 @@ from bundlesync.errors import StoreError, UsageError
 from bundlesync.operations import failpoints
 from bundlesync.stores import dotlock
 from bundlesync.stores.base import FolderPath, Store
-from bundlesync.stores.dovecot_files import UidlistRecord, format_uidlist
+from bundlesync.stores.dovecot_files import FileName, UidlistRecord, format_uidlist
 from bundlesync.stores.errors import KeyInUse, MessageMissing
 from bundlesync.stores.maildir import MaildirStore
 
@@ -161,11 +162,13 @@ def _restore_user_into(
                                    left=len(mailbox.messages)))
     pending = [(state, message) for state in states for message in state.mailbox.messages]
     finished = 0
+    writer = (_IntoWriter(store, user)
+              if isinstance(store, MaildirStore) and not dry_run else None)
     for chunk_start in range(0, len(pending) + 1, BATCH):
-        with _batch(store, dry_run):
+        with _batch(store, dry_run) if writer is None else writer.batch():
             for state, message in pending[chunk_start : chunk_start + BATCH]:
                 _restore_message_into(source, store, user, state, message,
-                                      dry_run=dry_run, progress=progress)
+                                      dry_run=dry_run, progress=progress, writer=writer)
         # After the batch, its messages are durable and visible: complete mailboxes
         # get their UIDs.
         while finished < len(states) and states[finished].left == 0:
@@ -186,6 +189,7 @@ def _restore_message_into(
     *,
     dry_run: bool,
     progress: Progress,
+    writer: _IntoWriter | None = None,
 ) -> None:
     state.left -= 1
     key = _existing_key(message, state.existing)
@@ -194,7 +198,11 @@ def _restore_message_into(
         key = key_with_body(message, data)
         if key in state.keys_taken:  # two messages share a GUID (kept apart: rule 8)
             key = derived_key(message)
-        if not dry_run:
+        if writer is not None:
+            writer.add(state.mailbox.path, key=key, data=data,
+                       flags=storable_flags(message.flags), internal_date=message.internal_date)
+            failpoints.reached("restore")
+        elif not dry_run:
             store.add_message(user, state.mailbox.path, key=key, data=data,
                               flags=storable_flags(message.flags),
                               internal_date=message.internal_date)
@@ -209,6 +217,98 @@ def _restore_message_into(
         state.used_uids.add(message.uid)
         state.records.append(UidlistRecord(
             uid=message.uid, key=key, guid=None if message.guid == key else message.guid))
+
+
+class _IntoWriter:
+    """Writes the messages of an --into restore into a Maildir store, with fewer file
+    operations than a delivery next to a running Dovecot needs.
+
+    The folders are this restore's own (the store was checked to hold nothing else)
+    and no Dovecot serves them yet, so a message needs no unique temporary name, no
+    look-up of its key, and no link that could fail on a name taken meanwhile: it is
+    written to ``tmp/<key>`` (truncating what an interrupted run left there), and at
+    the end of the batch, after one sync, renamed into ``cur/``; then each touched
+    ``cur/`` is synced. The Maildir rule still holds: a message has its name in
+    ``cur/`` only once its bytes are on disk, so a run killed at any point leaves
+    either whole messages under their names or nothing (only ``tmp/`` debris, which
+    the next run overwrites), and the next run finds what is there by name.
+    """
+
+    def __init__(self, store: MaildirStore, user: str) -> None:
+        self._store = store
+        self._user = user
+        self._dirs: dict[FolderPath, tuple[str, tuple[int, int] | None]] = {}
+        self._letters: dict[tuple[FolderPath, frozenset[str]], str] = {}
+        self._pending: list[tuple[str, str, str]] = []  # (tmp path, cur path, cur dir)
+
+    def _folder(self, path: FolderPath) -> tuple[str, tuple[int, int] | None]:
+        known = self._dirs.get(path)
+        if known is None:
+            # The store's own resolution, which refuses a folder (or its cur/, new/,
+            # tmp/) that a symlink leads out of the user's Maildir.
+            _, directory = self._store._folder(self._user, path)
+            st = os.stat(directory)
+            owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 and st.st_uid != 0 else None
+            for sub in ("cur", "tmp"):
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(os.path.join(directory, sub), 0o700)
+                    if owner is not None:
+                        os.chown(os.path.join(directory, sub), *owner)
+            known = self._dirs[path] = (directory, owner)
+        return known
+
+    def _letters_for(self, path: FolderPath, directory: str, flags: frozenset[str]) -> str:
+        letters = self._letters.get((path, flags))
+        if letters is None:
+            # The store's own rule (and keyword registration under Dovecot's lock),
+            # once per folder and set of flags rather than once per message.
+            letters = self._store._letters_for(directory, flags)[0]
+            self._letters[(path, flags)] = letters
+        return letters
+
+    def add(self, path: FolderPath, *, key: str, data: bytes, flags: frozenset[str],
+            internal_date: int) -> None:
+        """Write one message to ``tmp/``; it gets its name when the batch ends."""
+        directory, owner = self._folder(path)
+        name = FileName(key=key, letters="").with_letters(
+            self._letters_for(path, directory, flags))
+        tmp_path = os.path.join(directory, "tmp", key)
+        date_ns = max(0, internal_date) * 1_000_000_000
+        try:
+            fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW
+                         | getattr(os, "O_CLOEXEC", 0), 0o600)
+            try:
+                fsio.write_all(fd, data)
+                if owner is not None:
+                    os.fchown(fd, *owner)
+                os.utime(fd, ns=(date_ns, date_ns))  # Dovecot's received date
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"could not write message {key} into folder "
+                             f"{'/'.join(path)}: {exc.strerror or exc}") from exc
+        cur = os.path.join(directory, "cur")
+        self._pending.append((tmp_path, os.path.join(cur, name), cur))
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Name the messages written inside the block, after one sync for all."""
+        self._pending = []
+        yield
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        try:
+            os.sync()
+            touched: dict[str, None] = {}
+            for tmp_path, cur_path, cur in pending:
+                os.rename(tmp_path, cur_path)
+                touched[cur] = None
+            for cur in touched:
+                fsio.fsync_dir(cur)
+        except OSError as exc:
+            raise StoreError(f"could not make restored messages durable: "
+                             f"{exc.strerror or exc}") from exc
 
 
 def _finish_mailbox_into(store: Store, user: str, state: _MailboxInto) -> None:

@@ -210,3 +210,29 @@ def test_user_masks_mean_what_they_mean_to_backup() -> None:
     assert selection.takes_user("alice@example.org")
     assert not selection.takes_user("bob@example.org")  # brackets are no pattern there
     assert Selection(users=("[b]ob@example.org",)).takes_user("[b]ob@example.org")
+
+
+def test_into_a_maildir_overwrites_what_a_killed_run_left_in_tmp(tmp_path: Path) -> None:
+    # A run killed mid-batch leaves tmp/<key> half-written and nothing in cur/; the next
+    # run writes the whole message under that name and names it with its flags.
+    source = MemorySource()
+    data = mail(7)
+    message = ArchivedMessage(guid="1700000007.M7P1.a", body=source.add_body(data),
+                              size=len(data), flags=frozenset({SEEN, "Work"}), uid=3,
+                              internal_date=1_700_000_007)
+    source.add_snapshot(day_ms(DATE), {"": [ArchivedMailbox(
+        guid=PROJECTS_GUID, path=INBOX, uidvalidity=1234, uidnext=4, subscribed=True,
+        messages=(message,))]})
+    maildir = tmp_path / "Maildir"
+    (maildir / "tmp").mkdir(parents=True)
+    (maildir / "tmp" / message.guid).write_bytes(data[:5])
+    store = MaildirStore(str(maildir))
+    restore_into(source, store, at=DATE)
+    assert not list((maildir / "tmp").iterdir())
+    (named,) = (maildir / "cur").iterdir()
+    assert named.name == f"{message.guid}:2,Sa"
+    assert named.read_bytes() == data
+    assert named.stat().st_mtime == 1_700_000_007
+    assert (maildir / "dovecot-keywords").read_text() == "0 Work\n"
+    assert {m.key: m.flags for m in store.messages("", INBOX)} == {
+        message.guid: frozenset({SEEN, "Work"})}

@@ -13,7 +13,7 @@ import click
 
 from bundlesync.cli import output_of
 from bundlesync.cli.output import Output, stdin_is_terminal
-from bundlesync.errors import Declined, LockHeld, PromptNeedsTerminal, UsageError
+from bundlesync.errors import ConfigError, Declined, LockHeld, PromptNeedsTerminal, UsageError
 from bundlesync.operations.site import Site, resolve_home, site_lock
 from bundlesync.operations.users import UserMatcher, user_matcher
 
@@ -40,8 +40,16 @@ def site_home(ctx: click.Context) -> Path:
 
 
 @contextlib.contextmanager
-def locked(ctx: click.Context, home: Path) -> Iterator[None]:
-    """Hold the site lock, waiting up to ``--lock-wait`` seconds for another run."""
+def locked(ctx: click.Context, home: Path, *, create: bool = False) -> Iterator[None]:
+    """Hold the site lock, waiting up to ``--lock-wait`` seconds for another run.
+
+    Only ``init`` (``create``) may make the home: any other command given a
+    mistyped ``--home`` says there is no site there and leaves nothing behind.
+    """
+    if not create and not home.is_dir():
+        raise ConfigError(
+            f"this site has no configuration (there is no site home at {home})",
+            hint="Check --home (or $BUNDLESYNC_HOME), or set a site up with 'bundlesync init'.")
     deadline = time.monotonic() + output_of(ctx).options.lock_wait
     with contextlib.ExitStack() as stack:
         while True:

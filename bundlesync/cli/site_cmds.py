@@ -53,7 +53,7 @@ def init(ctx: click.Context, name: str, store: str, include: tuple[str, ...],
         users += 1
         progress.step(f"user {users:,}: {user or '(store)'}")
 
-    with locked(ctx, home):
+    with locked(ctx, home, create=True):
         result = init_site(home, name=name, store_location=store, include=include,
                            exclude=exclude, iinclude=iinclude, iexclude=iexclude,
                            now_ms=now_ms(), progress=step)

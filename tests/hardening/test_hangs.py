@@ -113,3 +113,17 @@ def test_init_with_a_bad_store_writes_nothing(tmp_path: Path, store: str,
     (tmp_path / "mail").mkdir()
     assert main(["--home", str(home), "init", "--site", "alpha",
                  "--store", str(tmp_path / "mail" / "%u")]) == EXIT_OK
+
+
+@pytest.mark.parametrize("command", [["status"], ["export", "DROP"], ["import", "DROP"]])
+def test_a_mistyped_home_creates_nothing(tmp_path: Path, command: list[str],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    home = tmp_path / "typo" / "home"
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    args = [str(drop) if word == "DROP" else word for word in command]
+    code = main(["--home", str(home), *args])
+    err = capsys.readouterr().err
+    assert code == EXIT_LOCAL, err
+    assert "no site home at" in err and "bundlesync init" in err
+    assert not (tmp_path / "typo").exists()

@@ -275,6 +275,14 @@ def _ingest(site: Site, path: Path, *, now_ms: int, dry_run: bool, outcome: Bund
     # drag this site's clock beyond the allowed skew; its change keeps its stamp.
     if newest is not None:
         limit = now_ms + MAX_AHEAD_MS
+        if newest.wall_ms > limit:
+            # Some clock is wrong (this machine's, years behind, or the peer's): say so,
+            # once per bundle, with the peer's name.
+            hours = (newest.wall_ms - now_ms) / 3_600_000
+            ahead = f"{hours / 24 / 365.25:.1f} years" if hours >= 24 * 365 else f"{hours:.1f} h"
+            result.scan.warnings.append(
+                f"{outcome.origin} stamped changes {ahead} ahead of this machine's clock "
+                "(taken as no later than an hour ahead); check the clocks of both sites")
         site.clock.observe(newest if newest.wall_ms <= limit
                            else Timestamp(limit, 0, newest.site), now_ms)
     index.advance_streams(sorted(streams))

@@ -292,8 +292,17 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
         the_store = store if store is not None else open_store(config.store)
     except OSError as exc:  # pragma: no cover - the adapter translates its own errors
         raise StoreError(f"the store {config.store} cannot be opened: {exc}") from exc
-    site = Site(paths.home, config, identity, trust, index, the_store, clock,
-                read_mark(paths.home))
+    mark = read_mark(paths.home)
+    if mark is not None and mark.site != identity.site_id:
+        # Another site's key in this home: its changes would be issued under that
+        # site's ids and collide with its own (a key succession keeps the site id).
+        index.close()
+        raise ConfigError(
+            f"the key in {paths.keys} belongs to site {identity.site_id}, but this home's "
+            f"records were made by site {mark.site}",
+            hint="Put this site's own key files back in keys/. Never use another site's "
+                 "key: two sites with one key would overwrite each other's changes.")
+    site = Site(paths.home, config, identity, trust, index, the_store, clock, mark)
     # At the start of every run, before anything is recorded or exported: an index
     # older than what this site has spent was restored or emptied.
     site.check_spent(now_ms=time.time_ns() // 1_000_000)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -126,30 +127,15 @@ def key_rotate_exchange(ctx: click.Context, out_file: Path | None, yes: bool) ->
     'bundlesync peer update CARD' (the next export also leaves it in the drop).
     The old key file is kept under keys/retired/.
     """
-    out = out_of(ctx)
-    home = site_home(ctx)
-    paths = site_paths(home)
-    confirm("Replace this site's encryption key? Peers must take the new card before "
-            "they can encrypt to it.", yes=yes)
-    with locked(ctx, home):
-        identity, passphrase = _unlock(paths)
-        # Peers take a card only if it is strictly newer than the one they trust.
-        rotated = identity.with_new_exchange_key(
-            created_ms=max(now_ms(), identity.created_ms + 1))
-        retired = retire_key_file(paths.keys, identity)
-        save_identity(rotated, paths.keys, overwrite=True, passphrase=passphrase)
-    card = rotated.card()
-    if out_file is not None:
-        card.write(out_file)
-    out.result = {"name": card.name, "site_id": card.site_id, "fingerprint": card.fingerprint,
-                  "old_fingerprint": identity.fingerprint, "retired": str(retired),
-                  "path": None if out_file is None else str(out_file)}
-    out.say(f"New encryption key for {card.name}; fingerprint {card.fingerprint} "
-            f"(was {identity.fingerprint}).")
-    if out_file is not None:
-        out.say(f"Wrote the new card to {out_file}.")
-    out.say("Peers take it with 'bundlesync peer update CARD'; the next export leaves it "
-            "in the drop too.")
+    _replace_keys(
+        ctx, out_file=out_file, yes=yes,
+        question="Replace this site's encryption key? Peers must take the new card before "
+                 "they can encrypt to it.",
+        make=lambda identity: identity.with_new_exchange_key(
+            created_ms=max(now_ms(), identity.created_ms + 1)),
+        said="New encryption key for {name}; fingerprint {new} (was {old}).",
+        next_step="Peers take it with 'bundlesync peer update CARD'; the next export leaves "
+                  "it in the drop too.")
 
 
 @key.command("succeed")
@@ -167,28 +153,45 @@ def key_succeed(ctx: click.Context, out_file: Path | None, yes: bool) -> None:
     thief could sign a succession too: revoke that one ('bundlesync key revoke').
     The old key file is kept under keys/retired/.
     """
+    _replace_keys(
+        ctx, out_file=out_file, yes=yes,
+        question="Replace this site's signing and encryption keys? Peers must take the new "
+                 "card before they accept its bundles.",
+        make=lambda identity: identity.successor(
+            created_ms=max(now_ms(), identity.created_ms + 1)),
+        said="New keys for {name}, site id {site_id} unchanged; fingerprint {new} (was {old}).",
+        next_step="Peers take it at their next import of a drop this site exported to, or "
+                  "with 'bundlesync peer update CARD'.")
+
+
+def _replace_keys(ctx: click.Context, *, out_file: Path | None, yes: bool, question: str,
+                  make: Callable[[SiteIdentity], SiteIdentity], said: str,
+                  next_step: str) -> None:
+    """Replace this site's keys by ``make``; the old key file is kept under keys/retired/.
+
+    Peers take a card only if it is strictly newer than the one they trust, so ``make``
+    gives the new identity a later creation time.
+    """
     out = out_of(ctx)
     home = site_home(ctx)
     paths = site_paths(home)
-    confirm("Replace this site's signing and encryption keys? Peers must take the new "
-            "card before they accept its bundles.", yes=yes)
+    confirm(question, yes=yes)
     with locked(ctx, home):
         identity, passphrase = _unlock(paths)
-        successor = identity.successor(created_ms=max(now_ms(), identity.created_ms + 1))
+        replaced = make(identity)
         retired = retire_key_file(paths.keys, identity)
-        save_identity(successor, paths.keys, overwrite=True, passphrase=passphrase)
-    card = successor.card()
+        save_identity(replaced, paths.keys, overwrite=True, passphrase=passphrase)
+    card = replaced.card()
     if out_file is not None:
         card.write(out_file)
     out.result = {"name": card.name, "site_id": card.site_id, "fingerprint": card.fingerprint,
                   "old_fingerprint": identity.fingerprint, "retired": str(retired),
                   "path": None if out_file is None else str(out_file)}
-    out.say(f"New keys for {card.name}, site id {card.site_id} unchanged; fingerprint "
-            f"{card.fingerprint} (was {identity.fingerprint}).")
+    out.say(said.format(name=card.name, site_id=card.site_id, new=card.fingerprint,
+                        old=identity.fingerprint))
     if out_file is not None:
         out.say(f"Wrote the new card to {out_file}.")
-    out.say("Peers take it at their next import of a drop this site exported to, or with "
-            "'bundlesync peer update CARD'.")
+    out.say(next_step)
 
 
 @key.command("revoke")

@@ -176,6 +176,17 @@ def site_id_of(signing_public: bytes) -> str:
     return hashlib.sha256(signing_public).hexdigest()[:SITE_ID_HEX]
 
 
+def ed25519_signed(public: bytes, signature: bytes, message: bytes) -> bool:
+    """Whether ``signature`` is ``public``'s Ed25519 signature of ``message``."""
+    if len(signature) != SIGNATURE_SIZE:
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
 def fingerprint_of(site_id: str) -> str:
     """The site id in groups of four hex digits (bundle-v1 §13.1).
 
@@ -267,14 +278,7 @@ class Succession:
 
     def signature_valid(self) -> bool:
         """Whether the OLD key signed this statement."""
-        if len(self.signature) != SIGNATURE_SIZE:
-            return False
-        try:
-            Ed25519PublicKey.from_public_bytes(self.old_signing).verify(
-                self.signature, self.statement())
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return ed25519_signed(self.old_signing, self.signature, self.statement())
 
     def to_field(self) -> str:
         """The ``succession`` field of a card or key file: base64 of body || signature."""
@@ -345,14 +349,7 @@ class PeerCard:
 
     def signature_valid(self) -> bool:
         """Whether ``signature`` is the site's signature of this card's statement."""
-        if len(self.signature) != SIGNATURE_SIZE:
-            return False
-        try:
-            Ed25519PublicKey.from_public_bytes(self.signing_public).verify(
-                self.signature, self.statement())
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return ed25519_signed(self.signing_public, self.signature, self.statement())
 
     def renamed(self, name: str) -> PeerCard:
         """The same card known locally under ``name`` (the signature stays valid)."""
@@ -517,12 +514,7 @@ class Revocation:
                 + struct.pack(">Q", self.created_ms))
 
     def signature_valid(self) -> bool:
-        try:
-            Ed25519PublicKey.from_public_bytes(self.signing_public).verify(
-                self.signature, self.statement())
-        except (InvalidSignature, ValueError):
-            return False
-        return True
+        return ed25519_signed(self.signing_public, self.signature, self.statement())
 
     def to_text(self) -> str:
         return "".join((

@@ -57,7 +57,7 @@ from bundlesync.format.reader import (
     verify_bundle,
 )
 from bundlesync.format.records import RECORD_KINDS, record_kind
-from bundlesync.format.writer import EncodedChange, WrittenBundle, write_bundle
+from bundlesync.format.writer import EncodedChange, HashedBody, WrittenBundle, write_bundle
 
 __all__ = [
     "BUNDLE_KINDS",
@@ -77,6 +77,7 @@ __all__ = [
     "DropUnreadable",
     "EncodedChange",
     "EncryptionParams",
+    "HashedBody",
     "LimitExceeded",
     "Limits",
     "Malformed",

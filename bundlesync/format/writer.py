@@ -24,7 +24,7 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundlesync.core.model import Record, VersionVector
+from bundlesync.core.model import Body, Record, VersionVector
 from bundlesync.errors import UsageError
 from bundlesync.format.cose import sign_digest
 from bundlesync.format.crypto import (
@@ -107,6 +107,17 @@ class EncodedChange:
 
     kind: str
     encoded: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HashedBody:
+    """A body whose SHA-256 the caller has just computed from these very bytes (as it
+    read them), so the writer does not hash it a second time."""
+
+    body: Body
+
+
+Writable = Record | EncodedChange | HashedBody
 
 
 def _compress_threads(asked: int | None) -> int:
@@ -237,7 +248,7 @@ def write_bundle(
     recipients: Sequence[PeerCard],
     ack: VersionVector,
     assumes: VersionVector,
-    records: Iterable[Record | EncodedChange],
+    records: Iterable[Writable],
     created_ms: int,
     encrypt: bool = True,
     max_volume_size: int | None = None,
@@ -372,7 +383,7 @@ def write_bundle(
                          content_size=pipeline.content_bytes)
 
 
-def _feed(pipeline: _BodyPipeline, records: Iterable[Record | EncodedChange],
+def _feed(pipeline: _BodyPipeline, records: Iterable[Writable],
           counter: _Counter, limits: Limits) -> None:
     """Every record through ``pipeline``, counted; frames in flight dropped on failure."""
     try:
@@ -381,8 +392,12 @@ def _feed(pipeline: _BodyPipeline, records: Iterable[Record | EncodedChange],
                 counter.add_kind(record.kind)
                 pipeline.write(record.encoded)
                 continue
-            head, data = encode_record(record, limits)
-            counter.add(record)
+            if isinstance(record, HashedBody):
+                head, data = encode_record(record.body, limits, hashed=True)
+                counter.add(record.body)
+            else:
+                head, data = encode_record(record, limits)
+                counter.add(record)
             pipeline.write(head)
             if data:
                 pipeline.write(data)

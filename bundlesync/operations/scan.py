@@ -41,6 +41,7 @@ from bundlesync.core.model import (
 )
 from bundlesync.core.names import resolve_mailboxes
 from bundlesync.core.state import inventory_timestamp
+from bundlesync.operations.inventory import record_inventory
 from bundlesync.operations.ledger import fold_change, resolve_user, user_mailboxes
 from bundlesync.operations.scandiff import (
     Arrived,
@@ -198,6 +199,9 @@ class _Recorder:
         return self.site.clock.tick(self.now_ms)
 
     def record(self, planned: Sequence[Planned]) -> None:
+        if self.inventory:
+            record_inventory(self.site, planned, now_ms=self.now_ms, count=self.stats.count)
+            return
         for group in planned:
             shared = self.stamp() if group.one_stamp else None
             for op in group.ops:

@@ -123,6 +123,7 @@ MAX_DOVECOT_FILE = 128 * 1024 * 1024
 # not by the size of the store (a folder index holds one entry per message).
 _INDEX_CACHE = 4
 _KEYWORDS_CACHE = 64
+_FOLDER_NAMES_CACHE = 4096
 _GUIDS_CACHE = 4
 _CREATE_FLAGS = dotlock.CREATE_FLAGS
 _DELETING_PREFIX = ".bundlesync-deleting."
@@ -251,6 +252,7 @@ class MaildirStore:
         self._now_ns = now_ns
         self._lock_timeout = lock_timeout
         self._files = folder_files.FileIndex(folders=_INDEX_CACHE)
+        self._folder_names: dict[tuple[str, FolderPath], tuple[str, str]] = {}
         self._keyword_cache: Lru[tuple[tuple[int, int, int], dict[int, str]]] = Lru(
             _KEYWORDS_CACHE
         )
@@ -694,8 +696,16 @@ class MaildirStore:
 
     def _folder(self, user: str, path: FolderPath) -> tuple[str, str]:
         """(user root, folder dir) of an existing folder."""
-        root = self.location.path_for(user)
-        directory = self._dir_in(root, check_folder_path(path))
+        # The names are a pure function of (user, path), checked once: a scan or an
+        # export asks for the same folder once per message.
+        names = self._folder_names.get((user, path))
+        if names is None:
+            root = self.location.path_for(user)
+            names = root, self._dir_in(root, check_folder_path(path))
+            if len(self._folder_names) >= _FOLDER_NAMES_CACHE:
+                self._folder_names.clear()
+            self._folder_names[(user, path)] = names
+        root, directory = names
         if folder_files.marks(directory) is None:
             raise FolderNotFound(f"folder {'/'.join(path)} of user {user!r} does not exist")
         self._check_inside(root, directory)

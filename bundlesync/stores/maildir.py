@@ -190,6 +190,34 @@ def _read_plain(path: str, *, limit: int | None = None) -> bytes:
         os.close(fd)
 
 
+def _read_plain_sized(path: str, max_size: int) -> tuple[os.stat_result, bytes | None]:
+    """The stat of a plain file and its bytes (None if larger than ``max_size``: not
+    read); like :func:`_read_plain`, never through a symlink or blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path)
+        if st.st_size > max_size:
+            return st, None
+        chunks = []
+        size = st.st_size
+        while size > 0:
+            chunk = os.read(fd, min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return st, b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _is_mutf7(name: str) -> bool:
     try:
         for component in name[1:].split("."):
@@ -788,6 +816,38 @@ class MaildirStore:
                 except FileNotFoundError:
                     continue  # renamed meanwhile: list again, find it by its key
         raise MessageMissing(f"message {key} is not in folder {'/'.join(path)} of user {user!r}")
+
+    def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
+                      max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
+        """Each message of ``keys`` still in the folder, with its bytes (None above
+        ``max_size``: not read); the ones gone are left out.
+
+        The folder is checked, and its keywords and GUIDs read, once for all; each
+        file is opened once, its size and date taken from the open file.
+        """
+        keys = [check_key(key) for key in keys]
+        _, directory = self._folder(user, path)
+        with _io(f"read messages in folder {'/'.join(path)} of user {user!r}"):
+            keywords = self._keywords(directory)
+            guids = self._uidlist_guids(directory)
+            for key in keys:
+                for attempt in range(_MAX_RETRIES):
+                    entry = self._files.locate(directory, key, refresh=attempt > 0)
+                    if entry is None:
+                        break
+                    try:
+                        st, data = _read_plain_sized(
+                            os.path.join(directory, entry.subdir, entry.name), max_size)
+                    except FileNotFoundError:
+                        continue  # renamed meanwhile: list again, find it by its key
+                    yield StoredMessage(
+                        key=key,
+                        guid=guids.get(key, key),
+                        flags=letters_to_flags(FileName.parse(entry.name).letters, keywords),
+                        size=st.st_size,
+                        internal_date=st.st_mtime_ns // 1_000_000_000,
+                    ), data
+                    break
 
     def add_message(
         self,

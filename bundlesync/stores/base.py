@@ -93,6 +93,11 @@ class Store(Protocol):
         """The raw bytes of one message. Raises ``MessageMissing`` if it is gone."""
         ...
 
+    def prefetch(self, user: str) -> None:
+        """A hint that every message of ``user`` is about to be read (``init``): the
+        store may start reading ahead. Never fails; safe to call from another thread."""
+        ...
+
     def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
                       max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
         """Each message of ``keys`` still in the folder, with its raw bytes (None when it

@@ -190,6 +190,20 @@ def _read_plain(path: str, *, limit: int | None = None) -> bytes:
         os.close(fd)
 
 
+def _read_ahead(path: str) -> None:
+    """Have the kernel read a plain file into the page cache, in the background."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # a hint only
+    finally:
+        os.close(fd)
+
+
 def _read_plain_sized(path: str, max_size: int) -> tuple[os.stat_result, bytes | None]:
     """The stat of a plain file and its bytes (None if larger than ``max_size``: not
     read); like :func:`_read_plain`, never through a symlink or blocking on a FIFO."""
@@ -816,6 +830,35 @@ class MaildirStore:
                 except FileNotFoundError:
                     continue  # renamed meanwhile: list again, find it by its key
         raise MessageMissing(f"message {key} is not in folder {'/'.join(path)} of user {user!r}")
+
+    def prefetch(self, user: str) -> None:
+        """Ask the kernel to start reading every message file of ``user`` (a hint).
+
+        Uses nothing this store caches, so it may run in a thread beside a scan;
+        reads no byte itself; never goes through a symlink below the Maildir; an
+        error only means less is read ahead.
+        """
+        if not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            root = self.location.path_for(user)
+            with os.scandir(root) as entries:
+                folders = [root, *(e.path for e in entries
+                                   if e.name.startswith(".") and e.is_dir(follow_symlinks=False))]
+        except (OSError, StoreError):
+            return
+        for folder in folders:
+            for sub in ("cur", "new"):
+                directory = os.path.join(folder, sub)
+                try:
+                    if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                        continue
+                    with os.scandir(directory) as files:
+                        paths = [f.path for f in files if f.is_file(follow_symlinks=False)]
+                except OSError:
+                    continue
+                for path in paths:
+                    _read_ahead(path)
 
     def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
                       max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:

@@ -27,19 +27,18 @@ from bundlesync.operations.site import Site
 from bundlesync.state.codec import encode_message
 
 
-def record_inventory(site: Site, planned: Sequence[Planned], *, now_ms: int,
+def record_inventory(site: Site, planned: Sequence[Planned], *,
                      count: Callable[[Planned], None]) -> None:
     """Give each operation its dot at the inventory timestamp and fold it (inside the
     caller's transaction); ``count`` is told of each group recorded."""
-    stamp = inventory_timestamp(site.site_id)
+    ops = [op for group in planned for op in group.ops]
     adds: list[Change] = []
+    for change in site.new_changes_at(ops, inventory_timestamp(site.site_id)):
+        if isinstance(change.op, MessageAdded):
+            adds.append(change)
+        else:
+            fold_change(site.index, change)
     for group in planned:
-        for op in group.ops:
-            change = site.new_change(op, now_ms=now_ms, ts=stamp)
-            if isinstance(op, MessageAdded):
-                adds.append(change)
-            else:
-                fold_change(site.index, change)
         count(group)
     if adds:
         fold_adds(site, adds)

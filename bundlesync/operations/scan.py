@@ -224,7 +224,7 @@ class _Recorder:
 
     def record(self, planned: Sequence[Planned]) -> None:
         if self.inventory:
-            record_inventory(self.site, planned, now_ms=self.now_ms, count=self.stats.count)
+            record_inventory(self.site, planned, count=self.stats.count)
             return
         for group in planned:
             shared = self.stamp() if group.one_stamp else None

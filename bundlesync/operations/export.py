@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
-from bundlesync.errors import BundleRejected, UsageError
+from bundlesync.errors import BundleRejected, StateError, UsageError
 from bundlesync.format import (
     BundleId,
     BundleNotFound,
@@ -44,6 +44,8 @@ from bundlesync.operations.site import Site
 from bundlesync.state.codec import decode_change
 
 KIND_SYNC = "sync"
+# How every change record begins (bundle-v1 §6.2): a 4-item array, type 1, the dot.
+_CHANGE_HEAD = b"\x84\x01\x83"
 # Progress of counted work: (what, done, total or None).
 Counter = Callable[[str, int, int | None], None]
 
@@ -157,6 +159,11 @@ class _BundleContent:
         # As the log keeps them: a record has one encoding (bundle-v1 §6.3), so the
         # stored bytes are what encoding the decoded change would give.
         for kind, record in self.site.index.records_not_covered(self.ack):
+            if not record.startswith(_CHANGE_HEAD):
+                # Not decoded, so checked this far: a row that is not even a change
+                # record is our damage, never sent for the peer to refuse.
+                raise StateError("damaged change record in the state index "
+                                 f"({record[:8].hex() or 'empty'}...)")
             self.changes += 1
             yield EncodedChange(kind, record)
         with contextlib.closing(self.finder.read_many(self.send)) as bodies:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from bundlesync.core.model import (
     Change,
     Dot,
@@ -14,6 +16,7 @@ from bundlesync.core.model import (
     MessageRef,
 )
 from bundlesync.core.state import apply_to_message, inventory_timestamp
+from bundlesync.errors import StateError
 from bundlesync.operations.inventory import fold_adds
 from bundlesync.operations.ledger import fold_change, load_message
 from bundlesync.operations.site import STATE_NAME, open_site, site_lock
@@ -93,3 +96,17 @@ def test_two_adds_of_one_instance_fold_into_one_register(sites: Sites) -> None:
                 apply_to_message(apply_to_message(None, first), second), third)
         finally:
             site.index.close()
+
+
+def test_a_damaged_change_in_the_log_is_refused_before_anything_is_sent(sites: Sites) -> None:
+    sites.add("alpha", populate_per_folder=1)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    state = sites.homes["alpha"] / STATE_NAME
+    with sqlite3.connect(state) as db:
+        db.execute("UPDATE changes SET record = ? WHERE counter = "
+                   "(SELECT MAX(counter) FROM changes)", (b"\x00garbage",))
+    db.close()
+    with pytest.raises(StateError, match="damaged change record"):
+        sites.export("alpha")
+    assert not [p for p in sites.drop.iterdir() if p.suffix == ".bsb"]

@@ -160,7 +160,7 @@ class _BodyPipeline:
         self._sink = sink
         self._frames = FrameEncoder(frame_size=frame_size, level=level, executor=executor)
         self._encryptor = (None if payload_key is None
-                           else StreamEncryptor(payload_key, chunk_size))
+                           else StreamEncryptor(payload_key, chunk_size, executor=executor))
         self._pad_to = pad_to
         self._plain = 0
 
@@ -187,10 +187,14 @@ class _BodyPipeline:
             # bundle-v2 §6: zero bytes after the end frame hide the exact size.
             self._emit(bytes(self._pad_to - self._plain % self._pad_to))
         if self._encryptor is not None:
+            for sealed in self._encryptor.drain():
+                self._sink(sealed)
             self._sink(self._encryptor.finish())
 
     def abandon(self) -> None:
         self._frames.abandon()
+        if self._encryptor is not None:
+            self._encryptor.abandon()
 
 
 def _check_arguments(*, identity: SiteIdentity, bundle_id: BundleId, kind: str,

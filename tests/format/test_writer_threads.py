@@ -7,6 +7,7 @@ import hashlib
 import random
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ from bundlesync.format import (
     record_kind,
     write_bundle,
 )
+from bundlesync.format.crypto import StreamEncryptor
 from bundlesync.format.records import encode_record
 from tests.format.helpers import A, B, counts_of, trust
 
@@ -133,3 +135,22 @@ def test_a_failing_record_source_stops_the_workers_and_leaves_nothing(tmp_path: 
 def test_threads_must_be_positive(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         _write(tmp_path / "d", iter([]), counts=True, threads=0, encrypt=False, listed=[])
+
+
+def test_chunks_sealed_in_threads_are_the_same_bytes() -> None:
+    key = bytes(range(32))
+    data = bytes(random.Random(3).getrandbits(8) for _ in range(50_000))
+
+    def sealed(executor: ThreadPoolExecutor | None, *, drain: bool) -> bytes:
+        encryptor = StreamEncryptor(key, 1024, executor=executor, ahead=3)
+        out = [piece for start in range(0, len(data), 777)
+               for piece in encryptor.update(data[start:start + 777])]
+        if drain:
+            out.extend(encryptor.drain())
+        out.append(encryptor.finish())  # what is still queued comes first
+        return b"".join(out)
+
+    one = sealed(None, drain=False)
+    with ThreadPoolExecutor(2) as executor:
+        assert sealed(executor, drain=True) == one
+        assert sealed(executor, drain=False) == one

@@ -234,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--reuse", action="store_true",
                         help="restore from the store and repositories a previous run left in "
-                        "--workdir (with --keep), without generating or backing up again")
+                        "--workdir (with --keep), without generating or backing up again; "
+                        "the directory is kept")
     parser.add_argument("--bundlesync", help="the command that runs bundlesync")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -254,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{exc}\n")
         return 1
     finally:
-        if not args.keep:
+        if not (args.keep or args.reuse):  # a reused work directory is never removed
             shutil.rmtree(work, ignore_errors=True)
     return 0
 

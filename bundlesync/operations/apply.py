@@ -285,16 +285,17 @@ class _UserApply:
             self.index.want(ref.body)
             return False
         flags = state.effective_flags()
-        keys = [self.free_key(folder, ref), f"{ref.guid}-{ref.body[:16]}"]
-        keys.append(new_message_key(now_ns=time.time_ns()))
+        keys = [self.free_key(folder, ref), f"{ref.guid}-{ref.body[:16]}", ""]
         for key in keys:
             try:
-                stored = self.deliver(path, key, data, flags, state.internal_date)
+                # The last resort, a fresh name, is made only when it is needed.
+                stored = self.deliver(path, key or new_message_key(now_ns=time.time_ns()),
+                                      data, flags, state.internal_date)
                 break
             except (KeyInUse, UnsafeName) as exc:
                 # The name holds other bytes here (rule 8), or its S=/W= fields do not
                 # fit these bytes: keep the message under a name of its own.
-                if key == keys[-1]:
+                if not key:
                     self.report.fail_item(self.user, f"{'/'.join(path)} message {ref.guid}",
                                           exc)
                     return False
@@ -387,12 +388,16 @@ class _UserApply:
             for start in range(0, len(work), APPLY_BATCH):
                 # The store's batch ends (messages durable and named) before the
                 # index commits that they are there.
-                with self.index.transaction(), self.store.batch():
-                    for mailbox, guid, body in work[start:start + APPLY_BATCH]:
-                        if self.message(mailbox, guid, body) and not self.dry_run:
-                            self.index.clear_pending_message(self.user, mailbox, guid, body)
-                        if self.tick is not None:
-                            self.tick()
+                with self.index.transaction():
+                    with self.store.batch(step=failpoints.reached):
+                        for mailbox, guid, body in work[start:start + APPLY_BATCH]:
+                            if self.message(mailbox, guid, body) and not self.dry_run:
+                                self.index.clear_pending_message(self.user, mailbox, guid,
+                                                                 body)
+                            if self.tick is not None:
+                                self.tick()
+                    # The batch is durable and named; the index has not recorded it.
+                    failpoints.reached("batch")
         with self.index.transaction():
             for deletion in late:
                 self.delete_folder(deletion)

@@ -207,14 +207,26 @@ def _host_part() -> str:
     return host.replace("/", "\\057").replace(":", "\\072")
 
 
+# The pid and host parts of new keys, taken once per process: each os.getpid()
+# and gethostname() is a system call, and a first transfer names every message
+# it delivers. A forked child takes its own pid.
+_process_parts: list[tuple[int, str]] = []
+
+
+os.register_at_fork(after_in_child=_process_parts.clear)
+
+
 def new_message_key(*, now_ns: int) -> str:
     """A fresh message key in Dovecot's pattern ``<secs>.M<usecs>P<pid>Q<n>.<host>``.
 
     Unique on this host: the counter ``n`` grows within the process, the pid
     separates processes and the time separates pid reuse.
     """
+    if not _process_parts:
+        _process_parts.append((os.getpid(), _host_part()))
+    pid, host = _process_parts[0]
     secs, rest_ns = divmod(now_ns, 1_000_000_000)
-    return f"{secs}.M{rest_ns // 1000}P{os.getpid()}Q{next(_key_counter)}.{_host_part()}"
+    return f"{secs}.M{rest_ns // 1000}P{pid}Q{next(_key_counter)}.{host}"
 
 
 __all__ = [

@@ -51,6 +51,7 @@ from bundlesync.format import (
     open_bundle,
 )
 from bundlesync.format.limits import MAX_INCARNATION_JUMP
+from bundlesync.format.reader import read_ahead
 from bundlesync.keys import take_key_changes
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
@@ -296,7 +297,9 @@ def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
                   spool: SpoolWriter, result: ImportResult) -> Timestamp | None:
     """Take the records in; the newest timestamp seen, for the clock once all is checked."""
     newest: Timestamp | None = None
-    for record in bundle.records():
+    # Decompression, decryption and the bodies' hashes run in a reader thread
+    # ahead of the folding below (bounded: format.reader.READ_AHEAD_BYTES).
+    for record in read_ahead(bundle.records()):
         if isinstance(record, Want):
             wants.append(record.sha256)
             continue

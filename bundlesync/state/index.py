@@ -893,6 +893,14 @@ class StateIndex:
             (user, mailbox, guid, body),
         )
 
+    def clear_pending_messages(self, user: str,
+                               instances: Iterable[tuple[str, str, str]]) -> None:
+        """Clear many pending marks of ``user`` at once: (mailbox, guid, body) triples."""
+        self._db.executemany(
+            "DELETE FROM pending WHERE user = ? AND mailbox = ? AND guid = ? AND body = ?",
+            ((user, mailbox, guid, body) for mailbox, guid, body in instances),
+        )
+
     def clear_pending_user(self, user: str) -> None:
         self._db.execute("DELETE FROM pending_users WHERE user = ?", (user,))
 
@@ -912,9 +920,12 @@ class StateIndex:
             "SELECT file, offset, size FROM spool WHERE body = ?", (body,)).fetchone()
         return None if row is None else (row[0], int(row[1]), int(row[2]))
 
-    def put_spooled(self, body: str, file: str, offset: int, size: int) -> None:
-        self._db.execute("INSERT OR IGNORE INTO spool (body, file, offset, size) "
-                         "VALUES (?, ?, ?, ?)", (body, file, offset, size))
+    def put_spooled(self, body: str, file: str, offset: int, size: int) -> bool:
+        """Record where a spooled body lies; False (nothing changed) if it is spooled
+        already."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO spool (body, file, offset, size) "
+                                  "VALUES (?, ?, ?, ?)", (body, file, offset, size))
+        return cursor.rowcount == 1
 
     def next_spool_file(self) -> int:
         number = (self._meta_int(_SPOOL_FILES) or 0) + 1

@@ -22,7 +22,7 @@ Words:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -127,12 +127,16 @@ class Store(Protocol):
         """
         ...
 
-    def batch(self) -> AbstractContextManager[None]:
-        """A block in which deliveries may be made durable together, at its end.
+    def batch(self, *, step: Callable[[str], None] | None = None
+              ) -> AbstractContextManager[None]:
+        """A block in which deliveries, flag changes and expunges may be made durable
+        together, at its end.
 
         ``add_message`` inside may return before the message is visible; it is
-        visible (and on disk) when the block ends. Callers record a delivery as
-        done only after the block.
+        visible (and on disk) when the block ends, and so are the renames and
+        unlinks of ``set_flags`` and ``expunge``. Callers record the block's work
+        as done only after the block. ``step("deliver")`` is called after each
+        message is named at the end (the kill -9 tests stop there).
         """
         ...
 

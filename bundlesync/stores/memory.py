@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bundlesync.core.model import SYSTEM_FLAGS
@@ -228,8 +228,9 @@ class MemoryStore:
         return []
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, step: Callable[[str], None] | None = None) -> Iterator[None]:
         """Deliveries in memory are atomic already: nothing to defer."""
+        del step
         yield
 
     def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]

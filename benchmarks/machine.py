@@ -94,8 +94,18 @@ def describe_machine(workdir: Path, bundlesync_version: str | None) -> dict[str,
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
-    """The command as typed: ``python -m benchmarks.run --size medium``."""
-    args = sys.argv[1:] if argv is None else argv
+    """The command as typed: ``python -m benchmarks.run --size medium``.
+
+    The work directory is shown as ``DIR``: where it was changes nothing but the
+    disk, which the machine's description names, and a report should not carry
+    one machine's paths.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--workdir" and i + 1 < len(args):
+            args[i + 1] = "DIR"
+        elif arg.startswith("--workdir="):
+            args[i] = "--workdir=DIR"
     return shlex.join(["python", "-m", module, *args])
 
 

@@ -47,19 +47,21 @@ def test_targets_are_judged_at_the_largest_count_against_the_smallest() -> None:
 
 
 @pytest.mark.slow
-def test_two_small_counts_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
-    assert scaling.main(["--counts", "60,20", "--json", "--quiet"]) == 0
+def test_a_small_count_end_to_end(capsys: pytest.CaptureFixture[str]) -> None:
+    # One count keeps this quick; the ratios and verdicts are checked above.
+    assert scaling.main(["--counts", "20", "--json", "--quiet"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["command"] == "python -m benchmarks.scaling --counts 60,20 --json --quiet"
+    assert report["command"] == "python -m benchmarks.scaling --counts 20 --json --quiet"
     assert report["machine"]["source revision"]
-    assert [p["messages"] for p in report["points"]] == [20, 60]
-    for point in report["points"]:
-        assert set(point["seconds"]) == set(PHASES)
-        assert all(s > 0 for s in point["seconds"].values())
-        assert all(0 < kb < 200 * 1024 for kb in point["max_rss_kb"].values())
-    targets = [t["target"] for t in report["targets"]]
-    assert targets[0] == "init: per-message cost at 60 within 1.5x of 20"
-    assert targets[-1].startswith("peak RSS")
+    (point,) = report["points"]
+    assert point["messages"] == 20 and point["store_bytes"] > 0
+    assert set(point["seconds"]) == set(PHASES)
+    assert all(s > 0 for s in point["seconds"].values())
+    assert all(s > 0 for s in point["cpu_seconds"].values())
+    assert all(0 < kb < 200 * 1024 for kb in point["max_rss_kb"].values())
+    assert [t["target"] for t in report["targets"]] == [
+        "peak RSS ≤ 200 MB at every count and step"]
+    assert report["targets"][0]["met"]
 
 
 def test_bad_counts_are_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

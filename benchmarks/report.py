@@ -16,6 +16,7 @@ class Results:
     config: dict[str, object]
     command: str = ""  # as typed, for the report's header
     date: str = ""
+    run_seconds: float = 0.0  # the whole run, generation and comparison included
     machine: dict[str, str] = field(default_factory=dict)
     store: dict[str, object] = field(default_factory=dict)
     # case -> series -> samples. Series: rsync, rsync_delta, dsync, dsync_pipe,
@@ -62,6 +63,7 @@ class Results:
             "size": self.size,
             "command": self.command,
             "date": self.date,
+            "run_seconds": self.run_seconds,
             "config": self.config,
             "machine": self.machine,
             "store": self.store,
@@ -138,8 +140,8 @@ def render_markdown(r: Results) -> str:
                f"x {cfg.get('messages')} messages = {store.get('messages', 0):,} messages, "
                f"{human_bytes(float(store.get('bytes', 0)))}")  # type: ignore[arg-type]
     out.append("")
-    out.append(f"Command: `{r.command}`; run {r.date}; source revision "
-               f"`{r.machine.get('source revision', 'unknown')}`.")
+    out.append(f"Command: `{r.command}`; run {r.date}, for {human_seconds(r.run_seconds)}; "
+               f"source revision `{r.machine.get('source revision', 'unknown')}`.")
     out.append("")
     first_runs = cfg.get("first_runs", cfg.get("runs"))
     out.append(f"Runs: {first_runs} for first transfers, {cfg.get('runs')} for 1 % rounds, "

@@ -27,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -339,6 +340,7 @@ class Bench:
     def check_copies(self) -> None:
         progress = Progress("compare: source", unit="msgs", quiet=self.args.quiet)
         source = inventory(self.src, progress)
+        progress.finish(f"{sum(source.values()):,} messages")
         copies = {"rsync -a": self.work / "rsync", "rsync delta mode": self.work / "rsync-delta",
                   "doveadm backup": self.work / "dsync",
                   "doveadm backup (pipe)": self.work / "dsync-pipe"}
@@ -347,8 +349,9 @@ class Bench:
         for name, root in copies.items():
             if not root.exists():
                 continue
-            inv = inventory(root, Progress(f"compare: {name}", unit="msgs",
-                                           quiet=self.args.quiet))
+            copy_progress = Progress(f"compare: {name}", unit="msgs", quiet=self.args.quiet)
+            inv = inventory(root, copy_progress)
+            copy_progress.finish(f"{sum(inv.values()):,} messages")
             mismatch = compare(source, inv)
             self.results.correctness[name] = {"messages": sum(inv.values()),
                                               "missing": mismatch.missing,
@@ -358,6 +361,7 @@ class Bench:
 
     # ------------------------------------------------------------ all
     def run(self) -> Results:
+        started = time.monotonic()
         self.check_space()
         self.check_tools()
         self.generate()
@@ -366,6 +370,7 @@ class Bench:
         self.no_change_runs()
         self.change_rounds()
         self.check_copies()
+        self.results.run_seconds = time.monotonic() - started
         load = os.getloadavg()
         self.results.machine["load average at end"] = f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         self.results.notes.extend([

@@ -58,7 +58,8 @@ def test_comparison_finds_a_changed_flag_and_a_lost_message(tmp_path: Path) -> N
 def run_results(report: dict[str, Any]) -> Results:
     """The report's header fields back as Results (the figures are not needed)."""
     return Results(size=report["size"], config=report["config"], machine=report["machine"],
-                   store=report["store"], command=report["command"], date=report["date"])
+                   store=report["store"], command=report["command"], date=report["date"],
+                   run_seconds=report["run_seconds"])
 
 
 @pytest.mark.skipif(shutil.which("rsync") is None, reason="needs rsync")
@@ -76,7 +77,8 @@ def test_tiny_run_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert report["date"].endswith(" UTC")
     assert report["machine"]["source revision"]
     header = render_markdown(run_results(report)).splitlines()
-    assert header[2].startswith(f"Command: `{report['command']}`; run {report['date']}")
+    assert header[2].startswith(f"Command: `{report['command']}`; run {report['date']}, for ")
+    assert report["run_seconds"] > 0
     assert header[4].startswith("Runs: 1 for first transfers, 2 for 1 % rounds, 1 for no-change")
     assert report["store"]["messages"] == messages
     after = report["correctness"]["source"]["messages"]  # the rounds deliver new mail

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -125,6 +126,18 @@ def parse_strace_summary(text: str) -> dict[str, int]:
 
 # ---------------------------------------------------------------- running
 
+def strace_unusable() -> str | None:
+    """None if ``strace -c -f`` works here, else why not (e.g. ptrace forbidden)."""
+    if shutil.which("strace") is None:
+        return "strace is not installed (Debian: `strace`)"
+    probe = subprocess.run(["strace", "-f", "-c", "-o", os.devnull, "true"],
+                           capture_output=True, text=True, check=False)
+    if probe.returncode != 0:
+        lines = (probe.stderr.strip() or "no message").splitlines()
+        return f"strace does not work here ({lines[-1]})"
+    return None
+
+
 class _Sites(Bundlesync):
     """The benchmark's two sites, each command run the way the pass measures it."""
 
@@ -199,9 +212,11 @@ def profile_store(command: list[str], work: Path, args: argparse.Namespace,
     stats = generate_store(pristine, users=users, folders=folders, messages=messages,
                            seed=args.seed, quiet=args.quiet)
     notes: list[str] = []
-    if "strace" in passes and shutil.which("strace") is None:
-        passes = [p for p in passes if p != "strace"]
-        notes.append("strace is not installed: no system-call counts (Debian: `strace`).")
+    if "strace" in passes:
+        why = strace_unusable()
+        if why:
+            passes = [p for p in passes if p != "strace"]
+            notes.append(f"{why}: no system-call counts.")
     profiles = {phase: PhaseProfile(phase, stats.messages) for phase in PHASES}
     expected: dict[str, float] = {}
     changes: set[int] = set()

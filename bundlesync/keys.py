@@ -1324,12 +1324,25 @@ def take_card_updates(trust: TrustStore, drop: Path, *, dry_run: bool = False
                        if n.endswith(CARD_SUFFIX) and not n.startswith("."))
     except OSError:
         return notes
+    # Cards are first read without checking signatures, to pass over those that
+    # could be no update whatever their signatures say (this site's own, peers'
+    # cards already trusted, strangers'): a run with no key change loads no
+    # cryptography. A card that may be an update is read again, checked.
+    unchecked = {card.site_id: card for card in trust.list(verify=False)}
     for name in names:
         try:
-            card = PeerCard.from_text(read_statement(drop / name, "card"),
-                                      source=str(drop / name))
+            text = read_statement(drop / name, "card")
+            card = PeerCard.from_text(text, source=str(drop / name), verify=False)
         except InvalidCard:
             continue  # an unsigned, damaged or foreign card is nobody's update
+        seen = unchecked.get(card.site_id)
+        if seen is None or (seen.signing_public == card.signing_public and (
+                card.created_ms <= seen.created_ms)):
+            continue
+        try:
+            card = PeerCard.from_text(text, source=str(drop / name))
+        except InvalidCard:
+            continue
         known = trust.by_site_id(card.site_id)
         if known is None or (known.signing_public == card.signing_public and (
                 card.created_ms <= known.created_ms)):

@@ -25,12 +25,12 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bundlesync.core.hlc import HybridClock
 from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp, VersionVector
 from bundlesync.core.vv import DotSet, detect_restore, reemit, reincarnate
 from bundlesync.errors import BundleRejected, ConfigError, LockHeld, StateError, StoreError
-from bundlesync.format.header import BundleId
 from bundlesync.format.volumes import parse_sync_name
 from bundlesync.keys import (
     SiteIdentity,
@@ -47,6 +47,9 @@ from bundlesync.state.codec import decode_change
 from bundlesync.state.index import SentRow, StateIndex
 from bundlesync.stores.base import Store
 from bundlesync.stores.maildir import MaildirStore
+
+if TYPE_CHECKING:
+    from bundlesync.format.header import BundleId
 
 STATE_NAME = "state.sqlite"
 

@@ -38,7 +38,6 @@ from bundlesync.format.volumes import (
 )
 from bundlesync.keys import OWN_CARD_NAME, PeerCard, place_revocations
 from bundlesync.operations import failpoints
-from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.bodies import BodyFinder
 from bundlesync.operations.ledger import load_message
 from bundlesync.operations.scan import ScanStats, scan_store
@@ -200,7 +199,16 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
     site.check_drop(drop, now_ms=now_ms)  # our own bundles there may show a restore
     # A killed export's temporary files (hundreds of MB on a stick) go first.
     remove_leftover_temps(drop, origin_name=site.name, origin_site=site.site_id)
-    apply_pending(site)
+    if site.index.has_pending():
+        from bundlesync.operations.apply import apply_pending  # noqa: PLC0415 - see below
+
+        apply_pending(site)
+    else:
+        # Nothing to apply: what apply_pending leaves behind then, without loading
+        # the apply code (a no-change run's start-up).
+        with site.index.transaction():
+            site.index.clear_wants()
+            site.index.set_held_back({})
     result = ExportResult(scan=scan_store(site, now_ms=now_ms, progress=scan_progress))
     index = site.index
     vector = index.version_vector()

@@ -885,7 +885,9 @@ class StateIndex:
         return number
 
     def clear_spooled(self) -> None:
-        self._db.execute("DELETE FROM spool")
+        # Not on an empty table (see clear_wants).
+        if self._db.execute("SELECT 1 FROM spool LIMIT 1").fetchone() is not None:
+            self._db.execute("DELETE FROM spool")
 
     # -- bodies asked for ----------------------------------------------------------
 

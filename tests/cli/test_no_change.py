@@ -100,20 +100,36 @@ def test_a_no_change_export_writes_nothing_in_the_drop_or_the_home(net: Net) -> 
     assert _files(net.homes["alpha"]) == home_before
 
 
-def test_a_no_change_export_syncs_nothing(net: Net) -> None:
+def _syncs(net: Net, name: str, *args: str) -> list[str]:
+    """The fsync, fdatasync and syncfs calls of one CLI run (strace)."""
+    trace = net.root / "trace"
+    subprocess.run(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o",
+                    str(trace), sys.executable, "-m", "bundlesync", "--home",
+                    str(net.homes[name]), *args, "-q"],
+                   check=True, env=dict(os.environ), capture_output=True)
+    return [line for line in trace.read_text(encoding="utf-8").splitlines() if "sync(" in line]
+
+
+def test_no_change_runs_sync_nothing(net: Net) -> None:
     _settled(net)
     assert net.at("alpha", "export", str(net.drop), "-q").code == 0
     if not _have_strace():
         return  # the file checks above still hold; the count needs strace
-    trace = net.root / "trace"
-    env = dict(os.environ)
-    subprocess.run(["strace", "-f", "-qq", "-e", "trace=fsync,fdatasync,syncfs", "-o",
-                    str(trace), sys.executable, "-m", "bundlesync", "--home",
-                    str(net.homes["alpha"]), "export", str(net.drop), "-q"],
-                   check=True, env=env, capture_output=True)
-    syncs = [line for line in trace.read_text(encoding="utf-8").splitlines()
-             if "sync(" in line]
-    assert syncs == []
+    assert net.at("alpha", "import", str(net.drop), "-q").code == 0
+    assert _syncs(net, "alpha", "export", str(net.drop)) == []
+    assert _syncs(net, "alpha", "import", str(net.drop)) == []
+    # The probe sees syncs when there are some: a new drop gets the card, synced.
+    (net.root / "other").mkdir()
+    assert _syncs(net, "alpha", "export", str(net.root / "other")) != []
+
+
+def test_a_no_change_import_writes_nothing_in_the_home(net: Net) -> None:
+    _settled(net)
+    assert net.at("alpha", "import", str(net.drop), "-q").code == 0
+    before = _files(net.homes["alpha"])
+    again = net.at("alpha", "import", str(net.drop), "-q")
+    assert again.code == 0, again.err
+    assert _files(net.homes["alpha"]) == before
 
 
 def _have_strace() -> bool:

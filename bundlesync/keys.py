@@ -831,6 +831,26 @@ def peek_identity(directory: Path) -> tuple[str, str] | None:
     return name, site_id
 
 
+def own_card_bytes(directory: Path) -> bytes | None:
+    """This site's card as ``keys/site.bsc`` holds it, if it is the card of the key
+    file beside it: same name, site id and creation time (a new key or encryption
+    key has a new creation time). None otherwise (then make it from the keys).
+
+    What the card file says is not re-signed here; it was written, signed, with
+    the key file (:func:`save_identity`), and peers check its signature.
+    """
+    try:
+        fields, _source = _read_key_fields(directory)
+        text = read_statement(directory / OWN_CARD_NAME, "card")
+        card = PeerCard.from_text(text, verify=False)
+    except (LocalError, OSError):
+        return None
+    if (card.own_name, card.site_id, str(card.created_ms)) != (
+            fields.get("name"), fields.get("site-id"), fields.get("created", "0")):
+        return None
+    return text.encode("utf-8")
+
+
 def _load_key_file(directory: Path, *, passphrase: str | None,
                    file_name: str = KEY_FILE_NAME) -> SiteIdentity:
     fields, source = _read_key_fields(directory, file_name)

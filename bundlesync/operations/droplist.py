@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from bundlesync.core.model import VersionVector
 from bundlesync.errors import BundleRejected, BundlesyncError
+from bundlesync.format.errors import BundleNotFound
 from bundlesync.format.volumes import find_bundles, named_volumes
 from bundlesync.fsio import atomic_write
 from bundlesync.keys import PeerCard, fingerprint_of
@@ -178,10 +179,11 @@ def _place(site: Site | None, listing: BundleListing, facts: _Facts,
 
 def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
     """Every bundle in ``drop``, oldest first per origin (see the module docstring)."""
-    # The reader (and the libraries behind it) only when there is a bundle to list.
-    from bundlesync.format import BundleNotFound, list_bundle  # noqa: PLC0415
     found: list[tuple[Path, BundleListing | None, str | None]] = []
     for path in find_bundles(drop):
+        # The reader (and the libraries behind it) only when there is a bundle to list.
+        from bundlesync.format import list_bundle  # noqa: PLC0415
+
         try:
             found.append((path, list_bundle(path), None))
         except BundleNotFound:
@@ -194,7 +196,7 @@ def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
             key = (listing.origin_site, listing.recipients[0])
             newest_to[key] = max(newest_to.get(key, 0), listing.bundle_id.seq)
     entries: list[DropEntry] = []
-    cards = _drop_cards(drop)
+    cards = _drop_cards(drop) if found else {}  # names for the bundles listed, if any
     for path, listed, listing_error in found:
         listing, error = listed, listing_error
         volumes = named_volumes(path)

@@ -36,7 +36,7 @@ from bundlesync.format.volumes import (
     parse_sync_name,
     remove_leftover_temps,
 )
-from bundlesync.keys import OWN_CARD_NAME, PeerCard, place_revocations
+from bundlesync.keys import PeerCard, own_card_bytes, place_revocations, write_file_atomically
 from bundlesync.operations import failpoints
 from bundlesync.operations.bodies import BodyFinder
 from bundlesync.operations.ledger import load_message
@@ -287,15 +287,20 @@ def _verified_card(site: Site, card: PeerCard) -> PeerCard:
 
 
 def place_card(site: Site, drop: Path) -> Path:
-    """Put this site's card in ``drop``, unless the card there is already the one
-    the site's key files hold (``keys/site.bsc``, written with the key)."""
+    """Put this site's card in ``drop``: the one its key files hold
+    (``keys/site.bsc``, written and signed with the key), not rewritten when the
+    drop holds it already, or one made from the keys if that file does not match."""
     path = drop / f"{site.name}.bsc"
+    card = own_card_bytes(site.keys)
+    if card is None:
+        site.identity.card().write(path)
+        return path
     try:
-        if path.read_bytes() == (site.keys / OWN_CARD_NAME).read_bytes():
+        if path.read_bytes() == card:
             return path
     except OSError:
         pass  # missing or unreadable: written below
-    site.identity.card().write(path)
+    write_file_atomically(path, card, mode=0o644)
     return path
 
 

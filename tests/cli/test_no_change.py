@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bundlesync.keys import PeerCard, load_identity
 from tests.cli.conftest import Net
 
 # Loaded only when a bundle is written or read.
@@ -150,3 +151,27 @@ def test_a_changed_drop_gets_a_new_readme_and_the_card_back(net: Net) -> None:
     readme = (net.drop / "README.txt").read_text(encoding="utf-8")
     for path in net.drop.glob("*.bsb"):
         assert f"  {path.name}\n" in readme
+
+
+def test_a_no_change_export_into_a_new_drop_signs_nothing(net: Net) -> None:
+    # The benchmark's case: every run a new drop, which gets this site's card.
+    _settled(net)
+    fresh = net.root / "fresh"
+    fresh.mkdir()
+    code, loaded = _loaded_by(net.homes["alpha"], "export", str(fresh))
+    assert (code, loaded) == (0, [])
+    made = load_identity(net.homes["alpha"] / "keys").card()
+    assert PeerCard.read(fresh / "alpha.bsc") == made
+    assert (fresh / "alpha.bsc").read_text(encoding="utf-8") == made.to_text()
+
+
+def test_a_card_file_that_is_not_the_keys_card_is_not_handed_out(net: Net) -> None:
+    _settled(net)
+    own = net.homes["alpha"] / "keys" / "site.bsc"
+    own.write_text(own.read_text(encoding="utf-8").replace("created: ", "created: 1"),
+                   encoding="utf-8")
+    fresh = net.root / "fresh"
+    fresh.mkdir()
+    assert net.at("alpha", "export", str(fresh), "-q").code == 0
+    made = load_identity(net.homes["alpha"] / "keys").card()
+    assert (fresh / "alpha.bsc").read_text(encoding="utf-8") == made.to_text()

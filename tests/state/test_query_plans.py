@@ -30,6 +30,8 @@ BIG_TABLES = {"changes", "messages", "files", "mailboxes", "folders", "pending",
 ALLOWED_SCANS = {
     # EXISTS stops at the first row.
     "SELECT EXISTS (SELECT ? FROM pending) OR EXISTS (SELECT ? FROM pending_users)",
+    # LIMIT 1: whether the spool holds a row, before emptying it.
+    "SELECT ? FROM spool LIMIT ?",
 }
 
 _LITERAL = re.compile(r"X'[0-9A-Fa-f]*'|'(?:[^']|'')*'|\b\d+\b")

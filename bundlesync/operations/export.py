@@ -319,7 +319,7 @@ def _our_bundles(site: Site, drop: Path) -> Iterator[_Ours]:
     for path in find_bundles(drop):
         if site.names_peer_bundle(path.name, peers):
             continue  # another site's (by its name, which can only make us leave it)
-        remembered = site.remembered_bundle(path.name)
+        remembered = site.remembered_bundle(path)
         parsed = parse_sync_name(path.name)
         if remembered is not None and parsed is not None:
             # Named as one this site recorded writing (bundle-v1 §11): the record

@@ -120,7 +120,7 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
         # Names settle what needs no reading (bundle-v1 §11): one of our own bundles
         # as the state recorded it, or a peer's bundle for another site. Such a
         # name can only make us leave a file alone, as its header could.
-        if site.remembered_bundle(path.name) is not None:
+        if site.remembered_bundle(path) is not None:
             continue  # our own bundle for a peer: not ours to import
         parsed = parse_sync_name(path.name)
         if parsed is not None and site.names_peer_bundle(path.name, peers) and (

@@ -31,7 +31,7 @@ from bundlesync.core.hlc import HybridClock
 from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp, VersionVector
 from bundlesync.core.vv import DotSet, detect_restore, reemit, reincarnate
 from bundlesync.errors import BundleRejected, ConfigError, LockHeld, StateError, StoreError
-from bundlesync.format.volumes import parse_sync_name
+from bundlesync.format.volumes import named_volumes, parse_sync_name
 from bundlesync.keys import (
     SiteIdentity,
     TrustedCards,
@@ -252,7 +252,7 @@ class Site:
         found: list[VersionVector] = []
         others = self.peer_name_prefixes()
         for path in find_bundles(drop):
-            if self._left_alone_by_name(path.name, others):
+            if self._left_alone_by_name(path, others):
                 continue
             # Only the format layer can say more: loaded here, not for a drop whose
             # names settle everything (a no-change run).
@@ -306,23 +306,24 @@ class Site:
         parsed = parse_sync_name(name)
         return parsed is not None and (parsed.origin_name, parsed.site_prefix) in prefixes
 
-    def remembered_bundle(self, name: str) -> tuple[str, SentRow] | None:
-        """The bundle this site recorded writing under the file name ``name``, if any:
-        (the recipient's site id, what was recorded). Bundles are written under
-        their final names only once complete, and never rewritten."""
-        parsed = parse_sync_name(name)
+    def remembered_bundle(self, path: Path) -> tuple[str, SentRow] | None:
+        """The bundle this site recorded writing, if ``path`` is named as it and its
+        volumes have the size recorded: (the recipient's site id, the record).
+        Bundles are written under their final names only once complete, and never
+        rewritten."""
+        parsed = parse_sync_name(path.name)
         if parsed is None or (parsed.origin_name, parsed.site_prefix) != (
                 self.name, self.site_id[:8]):
             return None
         for peer in self.index.bundle_seqs(parsed.incarnation):
             if peer.startswith(parsed.recipient_prefix):
                 row = self.index.sent_bundle(peer, parsed.incarnation, parsed.seq)
-                if row is not None:
+                if row is not None and _size_on_disk(path) == row.size:
                     return peer, row
         return None
 
-    def _left_alone_by_name(self, name: str, others: set[tuple[str, str]]) -> bool:
-        """Whether ``check_drop`` may pass over the file ``name`` without opening it.
+    def _left_alone_by_name(self, path: Path, others: set[tuple[str, str]]) -> bool:
+        """Whether ``check_drop`` may pass over the file ``path`` without opening it.
 
         Two kinds of names: one of this site's own bundles that its state records
         having written -- that bundle is no evidence, it is what the state
@@ -331,7 +332,8 @@ class Site:
         evidence, which deleting the file would hide as well; a copy or a rename
         by hand ("x (1).bsb", "copy of ...") does not parse and is opened.
         """
-        return self.names_peer_bundle(name, others) or self.remembered_bundle(name) is not None
+        return (self.names_peer_bundle(path.name, others)
+                or self.remembered_bundle(path) is not None)
 
     def reincarnate(self, *, keep_through: int, evidence: Sequence[VersionVector | DotSet],
                     now_ms: int) -> Stream:
@@ -364,6 +366,14 @@ class Site:
         last = self.clock.last
         if last is not None:
             self.index.save_clock(last.wall_ms, last.counter)
+
+
+def _size_on_disk(first: Path) -> int | None:
+    """The bytes of the bundle whose first volume is ``first`` (None: one is gone)."""
+    try:
+        return sum(volume.stat().st_size for volume in named_volumes(first))
+    except OSError:
+        return None
 
 
 def open_store(location: str) -> Store:

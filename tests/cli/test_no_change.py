@@ -175,3 +175,14 @@ def test_a_card_file_that_is_not_the_keys_card_is_not_handed_out(net: Net) -> No
     assert net.at("alpha", "export", str(fresh), "-q").code == 0
     made = load_identity(net.homes["alpha"] / "keys").card()
     assert (fresh / "alpha.bsc").read_text(encoding="utf-8") == made.to_text()
+
+
+def test_our_bundle_name_with_another_size_is_opened(net: Net) -> None:
+    # A name is taken for the bundle the state recorded only with the recorded size.
+    _settled(net)
+    (ours,) = net.drop.glob("alpha_*.bsb")
+    with ours.open("ab") as stick:
+        stick.write(b"\0")
+    code, loaded = _loaded_by(net.homes["alpha"], "export", str(net.drop))
+    assert code == 0
+    assert "bundlesync.format.reader" in loaded

@@ -27,8 +27,9 @@ from pathlib import Path
 
 import cbor2
 
+from bundlesync.archive.cache import BackupCache
 from bundlesync.archive.errors import ArchiveDamaged
-from bundlesync.archive.objects import BLOB_BODY, BLOB_TREE, PackBuilder, parse_entry
+from bundlesync.archive.objects import BLOB_BODY, BLOB_TREE, PackBuilder
 from bundlesync.archive.repository import (
     DATA_DIR,
     Archive,
@@ -99,11 +100,19 @@ def parse_uidlist(text: str) -> tuple[int | None, int | None, dict[str, int]]:
 
 
 class _PackWriter:
-    """Blobs into packs of about the archive's pack size; each pack written whole."""
+    """Blobs into packs of about the archive's pack size; each pack written whole.
 
-    def __init__(self, archive: Archive, report: BackupReport) -> None:
+    What the archive already holds is asked of the local cache (an index mirror on
+    disk, :mod:`bundlesync.archive.cache`); only the blobs of packs not yet listed by
+    an index file are held in memory, at most ``INDEX_EVERY_PACKS`` packs' worth.
+    """
+
+    def __init__(self, archive: Archive, cache: BackupCache, report: BackupReport) -> None:
         self.archive = archive
+        self.cache = cache
         self.report = report
+        # Blobs added since the last index file: in a builder, in flight or in a pack
+        # written but not yet listed. Cleared when an index file lists them.
         self.pending: set[bytes] = set()
         # Trees go to packs of their own (as restic's tree packs): reading a folder's
         # previous listing then decompresses a segment of listings, not of bodies.
@@ -112,12 +121,11 @@ class _PackWriter:
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pack")
         self.inflight: Future[tuple[bytes, int, list[list[object]]]] | None = None
 
-    def has(self, blob_id: bytes) -> bool:
-        # The index is loaded on first use: a run in which no folder changed never needs it.
-        return blob_id in self.pending or self.archive.has_blob(blob_id)
+    def has(self, kind: int, blob_id: bytes) -> bool:
+        return blob_id in self.pending or self.cache.has(kind, blob_id)
 
     def add(self, kind: int, blob_id: bytes, data: bytes) -> None:
-        if self.has(blob_id):
+        if self.has(kind, blob_id):
             return
         self.pending.add(blob_id)
         builder = self.builders[kind]
@@ -144,24 +152,32 @@ class _PackWriter:
         return name, len(data), entries
 
     def wait(self) -> None:
-        """Record the pack in flight (in this thread: the index is not shared)."""
+        """Record the pack in flight (in this thread: the cache is not shared)."""
         if self.inflight is None:
             return
         name, size, entries = self.inflight.result()
         self.inflight = None
         failpoints.reached("archive-pack")
         self.written.append((name, size, entries))
-        self.archive.add_to_index([parse_entry(e, name, what="pack") for e in entries],
-                                  name, size)
-        self.pending.difference_update(bytes(e[1]) for e in entries)  # type: ignore[call-overload]
         if len(self.written) >= INDEX_EVERY_PACKS:
             # An index file now and then, as restic does: the entries of a first backup
             # are not all held until the end (memory), and a crash keeps more of the work.
-            self.archive.write_index(self.written)
-            failpoints.reached("archive-index")
-            self.written = []
+            self.write_index()
         self.report.bytes_added += size
         self.report.packs += 1
+
+    def write_index(self) -> None:
+        """An index file for the packs written since the last one; only once it is
+        synced does the cache learn of their blobs (archive-v1 §6)."""
+        if not self.written:
+            return
+        name = self.archive.write_index(self.written)
+        failpoints.reached("archive-index")
+        self.cache.record_index(name, [(p, s, list(e)) for p, s, e in self.written])
+        for _pack, _size, entries in self.written:
+            self.pending.difference_update(
+                e[1] for e in entries if isinstance(e[1], bytes))
+        self.written = []
 
     def close(self) -> None:
         """Write what is left and wait for it."""
@@ -252,6 +268,7 @@ class _UserBackup:
                  readers: _Readers, previous: UserEntry | None, filters: MailboxFilter,
                  report: BackupReport) -> None:
         self.archive, self.store, self.packs, self.user = archive, store, packs, user
+        self.cache = packs.cache
         self.filters, self.report, self.readers = filters, report, readers
         prev = previous.mailboxes if previous else ()
         self.prev_by_guid = {m.guid: m for m in prev}
@@ -265,7 +282,7 @@ class _UserBackup:
         """A previous tree of this user (key -> raw entry), read once."""
         found = self._trees.get(tree_id)
         if found is None:
-            found = self._trees[tree_id] = raw_tree(self.archive, tree_id)
+            found = self._trees[tree_id] = raw_tree(self.archive, self.cache, tree_id)
         return found
 
     def known_elsewhere(self, key: str) -> RawMessage | None:
@@ -335,7 +352,7 @@ class _UserBackup:
             body = hashlib.sha256(data).digest()
             found[key] = (body, len(data), date)
             self.report.body_bytes_read += len(data)
-            if not self.packs.has(body):
+            if not self.packs.has(BLOB_BODY, body):
                 self.report.bodies_added += 1
                 self.packs.add(BLOB_BODY, body, data)
         # Entries as archive-v1 §8.1 lays them out (TreeMessage.encode), built directly:
@@ -347,6 +364,7 @@ class _UserBackup:
         tree = cbor2.dumps(messages, canonical=True)
         tree_id = hashlib.sha256(tree).digest()
         self.packs.add(BLOB_TREE, tree_id, tree)
+        self.cache.keep_listing(tree_id, tree)
         self.report.messages += len(messages)
         return MailboxEntry(guid=guid, path=info.path, uidvalidity=uidvalidity,
                             uidnext=uidnext, subscribed=subscribed, tree=tree_id,
@@ -358,12 +376,22 @@ class _UserBackup:
 RawMessage = list[object]  # one tree entry as stored: [key, guid, body, size, flags, uid, date]
 
 
-def raw_tree(archive: Archive, tree_id: bytes) -> dict[str, RawMessage]:
+def raw_tree(archive: Archive, cache: BackupCache, tree_id: bytes) -> dict[str, RawMessage]:
     """A tree's entries by key, checked for the fields a backup reuses, without building
-    a TreeMessage for each (most of a touched folder's entries are copied unchanged)."""
+    a TreeMessage for each (most of a touched folder's entries are copied unchanged).
+
+    The bytes come from the local cache when it holds them (checked against the id,
+    which the signed snapshot names), else from the pack the cache's index mirror
+    names; then the cache keeps them for the next run."""
     what = f"Tree {tree_id.hex()[:16]}"
-    archive.load_lean_index()  # a backup never needs a body's place (no-op once loaded)
-    data = archive.read_blob(tree_id, kind=BLOB_TREE)
+    data = cache.listing(tree_id)
+    if data is None:
+        ref = cache.tree_ref(tree_id)
+        if ref is None:
+            raise ArchiveDamaged(f"The archive has no tree {tree_id.hex()[:16]}: "
+                                 "no index lists it.")
+        data = archive.read_blob_at(ref)
+        cache.keep_listing(tree_id, data)
     try:
         value = cbor2.loads(data)
     except (cbor2.CBORDecodeError, ValueError, TypeError):
@@ -438,33 +466,59 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
     report.missing_users = missing
     for user in missing:
         report.failed[user] = "the store has no such user"
-    packs = _PackWriter(archive, report)
-    readers = _Readers(store, READ_THREADS)
+    cache = BackupCache.open(archive, cache_dir)
     try:
-        entries: dict[str, UserEntry] = {}
-        for number, user in enumerate(chosen):
-            if progress is not None:
-                progress(user, number, len(chosen))
-            prev = previous.users.get(user) if previous else None
-            try:
-                entries[user] = _UserBackup(archive, store, packs, user, readers=readers,
-                                            previous=prev, filters=filters,
-                                            report=report).run()
-            except BundlesyncError as exc:
-                report.failed[user] = exc.message
-            except OSError as exc:
-                report.failed[user] = f"{exc.strerror or exc} ({exc.filename or ''})"
-            else:
-                report.users += 1
-                continue
-            if prev is not None:  # keep what we had: a restore of this snapshot still has it
-                entries[user] = UserEntry(prev.mailboxes, prev.subscriptions, stale=True)
+        packs = _PackWriter(archive, cache, report)
+        readers = _Readers(store, READ_THREADS)
+        try:
+            entries = _back_up_users(archive, store, packs, readers, chosen,
+                                     previous=previous, filters=filters, report=report,
+                                     progress=progress)
+        finally:
+            readers.close()
+            packs.close()
+        packs.write_index()
+        snapshot = _write_snapshot(archive, users=users, filters=filters, now_ms=now_ms,
+                                   tags=tags, previous=previous, entries=entries,
+                                   report=report)
+        # The next run finds this snapshot's listings in the cache; older ones go.
+        cache.retain_listings(m.tree for e in snapshot.users.values() for m in e.mailboxes)
     finally:
-        readers.close()
-        packs.close()
-    if packs.written:
-        archive.write_index(packs.written)
-        failpoints.reached("archive-index")
+        cache.close()
+    if cache_dir is not None:  # the next run then decrypts no snapshot to find its parent
+        newest_snapshot(archive, cache_dir)
+    report.snapshot = snapshot.id
+    report.seconds = time.monotonic() - started
+    return report
+
+
+def _back_up_users(archive: Archive, store: Store, packs: _PackWriter, readers: _Readers,
+                   chosen: list[str], *, previous: Snapshot | None, filters: MailboxFilter,
+                   report: BackupReport, progress: Progress | None) -> dict[str, UserEntry]:
+    entries: dict[str, UserEntry] = {}
+    for number, user in enumerate(chosen):
+        if progress is not None:
+            progress(user, number, len(chosen))
+        prev = previous.users.get(user) if previous else None
+        try:
+            entries[user] = _UserBackup(archive, store, packs, user, readers=readers,
+                                        previous=prev, filters=filters, report=report).run()
+        except BundlesyncError as exc:
+            report.failed[user] = exc.message
+        except OSError as exc:
+            report.failed[user] = f"{exc.strerror or exc} ({exc.filename or ''})"
+        else:
+            report.users += 1
+            continue
+        if prev is not None:  # keep what we had: a restore of this snapshot still has it
+            entries[user] = UserEntry(prev.mailboxes, prev.subscriptions, stale=True)
+    return entries
+
+
+def _write_snapshot(archive: Archive, *, users: UserSelection, filters: MailboxFilter,
+                    now_ms: int, tags: tuple[str, ...], previous: Snapshot | None,
+                    entries: dict[str, UserEntry], report: BackupReport) -> Snapshot:
+    assert archive.identity is not None
     snap_id = os.urandom(8).hex()
     snapshot = Snapshot(
         id=snap_id, time_ms=now_ms, site=bytes.fromhex(archive.identity.site_id),
@@ -472,11 +526,7 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
         tags=tags, parent=previous.id if previous else None, added=report.bytes_added,
         users=entries, failed=tuple(sorted(report.failed)))
     archive.write_snapshot(snapshot)
-    if cache_dir is not None:  # the next run then decrypts no snapshot to find its parent
-        newest_snapshot(archive, cache_dir)
-    report.snapshot = snap_id
-    report.seconds = time.monotonic() - started
-    return report
+    return snapshot
 
 
 def _describe(filters: MailboxFilter) -> str:

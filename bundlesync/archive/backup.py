@@ -331,9 +331,17 @@ class _UserBackup:
                 pass
         old = self.tree(prev.tree) if prev else {}
         names = sorted(self.store.message_names(self.user, info.path).items())
-        found: dict[str, tuple[bytes, int, int]] = {}  # key -> body, size, date
-        to_read: list[str] = []
-        for key, _ in names:
+        # Entries as archive-v1 §8.1 lays them out (TreeMessage.encode), built directly:
+        # a touched folder of a large store is mostly unchanged messages, whose stored
+        # entries are reused as they are. None marks a message still to be read.
+        entries: list[RawMessage | None] = []
+        slots: dict[str, int] = {}
+        flag_lists: dict[frozenset[str], list[str]] = {}  # few distinct sets per folder
+        for key, (msg_guid, flags) in names:
+            flag_list = flag_lists.get(flags)
+            if flag_list is None:
+                flag_list = flag_lists[flags] = sorted(flags)
+            uid = uids.get(key)
             known = old.get(key)
             if known is None:
                 elsewhere = self.known_elsewhere(key)
@@ -347,23 +355,26 @@ class _UserBackup:
                     if (info_now.size, info_now.internal_date) == (
                             elsewhere[3], elsewhere[6]):
                         known = elsewhere
-            if known is not None:
-                found[key] = (known[2], known[3], known[6])  # type: ignore[assignment]
+            if known is None:
+                slots[key] = len(entries)
+                entries.append(None)
+                continue
+            if known[1] == msg_guid and known[4] == flag_list and known[5] == uid:
+                entries.append(known)
             else:
-                to_read.append(key)
+                entries.append([key, msg_guid, known[2], known[3], flag_list, uid, known[6]])
+        to_read = list(slots)
+        new_meta = {key: (guid_flags[0], flag_lists[guid_flags[1]], uids.get(key))
+                    for key, guid_flags in names if key in slots}
         for key, data, date in self.readers.read(self.user, info.path, to_read):
             body = hashlib.sha256(data).digest()
-            found[key] = (body, len(data), date)
+            msg_guid, flag_list, uid = new_meta[key]
+            entries[slots[key]] = [key, msg_guid, body, len(data), flag_list, uid, date]
             self.report.body_bytes_read += len(data)
             if not self.packs.has(BLOB_BODY, body):
                 self.report.bodies_added += 1
                 self.packs.add(BLOB_BODY, body, data)
-        # Entries as archive-v1 §8.1 lays them out (TreeMessage.encode), built directly:
-        # a touched folder of a large store is mostly unchanged messages.
-        messages = [
-            [key, msg_guid, found[key][0], found[key][1], sorted(flags), uids.get(key),
-             found[key][2]]
-            for key, (msg_guid, flags) in names if key in found]
+        messages = [e for e in entries if e is not None]  # None: expunged while we looked
         tree = cbor2.dumps(messages, canonical=True)
         tree_id = hashlib.sha256(tree).digest()
         self.packs.add(BLOB_TREE, tree_id, tree)
@@ -372,7 +383,7 @@ class _UserBackup:
         return MailboxEntry(guid=guid, path=info.path, uidvalidity=uidvalidity,
                             uidnext=uidnext, subscribed=subscribed, tree=tree_id,
                             messages=len(messages),
-                            total_size=sum(found[k][1] for k, _ in names if k in found),
+                            total_size=sum(e[3] for e in messages),  # type: ignore[misc]
                             stamp=stamp)
 
 

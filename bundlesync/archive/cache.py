@@ -1,5 +1,5 @@
 """The backup's local cache of an archive: which blobs its index files list, and the
-newest snapshot's folder listings (docs/backups.md, "The local cache").
+newest snapshot's folder listings (archive-v1 §8.3; docs/backups.md, "The local cache").
 
 A backup asks two questions per run: "does the archive already hold this body?"
 (once per new message) and "what did this folder hold last time?" (once per changed

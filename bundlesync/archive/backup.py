@@ -494,7 +494,9 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
                filters: MailboxFilter, now_ms: int | None = None, tags: tuple[str, ...] = (),
                progress: Progress | None = None, cache_dir: Path | None = None) -> BackupReport:
     """Add one snapshot (the caller holds the archive lock). ``cache_dir``: where to keep
-    the local cache of snapshot times (see :func:`newest_snapshot`); None for none."""
+    the local caches -- snapshot times (:func:`newest_snapshot`) and the index mirror
+    and listings (:mod:`bundlesync.archive.cache`); None keeps them in memory for this
+    run only."""
     started = time.monotonic()
     bound_heap_growth()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)

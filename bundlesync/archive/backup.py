@@ -30,7 +30,7 @@ from pathlib import Path
 
 import cbor2
 
-from bundlesync.archive.cache import BackupCache
+from bundlesync.archive.cache import BackupCache, CacheRows
 from bundlesync.archive.errors import ArchiveDamaged
 from bundlesync.archive.objects import BLOB_BODY, BLOB_TREE, PackBuilder
 from bundlesync.archive.repository import (
@@ -492,11 +492,12 @@ def bound_heap_growth() -> bool:
 
 def run_backup(archive: Archive, store: Store, *, users: UserSelection,
                filters: MailboxFilter, now_ms: int | None = None, tags: tuple[str, ...] = (),
-               progress: Progress | None = None, cache_dir: Path | None = None) -> BackupReport:
+               progress: Progress | None = None, cache_dir: Path | None = None,
+               cache_rows: CacheRows | None = None) -> BackupReport:
     """Add one snapshot (the caller holds the archive lock). ``cache_dir``: where to keep
-    the local caches -- snapshot times (:func:`newest_snapshot`) and the index mirror
-    and listings (:mod:`bundlesync.archive.cache`); None keeps them in memory for this
-    run only."""
+    the local cache of snapshot times (:func:`newest_snapshot`); ``cache_rows``: where
+    the index mirror and listings persist (:mod:`bundlesync.archive.cache`; the caller
+    opens and this closes them). None for either keeps it in memory for this run."""
     started = time.monotonic()
     bound_heap_growth()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -507,7 +508,7 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
     report.missing_users = missing
     for user in missing:
         report.failed[user] = "the store has no such user"
-    cache = BackupCache.open(archive, cache_dir)
+    cache = BackupCache.open(archive, cache_rows)
     try:
         packs = _PackWriter(archive, cache, report)
         readers = _Readers(store, READ_THREADS)

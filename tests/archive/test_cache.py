@@ -12,6 +12,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import zstandard
 
 from bundlesync.archive.backup import BackupReport, run_backup
 from bundlesync.archive.cache import BackupCache, cache_path
@@ -22,6 +23,7 @@ from bundlesync.archive.secrets import Passphrase
 from bundlesync.archive.users import UserSelection
 from bundlesync.operations.config import MailboxFilter
 from bundlesync.operations.demo import demo_message, populate
+from bundlesync.state.archive_cache import ArchiveCacheDb
 from bundlesync.stores.base import INBOX
 from tests.archive.conftest import KDF_LOG_N, PASSPHRASE, Backups, tick
 from tests.archive.views import snapshot_view, store_view
@@ -54,7 +56,12 @@ def _backup(backups: Backups, cache: Path | None, *, archive: Archive | None = N
             ) -> BackupReport:
     opened = archive or open_archive(backups.path, secret=backups.identity)
     return run_backup(opened, backups.store, users=UserSelection(), filters=MailboxFilter(),
-                      now_ms=tick(), cache_dir=cache)
+                      now_ms=tick(), cache_dir=cache, cache_rows=_rows(cache, opened))
+
+
+def _rows(cache: Path | None, archive: Archive) -> ArchiveCacheDb | None:
+    """The cache as the command line opens it (None: in memory for the run)."""
+    return ArchiveCacheDb.open(cache_path(cache, archive)) if cache is not None else None
 
 
 def _assert_newest_is_the_store(backups: Backups) -> None:
@@ -140,7 +147,7 @@ def test_after_prune_the_cache_is_rebuilt_and_a_pruned_body_is_stored_again(
     backups.store.add_message(USER, INBOX, key=key, data=data, flags=frozenset(),
                               internal_date=1_700_000_000)
     opened = open_archive(backups.path, secret=backups.identity)
-    checked = BackupCache.open(opened, cache)
+    checked = BackupCache.open(opened, _rows(cache, opened))
     assert checked.rebuilt
     checked.close()
     report = _backup(backups, cache)
@@ -172,8 +179,8 @@ def test_a_listing_that_does_not_match_its_id_is_read_from_the_archive(
         ids = [row[0] for row in db.execute("SELECT id FROM listings")]
         assert ids
         # A listing claiming an empty folder under every tree id: stale or tampered.
-        empty = BackupCache(backups.archive, sqlite3.connect(":memory:"), None)
-        db.execute("UPDATE listings SET data = ?", (empty._zstd_c.compress(b"\x80"),))
+        db.execute("UPDATE listings SET data = ?",
+                   (zstandard.ZstdCompressor(level=1).compress(b"\x80"),))
     _touch_every_folder(backups, 800)
     counted = Counted(backups)
     report = _backup(backups, cache, archive=counted.archive)
@@ -192,11 +199,11 @@ def test_the_cache_of_another_archive_is_never_used(backups: Backups, tmp_path: 
     # B's cache file is a copy of A's: it claims bodies B does not hold.
     shutil.copy(cache_path(cache, backups.archive), cache_path(cache, other))
     opened = open_archive(other.root, secret=backups.identity)
-    checked = BackupCache.open(opened, cache)
+    checked = BackupCache.open(opened, _rows(cache, opened))
     assert checked.rebuilt and not checked.has_body(b"\x00" * 32)
     checked.close()
     report = run_backup(opened, backups.store, users=UserSelection(), filters=MailboxFilter(),
-                        now_ms=tick(), cache_dir=cache)
+                        now_ms=tick(), cache_dir=cache, cache_rows=_rows(cache, opened))
     assert report.bodies_added == report.messages  # all of them, message 9 included
     reader = open_archive(other.root, secret=Passphrase(PASSPHRASE))
     assert snapshot_view(reader, reader.snapshots()[-1].id) == store_view(backups.store)
@@ -226,6 +233,6 @@ def test_the_cache_holds_only_the_newest_snapshots_listings(
     reader = backups.reader()
     newest = reader.load_snapshot(reader.snapshots()[-1].id)
     wanted = {m.tree for e in newest.users.values() for m in e.mailboxes}
-    opened = BackupCache.open(reader, cache)
+    opened = BackupCache.open(reader, _rows(cache, reader))
     assert set(opened.listing_ids()) == wanted
     opened.close()

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bundlesync.archive.backup import run_backup
+from bundlesync.archive.cache import cache_path
 from bundlesync.archive.check import check_archive
 from bundlesync.archive.policy import Policy
 from bundlesync.archive.prune import forget, plan_forget, prune
@@ -22,6 +23,7 @@ from bundlesync.archive.repository import create_archive, open_archive
 from bundlesync.archive.users import UserSelection
 from bundlesync.keys import generate_identity
 from bundlesync.operations.config import MailboxFilter
+from bundlesync.state.archive_cache import ArchiveCacheDb
 from bundlesync.stores.base import INBOX
 from bundlesync.stores.maildir import MaildirStore
 from tests.archive.views import View, snapshot_view, store_view
@@ -70,7 +72,8 @@ class History:
             archive = open_archive(self.path, secret=self.identity)
             # The local cache persists across the history, as in the site's home.
             report = run_backup(archive, store, users=UserSelection(), filters=MailboxFilter(),
-                                now_ms=next(self.clock), cache_dir=self.cache)
+                                now_ms=next(self.clock), cache_dir=self.cache,
+                                cache_rows=ArchiveCacheDb.open(cache_path(self.cache, archive)))
             self.expected[report.snapshot] = store_view(store)
             return
         user, folder = USERS[int(op[1])], FOLDERS[int(op[2])]  # type: ignore[call-overload]

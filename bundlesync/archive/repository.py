@@ -217,6 +217,8 @@ class Archive:
         self.identity = identity
         self._index: dict[bytes, BlobRef] | None = None
         self._index_files: list[str] = []
+        # A reader's index (see _load_reader_index): bodies' entries not yet parsed.
+        self._raw_bodies: dict[bytes, tuple[bytes, list[object]]] | None = None
         self._pack_sizes: dict[bytes, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._segment_cache: tuple[tuple[bytes, int], bytes] | None = None
@@ -292,7 +294,7 @@ class Archive:
 
     def load_index(self) -> dict[bytes, BlobRef]:
         """Blob id -> where it is, from every index file (loaded once)."""
-        if self._index is not None:
+        if self._index is not None and self._raw_bodies is None:
             return self._index
         index: dict[bytes, BlobRef] = {}
         names = self.index_names()
@@ -303,7 +305,45 @@ class Archive:
                 for ref in refs:
                     index.setdefault(ref.id, ref)
         self._index, self._index_files = index, names
+        self._raw_bodies = None
         return index
+
+    def _load_reader_index(self) -> None:
+        """What a reader needs: every tree's place, and each body's index entry as it was
+        decoded, parsed only when that body is read. A restore of one user reads a small
+        share of the archive's bodies; parsing every entry up front was most of the CPU
+        time its start took."""
+        trees: dict[bytes, BlobRef] = {}
+        bodies: dict[bytes, tuple[bytes, list[object]]] = {}
+        names = self.index_names()
+        for name in names:
+            what = f"Index file {name[:12]}"
+            packs, _ = self.read_index_raw(name)
+            for pack, size, entries in packs:
+                self._pack_sizes[pack] = size
+                for entry in entries:
+                    # Exact type checks: CBOR decodes to list and bytes, never subclasses.
+                    if (type(entry) is list and len(entry) == 6 and entry[0] == BLOB_BODY
+                            and type(entry[1]) is bytes):
+                        if entry[1] not in bodies:
+                            bodies[entry[1]] = (pack, entry)
+                    else:  # a tree, or malformed (parse_entry says so)
+                        ref = parse_entry(entry, pack, what=what)
+                        trees.setdefault(ref.id, ref)
+        self._index, self._index_files = trees, names
+        self._raw_bodies = bodies
+
+    def _find_ref(self, blob_id: bytes, kind: int) -> BlobRef | None:
+        if self._index is None:
+            self._load_reader_index()
+        assert self._index is not None
+        ref = self._index.get(blob_id)
+        if ref is None and self._raw_bodies is not None:
+            raw = self._raw_bodies.pop(blob_id, None)
+            if raw is not None:
+                ref = self._index[blob_id] = parse_entry(
+                    raw[1], raw[0], what=f"The index entry of body {blob_id.hex()[:16]}")
+        return ref
 
     def write_index(self, packs: list[tuple[bytes, int, list[list[object]]]],
                     supersedes: tuple[str, ...] = ()) -> str:
@@ -320,7 +360,7 @@ class Archive:
 
     def read_blob(self, blob_id: bytes, *, kind: int) -> bytes:
         """A blob's bytes, checked against its id."""
-        ref = self.load_index().get(blob_id)
+        ref = self._find_ref(blob_id, kind)
         if ref is None or ref.kind != kind:
             what_blob = "body" if kind == BLOB_BODY else "tree"
             raise ArchiveDamaged(f"The archive has no {what_blob} {blob_id.hex()[:16]}: "

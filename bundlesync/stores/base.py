@@ -22,7 +22,7 @@ Words:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -91,6 +91,21 @@ class Store(Protocol):
 
     def read_body(self, user: str, path: FolderPath, key: str) -> bytes:
         """The raw bytes of one message. Raises ``MessageMissing`` if it is gone."""
+        ...
+
+    def prefetch(self, user: str) -> None:
+        """A hint that every message of ``user`` is about to be read (``init``): the
+        store may start reading ahead. Never fails; safe to call from another thread."""
+        ...
+
+    def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
+                      max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
+        """Each message of ``keys`` still in the folder, with its raw bytes (None when it
+        is larger than ``max_size``: not read); the ones gone are left out.
+
+        :meth:`message_info` and :meth:`read_body` for many messages of one folder
+        (a scan's new files), with one look at the folder for all of them.
+        """
         ...
 
     def add_message(

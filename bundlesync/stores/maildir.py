@@ -123,6 +123,7 @@ MAX_DOVECOT_FILE = 128 * 1024 * 1024
 # not by the size of the store (a folder index holds one entry per message).
 _INDEX_CACHE = 4
 _KEYWORDS_CACHE = 64
+_FOLDER_NAMES_CACHE = 4096
 _GUIDS_CACHE = 4
 _CREATE_FLAGS = dotlock.CREATE_FLAGS
 _DELETING_PREFIX = ".bundlesync-deleting."
@@ -189,6 +190,48 @@ def _read_plain(path: str, *, limit: int | None = None) -> bytes:
         os.close(fd)
 
 
+def _read_ahead(path: str) -> None:
+    """Have the kernel read a plain file into the page cache, in the background."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # a hint only
+    finally:
+        os.close(fd)
+
+
+def _read_plain_sized(path: str, max_size: int) -> tuple[os.stat_result, bytes | None]:
+    """The stat of a plain file and its bytes (None if larger than ``max_size``: not
+    read); like :func:`_read_plain`, never through a symlink or blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path)
+        if st.st_size > max_size:
+            return st, None
+        chunks = []
+        size = st.st_size
+        while size > 0:
+            chunk = os.read(fd, min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return st, b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _is_mutf7(name: str) -> bool:
     try:
         for component in name[1:].split("."):
@@ -251,6 +294,7 @@ class MaildirStore:
         self._now_ns = now_ns
         self._lock_timeout = lock_timeout
         self._files = folder_files.FileIndex(folders=_INDEX_CACHE)
+        self._folder_names: dict[tuple[str, FolderPath], tuple[str, str]] = {}
         self._keyword_cache: Lru[tuple[tuple[int, int, int], dict[int, str]]] = Lru(
             _KEYWORDS_CACHE
         )
@@ -694,8 +738,16 @@ class MaildirStore:
 
     def _folder(self, user: str, path: FolderPath) -> tuple[str, str]:
         """(user root, folder dir) of an existing folder."""
-        root = self.location.path_for(user)
-        directory = self._dir_in(root, check_folder_path(path))
+        # The names are a pure function of (user, path), checked once: a scan or an
+        # export asks for the same folder once per message.
+        names = self._folder_names.get((user, path))
+        if names is None:
+            root = self.location.path_for(user)
+            names = root, self._dir_in(root, check_folder_path(path))
+            if len(self._folder_names) >= _FOLDER_NAMES_CACHE:
+                self._folder_names.clear()
+            self._folder_names[(user, path)] = names
+        root, directory = names
         if folder_files.marks(directory) is None:
             raise FolderNotFound(f"folder {'/'.join(path)} of user {user!r} does not exist")
         self._check_inside(root, directory)
@@ -778,6 +830,67 @@ class MaildirStore:
                 except FileNotFoundError:
                     continue  # renamed meanwhile: list again, find it by its key
         raise MessageMissing(f"message {key} is not in folder {'/'.join(path)} of user {user!r}")
+
+    def prefetch(self, user: str) -> None:
+        """Ask the kernel to start reading every message file of ``user`` (a hint).
+
+        Uses nothing this store caches, so it may run in a thread beside a scan;
+        reads no byte itself; never goes through a symlink below the Maildir; an
+        error only means less is read ahead.
+        """
+        if not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            root = self.location.path_for(user)
+            with os.scandir(root) as entries:
+                folders = [root, *(e.path for e in entries
+                                   if e.name.startswith(".") and e.is_dir(follow_symlinks=False))]
+        except (OSError, StoreError):
+            return
+        for folder in folders:
+            for sub in ("cur", "new"):
+                directory = os.path.join(folder, sub)
+                try:
+                    if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                        continue
+                    with os.scandir(directory) as files:
+                        paths = [f.path for f in files if f.is_file(follow_symlinks=False)]
+                except OSError:
+                    continue
+                for path in paths:
+                    _read_ahead(path)
+
+    def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
+                      max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
+        """Each message of ``keys`` still in the folder, with its bytes (None above
+        ``max_size``: not read); the ones gone are left out.
+
+        The folder is checked, and its keywords and GUIDs read, once for all; each
+        file is opened once, its size and date taken from the open file.
+        """
+        keys = [check_key(key) for key in keys]
+        _, directory = self._folder(user, path)
+        with _io(f"read messages in folder {'/'.join(path)} of user {user!r}"):
+            keywords = self._keywords(directory)
+            guids = self._uidlist_guids(directory)
+            for key in keys:
+                for attempt in range(_MAX_RETRIES):
+                    entry = self._files.locate(directory, key, refresh=attempt > 0)
+                    if entry is None:
+                        break
+                    try:
+                        st, data = _read_plain_sized(
+                            os.path.join(directory, entry.subdir, entry.name), max_size)
+                    except FileNotFoundError:
+                        continue  # renamed meanwhile: list again, find it by its key
+                    yield StoredMessage(
+                        key=key,
+                        guid=guids.get(key, key),
+                        flags=letters_to_flags(FileName.parse(entry.name).letters, keywords),
+                        size=st.st_size,
+                        internal_date=st.st_mtime_ns // 1_000_000_000,
+                    ), data
+                    break
 
     def add_message(
         self,

@@ -33,7 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.bundlesync_driver import find_bundlesync
+from benchmarks.bundlesync_driver import compile_checkout, find_bundlesync
 from benchmarks.generate import generate_store
 from benchmarks.machine import describe_machine
 from benchmarks.measure import CommandFailedError, run_child
@@ -83,6 +83,10 @@ class Bench:
                    BORG_PASSPHRASE=PASSWORD, BORG_BASE_DIR=str(work / "borg-base"),
                    BORG_RELOCATED_REPO_ACCESS_IS_OK="yes",
                    BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK="yes")
+        # An installed bundlesync runs from compiled bytecode: a shell that forbids
+        # writing it would make every measured run compile the modules it imports.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+        compile_checkout()
         self.env = env
         command = find_bundlesync(None)
         assert command is not None

@@ -61,7 +61,8 @@ def test_an_imap_client_reads_the_backups_namespace_and_cannot_change_it(
     os.chown(view, 0, dovecot.gid)  # the view's group is Dovecot's mail_gid
     report = refresh_view(source_with_two_dates(), str(view))
     assert report.added == (("alice", "2026-11-01"), ("alice", "2026-11-02"))
-    snapshot_files = _files(view)
+    snapshot_files = _files(view, "users", "pool")
+    snapshot_uids = _uidlists(view)
 
     live = dovecot.path("live", "Maildir")
     dovecot.save(live, "INBOX", mail(9))
@@ -105,14 +106,31 @@ def test_an_imap_client_reads_the_backups_namespace_and_cannot_change_it(
         typ, _ = client.store("1", "+FLAGS", "(\\Flagged)")
         assert typ == "OK"
         client.logout()
-    # Nothing in the view was added, renamed, removed or rewritten.
-    assert _files(view) == snapshot_files
+    # No message file or folder of the view was added, renamed, removed or rewritten,
+    # and the UIDs in the control tree are the backup's.
+    assert _files(view, "users", "pool") == snapshot_files
+    assert _uidlists(view) == snapshot_uids
+    assert snapshot_uids["alice/2026-11-02/INBOX"] == ("V1111", {"41", "42"})
+    # Dovecot could lock and sync every view folder: nothing went wrong in its log.
+    log = dovecot.path("imap1", "dovecot.log").read_text(errors="replace")
+    assert not [line for line in log.splitlines()
+                if " Error: " in line or " Panic: " in line or " Fatal: " in line], log
 
 
-def _files(root: Path) -> dict[str, bytes | None]:
-    """Every path below ``root`` with its bytes (None for a directory)."""
+def _uidlists(view: Path) -> dict[str, tuple[str, set[str]]]:
+    """Folder -> (UIDVALIDITY field, UIDs) of every dovecot-uidlist in the control tree."""
+    result = {}
+    for path in sorted((view / "control").rglob("dovecot-uidlist")):
+        header, *records = path.read_text().splitlines()
+        result[str(path.parent.relative_to(view / "control"))] = (
+            header.split()[1], {line.split()[0] for line in records})
+    return result
+
+
+def _files(root: Path, *parts: str) -> dict[str, bytes | None]:
+    """Every path below ``root``'s ``parts`` with its bytes (None for a directory)."""
     return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
-            for p in sorted(root.rglob("*"))}
+            for part in parts for p in sorted((root / part).rglob("*"))}
 
 
 def _answer(client: imaplib.IMAP4, *command: str) -> tuple[str, bytes]:
@@ -178,8 +196,7 @@ def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
     typ, answer = client.uid("MOVE", "41", "INBOX")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
     assert fetched() == flags
-    # The only untagged NO: Dovecot cannot take the uidlist lock in the read-only
-    # folder to sync it, and says it shows the messages it knows (all of them).
-    assert set(_untagged_no(client)) <= {
-        b"Internal mailbox synchronization failure, showing only old mails."}
+    # Dovecot takes its uidlist lock in the writable control tree: no command in
+    # the view is answered with an untagged NO (a failed sync would add one).
+    assert _untagged_no(client) == []
     assert _answer(client, "UNSELECT")[0] == "OK"

@@ -173,6 +173,15 @@ def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
                                else b"Store completed")
         assert "FETCH" not in client.untagged_responses
         assert fetched() == flags
+    # A conditional STORE (RFC 7162): refused under EXAMINE; under SELECT the
+    # message counts as modified since (the ACL dropped the change), so nothing is.
+    client.untagged_responses.pop("FETCH", None)
+    typ, text = _answer(client, "UID", "STORE", "41", "(UNCHANGEDSINCE 1)", "+FLAGS",
+                        "(\\Flagged)")
+    assert (typ, text) == (("NO", b"CONDSTORE failed: Mailbox is read-only") if readonly
+                           else ("OK", b"[MODIFIED 41] Conditional store failed"))
+    assert "FETCH" not in client.untagged_responses
+    assert fetched() == flags
     # EXPUNGE: "OK", and nothing is expunged (imap_expunge() ignores it silently).
     assert _answer(client, "EXPUNGE") == ("OK", b"Expunge completed")
     assert "EXPUNGE" not in client.untagged_responses
@@ -180,12 +189,14 @@ def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
     # APPEND, CREATE, DELETE, COPY into the view: NO.
     typ, answer = client.append(box, None, None, b"Subject: x\r\n\r\nx\r\n")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM] Permission denied")
-    # Dovecot 2.3 takes the mailbox list lock before asking the ACL, and the view's
-    # directories are read-only: it answers NO [SERVERBUG] (logged as EACCES).
+    # CREATE, DELETE, RENAME: the ACL refuses them (Dovecot takes its mailbox-list
+    # lock in the user's control directory first, and can).
     for name in ("Backups.2026-11-02.Archive.New", "Backups.2026-11-03"):
         typ, answer = client.create(name)
-        assert typ == "NO", answer
+        assert typ == "NO" and answer[0].startswith(b"[NOPERM]"), answer
     typ, answer = client.delete("Backups.2026-11-01.INBOX")
+    assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
+    typ, answer = client.rename("Backups.2026-11-01.INBOX", "Backups.2026-11-01.Old")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
     typ, answer = client.uid("COPY", "42", "Backups.2026-11-01.INBOX")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM]")

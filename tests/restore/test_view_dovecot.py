@@ -211,3 +211,53 @@ def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
     # the view is answered with an untagged NO (a failed sync would add one).
     assert _untagged_no(client) == []
     assert _answer(client, "UNSELECT")[0] == "OK"
+
+
+def test_a_refresh_after_dovecot_used_the_view_changes_only_the_dates_that_changed(
+    dovecot: Dovecot,
+) -> None:
+    view = dovecot.path("view")
+    view.mkdir(mode=0o750)
+    os.chown(view, 0, dovecot.gid)
+    source = source_with_two_dates()
+    refresh_view(source, str(view))
+    live = dovecot.path("live", "Maildir")
+    dovecot.save(live, "INBOX", mail(9))
+    config = "namespace inbox {\n  inbox = yes\n  prefix =\n  separator = .\n}\n"
+    config += dovecot_config(str(view))
+
+    def session() -> tuple[list[str], list[bytes]]:
+        """The view's folders, and the UIDs of the 2026-11-02 INBOX."""
+        with dovecot.imap_server({"alice": live}, extra_config=config) as (host, port):
+            client = imaplib.IMAP4(host, port)
+            client.login("alice", Dovecot.PASSWORD)
+            _, listing = client.list("Backups.*")
+            client.select("Backups.2026-11-02.INBOX", readonly=True)
+            _, data = client.uid("FETCH", "1:*", "(UID)")
+            assert _untagged_no(client) == []
+            client.logout()
+        names = sorted(line.decode().rsplit('"." ', 1)[1] for line in listing
+                       if isinstance(line, bytes))
+        return names, [re.search(rb"UID (\d+)", item).group(1) for item in data
+                       if isinstance(item, bytes)]
+
+    names, uids = session()  # Dovecot now has its index and locks in the control tree
+    assert "Backups.2026-11-01.INBOX" in names and uids == [b"41", b"42"]
+    index = view / "control" / "alice" / "2026-11-02" / "INBOX" / "dovecot.index.log"
+    assert index.stat().st_uid == dovecot.uid
+    kept = _files(view, "users/alice/2026-11-02", "control/alice/2026-11-02")
+
+    source.forget(source.snapshots()[0].id)
+    report = refresh_view(source, str(view))
+    assert (report.added, report.removed) == ((), (("alice", "2026-11-01"),))
+    assert [name for name in os.listdir(view / "control" / "alice")
+            if name.startswith("2026-")] == ["2026-11-02"]
+    # The date that stayed is as Dovecot left it, its index included.
+    assert _files(view, "users/alice/2026-11-02", "control/alice/2026-11-02") == kept
+
+    names, uids = session()
+    assert not [name for name in names if "2026-11-01" in name]
+    assert uids == [b"41", b"42"]
+    for number in (1, 2):
+        log = dovecot.path(f"imap{number}", "dovecot.log").read_text(errors="replace")
+        assert " Error: " not in log, log

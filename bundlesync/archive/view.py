@@ -359,7 +359,7 @@ def _build_date(
     return skipped
 
 
-def _build_folder(  # noqa: PLR0917 -- private, called once, every argument distinct
+def _build_folder(  # noqa: PLR0917 - private, one caller, each argument distinct
     source: SnapshotSource,
     directory: str,
     staging: str,

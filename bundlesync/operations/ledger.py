@@ -82,15 +82,19 @@ def _mailbox_change_lost(op: Operation, state: MailboxState) -> bool:
 
 
 def fold_change(index: StateIndex, change: Change, *, record: bytes | None = None,
-                superseded: Callable[[str, str], None] | None = None) -> bool:
+                superseded: Callable[[str, str], None] | None = None,
+                unknown: bool = False) -> bool:
     """Log and fold one change; False if it was already known (a duplicate).
+
+    ``unknown``: the caller has just found no change held under its dot (one
+    lookup per change instead of two at import).
 
     A new change that leaves its register as it was lost a conflict to a newer one
     (an older flag change, an add of an expunged message, a rename that came too
     late): ``superseded(user, mailbox_guid)`` is told, and nothing is marked for
     the store, which already holds the winner.
     """
-    if index.has_change(change.dot):
+    if not unknown and index.has_change(change.dot):
         return False
     key = register_key(change.op)
     body: str | None = None

@@ -171,14 +171,31 @@ class _Layout:
 
     def __init__(self, user: str, folders: Mapping[str, FolderPath]) -> None:
         self.user = user
-        self.at = dict(folders)  # folder id -> current path
+        self.at: dict[str, FolderPath] = {}  # folder id -> current path
+        # Who is where, so that finding a path's occupant is one lookup, not a scan
+        # of every folder (a tree 3,000 deep made that cubic). Ties go to the folder
+        # placed first, as a scan of ``at`` in order would find.
+        self._where: dict[FolderPath, set[str]] = {}
+        self._order: dict[str, int] = {}
         self.actions: list[FolderAction] = []
+        for fid, path in folders.items():
+            self.place(fid, path)
+
+    def place(self, fid: str, path: FolderPath) -> None:
+        """Put ``fid`` at ``path`` in the simulated layout."""
+        old = self.at.get(fid)
+        if old is not None:
+            holders = self._where[old]
+            holders.discard(fid)
+            if not holders:
+                del self._where[old]
+        self._order.setdefault(fid, len(self._order))
+        self.at[fid] = path
+        self._where.setdefault(path, set()).add(fid)
 
     def occupant(self, path: FolderPath) -> str | None:
-        for fid, p in self.at.items():
-            if p == path:
-                return fid
-        return None
+        holders = self._where.get(path)
+        return min(holders, key=self._order.__getitem__) if holders else None
 
     def collisions(self, fid: str, new: FolderPath) -> list[str]:
         """Folders outside ``fid``'s subtree that sit where its subtree would go."""
@@ -192,7 +209,7 @@ class _Layout:
         self.actions.append(RenameFolder(self.user, old, new))
         for f, p in list(self.at.items()):
             if _under(p, old):
-                self.at[f] = new + p[len(old):]
+                self.place(f, new + p[len(old):])
 
     def free_name(self, stem: str) -> FolderPath:
         taken = {p[0] for p in self.at.values()}
@@ -279,7 +296,8 @@ def plan_folder_changes(
             ok = make_room([occupant])
             assert ok, f"create of {path} blocked by a live folder"
         layout.actions.append(CreateFolder(user, path, g, after[g].uidvalidity))
-        layout.at[g] = target[g] = path  # from now on it moves with its parents
+        layout.place(g, path)  # from now on it moves with its parents
+        target[g] = path
         if occupant is not None:
             # A retiring folder that stepped aside took the folders below it
             # along: the live ones among them go back where they belong.

@@ -231,7 +231,9 @@ def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[St
                      evidence=[DotSet.of([change.dot])], now_ms=now_ms, result=result)
     intake = sort_incoming([change], held=lambda dot: _held(index, dot))
     for new in intake.new:
-        if fold_change(index, new, record=encode_change(new), superseded=outcome.lost):
+        # sort_incoming has just found its dot absent from the log.
+        if fold_change(index, new, record=encode_change(new), superseded=outcome.lost,
+                       checked=True):
             outcome.new_changes += 1
             streams.add(new.dot.stream)
     for held, incoming in intake.forks:

@@ -108,6 +108,29 @@ def test_no_hot_statement_walks_a_table(tmp_path: Path, tracer: Tracer) -> None:
     assert walks == []
 
 
+# The scan's and ledger's bulk statements, each with the index it must be planned on.
+BULK_STATEMENTS = {
+    "counter BETWEEN": "SEARCH changes USING PRIMARY KEY (site=? AND incarnation=? AND "
+                       "counter>? AND counter<?)",
+    "UPDATE folders SET marks": "SEARCH folders USING PRIMARY KEY (user=? AND guid=?)",
+    "SELECT key, flags FROM files": "SEARCH files USING PRIMARY KEY (user=? AND folder=?)",
+    "AND mailbox = ? AND alive LIMIT": "SEARCH messages USING INDEX messages_alive "
+                                       "(user=? AND mailbox=?)",
+}
+
+
+def test_the_bulk_statements_are_planned_on_an_index(tmp_path: Path, tracer: Tracer) -> None:
+    exchange(Sites(tmp_path))
+    for fragment, plan in BULK_STATEMENTS.items():
+        shapes = [shape for shape in tracer.plans if fragment in shape]
+        assert shapes, fragment  # the exchange ran it
+        for shape in shapes:
+            assert tracer.plans[shape] == [plan], shape
+    # The scan checks its new dots in bulk: no lookup of one dot at a time is left
+    # but the import's sort of incoming changes (which reads the record).
+    assert not [shape for shape in tracer.counts if shape.startswith("SELECT ? FROM changes")]
+
+
 def test_the_instance_query_uses_its_index(tmp_path: Path) -> None:
     with StateIndex(tmp_path / "state.sqlite", create=True) as index:
         seen: list[str] = []

@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source, copy = work / "source", work / "copy"
         generate_store(source, users=args.users, folders=args.folders,
-                       messages=args.messages * args.folders, seed=args.seed, quiet=True)
+                       messages=args.messages, seed=args.seed, quiet=True)
         copy.mkdir()
         alpha, bravo = _cli(work / "alpha"), _cli(work / "bravo")
         probe = Probe()

@@ -35,7 +35,7 @@ from bundlesync.cli import main as cli_main
 from bundlesync.state import index as index_module
 from bundlesync.stores import folder_files
 
-_LITERAL = re.compile(r"X'[0-9A-Fa-f]*'|'(?:[^']|'')*'|\b\d+\b")
+_LITERAL = re.compile(r"[Xx]'[0-9A-Fa-f]*'|'(?:[^']|'')*'|\b\d+\b")
 
 
 @dataclass

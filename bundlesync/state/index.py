@@ -793,6 +793,13 @@ class StateIndex:
     def put_folder(self, user: str, row: FolderRow) -> None:
         """Remember a folder (replacing another remembered at the same path)."""
         path = encode_path(row.path)
+        # Mostly a folder already remembered at the same path with a new stamp: one
+        # statement, not three (a scan writes a row for every folder it listed).
+        updated = self._db.execute(
+            "UPDATE folders SET marks = ?, uidvalidity = ? WHERE user = ? AND guid = ? "
+            "AND path = ?", (encode_marks(row.marks), row.uidvalidity, user, row.guid, path))
+        if updated.rowcount == 1:
+            return
         self._db.execute("DELETE FROM folders WHERE user = ? AND path = ? AND guid != ?",
                          (user, path, row.guid))
         self._db.execute(

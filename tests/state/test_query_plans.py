@@ -32,7 +32,7 @@ ALLOWED_SCANS = {
     "SELECT EXISTS (SELECT ? FROM pending) OR EXISTS (SELECT ? FROM pending_users)",
 }
 
-_LITERAL = re.compile(r"X'[0-9A-Fa-f]*'|'(?:[^']|'')*'|\b\d+\b")
+_LITERAL = re.compile(r"[Xx]'[0-9A-Fa-f]*'|'(?:[^']|'')*'|\b\d+\b")
 _PLANNED = ("SELECT", "INSERT", "UPDATE", "DELETE")
 
 
@@ -112,7 +112,11 @@ def test_no_hot_statement_walks_a_table(tmp_path: Path, tracer: Tracer) -> None:
 BULK_STATEMENTS = {
     "counter BETWEEN": "SEARCH changes USING PRIMARY KEY (site=? AND incarnation=? AND "
                        "counter>? AND counter<?)",
-    "UPDATE folders SET marks": "SEARCH folders USING PRIMARY KEY (user=? AND guid=?)",
+    "UPDATE folders SET marks = ? WHERE": "SEARCH folders USING PRIMARY KEY (user=? AND guid=?)",
+    # Either key of the folder is a seek (SQLite takes the unique path index).
+    "UPDATE folders SET marks = ?, uidvalidity": (
+        "SEARCH folders USING PRIMARY KEY (user=? AND guid=?)",
+        "SEARCH folders USING COVERING INDEX folders_path (user=? AND path=?)"),
     "SELECT key, flags FROM files": "SEARCH files USING PRIMARY KEY (user=? AND folder=?)",
     "AND mailbox = ? AND alive LIMIT": "SEARCH messages USING INDEX messages_alive "
                                        "(user=? AND mailbox=?)",
@@ -125,7 +129,8 @@ def test_the_bulk_statements_are_planned_on_an_index(tmp_path: Path, tracer: Tra
         shapes = [shape for shape in tracer.plans if fragment in shape]
         assert shapes, fragment  # the exchange ran it
         for shape in shapes:
-            assert tracer.plans[shape] == [plan], shape
+            [step] = tracer.plans[shape]
+            assert step in ((plan,) if isinstance(plan, str) else plan), shape
     # The scan checks its new dots in bulk: no lookup of one dot at a time is left
     # but the import's sort of incoming changes (which reads the record).
     assert not [shape for shape in tracer.counts if shape.startswith("SELECT ? FROM changes")]

@@ -127,7 +127,7 @@ MAX_DOVECOT_FILE = 128 * 1024 * 1024
 # passes (placements, then removals, bodies read from other folders), and four
 # folders made it list most folders again and again. Bounded by the files held too.
 _INDEX_CACHE = 64
-_INDEX_ENTRIES = 200_000
+_INDEX_ENTRIES = 100_000  # about 35 MB; one folder of that size was always kept whole
 _KEYWORDS_CACHE = 64
 _GUIDS_CACHE = 4
 _CREATE_FLAGS = dotlock.CREATE_FLAGS

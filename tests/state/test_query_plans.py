@@ -106,6 +106,7 @@ def test_no_hot_statement_walks_a_table(tmp_path: Path, tracer: Tracer) -> None:
             if re.search(r"(files|messages) USING PRIMARY KEY \(user=\?\)", step):
                 walks.append(f"{shape}\n    -> {step}")
     assert walks == []
+    check_bulk_statements(tracer)
 
 
 # The scan's and ledger's bulk statements, each with the index it must be planned on.
@@ -123,8 +124,8 @@ BULK_STATEMENTS = {
 }
 
 
-def test_the_bulk_statements_are_planned_on_an_index(tmp_path: Path, tracer: Tracer) -> None:
-    exchange(Sites(tmp_path))
+def check_bulk_statements(tracer: Tracer) -> None:
+    """The bulk statements ran, each planned on its index."""
     for fragment, plan in BULK_STATEMENTS.items():
         shapes = [shape for shape in tracer.plans if fragment in shape]
         assert shapes, fragment  # the exchange ran it

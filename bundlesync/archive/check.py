@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundlesync.archive.errors import ArchiveDamaged
+from bundlesync.archive.locks import reader_lock
 from bundlesync.archive.objects import (
     BLOB_TREE,
     NONCE_SIZE,
@@ -123,8 +124,17 @@ def _check_pack_files(pack_sizes: dict[bytes, int], on_disk: dict[bytes, Path],
 
 def check_archive(archive: Archive, *, read_data: bool = False,
                   subset_percent: float | None = None, day: int | None = None,
-                  progress: Progress | None = None) -> CheckReport:
-    """Check the archive (see the module text); problems are in the report, not raised."""
+                  progress: Progress | None = None, lock_wait: float = 0.0) -> CheckReport:
+    """Check the archive (see the module text); problems are in the report, not raised.
+    Holds a reader lock (archive-v1 §11.2), so no prune removes a pack being checked;
+    waits up to ``lock_wait`` seconds for a running prune."""
+    with reader_lock(archive.root, op="check", wait=lock_wait):
+        return _check(archive, read_data=read_data, subset_percent=subset_percent, day=day,
+                      progress=progress)
+
+
+def _check(archive: Archive, *, read_data: bool, subset_percent: float | None,
+           day: int | None, progress: Progress | None) -> CheckReport:
     started = time.monotonic()
     report = CheckReport()
     refs, pack_sizes = _check_indexes(archive, report)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bundlesync.archive.errors import ArchiveDamaged
+from bundlesync.archive.locks import exclusive_lock
 from bundlesync.archive.objects import BlobRef, PackBuilder
 from bundlesync.archive.policy import Candidate, Decision, Policy, apply_policy
 from bundlesync.archive.repository import (
@@ -188,8 +189,15 @@ def _delete_obsolete(archive: Archive, index_names: list[str], obsolete: list[Pa
             os.rmdir(sub)  # empty fan-out directories only
 
 
-def prune(archive: Archive) -> PruneReport:
-    """Reclaim the space of blobs no snapshot references (the caller holds the lock)."""
+def prune(archive: Archive, *, lock_wait: float = 0.0) -> PruneReport:
+    """Reclaim the space of blobs no snapshot references. The caller holds the writer
+    lock; prune also takes the archive from its readers (archive-v1 §11.2), waiting up
+    to ``lock_wait`` seconds for a restore, view or check to finish."""
+    with exclusive_lock(archive.root, op="prune", wait=lock_wait):
+        return _prune(archive)
+
+
+def _prune(archive: Archive) -> PruneReport:
     started = time.monotonic()
     report = PruneReport()
     used = referenced_blobs(archive)

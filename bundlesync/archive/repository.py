@@ -221,6 +221,8 @@ class Archive:
         # load_lean_index. Any reader that needs a body's place upgrades it.
         self._lean = False
         self._body_ids: set[bytes] = set()
+        # A reader's index (see _load_reader_index): bodies' entries not yet parsed.
+        self._raw_bodies: dict[bytes, tuple[bytes, list[object]]] | None = None
         self._pack_sizes: dict[bytes, int] = {}
         self._snapshots: dict[str, Snapshot] = {}
         self._segment_cache: tuple[tuple[bytes, int], bytes] | None = None
@@ -296,7 +298,7 @@ class Archive:
 
     def load_index(self) -> dict[bytes, BlobRef]:
         """Blob id -> where it is, from every index file (loaded once)."""
-        if self._index is not None and not self._lean:
+        if self._index is not None and not self._lean and self._raw_bodies is None:
             return self._index
         index: dict[bytes, BlobRef] = {}
         names = self.index_names()
@@ -307,8 +309,47 @@ class Archive:
                 for ref in refs:
                     index.setdefault(ref.id, ref)
         self._index, self._index_files = index, names
-        self._lean, self._body_ids = False, set()
+        self._lean, self._body_ids, self._raw_bodies = False, set(), None
         return index
+
+    def _load_reader_index(self) -> None:
+        """What a reader needs: every tree's place, and each body's index entry as it was
+        decoded, parsed only when that body is read. A restore of one user reads a small
+        share of the archive's bodies; parsing every entry up front was most of the CPU
+        time its start took."""
+        trees: dict[bytes, BlobRef] = {}
+        bodies: dict[bytes, tuple[bytes, list[object]]] = {}
+        names = self.index_names()
+        for name in names:
+            what = f"Index file {name[:12]}"
+            packs, _ = self._read_index_raw(name)
+            for pack, size, entries in packs:
+                self._pack_sizes[pack] = size
+                for entry in entries:
+                    # Exact type checks: CBOR decodes to list and bytes, never subclasses.
+                    if (type(entry) is list and len(entry) == 6 and entry[0] == BLOB_BODY
+                            and type(entry[1]) is bytes):
+                        if entry[1] not in bodies:
+                            bodies[entry[1]] = (pack, entry)
+                    else:  # a tree, or malformed (parse_entry says so)
+                        ref = parse_entry(entry, pack, what=what)
+                        trees.setdefault(ref.id, ref)
+        self._index, self._index_files = trees, names
+        self._raw_bodies = bodies
+
+    def _find_ref(self, blob_id: bytes, kind: int) -> BlobRef | None:
+        if self._index is None:
+            self._load_reader_index()
+        if self._lean and kind != BLOB_TREE:
+            return self.load_index().get(blob_id)
+        assert self._index is not None
+        ref = self._index.get(blob_id)
+        if ref is None and self._raw_bodies is not None:
+            raw = self._raw_bodies.pop(blob_id, None)
+            if raw is not None:
+                ref = self._index[blob_id] = parse_entry(
+                    raw[1], raw[0], what=f"The index entry of body {blob_id.hex()[:16]}")
+        return ref
 
     def load_lean_index(self) -> None:
         """What a backup needs of the index: where each tree is, and only the ids of the
@@ -339,7 +380,8 @@ class Archive:
         if self._index is None:
             self.load_lean_index()
         assert self._index is not None
-        return blob_id in self._index or blob_id in self._body_ids
+        return (blob_id in self._index or blob_id in self._body_ids
+                or (self._raw_bodies is not None and blob_id in self._raw_bodies))
 
     def add_to_index(self, refs: list[BlobRef], pack: bytes, size: int) -> None:
         if self._index is None:
@@ -376,9 +418,7 @@ class Archive:
 
     def read_blob(self, blob_id: bytes, *, kind: int) -> bytes:
         """A blob's bytes, checked against its id."""
-        lean_ok = self._index is not None and (not self._lean or kind == BLOB_TREE)
-        ref = (self._index if lean_ok and self._index is not None
-               else self.load_index()).get(blob_id)
+        ref = self._find_ref(blob_id, kind)
         what_blob = "body" if kind == BLOB_BODY else "tree"
         if ref is None or ref.kind != kind:
             raise ArchiveDamaged(f"The archive has no {what_blob} {blob_id.hex()[:16]}: "

@@ -246,7 +246,7 @@ class _IntoWriter:
         if known is None:
             # The store's own resolution, which refuses a folder (or its cur/, new/,
             # tmp/) that a symlink leads out of the user's Maildir.
-            _, directory = self._store._folder(self._user, path)
+            directory, _ = self._store.file_name_parts(self._user, path)
             st = os.stat(directory)
             owner = (st.st_uid, st.st_gid) if os.geteuid() == 0 and st.st_uid != 0 else None
             for sub in ("cur", "tmp"):
@@ -257,12 +257,12 @@ class _IntoWriter:
             known = self._dirs[path] = (directory, owner)
         return known
 
-    def _letters_for(self, path: FolderPath, directory: str, flags: frozenset[str]) -> str:
+    def _letters_for(self, path: FolderPath, flags: frozenset[str]) -> str:
         letters = self._letters.get((path, flags))
         if letters is None:
             # The store's own rule (and keyword registration under Dovecot's lock),
             # once per folder and set of flags rather than once per message.
-            letters = self._store._letters_for(directory, flags)[0]
+            letters = self._store.file_name_parts(self._user, path, flags)[1]
             self._letters[(path, flags)] = letters
         return letters
 
@@ -271,7 +271,7 @@ class _IntoWriter:
         """Write one message to ``tmp/``; it gets its name when the batch ends."""
         directory, owner = self._folder(path)
         name = FileName(key=key, letters="").with_letters(
-            self._letters_for(path, directory, flags))
+            self._letters_for(path, flags))
         tmp_path = os.path.join(directory, "tmp", key)
         date_ns = max(0, internal_date) * 1_000_000_000
         try:

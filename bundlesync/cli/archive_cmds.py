@@ -363,7 +363,7 @@ def forget_cmd(ctx: click.Context, /, archive: Path, then_prune: bool, dry_run: 
              "reasons": list(d.reasons)} for d in g.decisions]} for g in plan]
         result["removed"] = removed
         if then_prune and not dry_run:
-            result["prune"] = prune(opened).as_json()
+            result["prune"] = prune(opened, lock_wait=out_of(ctx).options.lock_wait).as_json()
     if out_of(ctx).json:
         emit_json(ctx, result)
         return
@@ -391,7 +391,7 @@ def prune_cmd(ctx: click.Context, archive: Path) -> None:
     """Reclaim the space of message bodies no snapshot references."""
     opened = _open_to_write(ctx, archive)
     with archive_lock(archive, "prune"):
-        report = prune(opened).as_json()
+        report = prune(opened, lock_wait=out_of(ctx).options.lock_wait).as_json()
     if out_of(ctx).json:
         emit_json(ctx, report)
     else:
@@ -428,7 +428,8 @@ def check(ctx: click.Context, archive: Path, read_data: bool, read_data_subset: 
     opened = _open(ctx, archive, passphrase_file, recovery_key_file)
     progress = Progress("check", enabled=None if not out_of(ctx).json else False)
     report = check_archive(opened, read_data=read_data, subset_percent=subset,
-                           progress=lambda done, total: progress.items("packs", done, total))
+                           progress=lambda done, total: progress.items("packs", done, total),
+                           lock_wait=out_of(ctx).options.lock_wait)
     progress.finish()
     if out_of(ctx).json:
         emit_json(ctx, report.as_json())

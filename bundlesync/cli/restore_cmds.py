@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from bundlesync.archive.locks import reader_lock
 from bundlesync.archive.model import SnapshotSource
 from bundlesync.archive.restore import restore_beside, restore_into
 from bundlesync.archive.restore_plan import Selection, parse_prefix
@@ -82,7 +83,6 @@ def restore(
     if into is not None and store_location is not None:
         raise UsageError("--store goes with --beside; --into names its own store")
     folder_prefix = parse_prefix(prefix)
-    source = open_for_reading(ctx, archive, passphrase_file, recovery_key_file)
     selection = Selection(users=users, mailboxes=mailboxes)
     progress = Progress("restore", enabled=None if not out_of(ctx).json else False)
     done = [0]
@@ -91,13 +91,17 @@ def restore(
         done[0] += count
         progress.bytes(done[0])
 
-    if into is not None:
-        report = restore_into(source, MaildirStore(into), at=at, selection=selection,
-                              dry_run=dry_run, progress=advance)
-    else:
-        report = restore_beside(source, live_store(ctx, store_location), at=at,
-                                selection=selection, prefix=folder_prefix, dry_run=dry_run,
-                                progress=advance)
+    # Opening reads only the config; the lock is held before any index or pack is
+    # read and for the whole run, so no prune removes a pack this restore needs.
+    source = open_for_reading(ctx, archive, passphrase_file, recovery_key_file)
+    with reader_lock(archive, op="restore", wait=out_of(ctx).options.lock_wait):
+        if into is not None:
+            report = restore_into(source, MaildirStore(into), at=at, selection=selection,
+                                  dry_run=dry_run, progress=advance)
+        else:
+            report = restore_beside(source, live_store(ctx, store_location), at=at,
+                                    selection=selection, prefix=folder_prefix,
+                                    dry_run=dry_run, progress=advance)
     progress.step("done")
     if out_of(ctx).json:
         out_of(ctx).result = (report.to_json())
@@ -137,7 +141,8 @@ def view(
                          hint="'bundlesync view --dovecot-config --into DIR' prints the "
                          "Dovecot namespace for it.")
     source = open_for_reading(ctx, archive, passphrase_file, recovery_key_file)
-    report = refresh_view(source, str(directory), at=at)
+    with reader_lock(archive, op="view", wait=out_of(ctx).options.lock_wait):
+        report = refresh_view(source, str(directory), at=at)
     if out_of(ctx).json:
         out_of(ctx).result = ({
             "added": [{"user": u, "date": d} for u, d in report.added],

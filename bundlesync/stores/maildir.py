@@ -1052,6 +1052,21 @@ class MaildirStore:
 
     # --- flags and keywords ------------------------------------------------------------
 
+    def file_name_parts(self, user: str, path: FolderPath,
+                        flags: Iterable[str] = ()) -> tuple[str, str]:
+        """(folder directory, info letters) for a writer that names message files itself,
+        such as an exact restore into folders no Dovecot serves yet: the file goes to
+        ``<directory>/tmp/<key>`` and then ``<directory>/cur/<key>:2,<letters>``.
+
+        ``path`` must exist; its directory is checked to lie inside the user's Maildir
+        (no symlink leads out). ``letters`` are the sorted Maildir info letters of
+        ``flags``: system flags, and keywords by their letter in ``dovecot-keywords``,
+        where a keyword not yet listed is registered under Dovecot's uidlist lock. A flag
+        the store cannot hold as it is goes in under its storable form, as in
+        :meth:`add_message`."""
+        _, directory = self._folder(user, path)
+        return directory, self._letters_for(directory, flags)[0]
+
     def _letters_for(self, directory: str, flags: Iterable[str]) -> tuple[str, frozenset[str]]:
         """(letters, flags stored) for ``flags``; registers new keywords in the folder."""
         letters: list[str] = []

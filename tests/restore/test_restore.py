@@ -15,9 +15,10 @@ from bundlesync.archive.restore_plan import (
     storable_flags,
 )
 from bundlesync.core.model import FLAGGED, SEEN
-from bundlesync.errors import UsageError
+from bundlesync.errors import StoreError, UsageError
 from bundlesync.stores.base import INBOX, FolderPath
 from bundlesync.stores.dovecot_files import UidlistRecord, format_uidlist
+from bundlesync.stores.errors import FolderNotFound
 from bundlesync.stores.maildir import MaildirStore
 from bundlesync.stores.memory import MemoryStore
 from tests.restore.source import MemorySource, day_ms
@@ -236,3 +237,23 @@ def test_into_a_maildir_overwrites_what_a_killed_run_left_in_tmp(tmp_path: Path)
     assert (maildir / "dovecot-keywords").read_text() == "0 Work\n"
     assert {m.key: m.flags for m in store.messages("", INBOX)} == {
         message.guid: frozenset({SEEN, "Work"})}
+
+
+def test_file_name_parts_checks_the_folder_and_registers_keywords(tmp_path: Path) -> None:
+    # The one entry point an exact restore uses to write into a Maildir by itself.
+    store = MaildirStore(str(tmp_path / "Maildir"))
+    store.ensure_user("")
+    store.create_folder("", ("Work",), guid=PROJECTS_GUID, uidvalidity=77)
+    directory, letters = store.file_name_parts("", ("Work",), {FLAGGED, SEEN, "Todo"})
+    assert directory == str(tmp_path / "Maildir" / ".Work")
+    assert letters == "FSa"
+    assert (tmp_path / "Maildir" / ".Work" / "dovecot-keywords").read_text() == "0 Todo\n"
+    assert store.file_name_parts("", ("Work",))[1] == ""
+    with pytest.raises(FolderNotFound):
+        store.file_name_parts("", ("Missing",))
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (tmp_path / "Maildir" / ".Work" / "cur").rmdir()
+    (tmp_path / "Maildir" / ".Work" / "cur").symlink_to(outside)
+    with pytest.raises(StoreError):
+        store.file_name_parts("", ("Work",))

@@ -7,6 +7,7 @@ import imaplib
 import os
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -60,7 +61,7 @@ def test_an_imap_client_reads_the_backups_namespace_and_cannot_change_it(
     os.chown(view, 0, dovecot.gid)  # the view's group is Dovecot's mail_gid
     report = refresh_view(source_with_two_dates(), str(view))
     assert report.added == (("alice", "2026-11-01"), ("alice", "2026-11-02"))
-    snapshot_files = sorted(str(p.relative_to(view)) for p in view.rglob("*"))
+    snapshot_files = _files(view)
 
     live = dovecot.path("live", "Maildir")
     dovecot.save(live, "INBOX", mail(9))
@@ -81,6 +82,7 @@ def test_an_imap_client_reads_the_backups_namespace_and_cannot_change_it(
         with pytest.raises(client.readonly):
             client.select("Backups.2026-11-02.INBOX")
         client.is_readonly = True  # let imaplib send what a careless client would
+        assert client.untagged_responses["PERMANENTFLAGS"] == [b"()"]
         assert client.untagged_responses.get("UIDVALIDITY", [b""])[-1] == b"1111"
         _, data = client.uid("FETCH", "1:*", "(UID FLAGS BODY.PEEK[])")
         fetched = [item for item in data if isinstance(item, tuple)]
@@ -90,36 +92,94 @@ def test_an_imap_client_reads_the_backups_namespace_and_cannot_change_it(
         _, rights = client.myrights("Backups.2026-11-02.INBOX")
         assert rights[0].endswith(b" lr")
 
-        # Every change is refused. APPEND and COPY get NO [NOPERM]. STORE and EXPUNGE on a
-        # SELECTed mailbox are answered OK and change nothing: Dovecot 2.3 has no way to
-        # answer NO there (RFC 4314 section 4 has the server ignore flags the user has no
-        # right to; imap_expunge() returns early on a read-only mailbox; see
-        # docs/restore.md). Pinned here so that a Dovecot that starts refusing is noticed.
-        typ, answer = client.append("Backups.2026-11-02.INBOX", None, None,
-                                    b"Subject: x\r\n\r\nx\r\n")
-        assert typ == "NO" and b"NOPERM" in answer[0]
-        typ, _ = client.uid("STORE", "41", "+FLAGS", "(\\Deleted \\Flagged)")
-        assert typ == "OK"
-        typ, _ = client.expunge()
-        assert typ == "OK"
-        _, after = client.uid("FETCH", "1:*", "(UID FLAGS)")
-        assert [item for item in after if isinstance(item, bytes)] == [
-            b"1 (UID 41 FLAGS (\\Seen Work))", b"2 (UID 42 FLAGS (\\Flagged))"]
-        typ, answer = client.uid("COPY", "42", "Backups.2026-11-01.INBOX")
-        assert typ == "NO" and b"NOPERM" in answer[0]
-        # A conditional STORE (RFC 7162) is refused outright: the view's in-memory index
-        # has no permanent modseqs, so Dovecot answers BAD.
-        typ, _ = client.select("Backups.2026-11-02.INBOX", readonly=True)  # EXAMINE
-        assert typ == "OK"
-        with pytest.raises(client.error, match="UNCHANGEDSINCE"):
-            client.uid("STORE", "41", "(UNCHANGEDSINCE 1000000)", "+FLAGS", "(\\Deleted)")
-        _, after = client.uid("FETCH", "41", "(UID FLAGS)")
-        assert [item for item in after if isinstance(item, bytes)] == [
-            b"1 (UID 41 FLAGS (\\Seen Work))"]
+        _, rights = client.myrights("Backups.2026-11-01.INBOX")
+        assert rights[0].endswith(b" lr")
+        for readonly in (False, True):
+            _what_the_client_is_told(client, readonly=readonly)
+        # COPY out of the view, once per mode, is how a user takes a message back.
+        client.select("INBOX")
+        _, inbox = client.uid("FETCH", "1:*", "(UID)")
+        assert len(inbox) == 3
         # The user's own INBOX is as writable as ever.
         client.select("INBOX")
         typ, _ = client.store("1", "+FLAGS", "(\\Flagged)")
         assert typ == "OK"
         client.logout()
-    # Nothing in the view was added, renamed or removed.
-    assert sorted(str(p.relative_to(view)) for p in view.rglob("*")) == snapshot_files
+    # Nothing in the view was added, renamed, removed or rewritten.
+    assert _files(view) == snapshot_files
+
+
+def _files(root: Path) -> dict[str, bytes | None]:
+    """Every path below ``root`` with its bytes (None for a directory)."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
+def _answer(client: imaplib.IMAP4, *command: str) -> tuple[str, bytes]:
+    """The tagged answer to a raw command (its timing suffix cut off)."""
+    typ, data = client._simple_command(*command)
+    text = data[-1] if data and isinstance(data[-1], bytes) else b""
+    return typ, text.split(b" (0.")[0]
+
+
+def _untagged_no(client: imaplib.IMAP4) -> list[bytes]:
+    return list(client.untagged_responses.get("NO", []))
+
+
+def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
+    """Every way of changing a view mailbox, under SELECT or EXAMINE: what Dovecot
+    answers, and that nothing changed. See docs/restore.md ("What an IMAP client sees")."""
+    box = "Backups.2026-11-02.INBOX"
+    client.state = "AUTH"
+    client.untagged_responses.clear()
+    typ, text = _answer(client, "EXAMINE" if readonly else "SELECT", box)
+    # RFC 3501 6.3.1/6.3.2: [READ-ONLY], and no flag can be changed permanently.
+    assert (typ, text) == ("OK", b"[READ-ONLY] Examine completed" if readonly
+                           else b"[READ-ONLY] Select completed")
+    assert client.untagged_responses["PERMANENTFLAGS"] == [b"()"]
+    client.state, client.is_readonly = "SELECTED", True
+    flags = [b"1 (UID 41 FLAGS (\\Seen Work))", b"2 (UID 42 FLAGS (\\Flagged))"]
+
+    def fetched() -> list[bytes]:
+        _, data = client.uid("FETCH", "1:*", "(UID FLAGS)")
+        return [item for item in data if isinstance(item, bytes)]
+
+    # STORE: under EXAMINE Dovecot says it ignored it; under SELECT the ACL plugin
+    # drops every flag the user has no right to (RFC 4314 section 4) and says OK.
+    # Either way no FETCH comes back and the flags are what they were.
+    for store in (("+FLAGS", "(\\Deleted \\Flagged)"), ("-FLAGS", "(\\Flagged)"),
+                  ("FLAGS", "(\\Seen Junk)")):
+        client.untagged_responses.pop("FETCH", None)
+        typ, text = _answer(client, "UID", "STORE", "41,42", *store)
+        assert (typ, text) == ("OK", b"Store ignored with read-only mailbox" if readonly
+                               else b"Store completed")
+        assert "FETCH" not in client.untagged_responses
+        assert fetched() == flags
+    # EXPUNGE: "OK", and nothing is expunged (imap_expunge() ignores it silently).
+    assert _answer(client, "EXPUNGE") == ("OK", b"Expunge completed")
+    assert "EXPUNGE" not in client.untagged_responses
+    assert fetched() == flags
+    # APPEND, CREATE, DELETE, COPY into the view: NO.
+    typ, answer = client.append(box, None, None, b"Subject: x\r\n\r\nx\r\n")
+    assert typ == "NO" and answer[0].startswith(b"[NOPERM] Permission denied")
+    # Dovecot 2.3 takes the mailbox list lock before asking the ACL, and the view's
+    # directories are read-only: it answers NO [SERVERBUG] (logged as EACCES).
+    for name in ("Backups.2026-11-02.Archive.New", "Backups.2026-11-03"):
+        typ, answer = client.create(name)
+        assert typ == "NO", answer
+    typ, answer = client.delete("Backups.2026-11-01.INBOX")
+    assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
+    typ, answer = client.uid("COPY", "42", "Backups.2026-11-01.INBOX")
+    assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
+    # COPY out is reading: it works and leaves the source as it was; MOVE out would
+    # expunge from the view and is refused whole.
+    typ, _ = client.uid("COPY", "42", "INBOX")
+    assert typ == "OK"
+    typ, answer = client.uid("MOVE", "41", "INBOX")
+    assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
+    assert fetched() == flags
+    # The only untagged NO: Dovecot cannot take the uidlist lock in the read-only
+    # folder to sync it, and says it shows the messages it knows (all of them).
+    assert set(_untagged_no(client)) <= {
+        b"Internal mailbox synchronization failure, showing only old mails."}
+    assert _answer(client, "UNSELECT")[0] == "OK"

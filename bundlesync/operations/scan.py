@@ -274,8 +274,11 @@ def scan_store(site: Site, *, now_ms: int, inventory: bool = False,
 
 # How long to let young stamps settle before they are checked: just above the racy
 # window of a file system with sub-second mtimes (stores.folder_files.FINE_RACY_NS).
-# On a coarse file system they stay racy and are left to the next scan.
+# On a coarse file system they stay racy and are left to the next scan. The wait pays
+# only when the next scan would list much: that many young folders, or files in them.
 SETTLE_S = 0.06
+SETTLE_MIN_FOLDERS = 8
+SETTLE_MIN_FILES = 2000
 
 
 def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
@@ -298,7 +301,7 @@ def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
     index, store = site.index, site.store
     wants = site.config.filters.wants
     candidates: list[tuple[str, FolderRow]] = []
-    young = False
+    young: list[tuple[str, FolderRow]] = []
     for user in users:
         for row in index.folders(user):
             if not wants(row.path):
@@ -309,12 +312,12 @@ def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
                 continue
             if stamp is None or stamp.marks == row.marks:
                 continue
-            candidates.append((user, row))
-            young = young or stamp.racy
+            (young if stamp.racy else candidates).append((user, row))
+    if young and _worth_settling(site, young):
+        time.sleep(SETTLE_S)  # once for all
+        candidates.extend(young)
     if not candidates:
         return 0
-    if young:
-        time.sleep(SETTLE_S)  # once for all: most stamps are old by the time they are checked
     kept = 0
     with index.transaction():
         for user, row in candidates:
@@ -326,6 +329,15 @@ def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
                 index.set_folder_marks(user, row.guid, marks)
                 kept += 1
     return kept
+
+
+def _worth_settling(site: Site, young: Sequence[tuple[str, FolderRow]]) -> bool:
+    """Whether the next scan would list enough in these young folders to wait for
+    their stamps to settle (a small import leaves them to the next scan)."""
+    if len(young) >= SETTLE_MIN_FOLDERS:
+        return True
+    files = sum(site.index.count_folder_files(user, row.guid) for user, row in young)
+    return files >= SETTLE_MIN_FILES
 
 
 def _checked_stamp(site: Site, user: str, row: FolderRow) -> tuple[int, ...] | None:

@@ -814,6 +814,12 @@ class StateIndex:
         self._db.execute("UPDATE folders SET marks = ? WHERE user = ? AND guid = ?",
                          (encode_marks(marks), user, guid))
 
+    def count_folder_files(self, user: str, folder: str) -> int:
+        """How many files were last seen in a folder (a range of the primary key)."""
+        row = self._db.execute("SELECT COUNT(*) FROM files WHERE user = ? AND folder = ?",
+                               (user, folder)).fetchone()
+        return int(row[0])
+
     def file_flags(self, user: str, folder: str) -> dict[str, frozenset[str]]:
         """Key -> flags of each file last seen in a folder (two columns of the files)."""
         rows = self._db.execute("SELECT key, flags FROM files WHERE user = ? AND folder = ?",

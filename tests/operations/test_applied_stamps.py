@@ -15,12 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from bundlesync.operations import failpoints
+from bundlesync.operations import failpoints, scan
 from bundlesync.operations.demo import demo_message
 from bundlesync.stores.base import INBOX
 from bundlesync.stores.folder_files import marks, timestamp_step_ns
 from bundlesync.stores.maildir import MaildirStore
 from tests.operations.conftest import Sites
+
+
+@pytest.fixture(autouse=True)
+def _always_settle(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These stores are small: let every young stamp settle, as a large import does."""
+    monkeypatch.setattr(scan, "SETTLE_MIN_FOLDERS", 1)
 
 
 def _exchange(sites: Sites) -> str:
@@ -107,3 +113,18 @@ def test_a_young_stamp_on_a_coarse_file_system_is_left_to_the_next_scan(
     after = sites.export("bravo")
     assert after.scan.folders_listed > 0  # ... and kept none of them
     assert after.scan.changes == 0
+
+
+def test_a_small_import_does_not_wait_for_its_young_stamps(
+        sites: Sites, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scan, "SETTLE_MIN_FOLDERS", 1000)
+    monkeypatch.setattr(scan, "SETTLE_MIN_FILES", 1000)
+    slept: list[float] = []
+    monkeypatch.setattr("bundlesync.operations.scan.time.sleep", slept.append)
+    _exchange(sites)
+    sites.import_("bravo")
+    assert slept == []
+    monkeypatch.undo()
+    after = sites.export("bravo")
+    assert after.scan.folders_listed > 0  # the young folders were left to this scan ...
+    assert after.scan.changes == 0  # ... which finds nothing new in them

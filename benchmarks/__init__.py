@@ -6,6 +6,10 @@
   changes, expunges, moves, deliveries, a folder rename), deterministic by seed.
 * :mod:`benchmarks.run` measures the three tools on one generated store and
   prints a Markdown table (``--json`` for scripts).
+* :mod:`benchmarks.scaling` measures bundlesync's cost per message as one
+  folder grows (10,000 to 100,000 messages) against the linearity target.
+* :mod:`benchmarks.profile` shows where each phase's time goes: CPU, imports,
+  SQL statements, system calls and syncs, zstd, crypto and hashing.
 
 None of this is a timed test: the numbers go into ``docs/performance.md``.
 """

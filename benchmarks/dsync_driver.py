@@ -33,6 +33,7 @@ import os
 import pwd
 import shlex
 import shutil
+import stat
 import sys
 import time
 from dataclasses import dataclass
@@ -95,6 +96,20 @@ def dsync_available() -> str | None:
         pwd.getpwnam("vmail")
     except KeyError:
         return "there is no 'vmail' user (useradd --system vmail)"
+    return None
+
+
+def closed_parent(work: Path) -> Path | None:
+    """The first directory above ``work`` that vmail cannot enter, if any.
+
+    doveadm runs as vmail: behind such a directory it would find no mail and
+    leave an empty copy.
+    """
+    vmail_uid = pwd.getpwnam("vmail").pw_uid
+    for parent in work.resolve().parents:
+        st = parent.stat()
+        if st.st_uid != vmail_uid and not st.st_mode & stat.S_IXOTH:
+            return parent
     return None
 
 

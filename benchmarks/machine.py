@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import shlex
 import shutil
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 
@@ -89,3 +91,40 @@ def describe_machine(workdir: Path, bundlesync_version: str | None) -> dict[str,
         "source revision": source_revision(Path(__file__).resolve().parent.parent),
         "load average at start": f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
     }
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command as typed: ``python -m benchmarks.run --size medium``.
+
+    The work directory is shown as ``DIR``: where it was changes nothing but the
+    disk, which the machine's description names, and a report should not carry
+    one machine's paths.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    for i, arg in enumerate(args):
+        if arg == "--workdir" and i + 1 < len(args):
+            args[i + 1] = "DIR"
+        elif arg.startswith("--workdir="):
+            args[i] = "--workdir=DIR"
+    return shlex.join(["python", "-m", module, *args])
+
+
+def utc_now() -> str:
+    """The date and time a run started, to the minute, in UTC."""
+    return datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def header_lines(*, command: str, date: str, machine: dict[str, str]) -> list[str]:
+    """What every report starts with: the command, the date, the machine, the revision."""
+    short = ", ".join(f"{machine.get(k, '?')} {label}".strip() for k, label in (
+        ("cpus", "CPUs"), ("cpu model", ""), ("memory", "RAM")))
+    return [
+        f"Command: `{command}`; run {date}; source revision "
+        f"`{machine.get('source revision', 'unknown')}`; bundlesync "
+        f"{machine.get('bundlesync', '?')}.",
+        "",
+        f"Machine: {short}; disk {machine.get('disk (work dir)', '?')}; "
+        f"{machine.get('os', '?')}, Linux {machine.get('kernel', '?')}, Python "
+        f"{machine.get('python', '?')}; load average at start "
+        f"{machine.get('load average at start', '?')}.",
+    ]

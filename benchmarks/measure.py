@@ -78,9 +78,9 @@ def _heartbeat(stop: threading.Event, progress: Progress, label: str,
         elapsed = time.monotonic() - started
         eta = ""
         if expected and elapsed < expected:
-            eta = f", ETA ~{human_seconds(expected - elapsed)} (from the previous run)"
+            eta = f", ETA ~{human_seconds(expected - elapsed)}"
         elif expected:
-            eta = f", longer than the previous run ({human_seconds(expected)})"
+            eta = f", longer than expected ({human_seconds(expected)})"
         progress.note(f"{label}: {human_seconds(elapsed)} elapsed{eta}")
         wait = 15.0
 

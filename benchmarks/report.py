@@ -14,6 +14,9 @@ CASES = ("first", "nochange", "change")
 class Results:
     size: str
     config: dict[str, object]
+    command: str = ""  # as typed, for the report's header
+    date: str = ""
+    run_seconds: float = 0.0  # the whole run, generation and comparison included
     machine: dict[str, str] = field(default_factory=dict)
     store: dict[str, object] = field(default_factory=dict)
     # case -> series -> samples. Series: rsync, rsync_delta, dsync, dsync_pipe,
@@ -58,6 +61,9 @@ class Results:
         }
         return {
             "size": self.size,
+            "command": self.command,
+            "date": self.date,
+            "run_seconds": self.run_seconds,
             "config": self.config,
             "machine": self.machine,
             "store": self.store,
@@ -134,7 +140,11 @@ def render_markdown(r: Results) -> str:
                f"x {cfg.get('messages')} messages = {store.get('messages', 0):,} messages, "
                f"{human_bytes(float(store.get('bytes', 0)))}")  # type: ignore[arg-type]
     out.append("")
-    out.append(f"Runs: {cfg.get('runs')} for first transfers and 1 % rounds, "
+    out.append(f"Command: `{r.command}`; run {r.date}, for {human_seconds(r.run_seconds)}; "
+               f"source revision `{r.machine.get('source revision', 'unknown')}`.")
+    out.append("")
+    first_runs = cfg.get("first_runs", cfg.get("runs"))
+    out.append(f"Runs: {first_runs} for first transfers, {cfg.get('runs')} for 1 % rounds, "
                f"{cfg.get('nochange_runs')} for no-change runs; figures are medians "
                "(min-max in brackets). Ratios are bundlesync ÷ the other tool on medians: "
                "below 1x bundlesync is faster or smaller.")

@@ -1,13 +1,14 @@
 """bundlesync side by side with ``rsync -a`` and ``doveadm backup`` on one generated store.
 
-    python -m benchmarks.run --size small [--runs 3] [--json] [--keep] [--workdir DIR]
-        [--only rsync,dsync,bundlesync]
+    python -m benchmarks.run --size small [--runs 3] [--first-runs N] [--messages N]
+        [--json] [--keep] [--workdir DIR] [--only rsync,dsync,bundlesync]
 
 Steps (see ``benchmarks/README.md`` for what each figure means):
 
-(a) first full transfer into an empty copy, ``--runs`` times: ``rsync -a``,
-    ``doveadm backup -s ''`` per user (real copies, fsync on), bundlesync
-    init + export + import (+ the acknowledgement return, timed apart);
+(a) first full transfer into an empty copy, ``--first-runs`` times (default
+    ``--runs``): ``rsync -a``, ``doveadm backup -s ''`` per user (real copies,
+    fsync on), bundlesync init + export + import (+ the acknowledgement
+    return, timed apart);
 (b) no-change runs (``--nochange-runs``, default 5) of each;
 (c) ``--runs`` rounds of "mutate the source by 1 % with a fresh seed, then run
     each tool"; rsync also in delta mode (as over ssh) and dsync through a pipe
@@ -26,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -37,9 +39,9 @@ from benchmarks.bundlesync_driver import (
     find_bundlesync,
 )
 from benchmarks.compare import compare, inventory, listing
-from benchmarks.dsync_driver import Dsync, dsync_available
+from benchmarks.dsync_driver import Dsync, closed_parent, dsync_available
 from benchmarks.generate import generate_store
-from benchmarks.machine import describe_machine
+from benchmarks.machine import command_line, describe_machine, utc_now
 from benchmarks.measure import CommandFailedError, Sample
 from benchmarks.mutate import mutate_store
 from benchmarks.progress import Progress, human_bytes, human_seconds
@@ -76,13 +78,16 @@ class Bench:
         self.args = args
         self.work = work
         users, folders, messages = SIZES[args.size]
+        if args.messages:
+            messages = args.messages
         self.users, self.folders, self.messages = users, folders, messages
         self.src = work / "source"
         self.logs = work / "logs"
         self.only = set(args.only.split(",")) if args.only else set(TOOLS)
         self.results = Results(size=args.size, config={
             "users": users, "folders": folders, "messages": messages, "seed": args.seed,
-            "runs": args.runs, "nochange_runs": args.nochange_runs, "frac": args.frac,
+            "runs": args.runs, "first_runs": args.first_runs,
+            "nochange_runs": args.nochange_runs, "frac": args.frac,
             "renames": args.renames, "tools": sorted(self.only),
         })
         self.rsync_on = "rsync" in self.only
@@ -125,6 +130,11 @@ class Bench:
             self.rsync_on = False
         if "dsync" in self.only:
             why = dsync_available()
+            closed = closed_parent(self.work) if why is None else None
+            if closed is not None:
+                why = (f"{closed} is closed to the vmail user (mode "
+                       f"{closed.stat().st_mode & 0o777:04o}): use --workdir in a directory "
+                       "others can enter")
             if why:
                 self.results.skipped["dsync"] = why
             else:
@@ -166,7 +176,7 @@ class Bench:
 
     # ------------------------------------------------------------ (a)
     def first_transfers(self) -> None:
-        runs = self.args.runs
+        runs = self.args.first_runs
         for i in range(1, runs + 1):
             phase = f"first transfer {i}/{runs}"
             progress = Progress(phase, quiet=self.args.quiet)
@@ -330,6 +340,7 @@ class Bench:
     def check_copies(self) -> None:
         progress = Progress("compare: source", unit="msgs", quiet=self.args.quiet)
         source = inventory(self.src, progress)
+        progress.finish(f"{sum(source.values()):,} messages")
         copies = {"rsync -a": self.work / "rsync", "rsync delta mode": self.work / "rsync-delta",
                   "doveadm backup": self.work / "dsync",
                   "doveadm backup (pipe)": self.work / "dsync-pipe"}
@@ -338,8 +349,9 @@ class Bench:
         for name, root in copies.items():
             if not root.exists():
                 continue
-            inv = inventory(root, Progress(f"compare: {name}", unit="msgs",
-                                           quiet=self.args.quiet))
+            copy_progress = Progress(f"compare: {name}", unit="msgs", quiet=self.args.quiet)
+            inv = inventory(root, copy_progress)
+            copy_progress.finish(f"{sum(inv.values()):,} messages")
             mismatch = compare(source, inv)
             self.results.correctness[name] = {"messages": sum(inv.values()),
                                               "missing": mismatch.missing,
@@ -349,6 +361,7 @@ class Bench:
 
     # ------------------------------------------------------------ all
     def run(self) -> Results:
+        started = time.monotonic()
         self.check_space()
         self.check_tools()
         self.generate()
@@ -357,6 +370,7 @@ class Bench:
         self.no_change_runs()
         self.change_rounds()
         self.check_copies()
+        self.results.run_seconds = time.monotonic() - started
         load = os.getloadavg()
         self.results.machine["load average at end"] = f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
         self.results.notes.extend([
@@ -389,6 +403,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--runs", type=int, default=3,
                         help="first transfers and 1%% rounds (default 3)")
+    parser.add_argument("--first-runs", type=int,
+                        help="first transfers only (default: --runs); the longest step")
+    parser.add_argument("--messages", type=int,
+                        help="messages per folder instead of the size's (e.g. a smaller onebig)")
     parser.add_argument("--nochange-runs", type=int, default=5, help="(default 5)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -404,16 +422,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         unknown = set(args.only.split(",")) - set(TOOLS)
         if unknown:
             parser.error(f"--only: unknown tool(s) {', '.join(sorted(unknown))}")
-    if args.runs < 1 or args.nochange_runs < 1:
-        parser.error("--runs and --nochange-runs must be at least 1")
+    if args.first_runs is None:
+        args.first_runs = args.runs
+    if min(args.runs, args.first_runs, args.nochange_runs) < 1:
+        parser.error("--runs, --first-runs and --nochange-runs must be at least 1")
+    if args.messages is not None and args.messages < 1:
+        parser.error("--messages takes a positive whole number")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    date = utc_now()
     work = prepare_workdir(args.workdir)
     try:
         results = Bench(args, work).run()
+        results.command = command_line("benchmarks.run", argv)
+        results.date = date
         markdown = render_markdown(results)
         (work / "logs").mkdir(exist_ok=True)
         (work / "logs" / "report.md").write_text(markdown)

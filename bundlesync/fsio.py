@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 TEMP_SUFFIX = ".tmp"
@@ -37,6 +38,63 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _load_syncfs() -> Callable[[int], int] | None:
+    """libc's ``syncfs(fd)`` (Linux), or None where there is none.
+
+    Loaded on first use: ctypes is not needed by the commands that never sync
+    a batch, and start-up time counts for them.
+    """
+    import ctypes  # noqa: PLC0415 -- see the docstring
+
+    try:
+        # The symbols already loaded into this process: libc's among them.
+        function = ctypes.CDLL(None, use_errno=True).syncfs
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = [ctypes.c_int]
+    function.restype = ctypes.c_int
+    return function
+
+
+_syncfs: list[Callable[[int], int] | None] = []
+
+
+def sync_file_systems(paths: Iterable[str | Path]) -> None:
+    """Make everything written on the file systems holding ``paths`` durable.
+
+    One ``syncfs`` per file system instead of one fsync per file: a batch of
+    thousands of new files costs one flush of the journal. Where ``syncfs`` is
+    missing (not Linux) or fails, ``sync()`` does the same for every file
+    system. Both wait until the data is on the disk (Linux since 2.6.39 for
+    ``syncfs``; POSIX leaves ``sync`` free not to wait, Linux waits).
+    """
+    devices: dict[int, str] = {}
+    for path in paths:
+        with contextlib.suppress(OSError):
+            devices.setdefault(os.stat(path).st_dev, str(path))
+    if not _syncfs:
+        _syncfs.append(_load_syncfs())
+    syncfs = _syncfs[0]
+    if syncfs is None or not devices:
+        os.sync()
+        return
+    for path in devices.values():
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            os.sync()
+            return
+        try:
+            if syncfs(fd) != 0:
+                # A write-back error (EIO, ENOSPC): the batch is not durable.
+                import ctypes  # noqa: PLC0415 -- loaded already by _load_syncfs
+
+                error = ctypes.get_errno()
+                raise OSError(error, os.strerror(error), path)
+        finally:
+            os.close(fd)
 
 
 def temp_path(path: Path) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 import threading
 from pathlib import Path
 
@@ -79,3 +80,36 @@ def test_the_configuration_is_replaced_atomically(tmp_path: Path) -> None:
 def test_an_unwritable_configuration_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot write the configuration"):
         write_config(tmp_path / "gone" / CONFIG_NAME, SiteConfig(name="a", store="/x"))
+
+
+def test_a_batch_is_synced_once_per_file_system(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    monkeypatch.setattr(fsio, "_syncfs", [lambda fd: synced.append(os.fstat(fd).st_dev) or 0])
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fsio.sync_file_systems([tmp_path / "a", tmp_path / "b", tmp_path / "gone"])
+    assert synced == [os.stat(tmp_path).st_dev]
+
+
+def test_without_syncfs_every_file_system_is_synced(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[None] = []
+    monkeypatch.setattr(fsio, "_syncfs", [None])
+    monkeypatch.setattr(os, "sync", lambda: calls.append(None))
+    fsio.sync_file_systems([tmp_path])
+    assert calls == [None]
+
+
+def test_a_failed_syncfs_is_an_error_not_a_durable_batch(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fsio, "_syncfs", [lambda fd: -1])
+    with pytest.raises(OSError):  # noqa: PT011 -- the errno is whatever libc last set
+        fsio.sync_file_systems([tmp_path])
+
+
+def test_the_real_syncfs_is_found_on_linux(tmp_path: Path) -> None:
+    if sys.platform != "linux":
+        pytest.skip("syncfs is Linux's")
+    assert fsio._load_syncfs() is not None
+    fsio.sync_file_systems([tmp_path])

@@ -57,7 +57,7 @@ from bundlesync.format.reader import (
     verify_bundle,
 )
 from bundlesync.format.records import RECORD_KINDS, record_kind
-from bundlesync.format.writer import WrittenBundle, write_bundle
+from bundlesync.format.writer import EncodedChange, HashedBody, WrittenBundle, write_bundle
 
 __all__ = [
     "BUNDLE_KINDS",
@@ -75,7 +75,9 @@ __all__ = [
     "CountMismatch",
     "DecryptionFailed",
     "DropUnreadable",
+    "EncodedChange",
     "EncryptionParams",
+    "HashedBody",
     "LimitExceeded",
     "Limits",
     "Malformed",

@@ -22,7 +22,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidTag
@@ -111,13 +114,31 @@ def _nonce(counter: int, last: bool) -> bytes:
 
 
 class StreamEncryptor:
-    """Seals a byte stream chunk by chunk; the last chunk is sealed by :meth:`finish`."""
+    """Seals a byte stream chunk by chunk; the last chunk is sealed by :meth:`finish`.
 
-    def __init__(self, key: bytes, chunk_size: int) -> None:
+    With an ``executor``, chunks are sealed in its worker threads (ChaCha20-Poly1305
+    releases the GIL), up to ``ahead`` at a time, and handed out in order. A
+    chunk's nonce is its number, so the sealed bytes are the same either way.
+    """
+
+    def __init__(self, key: bytes, chunk_size: int, *, executor: Executor | None = None,
+                 ahead: int = 4) -> None:
+        self._key = key
         self._aead = ChaCha20Poly1305(key)
         self._chunk = chunk_size
         self._pending = bytearray()
         self._counter = 0
+        self._executor = executor
+        self._ahead = max(1, ahead)
+        self._queued: deque[Future[bytes]] = deque()
+        self._local = threading.local()
+
+    def _seal_in_worker(self, counter: int, piece: bytes) -> bytes:
+        aead = getattr(self._local, "aead", None)
+        if aead is None:
+            aead = self._local.aead = ChaCha20Poly1305(self._key)
+        sealed: bytes = aead.encrypt(_nonce(counter, False), piece, None)
+        return sealed
 
     def update(self, data: bytes | bytearray | memoryview) -> Iterator[bytes]:
         self._pending += data
@@ -125,13 +146,32 @@ class StreamEncryptor:
         while len(self._pending) > self._chunk:
             piece = bytes(self._pending[:self._chunk])
             del self._pending[:self._chunk]
-            yield self._aead.encrypt(_nonce(self._counter, False), piece, None)
+            if self._executor is None:
+                yield self._aead.encrypt(_nonce(self._counter, False), piece, None)
+            else:
+                self._queued.append(
+                    self._executor.submit(self._seal_in_worker, self._counter, piece))
+                while len(self._queued) > self._ahead:
+                    yield self._queued.popleft().result()
             self._counter += 1
 
+    def drain(self) -> Iterator[bytes]:
+        """The chunks still being sealed, in order (call before :meth:`finish`)."""
+        while self._queued:
+            yield self._queued.popleft().result()
+
     def finish(self) -> bytes:
+        """The last chunk; any chunk still being sealed comes first."""
         sealed = self._aead.encrypt(_nonce(self._counter, True), bytes(self._pending), None)
         self._pending.clear()
+        if self._queued:
+            return b"".join([*self.drain(), sealed])
         return sealed
+
+    def abandon(self) -> None:
+        """Drop the chunks still being sealed (the bundle is not written after all)."""
+        while self._queued:
+            self._queued.popleft().cancel()
 
 
 def decrypt_stream(chunks: Iterator[bytes], key: bytes) -> Iterator[bytes]:

@@ -14,7 +14,10 @@ more than ``Limits.max_frame_content`` bytes (decompression bombs, §9).
 from __future__ import annotations
 
 import struct
+import threading
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 
 import zstandard
 
@@ -27,22 +30,59 @@ END_FRAME = _FRAME_HEAD.pack(0, 0)
 
 
 class FrameEncoder:
-    """Turns a byte stream into encoded frames (head, compressed data) pieces."""
+    """Turns a byte stream into encoded frames (head, compressed data) pieces.
 
-    def __init__(self, *, frame_size: int, level: int) -> None:
+    With an ``executor``, frames are compressed in its worker threads (zstd
+    releases the GIL), up to ``ahead`` frames at a time, and handed out in stream
+    order. Each frame is compressed on its own with the same parameters either
+    way, so the output is the same bytes; only the time it takes differs.
+    """
+
+    def __init__(self, *, frame_size: int, level: int, executor: Executor | None = None,
+                 ahead: int = 4) -> None:
         self.frame_size = frame_size
-        self._compressor = zstandard.ZstdCompressor(level=level, write_content_size=True,
-                                                    write_checksum=False)
+        self._level = level
+        self._compressor = self._new_compressor()
+        self._executor = executor
+        # A compressor is not safe to share between threads: one per worker.
+        self._local = threading.local()
+        self._ahead = max(1, ahead)
+        self._queued: deque[tuple[Future[bytes], int]] = deque()
         self._pending = bytearray()
         self.content_bytes = 0
         self.frames = 0
 
+    def _new_compressor(self) -> zstandard.ZstdCompressor:
+        return zstandard.ZstdCompressor(level=self._level, write_content_size=True,
+                                        write_checksum=False)
+
+    def _compress_in_worker(self, content: bytes | bytearray | memoryview) -> bytes:
+        compressor = getattr(self._local, "compressor", None)
+        if compressor is None:
+            compressor = self._local.compressor = self._new_compressor()
+        return compressor.compress(content)
+
+    @staticmethod
+    def _pieces(blob: bytes, content: int) -> Iterator[bytes]:
+        yield _FRAME_HEAD.pack(len(blob), content)
+        yield blob
+
     def _frame(self, content: bytes | bytearray | memoryview) -> Iterator[bytes]:
-        blob = self._compressor.compress(content)
         self.content_bytes += len(content)
         self.frames += 1
-        yield _FRAME_HEAD.pack(len(blob), len(content))
-        yield blob
+        if self._executor is None:
+            yield from self._pieces(self._compressor.compress(content), len(content))
+            return
+        # The content is not copied: a memoryview keeps the caller's bytes alive,
+        # and a filled bytearray is never written to again (a new one is started).
+        self._queued.append((self._executor.submit(self._compress_in_worker, content),
+                             len(content)))
+        while len(self._queued) > self._ahead:
+            yield from self._oldest()
+
+    def _oldest(self) -> Iterator[bytes]:
+        future, content = self._queued.popleft()
+        yield from self._pieces(future.result(), content)
 
     def write(self, data: bytes | memoryview) -> Iterator[bytes]:
         view = memoryview(data)
@@ -64,7 +104,15 @@ class FrameEncoder:
         if self._pending:
             yield from self._frame(self._pending)
             self._pending = bytearray()
+        while self._queued:
+            yield from self._oldest()
         yield END_FRAME
+
+    def abandon(self) -> None:
+        """Drop frames still being compressed (the bundle is not written after all)."""
+        while self._queued:
+            future, _content = self._queued.popleft()
+            future.cancel()
 
 
 class ByteSource:

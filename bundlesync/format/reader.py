@@ -28,7 +28,9 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections import deque
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -632,3 +634,76 @@ def find_bundles(directory: Path) -> list[Path]:
         raise DropUnreadable(f"Cannot list the drop {directory}: {exc.strerror}.") from None
     found = [directory / n for n in names if is_first_volume_name(n)]
     return sorted((p for p in found if p.is_file()), key=lambda p: _natural_key(p.name))
+
+
+# Records a reader thread may have decoded ahead of the caller: bytes of bodies
+# (a change record counts as 1 KiB), so memory stays bounded whatever the sizes.
+READ_AHEAD_BYTES = 32 * 1024 * 1024
+_CHANGE_WEIGHT = 1024
+
+
+def read_ahead(records: Iterator[Record], *, max_bytes: int = READ_AHEAD_BYTES
+               ) -> Generator[Record, None, None]:
+    """``records``, decoded by a thread of its own ahead of the caller.
+
+    Decompression, decryption and hashing release the GIL: they run while the
+    caller folds and spools the records before them. At most ``max_bytes`` wait
+    (a single larger body is let through alone). An error of the reader is
+    raised to the caller at the record where it happened, in order; when the
+    caller stops early (an error of its own, or ``close``), the thread is
+    stopped and joined before this returns, so the bundle can be closed.
+    """
+    lock = threading.Condition()
+    waiting: deque[tuple[Record | None, BaseException | None, int]] = deque()
+    state = {"bytes": 0, "stop": False, "done": False}
+
+    def weight(record: Record) -> int:
+        return len(record.data) if isinstance(record, Body) else _CHANGE_WEIGHT
+
+    def produce() -> None:
+        failure: BaseException | None = None
+        try:
+            for record in records:
+                size = weight(record)
+                with lock:
+                    while (state["bytes"] and state["bytes"] + size > max_bytes
+                           and not state["stop"]):
+                        lock.wait()
+                    if state["stop"]:
+                        return
+                    waiting.append((record, None, size))
+                    state["bytes"] += size
+                    lock.notify_all()
+        except BaseException as exc:  # handed to the caller, raised there
+            failure = exc
+        finally:
+            with lock:
+                if failure is not None:
+                    waiting.append((None, failure, 0))
+                state["done"] = True
+                lock.notify_all()
+
+    thread = threading.Thread(target=produce, name="bundle-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with lock:
+                while not waiting and not state["done"]:
+                    lock.wait()
+                if not waiting:
+                    return
+                record, failure, size = waiting.popleft()
+                state["bytes"] -= size
+                lock.notify_all()
+            if failure is not None:
+                raise failure
+            assert record is not None
+            yield record
+    finally:
+        with lock:
+            state["stop"] = True
+            lock.notify_all()
+        thread.join()
+        closer = getattr(records, "close", None)
+        if closer is not None:
+            closer()

@@ -239,11 +239,13 @@ class _Encoder:
             raise self.fail(f"unknown operation {type(op).__name__}")
 
 
-def encode_record(record: Record, limits: Limits) -> tuple[bytes, bytes]:
+def encode_record(record: Record, limits: Limits, *, hashed: bool = False
+                  ) -> tuple[bytes, bytes]:
     """Encode ``record`` as (head, data): their concatenation is the record.
 
     For a Body, ``data`` is the message bytes themselves (not copied); for a
-    Change it is empty. Checks the Body's SHA-256 against its data.
+    Change it is empty. Checks the Body's SHA-256 against its data, unless
+    ``hashed`` says the caller has just computed it from these very bytes.
     """
     if isinstance(record, Body):
         data = record.data
@@ -256,7 +258,7 @@ def encode_record(record: Record, limits: Limits) -> tuple[bytes, bytes]:
         if not isinstance(record.sha256, str) or not _HEX64.match(record.sha256):
             raise RecordNotEncodable(f"Cannot write record: body SHA-256 {record.sha256!r} is "
                                      f"not 64 lowercase hex digits.")
-        if hashlib.sha256(data).hexdigest() != record.sha256:
+        if not hashed and hashlib.sha256(data).hexdigest() != record.sha256:
             raise RecordNotEncodable(
                 f"Cannot write record: body {record.sha256} does not hash to its name.")
         prefix = b"\x83\x00" + encode_bytes(bytes.fromhex(record.sha256))

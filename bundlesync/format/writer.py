@@ -20,10 +20,11 @@ import os
 import secrets
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from bundlesync.core.model import Record, VersionVector
+from bundlesync.core.model import Body, Record, VersionVector
 from bundlesync.errors import UsageError
 from bundlesync.format.cose import sign_digest
 from bundlesync.format.crypto import (
@@ -76,6 +77,9 @@ _U32 = struct.Struct(">I")
 _SIGNED_PREFIX = MAGIC + struct.pack(">H", FORMAT_VERSION)
 _SIGNED_PREFIX_V2 = MAGIC + struct.pack(">H", FORMAT_V2)
 _COPY_BLOCK = 1 << 20
+# Compression threads by default: one per CPU, up to this many. Frames of 2 MiB
+# are compressed ahead of the writer by a few per thread, so memory stays bounded.
+MAX_COMPRESS_THREADS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +95,50 @@ class WrittenBundle:
     content_size: int
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedChange:
+    """A change record already in its encoding (bundle-v1 §6), written as it is.
+
+    A record has exactly one encoding (bundle-v1 §6.3), so a change kept in that
+    encoding -- the state index's change log keeps each change so -- need not be
+    decoded and encoded again to be sent. ``kind`` is its record kind
+    ("message-added"), which the header counts.
+    """
+
+    kind: str
+    encoded: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HashedBody:
+    """A body whose SHA-256 the caller has just computed from these very bytes (as it
+    read them), so the writer does not hash it a second time."""
+
+    body: Body
+
+
+Writable = Record | EncodedChange | HashedBody
+
+
+def _compress_threads(asked: int | None) -> int:
+    if asked is not None:
+        if asked < 1:
+            raise ValueError(f"compression threads {asked} is not at least 1")
+        return asked
+    return max(1, min(MAX_COMPRESS_THREADS, len(os.sched_getaffinity(0))))
+
+
 class _Counter:
     def __init__(self, expected: Mapping[str, int] | None) -> None:
         self.counts = dict.fromkeys(RECORD_KINDS, 0)
         self.expected = expected
 
     def add(self, record: Record) -> None:
-        kind = record_kind(record)
+        self.add_kind(record_kind(record))
+
+    def add_kind(self, kind: str) -> None:
+        if kind not in self.counts:
+            raise ValueError(f"unknown record kind {kind!r}")
         self.counts[kind] += 1
         if self.expected is not None and self.counts[kind] > self.expected.get(kind, 0):
             raise CountMismatch(f"The bundle writer received more {kind} records than the "
@@ -114,12 +155,12 @@ class _BodyPipeline:
     """records -> encoded pieces -> frames -> (sealed chunks) -> ``sink``."""
 
     def __init__(self, sink: Callable[[bytes], None], *, frame_size: int, level: int,
-                 payload_key: bytes | None, chunk_size: int, pad_to: int | None = None
-                 ) -> None:
+                 payload_key: bytes | None, chunk_size: int, pad_to: int | None = None,
+                 executor: Executor | None = None) -> None:
         self._sink = sink
-        self._frames = FrameEncoder(frame_size=frame_size, level=level)
+        self._frames = FrameEncoder(frame_size=frame_size, level=level, executor=executor)
         self._encryptor = (None if payload_key is None
-                           else StreamEncryptor(payload_key, chunk_size))
+                           else StreamEncryptor(payload_key, chunk_size, executor=executor))
         self._pad_to = pad_to
         self._plain = 0
 
@@ -146,7 +187,14 @@ class _BodyPipeline:
             # bundle-v2 §6: zero bytes after the end frame hide the exact size.
             self._emit(bytes(self._pad_to - self._plain % self._pad_to))
         if self._encryptor is not None:
+            for sealed in self._encryptor.drain():
+                self._sink(sealed)
             self._sink(self._encryptor.finish())
+
+    def abandon(self) -> None:
+        self._frames.abandon()
+        if self._encryptor is not None:
+            self._encryptor.abandon()
 
 
 def _check_arguments(*, identity: SiteIdentity, bundle_id: BundleId, kind: str,
@@ -204,7 +252,7 @@ def write_bundle(
     recipients: Sequence[PeerCard],
     ack: VersionVector,
     assumes: VersionVector,
-    records: Iterable[Record],
+    records: Iterable[Writable],
     created_ms: int,
     encrypt: bool = True,
     max_volume_size: int | None = None,
@@ -217,6 +265,7 @@ def write_bundle(
     limits: Limits = DEFAULT_LIMITS,
     format_version: int = 1,
     pad_to: int | None = None,
+    threads: int | None = None,
 ) -> WrittenBundle:
     """Write ``records`` as a signed bundle into ``directory`` (bundle-v1 §10).
 
@@ -229,7 +278,10 @@ def write_bundle(
     ``frame_size``, ``chunk_size``, ``level`` and ``random_bytes`` are for tests,
     tuning and reproducible vectors. ``format_version`` 2 writes bundle-v2 (clear
     header for routing, sealed inner header); ``pad_to`` (version 2 only) pads the
-    body with zero bytes to a multiple of that many bytes.
+    body with zero bytes to a multiple of that many bytes. ``threads`` is how many
+    threads compress frames (default: one per CPU, at most
+    :data:`MAX_COMPRESS_THREADS`; 1 compresses in the calling thread); the bytes
+    written are the same whatever it is.
     """
     _check_arguments(identity=identity, bundle_id=bundle_id, kind=kind,
                      frame_size=frame_size, chunk_size=chunk_size, limits=limits,
@@ -282,17 +334,13 @@ def write_bundle(
                             max_volume_size=max_volume_size, progress=report.final)
 
     def feed(pipeline: _BodyPipeline) -> None:
-        for record in records:
-            head, data = encode_record(record, limits)
-            counter.add(record)
-            pipeline.write(head)
-            if data:
-                pipeline.write(data)
-        pipeline.finish()
-        counter.check()
+        _feed(pipeline, records, counter, limits)
 
     volumes: VolumeWriter | None = None
     spool_path: Path | None = None
+    workers = _compress_threads(threads)
+    executor = (ThreadPoolExecutor(workers, thread_name_prefix="bundle-zstd")
+                if workers > 1 else None)
     try:
         hasher = hashlib.sha256(_SIGNED_PREFIX if clear is None else _SIGNED_PREFIX_V2)
         if counts is not None:
@@ -308,13 +356,13 @@ def write_bundle(
             signed(prefix)
             pipeline = _BodyPipeline(signed, frame_size=frame_size, level=level,
                                      payload_key=payload_key, chunk_size=chunk_size,
-                                     pad_to=pad_to)
+                                     pad_to=pad_to, executor=executor)
             feed(pipeline)
         else:
             spool_path = directory / f".{stem}.spool.{secrets.token_hex(4)}{TEMP_SUFFIX}"
             pipeline = _spool(spool_path, feed, frame_size=frame_size, level=level,
                               payload_key=payload_key, chunk_size=chunk_size,
-                              progress=report.spool, pad_to=pad_to)
+                              progress=report.spool, pad_to=pad_to, executor=executor)
             header = make_header(counter.counts)
             header_bytes, prefix = encode_prefix(header)
             volumes = start_volumes(header_bytes, prefix)
@@ -330,11 +378,38 @@ def write_bundle(
             volumes.abort()
         raise
     finally:
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)
         if spool_path is not None:
             with contextlib.suppress(OSError):
                 spool_path.unlink()
     return WrittenBundle(paths=paths, header=header, size=size,
                          content_size=pipeline.content_bytes)
+
+
+def _feed(pipeline: _BodyPipeline, records: Iterable[Writable],
+          counter: _Counter, limits: Limits) -> None:
+    """Every record through ``pipeline``, counted; frames in flight dropped on failure."""
+    try:
+        for record in records:
+            if isinstance(record, EncodedChange):
+                counter.add_kind(record.kind)
+                pipeline.write(record.encoded)
+                continue
+            if isinstance(record, HashedBody):
+                head, data = encode_record(record.body, limits, hashed=True)
+                counter.add(record.body)
+            else:
+                head, data = encode_record(record, limits)
+                counter.add(record)
+            pipeline.write(head)
+            if data:
+                pipeline.write(data)
+        pipeline.finish()
+    except BaseException:
+        pipeline.abandon()
+        raise
+    counter.check()
 
 
 def _volume_size(directory: Path, asked: int | None) -> int | None:
@@ -376,7 +451,8 @@ class _Progress:
 
 def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int, level: int,
            payload_key: bytes | None, chunk_size: int,
-           progress: Callable[[int], None], pad_to: int | None) -> _BodyPipeline:
+           progress: Callable[[int], None], pad_to: int | None,
+           executor: Executor | None) -> _BodyPipeline:
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
@@ -394,7 +470,8 @@ def _spool(path: Path, feed: Callable[[_BodyPipeline], None], *, frame_size: int
 
     try:
         pipeline = _BodyPipeline(sink, frame_size=frame_size, level=level,
-                                 payload_key=payload_key, chunk_size=chunk_size, pad_to=pad_to)
+                                 payload_key=payload_key, chunk_size=chunk_size, pad_to=pad_to,
+                                 executor=executor)
         feed(pipeline)
     finally:
         os.close(fd)

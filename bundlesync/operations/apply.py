@@ -93,18 +93,23 @@ class _UserApply:
     def wanted(self, path: FolderPath) -> bool:
         return self.site.config.filters.wants(path)
 
-    def held(self, mailbox: str, guid: str, body: str) -> FolderPath | None:
+    def held(self, mailbox: str, guid: str, body: str, *, any_excluded: bool = True
+             ) -> FolderPath | None:
         """The excluded mailbox that holds this instance back, if any.
 
         Filters hold back, they never drop (docs/conflict-rules.md, "Filters"): an
         instance of an excluded mailbox, or with a file in an excluded folder, is
         neither placed nor removed; it stays pending until the filter is lifted.
+        ``any_excluded`` False says no folder of the user is excluded: its files
+        need not be looked up.
         """
         resolved = self.resolved.get(mailbox)
         if resolved is not None:
             canonical = self.resolved.get(resolved.canonical, resolved)
             if not self.wanted(canonical.path):
                 return canonical.path
+        if not any_excluded:
+            return None
         for row in self.index.files_of_instance(self.user, mailbox, guid, body):
             where = self.folders.by_guid.get(row.folder)
             if where is not None and not self.wanted(where):
@@ -286,16 +291,17 @@ class _UserApply:
             self.index.want(ref.body)
             return False
         flags = state.effective_flags()
-        keys = [self.free_key(folder, ref), f"{ref.guid}-{ref.body[:16]}"]
-        keys.append(new_message_key(now_ns=time.time_ns()))
+        keys = [self.free_key(folder, ref), f"{ref.guid}-{ref.body[:16]}", ""]
         for key in keys:
             try:
-                stored = self.deliver(path, key, data, flags, state.internal_date)
+                # The last resort, a fresh name, is made only when it is needed.
+                stored = self.deliver(path, key or new_message_key(now_ns=time.time_ns()),
+                                      data, flags, state.internal_date)
                 break
             except (KeyInUse, UnsafeName) as exc:
                 # The name holds other bytes here (rule 8), or its S=/W= fields do not
                 # fit these bytes: keep the message under a name of its own.
-                if key == keys[-1]:
+                if not key:
                     self.report.fail_item(self.user, f"{'/'.join(path)} message {ref.guid}",
                                           exc)
                     return False
@@ -375,8 +381,9 @@ class _UserApply:
         # folder is read from its old file before that file goes.
         placing: list[tuple[str, str, str]] = []
         removing: list[tuple[str, str, str]] = []
+        any_excluded = not all(self.wanted(path) for path in self.folders.by_guid.values())
         for item in pending:
-            where = self.held(*item)
+            where = self.held(*item, any_excluded=any_excluded)
             if where is not None:
                 self.held_back.add(where)
                 self.held_messages += 1
@@ -388,12 +395,18 @@ class _UserApply:
             for start in range(0, len(work), APPLY_BATCH):
                 # The store's batch ends (messages durable and named) before the
                 # index commits that they are there.
-                with self.index.transaction(), self.store.batch():
-                    for mailbox, guid, body in work[start:start + APPLY_BATCH]:
-                        if self.message(mailbox, guid, body) and not self.dry_run:
-                            self.index.clear_pending_message(self.user, mailbox, guid, body)
-                        if self.tick is not None:
-                            self.tick()
+                with self.index.transaction():
+                    done: list[tuple[str, str, str]] = []
+                    with self.store.batch(step=failpoints.reached):
+                        for mailbox, guid, body in work[start:start + APPLY_BATCH]:
+                            if self.message(mailbox, guid, body) and not self.dry_run:
+                                done.append((mailbox, guid, body))
+                            if self.tick is not None:
+                                self.tick()
+                    # Nothing in the batch reads the pending marks: cleared in one go.
+                    self.index.clear_pending_messages(self.user, done)
+                    # The batch is durable and named; the index has not recorded it.
+                    failpoints.reached("batch")
         with self.index.transaction():
             for deletion in late:
                 self.delete_folder(deletion)

@@ -4,18 +4,31 @@ A body travels only to a site that lacks it, so an import often takes a body fro
 a file already here: the old place of a moved message, or the same mailing-list
 post in another user's folder. Every candidate is read and checked against the
 SHA-256 before it is used; a file that vanished or changed is passed over.
+
+An export reads many bodies in a row: :meth:`BodyFinder.read_many` reads and
+hashes them in a thread ahead of the caller (file reads and SHA-256 release the
+GIL), a bounded number of bytes ahead, while the caller encodes and compresses.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections import deque
+from collections.abc import Generator, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from bundlesync.errors import StoreError
 from bundlesync.operations.site import Site
 from bundlesync.operations.spool import read_spooled
 from bundlesync.state.index import FileRow
 from bundlesync.stores.base import FolderPath
+
+# How far read_many reads ahead: at most this many bodies, and no more bytes than
+# this beyond the body being handed out (one larger body is always allowed).
+READ_AHEAD_BODIES = 64
+READ_AHEAD_BYTES = 16 << 20
+
+Candidate = tuple[str, FolderPath, str]  # (user, folder path, key) of a file holding a body
 
 
 class BodyFinder:
@@ -37,16 +50,72 @@ class BodyFinder:
         return self.folders[row.user].get(row.folder)
 
     def read(self, body: str, *, first: Iterable[FileRow] = ()) -> bytes | None:
-        """The bytes of ``body`` from any file holding it (``first`` tried first), else
-        from the spool; None if it is nowhere here."""
-        for row in [*first, *self.site.index.files_with_body(body)]:
-            path = self.path_of(row)
-            if path is None:
-                continue
+        """The bytes of ``body`` from a file in ``first``, else from the spool, else from
+        any other file holding it; None if it is nowhere here.
+
+        The spool before other files: it is read at an offset, where another file
+        costs an index lookup, an open and a listing of its folder.
+        """
+        found = self._read_files(body, self._candidates(first))
+        if found is None:
+            found = self._read_spool(body)
+        if found is None:
+            found = self._read_files(body, self._candidates(self.site.index.files_with_body(body)))
+        return found
+
+    def read_many(self, bodies: Iterable[str], *, ahead_bodies: int = READ_AHEAD_BODIES,
+                  ahead_bytes: int = READ_AHEAD_BYTES
+                  ) -> Generator[tuple[str, bytes | None], None, None]:
+        """Each of ``bodies`` with its bytes (None if it is nowhere here), in order.
+
+        The files are read and hashed in one worker thread, ahead of the caller; the
+        index (whose connection belongs to this thread) is asked here, and nothing
+        else may use the store until the iterator is finished or closed.
+        """
+        queued: deque[tuple[str, Future[bytes | None], int]] = deque()
+        waiting = 0
+        with ThreadPoolExecutor(1, thread_name_prefix="body-reader") as reader:
             try:
-                data = self.site.store.read_body(row.user, path, row.key)
+                for body in bodies:
+                    rows = self.site.index.files_with_body(body)
+                    size = rows[0].size if rows else 0
+                    queued.append((body, reader.submit(self._read_files, body,
+                                                       self._candidates(rows)), size))
+                    waiting += size
+                    while len(queued) > ahead_bodies or (len(queued) > 1
+                                                         and waiting > ahead_bytes):
+                        body_, future, size_ = queued.popleft()
+                        waiting -= size_
+                        yield body_, self._or_spool(body_, future.result())
+                while queued:
+                    body_, future, _size = queued.popleft()
+                    yield body_, self._or_spool(body_, future.result())
+            finally:
+                for _body, future, _size in queued:
+                    future.cancel()
+
+    def _candidates(self, rows: Iterable[FileRow]) -> list[Candidate]:
+        found = []
+        for row in rows:
+            path = self.path_of(row)
+            if path is not None:
+                found.append((row.user, path, row.key))
+        return found
+
+    def _read_files(self, body: str, candidates: Sequence[Candidate]) -> bytes | None:
+        """The first candidate file that still holds ``body`` (no index here: this runs
+        in the reader thread too)."""
+        for user, path, key in candidates:
+            try:
+                data = self.site.store.read_body(user, path, key)
             except StoreError:
                 continue
             if hashlib.sha256(data).hexdigest() == body:
                 return data
+        return None
+
+    def _or_spool(self, body: str, data: bytes | None) -> bytes | None:
+        return data if data is not None else self._read_spool(body)
+
+    def _read_spool(self, body: str) -> bytes | None:
         return read_spooled(self.site.spool, self.site.index, body)

@@ -16,14 +16,23 @@ card is written beside them.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
-from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import BundleId, BundleNotFound, find_bundles, list_bundle, write_bundle
+from bundlesync.errors import BundleRejected, StateError, UsageError
+from bundlesync.format import (
+    BundleId,
+    BundleNotFound,
+    EncodedChange,
+    HashedBody,
+    find_bundles,
+    list_bundle,
+    write_bundle,
+)
 from bundlesync.format.volumes import named_volumes, remove_leftover_temps
 from bundlesync.keys import PeerCard, place_revocations
 from bundlesync.operations import failpoints
@@ -35,6 +44,8 @@ from bundlesync.operations.site import Site
 from bundlesync.state.codec import decode_change
 
 KIND_SYNC = "sync"
+# How every change record begins (bundle-v1 §6.2): a 4-item array, type 1, the dot.
+_CHANGE_HEAD = b"\x84\x01\x83"
 # Progress of counted work: (what, done, total or None).
 Counter = Callable[[str, int, int | None], None]
 
@@ -142,27 +153,32 @@ class _BundleContent:
         # Asked for, but not among the changes this peer lacks: sent all the same.
         yield from sorted(self.asked - decided)
 
-    def read_body(self, body: str) -> bytes | None:
-        return self.finder.read(body)
-
-    def records(self) -> Iterator[Record]:
+    def records(self) -> Iterator[Record | EncodedChange | HashedBody]:
         for sha in self.wants:
             yield Want(sha)
-        for logged in self.site.index.changes_not_covered(self.ack):
+        # As the log keeps them: a record has one encoding (bundle-v1 §6.3), so the
+        # stored bytes are what encoding the decoded change would give.
+        for kind, record in self.site.index.records_not_covered(self.ack):
+            if not record.startswith(_CHANGE_HEAD):
+                # Not decoded, so checked this far: a row that is not even a change
+                # record is our damage, never sent for the peer to refuse.
+                raise StateError("damaged change record in the state index "
+                                 f"({record[:8].hex() or 'empty'}...)")
             self.changes += 1
-            yield decode_change(logged.record)
-        for body in self.send:
-            data = self.read_body(body)
-            if data is None:
-                if self.strict:
-                    raise BodyVanished(body)
-                continue  # gone meanwhile; its expunge travels in the next bundle
-            self.bodies += 1
-            self.body_bytes += len(data)
-            self.sent.add(body)
-            if self.counter is not None:
-                self.counter("message bodies", self.bodies, len(self.send))
-            yield Body(body, data)
+            yield EncodedChange(kind, record)
+        with contextlib.closing(self.finder.read_many(self.send)) as bodies:
+            for body, data in bodies:
+                if data is None:
+                    if self.strict:
+                        raise BodyVanished(body)
+                    continue  # gone meanwhile; its expunge travels in the next bundle
+                self.bodies += 1
+                self.body_bytes += len(data)
+                self.sent.add(body)
+                if self.counter is not None:
+                    self.counter("message bodies", self.bodies, len(self.send))
+                # The reader thread has just hashed these bytes: not hashed again.
+                yield HashedBody(Body(body, data))
 
 
 def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool = True,

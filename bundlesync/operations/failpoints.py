@@ -4,7 +4,10 @@
 abruptly (``os._exit``, like kill -9: no cleanup, no rollback, no flush) the
 n-th time it passes the point ``name``. Unset, a pass costs one dict lookup.
 Points: ``ingest`` (after a bundle's records are folded, before the commit),
-``apply`` (after each store action, before the index records it), ``folder``
+``apply`` (after each store action, before the index records it), ``deliver``
+(after each message of a store batch is named in ``cur/``, before the batch's
+directories are synced), ``batch`` (after a store batch is durable, before the
+index records it), ``folder``
 (after each folder action), ``export`` (after a bundle is written, before it is
 recorded as sent), ``restore`` (after each restored message, before its batch is
 made durable), ``restore-folder`` (after a mailbox's messages are restored, before

@@ -51,6 +51,7 @@ from bundlesync.format import (
     open_bundle,
 )
 from bundlesync.format.limits import MAX_INCARNATION_JUMP
+from bundlesync.format.reader import read_ahead
 from bundlesync.keys import take_key_changes
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
@@ -231,9 +232,9 @@ def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[St
                      evidence=[DotSet.of([change.dot])], now_ms=now_ms, result=result)
     intake = sort_incoming([change], held=lambda dot: _held(index, dot))
     for new in intake.new:
-        # sort_incoming has just found its dot absent from the log.
+        # sort_incoming found no change held under its dot (one change at a time).
         if fold_change(index, new, record=encode_change(new), superseded=outcome.lost,
-                       checked=True):
+                       unknown=True):
             outcome.new_changes += 1
             streams.add(new.dot.stream)
     for held, incoming in intake.forks:
@@ -296,7 +297,9 @@ def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
                   spool: SpoolWriter, result: ImportResult) -> Timestamp | None:
     """Take the records in; the newest timestamp seen, for the clock once all is checked."""
     newest: Timestamp | None = None
-    for record in bundle.records():
+    # Decompression, decryption and the bodies' hashes run in a reader thread
+    # ahead of the folding below (bounded: format.reader.READ_AHEAD_BYTES).
+    for record in read_ahead(bundle.records()):
         if isinstance(record, Want):
             wants.append(record.sha256)
             continue

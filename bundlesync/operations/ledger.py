@@ -95,7 +95,7 @@ def fold_changes(index: StateIndex, changes: Sequence[Change]) -> int:
     for change in changes:
         if change.dot.counter in known[change.dot.stream]:
             continue
-        fold_change(index, change, checked=True)
+        fold_change(index, change, unknown=True)
         folded += 1
     return folded
 
@@ -109,18 +109,18 @@ def _counters_by_stream(changes: Sequence[Change]) -> dict[Stream, list[int]]:
 
 def fold_change(index: StateIndex, change: Change, *, record: bytes | None = None,
                 superseded: Callable[[str, str], None] | None = None,
-                checked: bool = False) -> bool:
+                unknown: bool = False) -> bool:
     """Log and fold one change; False if it was already known (a duplicate).
 
-    ``checked``: the caller has just found the dot absent from the log (the
-    import's sort of incoming changes does), so it is not looked up again.
+    ``unknown``: the caller has just found no change held under its dot (one
+    lookup per change instead of two at import).
 
     A new change that leaves its register as it was lost a conflict to a newer one
     (an older flag change, an add of an expunged message, a rename that came too
     late): ``superseded(user, mailbox_guid)`` is told, and nothing is marked for
     the store, which already holds the winner.
     """
-    if not checked and index.has_change(change.dot):
+    if not unknown and index.has_change(change.dot):
         return False
     key = register_key(change.op)
     body: str | None = None

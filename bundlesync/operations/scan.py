@@ -49,12 +49,14 @@ from bundlesync.core.names import resolve_mailboxes
 from bundlesync.core.state import inventory_timestamp
 from bundlesync.errors import StoreError
 from bundlesync.operations import failpoints
+from bundlesync.operations.inventory import record_inventory
 from bundlesync.operations.ledger import fold_changes, resolve_user, user_mailboxes
 from bundlesync.operations.scandiff import (
     Arrived,
     FileDiff,
     IndexView,
     Listing,
+    NewFile,
     Planned,
     UserDiff,
     diff_files,
@@ -68,7 +70,7 @@ from bundlesync.operations.scandiff import (
 )
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow, FolderRow
-from bundlesync.stores.base import FolderPath
+from bundlesync.stores.base import FolderPath, StoredMessage
 from bundlesync.stores.errors import MessageMissing
 
 # Changes made before their dots are checked against the log in one query (bounded,
@@ -139,25 +141,48 @@ class _Gatherer:
         found: dict[tuple[str, str], Arrived] = {}
         store = self.site.store
         limit = self.site.config.limits.max_message_size
+        # A file that may be a vanished one moved here is looked at first: if it is,
+        # its body is not read. The others (at init, every file) are read folder by
+        # folder, each opened once.
+        by_folder: dict[tuple[str, FolderPath], list[str]] = {}
         for new in files_diff.new_files:
-            try:
-                message = store.message_info(self.user, new.info.path, new.key)
-                if message.size > limit:
-                    # Never read, never sent: one huge file must not stop every export.
-                    self.stats.warnings.append(
-                        f"skipped message {new.key} of user {self.user or '(store)'} in "
-                        f"folder {'/'.join(new.info.path)}: {message.size} bytes, above the "
-                        f"limit of {limit} ([limits] max_message_size)")
+            if new.key in files_diff.gone_by_key:
+                self._arrived_one(new, files_diff, found, limit)
+            else:
+                by_folder.setdefault((new.folder, new.info.path), []).append(new.key)
+        for (folder, path), keys in by_folder.items():
+            for message, data in store.read_messages(self.user, path, keys, max_size=limit):
+                if data is None:
+                    self._too_big(message, path, limit)
                     continue
-                body = files_diff.known_body(message.key, message.size)
-                if body is None:
-                    data = store.read_body(self.user, new.info.path, message.key)
-                    body = hashlib.sha256(data).hexdigest()
-                    self.stats.bytes_hashed += len(data)
-            except MessageMissing:
-                continue  # gone again since the listing: it never was, for us
-            found[(new.folder, new.key)] = Arrived(message, body)
+                self.stats.bytes_hashed += len(data)
+                found[(folder, message.key)] = Arrived(message,
+                                                       hashlib.sha256(data).hexdigest())
         return found
+
+    def _arrived_one(self, new: NewFile, files_diff: FileDiff,
+                     found: dict[tuple[str, str], Arrived], limit: int) -> None:
+        store = self.site.store
+        try:
+            message = store.message_info(self.user, new.info.path, new.key)
+            if message.size > limit:
+                self._too_big(message, new.info.path, limit)
+                return
+            body = files_diff.known_body(message.key, message.size)
+            if body is None:
+                data = store.read_body(self.user, new.info.path, message.key)
+                body = hashlib.sha256(data).hexdigest()
+                self.stats.bytes_hashed += len(data)
+        except MessageMissing:
+            return  # gone again since the listing: it never was, for us
+        found[(new.folder, new.key)] = Arrived(message, body)
+
+    def _too_big(self, message: StoredMessage, path: FolderPath, limit: int) -> None:
+        # Never read, never sent: one huge file must not stop every export.
+        self.stats.warnings.append(
+            f"skipped message {message.key} of user {self.user or '(store)'} in "
+            f"folder {'/'.join(path)}: {message.size} bytes, above the "
+            f"limit of {limit} ([limits] max_message_size)")
 
 
 def gather_and_diff(site: Site, user: str, *, now_ms: int, stats: ScanStats
@@ -210,6 +235,9 @@ class _Recorder:
         return self.site.clock.tick(self.now_ms)
 
     def record(self, planned: Sequence[Planned]) -> None:
+        if self.inventory:
+            record_inventory(self.site, planned, count=self.stats.count)
+            return
         changes: list[Change] = []
         for group in planned:
             shared = self.stamp() if group.one_stamp else None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,10 +61,57 @@ def init_site(home: Path | None, *, name: str, store_location: str,
     write_config(paths.home / CONFIG_NAME, config)
     site = open_site(paths.home, store=store)
     try:
-        stats = scan_store(site, now_ms=now_ms, inventory=True, progress=progress)
+        with _ReadAhead(site.store, site.config.users.select(site.store.users())) as ahead:
+
+            def scanning(user: str) -> None:
+                ahead.scanning(user)
+                if progress is not None:
+                    progress(user)
+
+            stats = scan_store(site, now_ms=now_ms, inventory=True, progress=scanning)
     finally:
         site.index.close()
     return InitResult(paths.home, name, identity.site_id, identity.fingerprint, stats)
+
+
+class _ReadAhead:
+    """Has the store read each user's files ahead while the inventory works on the
+    previous user, so that reading the disk and the inventory's work overlap (a
+    cold store is read about as fast as by ``cat``). At most one user ahead: the
+    page cache is not filled with mail the scan reaches much later."""
+
+    def __init__(self, store: Store, users: Sequence[str]) -> None:
+        self._store = store
+        self._users = list(users)
+        self._changed = threading.Condition()
+        self._scanned = -1  # index of the user the scan is at
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="store-read-ahead", daemon=True)
+
+    def __enter__(self) -> _ReadAhead:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+        self._thread.join()
+
+    def scanning(self, user: str) -> None:
+        """The scan has started on ``user``."""
+        with self._changed:
+            self._scanned += 1
+            self._changed.notify_all()
+
+    def _run(self) -> None:
+        for number, user in enumerate(self._users):
+            with self._changed:
+                while not self._stop and number > self._scanned + 1:
+                    self._changed.wait()
+                if self._stop:
+                    return
+            self._store.prefetch(user)
 
 
 def check_store_location(location: str) -> None:

@@ -106,6 +106,17 @@ class Site:
         self.save_clock()
         return Change(Dot(stream.site, stream.incarnation, counter), stamp, op)
 
+    def new_changes_at(self, ops: Sequence[Operation], ts: Timestamp) -> list[Change]:
+        """:meth:`new_change` for many operations at one given timestamp (an inventory):
+        their counters spent and marked at once."""
+        if not ops:
+            return []
+        stream = self.stream
+        first = self.index.spend_counters(len(ops))
+        self._reserve(stream, first + len(ops) - 1)
+        return [Change(Dot(stream.site, stream.incarnation, first + n), ts, op)
+                for n, op in enumerate(ops)]
+
     def reissue(self, changes: Sequence[Change]) -> list[Change]:
         """The same changes under the next dots of this site's stream (core ``reemit``)."""
         stream = self.stream

@@ -31,17 +31,19 @@ class SpoolWriter:
         self.offset = 0
 
     def add(self, body: Body) -> None:
-        if self.index.spooled(body.sha256) is not None:
-            return
         if self.handle is None:
             self.spool.mkdir(mode=0o700, exist_ok=True)
             number = self.index.next_spool_file()
             self.path = self.spool / f"{number}.bodies"
             self.handle = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC,
                                   0o600)
-        write_all(self.handle, body.data)
         assert self.path is not None
-        self.index.put_spooled(body.sha256, self.path.name, self.offset, len(body.data))
+        # One statement instead of a lookup and an insert: a body spooled already
+        # (by an earlier bundle) is not inserted, and then not written either.
+        if not self.index.put_spooled(body.sha256, self.path.name, self.offset,
+                                      len(body.data)):
+            return
+        write_all(self.handle, body.data)
         self.offset += len(body.data)
 
     def finish(self) -> None:

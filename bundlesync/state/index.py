@@ -548,6 +548,19 @@ class StateIndex:
              record if record is not None else encode_change(change)),
         )
 
+    def add_changes(self, changes: Iterable[tuple[Change, str, str, str | None]]) -> None:
+        """Log many changes at once: (change, user, mailbox, body) each (an inventory)."""
+        rows = []
+        for change, user, mailbox, body in changes:
+            kind = change_kind(change.op)
+            assert kind in CHANGE_KINDS
+            dot = change.dot
+            rows.append((dot.site, dot.incarnation, dot.counter, user, mailbox, kind, body,
+                         encode_change(change)))
+        self._db.executemany(
+            "INSERT INTO changes (site, incarnation, counter, user, mailbox, kind, body, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
     def changes_of_stream(self, stream: Stream, *, above: int) -> list[LoggedChange]:
         """The logged changes of ``stream`` with a counter above ``above``, in order."""
         rows = self._db.execute(
@@ -640,6 +653,18 @@ class StateIndex:
                 yield LoggedChange(Dot(stream.site, stream.incarnation, counter), body,
                                    bytes(record))
 
+    def records_not_covered(self, ack: VersionVector) -> Iterator[tuple[str, bytes]]:
+        """(record kind, record) of every logged change ``ack`` does not cover, in dot
+        order: the records exactly as a bundle carries them, for an export to pass on."""
+        for stream in self.logged_streams():
+            cursor = self._db.execute(
+                "SELECT kind, record FROM changes WHERE site = ? AND incarnation = ? "
+                "AND counter > ? ORDER BY counter",
+                (stream.site, stream.incarnation, ack.get_count(stream)),
+            )
+            for kind, record in cursor:
+                yield str(kind), bytes(record)
+
     def kinds_not_covered(self, ack: VersionVector) -> dict[str, int]:
         """How many changes of each kind (the format's record kinds) ``ack`` lacks."""
         counts: dict[str, int] = {}
@@ -723,6 +748,32 @@ class StateIndex:
             elif mailbox in live:
                 # It may hold other live messages: asked again at the next question.
                 self._live_doubt.setdefault(user, set()).add(mailbox)
+
+    def store_messages(self, rows: Iterable[tuple[str, str, str, str, bool, bytes]]) -> None:
+        """:meth:`store_message` for many: (user, mailbox, guid, body, alive, state) each."""
+        touched: set[str] = set()
+
+        def note(user: str) -> str:
+            touched.add(user)
+            return user
+
+        self._db.executemany(
+            "INSERT INTO messages (user, mailbox, guid, body, alive, state) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, mailbox, guid, body) "
+            "DO UPDATE SET alive = excluded.alive, state = excluded.state",
+            ((note(user), mailbox, guid, body, int(alive), state)
+             for user, mailbox, guid, body, alive, state in rows),
+        )
+        for user in touched:
+            # Looked up afresh at the next question (see live_mailboxes).
+            self._live.pop(user, None)
+            self._live_doubt.pop(user, None)
+
+    def has_messages(self, user: str) -> bool:
+        """Whether any message of ``user`` is known (one seek)."""
+        row = self._db.execute(
+            "SELECT EXISTS (SELECT 1 FROM messages WHERE user = ?)", (user,)).fetchone()
+        return bool(row[0])
 
     def live_mailboxes(self, user: str) -> set[str]:
         """The mailboxes of ``user`` holding a live message: one seek per mailbox in the
@@ -923,6 +974,14 @@ class StateIndex:
             (user, mailbox, guid, body),
         )
 
+    def clear_pending_messages(self, user: str,
+                               instances: Iterable[tuple[str, str, str]]) -> None:
+        """Clear many pending marks of ``user`` at once: (mailbox, guid, body) triples."""
+        self._db.executemany(
+            "DELETE FROM pending WHERE user = ? AND mailbox = ? AND guid = ? AND body = ?",
+            ((user, mailbox, guid, body) for mailbox, guid, body in instances),
+        )
+
     def clear_pending_user(self, user: str) -> None:
         self._db.execute("DELETE FROM pending_users WHERE user = ?", (user,))
 
@@ -942,9 +1001,12 @@ class StateIndex:
             "SELECT file, offset, size FROM spool WHERE body = ?", (body,)).fetchone()
         return None if row is None else (row[0], int(row[1]), int(row[2]))
 
-    def put_spooled(self, body: str, file: str, offset: int, size: int) -> None:
-        self._db.execute("INSERT OR IGNORE INTO spool (body, file, offset, size) "
-                         "VALUES (?, ?, ?, ?)", (body, file, offset, size))
+    def put_spooled(self, body: str, file: str, offset: int, size: int) -> bool:
+        """Record where a spooled body lies; False (nothing changed) if it is spooled
+        already."""
+        cursor = self._db.execute("INSERT OR IGNORE INTO spool (body, file, offset, size) "
+                                  "VALUES (?, ?, ?, ?)", (body, file, offset, size))
+        return cursor.rowcount == 1
 
     def next_spool_file(self) -> int:
         number = (self._meta_int(_SPOOL_FILES) or 0) + 1

@@ -22,7 +22,7 @@ Words:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -93,6 +93,21 @@ class Store(Protocol):
         """The raw bytes of one message. Raises ``MessageMissing`` if it is gone."""
         ...
 
+    def prefetch(self, user: str) -> None:
+        """A hint that every message of ``user`` is about to be read (``init``): the
+        store may start reading ahead. Never fails; safe to call from another thread."""
+        ...
+
+    def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
+                      max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
+        """Each message of ``keys`` still in the folder, with its raw bytes (None when it
+        is larger than ``max_size``: not read); the ones gone are left out.
+
+        :meth:`message_info` and :meth:`read_body` for many messages of one folder
+        (a scan's new files), with one look at the folder for all of them.
+        """
+        ...
+
     def add_message(
         self,
         user: str,
@@ -112,12 +127,16 @@ class Store(Protocol):
         """
         ...
 
-    def batch(self) -> AbstractContextManager[None]:
-        """A block in which deliveries may be made durable together, at its end.
+    def batch(self, *, step: Callable[[str], None] | None = None
+              ) -> AbstractContextManager[None]:
+        """A block in which deliveries, flag changes and expunges may be made durable
+        together, at its end.
 
         ``add_message`` inside may return before the message is visible; it is
-        visible (and on disk) when the block ends. Callers record a delivery as
-        done only after the block.
+        visible (and on disk) when the block ends, and so are the renames and
+        unlinks of ``set_flags`` and ``expunge``. Callers record the block's work
+        as done only after the block. ``step("deliver")`` is called after each
+        message is named at the end (the kill -9 tests stop there).
         """
         ...
 

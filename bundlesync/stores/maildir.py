@@ -66,6 +66,8 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from bundlesync import fsio
@@ -129,6 +131,7 @@ MAX_DOVECOT_FILE = 128 * 1024 * 1024
 _INDEX_CACHE = 64
 _INDEX_ENTRIES = 100_000  # about 35 MB; one folder of that size was always kept whole
 _KEYWORDS_CACHE = 64
+_FOLDER_NAMES_CACHE = 4096
 _GUIDS_CACHE = 4
 _CREATE_FLAGS = dotlock.CREATE_FLAGS
 _DELETING_PREFIX = ".bundlesync-deleting."
@@ -138,7 +141,66 @@ TMP_STALE_S = 36 * 3600
 # A tmp/ name made by new_message_key on this host: "<secs>.M<usecs>P<pid>Q<n>.<host>".
 _TMP_NAME = re.compile(r"(?:\.bundlesync-(?:creating|deleting)\.)?\d+\.M\d+P(\d+)Q\d+\.(.+)\Z")
 
+# The message files of a batch are written together, by this many threads
+# (creating a file is most of a delivery's cost, and a write releases the GIL),
+# at the batch's end or whenever this many bytes wait: memory stays bounded.
+# 0 writes them in the calling thread.
+WRITER_THREADS = 2
+MAX_BYTES_WAITING = 64 * 1024 * 1024
+
 Owner = tuple[int, int] | None
+
+
+@dataclass(slots=True)
+class _Delivery:
+    """A message written into tmp/ inside a batch, named when the batch ends."""
+
+    tmp_path: str
+    directory: str
+    key: str
+    flags: frozenset[str]
+
+
+@dataclass(slots=True)
+class _Write:
+    """A tmp/ file to write: ``_write_tmp``'s arguments."""
+
+    tmp_path: str
+    data: bytes
+    owner: Owner
+    date_ns: int
+
+
+@dataclass
+class _Batch:
+    """What a batch defers to its end (see :meth:`MaildirStore.batch`)."""
+
+    deliveries: list[_Delivery] = field(default_factory=list)
+    # Folders found present and safe, with cur/ and tmp/, in this batch.
+    ready: set[str] = field(default_factory=set)
+    # Keywords to add to a folder's dovecot-keywords: written once per batch.
+    keywords: dict[str, list[str]] = field(default_factory=dict)
+    # cur/ and new/ directories whose renames and unlinks are synced at the end.
+    renamed_in: set[str] = field(default_factory=set)
+    # Files not written yet, and their bytes.
+    waiting: list[_Write] = field(default_factory=list)
+    waiting_bytes: int = 0
+
+
+def _write_tmp(tmp_path: str, data: bytes, owner: Owner, date_ns: int, *,
+               sync: bool = False) -> None:
+    """Write one message file under its tmp/ name (in a writer thread in a batch)."""
+    fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
+    try:
+        fsio.write_all(fd, data)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        # Dovecot takes the file's mtime as the received date.
+        os.utime(fd, ns=(date_ns, date_ns))
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _Parsed = TypeVar("_Parsed")
@@ -191,6 +253,48 @@ def _read_plain(path: str, *, limit: int | None = None) -> bytes:
             chunks.append(chunk)
             size -= len(chunk)
         return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _read_ahead(path: str) -> None:
+    """Have the kernel read a plain file into the page cache, in the background."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # a hint only
+    finally:
+        os.close(fd)
+
+
+def _read_plain_sized(path: str, max_size: int) -> tuple[os.stat_result, bytes | None]:
+    """The stat of a plain file and its bytes (None if larger than ``max_size``: not
+    read); like :func:`_read_plain`, never through a symlink or blocking on a FIFO."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.ENXIO):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path) from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise FileNotFoundError(errno.ENOENT, "not a plain file", path)
+        if st.st_size > max_size:
+            return st, None
+        chunks = []
+        size = st.st_size
+        while size > 0:
+            chunk = os.read(fd, min(size, 1 << 24))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size -= len(chunk)
+        return st, b"".join(chunks)
     finally:
         os.close(fd)
 
@@ -258,13 +362,14 @@ class MaildirStore:
         self._lock_timeout = lock_timeout
         self._files = folder_files.FileIndex(folders=_INDEX_CACHE,
                                                 entries=_INDEX_ENTRIES)
+        self._folder_names: dict[tuple[str, FolderPath], tuple[str, str]] = {}
         self._keyword_cache: Lru[tuple[tuple[int, int, int], dict[int, str]]] = Lru(
             _KEYWORDS_CACHE
         )
         self._guid_cache: Lru[tuple[tuple[int, int, int], dict[str, str]]] = Lru(_GUIDS_CACHE)
         self._owners: dict[str, Owner] = {}
-        # Messages written to tmp/ inside batch(), named when the batch ends.
-        self._deferred: list[tuple[str, str, str, str, bytes]] | None = None
+        # What batch() defers to its end; None outside a batch.
+        self._batch: _Batch | None = None
         # What was skipped (symlinks, odd files) since the caller last asked.
         self._warnings: dict[str, None] = {}
         # Folders whose tmp/ was cleaned of a dead run's leftovers in this run.
@@ -700,8 +805,16 @@ class MaildirStore:
 
     def _folder(self, user: str, path: FolderPath) -> tuple[str, str]:
         """(user root, folder dir) of an existing folder."""
-        root = self.location.path_for(user)
-        directory = self._dir_in(root, check_folder_path(path))
+        # The names are a pure function of (user, path), checked once: a scan or an
+        # export asks for the same folder once per message.
+        names = self._folder_names.get((user, path))
+        if names is None:
+            root = self.location.path_for(user)
+            names = root, self._dir_in(root, check_folder_path(path))
+            if len(self._folder_names) >= _FOLDER_NAMES_CACHE:
+                self._folder_names.clear()
+            self._folder_names[(user, path)] = names
+        root, directory = names
         if folder_files.marks(directory) is None:
             raise FolderNotFound(f"folder {'/'.join(path)} of user {user!r} does not exist")
         self._check_inside(root, directory)
@@ -785,6 +898,67 @@ class MaildirStore:
                     continue  # renamed meanwhile: list again, find it by its key
         raise MessageMissing(f"message {key} is not in folder {'/'.join(path)} of user {user!r}")
 
+    def prefetch(self, user: str) -> None:
+        """Ask the kernel to start reading every message file of ``user`` (a hint).
+
+        Uses nothing this store caches, so it may run in a thread beside a scan;
+        reads no byte itself; never goes through a symlink below the Maildir; an
+        error only means less is read ahead.
+        """
+        if not hasattr(os, "posix_fadvise"):
+            return
+        try:
+            root = self.location.path_for(user)
+            with os.scandir(root) as entries:
+                folders = [root, *(e.path for e in entries
+                                   if e.name.startswith(".") and e.is_dir(follow_symlinks=False))]
+        except (OSError, StoreError):
+            return
+        for folder in folders:
+            for sub in ("cur", "new"):
+                directory = os.path.join(folder, sub)
+                try:
+                    if not stat.S_ISDIR(os.lstat(directory).st_mode):
+                        continue
+                    with os.scandir(directory) as files:
+                        paths = [f.path for f in files if f.is_file(follow_symlinks=False)]
+                except OSError:
+                    continue
+                for path in paths:
+                    _read_ahead(path)
+
+    def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
+                      max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
+        """Each message of ``keys`` still in the folder, with its bytes (None above
+        ``max_size``: not read); the ones gone are left out.
+
+        The folder is checked, and its keywords and GUIDs read, once for all; each
+        file is opened once, its size and date taken from the open file.
+        """
+        keys = [check_key(key) for key in keys]
+        _, directory = self._folder(user, path)
+        with _io(f"read messages in folder {'/'.join(path)} of user {user!r}"):
+            keywords = self._keywords(directory)
+            guids = self._uidlist_guids(directory)
+            for key in keys:
+                for attempt in range(_MAX_RETRIES):
+                    entry = self._files.locate(directory, key, refresh=attempt > 0)
+                    if entry is None:
+                        break
+                    try:
+                        st, data = _read_plain_sized(
+                            os.path.join(directory, entry.subdir, entry.name), max_size)
+                    except FileNotFoundError:
+                        continue  # renamed meanwhile: list again, find it by its key
+                    yield StoredMessage(
+                        key=key,
+                        guid=guids.get(key, key),
+                        flags=letters_to_flags(FileName.parse(entry.name).letters, keywords),
+                        size=st.st_size,
+                        internal_date=st.st_mtime_ns // 1_000_000_000,
+                    ), data
+                    break
+
     def add_message(
         self,
         user: str,
@@ -822,12 +996,20 @@ class MaildirStore:
                 hint="Dovecot would trust the key and report a wrong size; deliver the "
                 "message under a new key.",
             )
-        root, directory = self._folder(user, path)
+        batch = self._batch
+        root = self.location.path_for(user)
+        directory = self._dir_in(root, check_folder_path(path))
+        ready = batch is not None and directory in batch.ready
+        if not ready:
+            # (user root, folder dir) of an existing folder, checked once per batch.
+            root, directory = self._folder(user, path)
         label = "/".join(path)
         with _io(f"deliver message {key} into folder {label} of user {user!r}"):
-            self._check_inside(root, directory)
             self.clean_tmp(directory)
-            letters, stored = self._letters_for(directory, flags)
+            if batch is not None:
+                stored = self._plan_letters(batch, directory, flags)
+            else:
+                letters, stored = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
                 entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
@@ -844,34 +1026,29 @@ class MaildirStore:
                 self.set_flags(user, path, key, flags)
                 return self._stored(directory, key)
             owner = self._owner_of(root)
-            for sub in ("cur", "tmp"):
-                self._mkdir(os.path.join(directory, sub), owner)
+            if not ready:
+                for sub in ("cur", "tmp"):
+                    self._mkdir(os.path.join(directory, sub), owner)
             tmp_path = os.path.join(directory, "tmp", new_message_key(now_ns=self._now_ns()))
-            name = FileName(key=key, letters="").with_letters(letters)
             date_ns = max(0, internal_date) * 1_000_000_000
-            fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
+            if batch is not None:
+                # Written by a writer thread; named at the end of the batch, after
+                # one sync of the file system for all.
+                batch.ready.add(directory)
+                batch.deliveries.append(_Delivery(tmp_path, directory, key, stored))
+                batch.waiting.append(_Write(tmp_path, data, owner, date_ns))
+                batch.waiting_bytes += size
+                if batch.waiting_bytes > MAX_BYTES_WAITING:
+                    self._write_waiting(batch)
+                return StoredMessage(key=key, guid=key, flags=stored, size=size,
+                                     internal_date=max(0, internal_date))
+            name = FileName(key=key, letters="").with_letters(letters)
             try:
-                try:
-                    fsio.write_all(fd, data)
-                    if owner is not None:
-                        os.fchown(fd, *owner)
-                    # Dovecot takes the file's mtime as the received date.
-                    os.utime(fd, ns=(date_ns, date_ns))
-                    if self._fsync and self._deferred is None:
-                        os.fsync(fd)
-                finally:
-                    os.close(fd)
-                if self._deferred is not None:
-                    # Made visible at the end of the batch, after one sync for all.
-                    self._deferred.append((tmp_path, directory, key, name, data))
-                    tmp_path = ""
-                    return StoredMessage(key=key, guid=key, flags=stored, size=size,
-                                         internal_date=max(0, internal_date))
+                _write_tmp(tmp_path, data, owner, date_ns, sync=self._fsync)
                 placed = self._place(tmp_path, os.path.join(directory, "cur", name))
             finally:
-                if tmp_path:
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp_path)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp_path)
             if not placed:
                 # The exact name appeared since we looked: another copy of this key.
                 entry = self._files.locate(directory, key, refresh=True)
@@ -888,53 +1065,105 @@ class MaildirStore:
             key=key, guid=key, flags=stored, size=size, internal_date=max(0, internal_date)
         )
 
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
-        """Deliver many messages with one file-system sync instead of one per message.
+    @staticmethod
+    def _write_waiting(batch: _Batch) -> None:
+        """Write the batch's waiting files, in parallel; the first failure is raised.
 
-        Inside the block, ``add_message`` writes each message into ``tmp/`` and
-        returns at once; when the block ends, the file system is synced once, then
-        every message is renamed into ``cur/`` and each touched ``cur/`` is synced.
-        The Maildir rule holds -- a message is on disk before it has its name -- at a
-        fraction of the cost. If the block fails, the unnamed files are removed.
+        The calling thread waits meanwhile: it holds no GIL the writers need, so
+        they do not queue behind it (handing each file to a thread as it comes
+        cost more CPU than it saved on two cores). The threads end here, so none
+        outlives the batch.
         """
-        if self._deferred is not None:
+        waiting, batch.waiting, batch.waiting_bytes = batch.waiting, [], 0
+        if WRITER_THREADS == 0 or len(waiting) < 2 * WRITER_THREADS:
+            for item in waiting:
+                _write_tmp(item.tmp_path, item.data, item.owner, item.date_ns)
+            return
+        # Each thread takes a contiguous share: files of one folder stay together.
+        share = -(-len(waiting) // WRITER_THREADS)
+
+        def write(part: list[_Write]) -> None:
+            for item in part:
+                _write_tmp(item.tmp_path, item.data, item.owner, item.date_ns)
+
+        with ThreadPoolExecutor(max_workers=WRITER_THREADS,
+                                thread_name_prefix="maildir-writer") as writers:
+            futures = [writers.submit(write, waiting[i:i + share])
+                       for i in range(0, len(waiting), share)]
+            for future in futures:
+                future.result()
+
+    @contextlib.contextmanager
+    def batch(self, *, step: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Deliver, re-flag and expunge many messages with one sync instead of one each.
+
+        Inside the block, ``add_message`` hands each message to writer threads that
+        write it into ``tmp/``, and returns at once; new keywords are collected.
+        When the block ends: the writes are awaited, each folder's new keywords
+        are added to ``dovecot-keywords`` (once per folder), the file system is
+        synced once (``syncfs``), every message is renamed into ``cur/``, and each
+        touched ``cur/`` -- and each ``cur/`` or ``new/`` where ``set_flags`` or
+        ``expunge`` renamed or unlinked a file in the block -- is synced once.
+        The Maildir rule holds -- a message is on disk before it has its name --
+        at a fraction of the cost; callers record the block's work only after it
+        ends. If the block fails, the unnamed files are removed.
+        """
+        if self._batch is not None:
             yield
             return
-        self._deferred = []
+        batch = self._batch = _Batch()
         try:
             yield
+            with _io("write delivered messages"):
+                self._write_waiting(batch)
         except BaseException:
-            for tmp_path, *_rest in self._deferred:
+            # Every writer has ended (``_write_waiting`` waits for all): nothing is
+            # written after these unlinks.
+            for delivery in batch.deliveries:
                 with contextlib.suppress(OSError):
-                    os.unlink(tmp_path)
+                    os.unlink(delivery.tmp_path)
             raise
         finally:
-            deferred, self._deferred = self._deferred, None
-        if not deferred:
-            return
+            self._batch = None
         with _io("make delivered messages durable"):
-            if self._fsync:
-                os.sync()
-            touched: set[str] = set()
-            for tmp_path, directory, key, name, data in deferred:
-                try:
-                    target = os.path.join(directory, "cur", name)
-                    if not self._place(tmp_path, target):
-                        entry = self._files.locate(directory, key, refresh=True)
-                        if entry is None or not self._holds_bytes(directory, entry, data):
-                            # The very name appeared meanwhile with other bytes: keep
-                            # ours beside it; the next scan sees a new file (no loss).
-                            self._place(tmp_path, os.path.join(
-                                directory, "cur", new_message_key(now_ns=self._now_ns())))
-                        continue
-                    self._files.changed(directory, key, Entry("cur", name))
-                    touched.add(os.path.join(directory, "cur"))
-                finally:
+            try:
+                self._name_deliveries(batch, step)
+            finally:
+                for delivery in batch.deliveries:
                     with contextlib.suppress(FileNotFoundError):
-                        os.unlink(tmp_path)
-            if self._fsync:
-                for directory in sorted(touched):
+                        os.unlink(delivery.tmp_path)
+
+    def _name_deliveries(self, batch: _Batch, step: Callable[[str], None] | None) -> None:
+        for directory, names in batch.keywords.items():
+            self._register_keywords(directory, sorted(set(names)))
+        if self._fsync and batch.deliveries:
+            fsio.sync_file_systems(sorted({d.directory for d in batch.deliveries}))
+        touched = set(batch.renamed_in)
+        letters_of: dict[tuple[str, frozenset[str]], str] = {}
+        for delivery in batch.deliveries:
+            directory, key = delivery.directory, delivery.key
+            letters = letters_of.get((directory, delivery.flags))
+            if letters is None:
+                letters = self._letters_for(directory, delivery.flags)[0]
+                letters_of[(directory, delivery.flags)] = letters
+            name = FileName(key=key, letters="").with_letters(letters)
+            if not self._place(delivery.tmp_path, os.path.join(directory, "cur", name)):
+                entry = self._files.locate(directory, key, refresh=True)
+                if entry is None or not self._holds_bytes(
+                        directory, entry, _read_plain(delivery.tmp_path)):
+                    # The very name appeared meanwhile with other bytes: keep ours
+                    # beside it; the next scan sees a new file (no loss).
+                    self._place(delivery.tmp_path, os.path.join(
+                        directory, "cur", new_message_key(now_ns=self._now_ns())))
+                    touched.add(os.path.join(directory, "cur"))
+                continue
+            self._files.changed(directory, key, Entry("cur", name))
+            touched.add(os.path.join(directory, "cur"))
+            if step is not None:
+                step("deliver")
+        if self._fsync:
+            for directory in sorted(touched):
+                with contextlib.suppress(FileNotFoundError):  # a folder deleted meanwhile
                     fsio.fsync_dir(directory)
 
     @staticmethod
@@ -1014,8 +1243,7 @@ class MaildirStore:
                     os.rename(source, target)
                 except FileNotFoundError:
                     continue  # renamed by Dovecot meanwhile: find it again by its key
-                if self._fsync:
-                    fsio.fsync_dir(os.path.join(directory, entry.subdir))
+                self._synced(os.path.join(directory, entry.subdir))
                 self._files.changed(directory, key, Entry(entry.subdir, new_name))
                 return stored
         raise StoreError(
@@ -1041,8 +1269,7 @@ class MaildirStore:
                     os.unlink(os.path.join(directory, entry.subdir, entry.name))
                 except FileNotFoundError:
                     continue
-                if self._fsync:
-                    fsio.fsync_dir(os.path.join(directory, entry.subdir))
+                self._synced(os.path.join(directory, entry.subdir))
                 self._files.changed(directory, key, None)
                 return
         raise StoreError(
@@ -1050,7 +1277,49 @@ class MaildirStore:
             hint="A mail client is working on this folder right now.",
         )
 
+    def _synced(self, subdir: str) -> None:
+        """Make a rename or unlink in ``subdir`` durable: now, or at the batch's end."""
+        if not self._fsync:
+            return
+        if self._batch is not None:
+            self._batch.renamed_in.add(subdir)
+        else:
+            fsio.fsync_dir(subdir)
+
     # --- flags and keywords ------------------------------------------------------------
+
+    def _plan_letters(self, batch: _Batch, directory: str, flags: Iterable[str]
+                      ) -> frozenset[str]:
+        """The flags a delivery in ``batch`` will store; its new keywords are noted.
+
+        The keywords are written to ``dovecot-keywords`` once per folder when the
+        batch ends, each taking the next free letter, as :meth:`_letters_for`
+        would give it now (a keyword beyond the folder's 26 is not stored).
+        """
+        stored: set[str] = set()
+        wanted: list[str] = []
+        for flag in storable_flags(frozenset(flags), system=SYSTEM_FLAGS):
+            if flag.startswith("\\"):
+                stored.add(flag)
+            else:
+                wanted.append(flag)
+        if not wanted:
+            return frozenset(stored)
+        keywords = dict(self._keywords(directory))
+        noted = batch.keywords.setdefault(directory, [])
+        for name in [*noted, *sorted(wanted)]:
+            if keyword_index(keywords, name) is None:
+                index = next_keyword_index(keywords)
+                if index is None:
+                    break  # all 26 letters taken: Dovecot's Maildir limit
+                keywords[index] = name
+                if name not in noted:
+                    noted.append(name)
+        for name in wanted:
+            index = keyword_index(keywords, name)
+            if index is not None:
+                stored.add(keywords[index])
+        return frozenset(stored)
 
     def file_name_parts(self, user: str, path: FolderPath,
                         flags: Iterable[str] = ()) -> tuple[str, str]:

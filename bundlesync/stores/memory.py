@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from bundlesync.core.model import SYSTEM_FLAGS
@@ -179,6 +179,20 @@ class MemoryStore:
             raise MessageMissing(f"message {key} is not in folder {'/'.join(path)}")
         return message.data
 
+    def prefetch(self, user: str) -> None:
+        """Nothing to read ahead in memory."""
+
+    def read_messages(self, user: str, path: FolderPath, keys: Iterable[str], *,
+                      max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
+        """Each message of ``keys`` still there, with its bytes (None above ``max_size``)."""
+        for key in [check_key(key) for key in keys]:
+            try:
+                message = self.message_info(user, path, key)
+                data = None if message.size > max_size else self.read_body(user, path, key)
+            except MessageMissing:
+                continue
+            yield message, data
+
     def add_message(
         self,
         user: str,
@@ -214,8 +228,9 @@ class MemoryStore:
         return []
 
     @contextlib.contextmanager
-    def batch(self) -> Iterator[None]:
+    def batch(self, *, step: Callable[[str], None] | None = None) -> Iterator[None]:
         """Deliveries in memory are atomic already: nothing to defer."""
+        del step
         yield
 
     def set_flags(self, user: str, path: FolderPath, key: str, flags: frozenset[str]

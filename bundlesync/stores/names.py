@@ -13,6 +13,7 @@ import functools
 import hashlib
 import itertools
 import os
+import re
 import socket
 
 from bundlesync.stores import mutf7
@@ -30,8 +31,13 @@ _KEYWORD_SPECIALS = frozenset('(){ %*"\\]')
 _key_counter = itertools.count(1)
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _has_control(text: str) -> bool:
-    return any(ord(char) < 0x20 or ord(char) == 0x7F for char in text)
+    # A regular expression, not a loop over the characters: every name of every
+    # delivered message passes here, several times.
+    return _CONTROL.search(text) is not None
 
 
 def _check_component(text: str, *, what: str) -> None:
@@ -207,14 +213,26 @@ def _host_part() -> str:
     return host.replace("/", "\\057").replace(":", "\\072")
 
 
+# The pid and host parts of new keys, taken once per process: each os.getpid()
+# and gethostname() is a system call, and a first transfer names every message
+# it delivers. A forked child takes its own pid.
+_process_parts: list[tuple[int, str]] = []
+
+
+os.register_at_fork(after_in_child=_process_parts.clear)
+
+
 def new_message_key(*, now_ns: int) -> str:
     """A fresh message key in Dovecot's pattern ``<secs>.M<usecs>P<pid>Q<n>.<host>``.
 
     Unique on this host: the counter ``n`` grows within the process, the pid
     separates processes and the time separates pid reuse.
     """
+    if not _process_parts:
+        _process_parts.append((os.getpid(), _host_part()))
+    pid, host = _process_parts[0]
     secs, rest_ns = divmod(now_ns, 1_000_000_000)
-    return f"{secs}.M{rest_ns // 1000}P{os.getpid()}Q{next(_key_counter)}.{_host_part()}"
+    return f"{secs}.M{rest_ns // 1000}P{pid}Q{next(_key_counter)}.{host}"
 
 
 __all__ = [

@@ -60,10 +60,27 @@ def restore(sites: Sites, name: str, where: Path) -> None:
     shutil.copytree(where / name, sites.root / name, symlinks=True)
 
 
-@pytest.mark.parametrize("point", ["apply", "folder", "ingest"])
+@pytest.mark.parametrize("point", ["apply", "folder", "ingest", "batch"])
 def test_kill_at_every_step_then_rerun_converges(
         prepared: Sites, tmp_path_factory: pytest.TempPathFactory, point: str) -> None:
-    sites = prepared
+    _crash_at_every_step(prepared, tmp_path_factory, point)
+
+
+@pytest.mark.parametrize("point", ["deliver", "batch"])
+def test_kill_while_a_first_transfer_is_delivered_then_rerun_converges(
+        sites: Sites, tmp_path_factory: pytest.TempPathFactory, point: str) -> None:
+    # Every message is new here: delivered in batches, written by writer threads,
+    # synced once, then named one by one -- a kill anywhere in between.
+    sites.add("alpha", populate_per_folder=1)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    sites.export("alpha")
+    # Every fifth message is enough to land before, inside and after each batch.
+    _crash_at_every_step(sites, tmp_path_factory, point, stride=5 if point == "deliver" else 1)
+
+
+def _crash_at_every_step(sites: Sites, tmp_path_factory: pytest.TempPathFactory,
+                         point: str, *, stride: int = 1) -> None:
     saved = tmp_path_factory.mktemp("saved")
     snapshot(sites, "bravo", saved)
     clean = bundlesync(sites.homes["bravo"], "import", str(sites.drop))
@@ -71,7 +88,7 @@ def test_kill_at_every_step_then_rerun_converges(
     expected = sites.digest("bravo")
     assert expected == sites.digest("alpha")
     crashes = 0
-    for step in range(1, 200):
+    for step in range(1, 200, stride):
         restore(sites, "bravo", saved)
         crashed = bundlesync(sites.homes["bravo"], "import", str(sites.drop),
                              crash=f"{point}:{step}")

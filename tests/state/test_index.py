@@ -247,3 +247,12 @@ def _add_live_then_fail(index: StateIndex, mailbox: str) -> None:
         _live_state(index, mailbox, "b", alive=True)
         assert mailbox in index.live_mailboxes("alice")
         raise RuntimeError
+
+
+def test_messages_stored_in_bulk_are_seen_by_the_live_mailboxes(tmp_path: Path) -> None:
+    one, two = "1" * 32, "2" * 32
+    with StateIndex(tmp_path / "s", create=True) as index, index.transaction():
+        _live_state(index, one, "a", alive=True)
+        assert index.live_mailboxes("alice") == {one}
+        index.store_messages([("alice", two, "b", "0" * 64, True, b"x")])
+        assert index.live_mailboxes("alice") == {one, two}

@@ -280,3 +280,22 @@ def test_names_listing_agrees_with_the_full_listing(store: Store) -> None:
     store.expunge(USER, INBOX, "k2")
     with pytest.raises(MessageMissing):
         store.message_info(USER, INBOX, "k2")
+
+
+def test_many_messages_are_read_as_one_at_a_time(store: Store) -> None:
+    store.create_folder(USER, ZURICH, guid=None, uidvalidity=None)
+    big = BODY + b"x" * 100
+    add(store, "k1", path=ZURICH, flags=frozenset({SEEN, "Work"}), date=1_600_000_000)
+    add(store, "k2", path=ZURICH, data=big)
+    add(store, "k3", path=ZURICH, flags=frozenset({FLAGGED}))
+    store.expunge(USER, ZURICH, "k3")
+    read = list(store.read_messages(USER, ZURICH, ["k1", "k3", "k2", "gone"],
+                                    max_size=len(BODY) + 10))
+    # k3 and "gone" are not there; k2 is above the size given, so not read.
+    assert read == [(store.message_info(USER, ZURICH, "k1"), BODY),
+                    (store.message_info(USER, ZURICH, "k2"), None)]
+    assert read[0][0].flags == {SEEN, "Work"}
+    assert read[0][0].internal_date == 1_600_000_000
+    assert read[1][0].size == len(big)
+    with pytest.raises(UnsafeName):
+        list(store.read_messages(USER, ZURICH, ["../k1"], max_size=1000))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -121,6 +122,24 @@ def test_new_keys_escape_slash_and_colon_in_the_host_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr("socket.gethostname", lambda: "a/b:c")
+    # The host part is taken once per process: forget the one taken already.
+    monkeypatch.setattr("bundlesync.stores.names._process_parts", [])
     key = new_message_key(now_ns=0)
     assert key.endswith(".a\\057b\\072c")
     assert check_key(key) == key
+
+
+def test_a_forked_child_names_keys_with_its_own_pid() -> None:
+    new_message_key(now_ns=0)  # the parent's pid is taken
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover -- the child reports through the pipe
+        os.close(read)
+        os.write(write, new_message_key(now_ns=0).encode())
+        os._exit(0)
+    os.close(write)
+    key = os.read(read, 1000).decode()
+    os.close(read)
+    os.waitpid(child, 0)
+    assert f"P{child}Q" in key
+    assert f"P{os.getpid()}Q" in new_message_key(now_ns=0)

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.bundlesync_driver import find_bundlesync
+from benchmarks.bundlesync_driver import compile_checkout, find_bundlesync
 from benchmarks.generate import generate_store, user_address
 from benchmarks.machine import _first_line, describe_machine
 from benchmarks.measure import CommandFailedError, Sample, run_child, summarize
@@ -64,6 +64,7 @@ class RestoreBench:
         # An installed bundlesync has its bytecode compiled; do not make it compile
         # its sources on every run because this shell forbids writing bytecode.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
+        compile_checkout()
         self.samples: dict[str, list[Sample]] = {}
         self.backup_seconds: dict[str, float] = {}
         self.repo_bytes: dict[str, int] = {}

@@ -16,6 +16,11 @@ On disk, under the site home (:func:`site_paths`):
   when group or others may read it.
 * ``keys/site.bsc`` -- the site's own public card, to hand to peers.
 * ``peers/<name>.bsc`` -- the cards of trusted peers (:class:`TrustStore`).
+
+``cryptography`` is imported inside the functions that sign, verify, derive or
+seal, not at the top: a run that writes and reads no bundle (a no-change export
+or import) knows this site and its peers by name and site id alone, and need not
+load it (:func:`peek_identity`, ``TrustStore.list(verify=False)``).
 """
 
 from __future__ import annotations
@@ -34,16 +39,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-
-from cryptography.exceptions import InvalidSignature, InvalidTag, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
-from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
 from bundlesync.errors import LocalError
 from bundlesync.fsio import atomic_write, fsync_dir
@@ -180,6 +175,10 @@ def ed25519_signed(public: bytes, signature: bytes, message: bytes) -> bool:
     """Whether ``signature`` is ``public``'s Ed25519 signature of ``message``."""
     if len(signature) != SIGNATURE_SIZE:
         return False
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - see the module docstring
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+        Ed25519PublicKey,
+    )
     try:
         Ed25519PublicKey.from_public_bytes(public).verify(signature, message)
     except (InvalidSignature, ValueError):
@@ -384,11 +383,14 @@ class PeerCard:
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "card",
-                  accept_unsigned: bool = False) -> PeerCard:
+                  accept_unsigned: bool = False, verify: bool = True) -> PeerCard:
         """Parse :meth:`to_text` output, checking ids, fingerprint and signature.
 
         A version 1 (unsigned) card is refused unless ``accept_unsigned`` (a trust
-        store reading the card it was given before cards were signed).
+        store reading the card it was given before cards were signed). With
+        ``verify=False`` the Ed25519 signatures (card, succession) are not checked:
+        only for a card of this site's trust store that is used for its name and
+        site id alone, never to verify or encrypt (``TrustStore.list``).
         """
         fields = _parse_fields(text, source=source, error=InvalidCard)
         version = fields.get(_CARD_TAG)
@@ -409,7 +411,8 @@ class PeerCard:
         if "succession" in fields and version == _CARD_VERSION:
             succession = Succession.from_field(fields["succession"], source=source,
                                                error=InvalidCard)
-            if succession.new_signing != signing or not succession.signature_valid():
+            if succession.new_signing != signing or (
+                    verify and not succession.signature_valid()):
                 raise InvalidCard(f"{source}: its succession statement does not verify for "
                                   f"its signing key; the card was altered.")
         claimed_id = fields.get("site-id")
@@ -438,7 +441,7 @@ class PeerCard:
         if claimed_fp is not None and claimed_fp != card.fingerprint:
             raise InvalidCard(f"{source}: its fingerprint does not match its keys; the card "
                               f"was altered.")
-        if not card.signature_valid():
+        if verify and not card.signature_valid():
             raise InvalidCard(
                 f"{source}: the card's signature does not match its name and keys; the card "
                 f"was altered (or damaged) after its site signed it.",
@@ -466,7 +469,8 @@ class PeerCard:
         write_file_atomically(path, self.to_text().encode("utf-8"), mode=0o644)
 
     @classmethod
-    def read(cls, path: Path, *, accept_unsigned: bool = False) -> PeerCard:
+    def read(cls, path: Path, *, accept_unsigned: bool = False, verify: bool = True
+             ) -> PeerCard:
         """Read a card file (see :meth:`from_text`): a regular file of at most
         MAX_CARD_BYTES (a card is a few hundred bytes; /dev/zero or a FIFO given by
         mistake must not hang or fill memory)."""
@@ -487,7 +491,8 @@ class PeerCard:
                               hint="Check the path of the card file.") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise InvalidCard(f"Cannot read card file {path}: {exc}") from None
-        return cls.from_text(text, source=str(path), accept_unsigned=accept_unsigned)
+        return cls.from_text(text, source=str(path), accept_unsigned=accept_unsigned,
+                             verify=verify)
 
 
 # --- revocation -----------------------------------------------------------------------
@@ -575,6 +580,13 @@ class SiteIdentity:
         check_site_name(self.name)
         if len(self.signing_secret) != KEY_SIZE or len(self.exchange_secret) != KEY_SIZE:
             raise KeyFileInvalid(f"site {self.name!r}: secret keys must be {KEY_SIZE} bytes")
+        from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+            Ed25519PrivateKey,
+        )
+        from cryptography.hazmat.primitives.asymmetric.x25519 import (  # noqa: PLC0415
+            X25519PrivateKey,
+        )
         raw = serialization.Encoding.Raw
         signing = Ed25519PrivateKey.from_private_bytes(self.signing_secret)
         exchange = X25519PrivateKey.from_private_bytes(self.exchange_secret)
@@ -637,6 +649,9 @@ class SiteIdentity:
 
     def sign(self, message: bytes) -> bytes:
         """An Ed25519 signature of ``message`` by this site."""
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import (  # noqa: PLC0415
+            Ed25519PrivateKey,
+        )
         return Ed25519PrivateKey.from_private_bytes(self.signing_secret).sign(message)
 
     def key_agreement(self, peer_public: bytes) -> bytes:
@@ -644,6 +659,11 @@ class SiteIdentity:
 
         Raises ValueError when the result is all zeros (a low-order public key).
         """
+        from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
+        from cryptography.hazmat.primitives.asymmetric.x25519 import (  # noqa: PLC0415
+            X25519PrivateKey,
+            X25519PublicKey,
+        )
         private = X25519PrivateKey.from_private_bytes(self.exchange_secret)
         try:
             return private.exchange(X25519PublicKey.from_public_bytes(peer_public))
@@ -662,6 +682,7 @@ def generate_identity(name: str, *, random_bytes: RandomBytes = secrets.token_by
 
 
 def _passphrase_key(passphrase: str, salt: bytes, n: int) -> bytes:
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt  # noqa: PLC0415
     return Scrypt(salt=salt, length=32, n=n, r=8, p=1).derive(passphrase.encode("utf-8"))
 
 
@@ -669,6 +690,7 @@ def _seal_secrets(identity: SiteIdentity, passphrase: str) -> str:
     """``sealed-secrets`` of a protected key file (bundle-v2 §3.5)."""
     salt = secrets.token_bytes(16)
     key = _passphrase_key(passphrase, salt, PASSPHRASE_SCRYPT_N)
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: PLC0415
     sealed = ChaCha20Poly1305(key).encrypt(
         bytes(12), identity.signing_secret + identity.exchange_secret,
         _KEY_FILE_AAD + bytes.fromhex(identity.site_id))
@@ -687,6 +709,8 @@ def _open_secrets(text: str, site_id: str | None, passphrase: str | None, source
         raise KeyFileInvalid(f"{source}: the sealed secrets are not valid base64.") from None
     if len(blob) != 16 + 2 * KEY_SIZE + 16 or site_id is None or not is_site_id(site_id):
         raise KeyFileInvalid(f"{source}: the sealed secrets are damaged.")
+    from cryptography.exceptions import InvalidTag  # noqa: PLC0415
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305  # noqa: PLC0415
     try:
         plain = ChaCha20Poly1305(_passphrase_key(passphrase, blob[:16], n)).decrypt(
             bytes(12), blob[16:], _KEY_FILE_AAD + bytes.fromhex(site_id))
@@ -759,8 +783,9 @@ def load_identity(directory: Path, *, passphrase: str | None = None) -> SiteIden
     return dataclasses.replace(identity, retired_exchange_secrets=tuple(secrets_before))
 
 
-def _load_key_file(directory: Path, *, passphrase: str | None,
-                   file_name: str = KEY_FILE_NAME) -> SiteIdentity:
+def _read_key_fields(directory: Path, file_name: str = KEY_FILE_NAME
+                     ) -> tuple[dict[str, str], str]:
+    """The fields of a key file and its name for messages; refuses an exposed file."""
     key_path = directory / file_name
     try:
         fd = os.open(key_path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
@@ -785,6 +810,50 @@ def _load_key_file(directory: Path, *, passphrase: str | None,
     fields = _parse_fields(text, source=source, error=KeyFileInvalid)
     if fields.get(_KEY_FILE_TAG) != _FORMAT_VERSION:
         raise KeyFileInvalid(f"{source} is not a bundlesync site key file (version 1).")
+    return fields, source
+
+
+def peek_identity(directory: Path) -> tuple[str, str] | None:
+    """This site's name and site id as its key file records them, without the keys.
+
+    The file is refused as :func:`load_identity` refuses it when exposed or not a
+    key file; its secrets are neither opened (no passphrase is asked for) nor
+    checked against the recorded site id -- :func:`load_identity` does that, and
+    every run that signs, decrypts or hands out a card calls it. None when the
+    file records no site id or an invalid name, or is sealed by a passphrase
+    (then load the identity: a locked key is reported at the start of the run).
+    """
+    fields, _source = _read_key_fields(directory)
+    name, site_id = fields.get("name"), fields.get("site-id")
+    if name is None or site_id is None or not is_site_id(site_id) or (
+            not SITE_NAME_RE.match(name)) or "sealed-secrets" in fields:
+        return None
+    return name, site_id
+
+
+def own_card_bytes(directory: Path) -> bytes | None:
+    """This site's card as ``keys/site.bsc`` holds it, if it is the card of the key
+    file beside it: same name, site id and creation time (a new key or encryption
+    key has a new creation time). None otherwise (then make it from the keys).
+
+    What the card file says is not re-signed here; it was written, signed, with
+    the key file (:func:`save_identity`), and peers check its signature.
+    """
+    try:
+        fields, _source = _read_key_fields(directory)
+        text = read_statement(directory / OWN_CARD_NAME, "card")
+        card = PeerCard.from_text(text, verify=False)
+    except (LocalError, OSError):
+        return None
+    if (card.own_name, card.site_id, str(card.created_ms)) != (
+            fields.get("name"), fields.get("site-id"), fields.get("created", "0")):
+        return None
+    return text.encode("utf-8")
+
+
+def _load_key_file(directory: Path, *, passphrase: str | None,
+                   file_name: str = KEY_FILE_NAME) -> SiteIdentity:
+    fields, source = _read_key_fields(directory, file_name)
     name = _require(fields, "name", source, KeyFileInvalid)
     created = fields.get("created", "0")
     if not created.isdigit() or int(created) >= 2**63:
@@ -865,7 +934,7 @@ class TrustStore(_Lookups):
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
-    def _load(self) -> list[tuple[Path, PeerCard]]:
+    def _load(self, *, verify: bool = True) -> list[tuple[Path, PeerCard]]:
         try:
             paths = sorted(p for p in self.directory.iterdir()
                            if p.name.endswith(CARD_SUFFIX) and not p.name.startswith("."))
@@ -879,7 +948,7 @@ class TrustStore(_Lookups):
             try:
                 # A card trusted before cards were signed stays trusted until its
                 # site's signed card replaces it (add()).
-                card = PeerCard.read(path, accept_unsigned=True)
+                card = PeerCard.read(path, accept_unsigned=True, verify=verify)
             except InvalidCard as exc:
                 raise TrustStoreInvalid(f"Trust store file {path} is not a valid card: "
                                         f"{exc.message}") from None
@@ -891,9 +960,15 @@ class TrustStore(_Lookups):
             loaded.append((path, card))
         return loaded
 
-    def list(self) -> list[PeerCard]:
-        """Every trusted peer, sorted by name."""
-        return sorted((card for _, card in self._load()), key=lambda c: c.name)
+    def list(self, *, verify: bool = True) -> list[PeerCard]:
+        """Every trusted peer, sorted by name.
+
+        ``verify=False`` skips the cards' signatures (and so the ``cryptography``
+        import): for a run that needs only the peers' names and site ids, such as
+        deciding that every peer is up to date. A card used to verify a bundle or
+        encrypt to its site must come from a verifying call.
+        """
+        return sorted((card for _, card in self._load(verify=verify)), key=lambda c: c.name)
 
     def add(self, card: PeerCard) -> bool:
         """Trust ``card``. Returns False if that exact card was already trusted.
@@ -1181,7 +1256,8 @@ def retire_key_file(directory: Path, identity: SiteIdentity) -> Path:
 
 
 def place_revocations(trust: TrustStore, drop: Path) -> list[Path]:
-    """Write every revocation this site knows into ``drop`` (bundle-v2 §3.7).
+    """Write every revocation this site knows into ``drop`` (bundle-v2 §3.7), except
+    those already there with the same bytes; returns the files written.
 
     A revocation only ever makes a key less trusted, so passing on every one
     known -- this site's own and those taken in from others -- lets it reach
@@ -1190,7 +1266,13 @@ def place_revocations(trust: TrustStore, drop: Path) -> list[Path]:
     written = []
     for revocation in trust.revocations():
         path = drop / f"{revocation.site_id}{REVOCATION_SUFFIX}"
-        write_file_atomically(path, revocation.to_text().encode("utf-8"), mode=0o644)
+        data = revocation.to_text().encode("utf-8")
+        try:
+            if path.read_bytes() == data:
+                continue  # already there: not rewritten (nor synced) on every run
+        except OSError:
+            pass  # missing or unreadable: written below
+        write_file_atomically(path, data, mode=0o644)
         written.append(path)
     return written
 
@@ -1262,12 +1344,25 @@ def take_card_updates(trust: TrustStore, drop: Path, *, dry_run: bool = False
                        if n.endswith(CARD_SUFFIX) and not n.startswith("."))
     except OSError:
         return notes
+    # Cards are first read without checking signatures, to pass over those that
+    # could be no update whatever their signatures say (this site's own, peers'
+    # cards already trusted, strangers'): a run with no key change loads no
+    # cryptography. A card that may be an update is read again, checked.
+    unchecked = {card.site_id: card for card in trust.list(verify=False)}
     for name in names:
         try:
-            card = PeerCard.from_text(read_statement(drop / name, "card"),
-                                      source=str(drop / name))
+            text = read_statement(drop / name, "card")
+            card = PeerCard.from_text(text, source=str(drop / name), verify=False)
         except InvalidCard:
             continue  # an unsigned, damaged or foreign card is nobody's update
+        seen = unchecked.get(card.site_id)
+        if seen is None or (seen.signing_public == card.signing_public and (
+                card.created_ms <= seen.created_ms)):
+            continue
+        try:
+            card = PeerCard.from_text(text, source=str(drop / name))
+        except InvalidCard:
+            continue
         known = trust.by_site_id(card.site_id)
         if known is None or (known.signing_public == card.signing_public and (
                 card.created_ms <= known.created_ms)):

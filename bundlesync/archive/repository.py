@@ -217,10 +217,6 @@ class Archive:
         self.identity = identity
         self._index: dict[bytes, BlobRef] | None = None
         self._index_files: list[str] = []
-        # A backup loads a lean index (trees, and only the ids of bodies): see
-        # load_lean_index. Any reader that needs a body's place upgrades it.
-        self._lean = False
-        self._body_ids: set[bytes] = set()
         # A reader's index (see _load_reader_index): bodies' entries not yet parsed.
         self._raw_bodies: dict[bytes, tuple[bytes, list[object]]] | None = None
         self._pack_sizes: dict[bytes, int] = {}
@@ -268,7 +264,7 @@ class Archive:
             return []
         return sorted(p.name for p in directory.iterdir() if _HEX64.match(p.name))
 
-    def _read_index_raw(self, name: str) -> tuple[list[tuple[bytes, int, list[object]]],
+    def read_index_raw(self, name: str) -> tuple[list[tuple[bytes, int, list[object]]],
                                                    list[bytes]]:
         """One index file's packs (name, size, raw entries) and what it supersedes."""
         what = f"Index file {name[:12]}"
@@ -291,14 +287,14 @@ class Archive:
     def read_index(self, name: str) -> tuple[list[tuple[bytes, int, list[BlobRef]]], list[bytes]]:
         """One index file's packs (name, size, blobs) and the indexes it supersedes."""
         what = f"Index file {name[:12]}"
-        raw, supersedes = self._read_index_raw(name)
+        raw, supersedes = self.read_index_raw(name)
         packs = [(pack, size, [parse_entry(e, pack, what=what) for e in entries])
                  for pack, size, entries in raw]
         return packs, supersedes
 
     def load_index(self) -> dict[bytes, BlobRef]:
         """Blob id -> where it is, from every index file (loaded once)."""
-        if self._index is not None and not self._lean and self._raw_bodies is None:
+        if self._index is not None and self._raw_bodies is None:
             return self._index
         index: dict[bytes, BlobRef] = {}
         names = self.index_names()
@@ -309,7 +305,7 @@ class Archive:
                 for ref in refs:
                     index.setdefault(ref.id, ref)
         self._index, self._index_files = index, names
-        self._lean, self._body_ids, self._raw_bodies = False, set(), None
+        self._raw_bodies = None
         return index
 
     def _load_reader_index(self) -> None:
@@ -322,7 +318,7 @@ class Archive:
         names = self.index_names()
         for name in names:
             what = f"Index file {name[:12]}"
-            packs, _ = self._read_index_raw(name)
+            packs, _ = self.read_index_raw(name)
             for pack, size, entries in packs:
                 self._pack_sizes[pack] = size
                 for entry in entries:
@@ -340,8 +336,6 @@ class Archive:
     def _find_ref(self, blob_id: bytes, kind: int) -> BlobRef | None:
         if self._index is None:
             self._load_reader_index()
-        if self._lean and kind != BLOB_TREE:
-            return self.load_index().get(blob_id)
         assert self._index is not None
         ref = self._index.get(blob_id)
         if ref is None and self._raw_bodies is not None:
@@ -350,58 +344,6 @@ class Archive:
                 ref = self._index[blob_id] = parse_entry(
                     raw[1], raw[0], what=f"The index entry of body {blob_id.hex()[:16]}")
         return ref
-
-    def load_lean_index(self) -> None:
-        """What a backup needs of the index: where each tree is, and only the ids of the
-        bodies. A body's location is never needed to back up, and a set of ids takes
-        about a third of the memory of the full map (and of the time to build it)."""
-        if self._index is not None:
-            return
-        trees: dict[bytes, BlobRef] = {}
-        bodies: set[bytes] = set()
-        names = self.index_names()
-        for name in names:
-            what = f"Index file {name[:12]}"
-            packs, _ = self._read_index_raw(name)
-            for pack, size, entries in packs:
-                self._pack_sizes[pack] = size
-                for entry in entries:
-                    if (isinstance(entry, list) and len(entry) == 6 and entry[0] == BLOB_BODY
-                            and isinstance(entry[1], bytes) and len(entry[1]) == 32):
-                        bodies.add(entry[1])
-                    else:  # a tree, or malformed (parse_entry says so)
-                        ref = parse_entry(entry, pack, what=what)
-                        trees.setdefault(ref.id, ref)
-        self._index, self._index_files = trees, names
-        self._lean, self._body_ids = True, bodies
-
-    def has_blob(self, blob_id: bytes) -> bool:
-        """Whether any index lists this blob (loads the lean index if nothing is loaded)."""
-        if self._index is None:
-            self.load_lean_index()
-        assert self._index is not None
-        return (blob_id in self._index or blob_id in self._body_ids
-                or (self._raw_bodies is not None and blob_id in self._raw_bodies))
-
-    def add_to_index(self, refs: list[BlobRef], pack: bytes, size: int) -> None:
-        if self._index is None:
-            self.load_lean_index()
-        assert self._index is not None
-        self._pack_sizes[pack] = size
-        for ref in refs:
-            if self._lean and ref.kind == BLOB_BODY:
-                # Only the id: a first backup adds every body of the store. A reader
-                # that upgrades to the full index later finds these packs in the index
-                # file the backup writes before it returns.
-                self._body_ids.add(ref.id)
-                continue
-            self._index.setdefault(ref.id, ref)
-
-    @property
-    def pack_sizes(self) -> dict[bytes, int]:
-        if self._index is None:
-            self.load_lean_index()
-        return self._pack_sizes
 
     def write_index(self, packs: list[tuple[bytes, int, list[list[object]]]],
                     supersedes: tuple[str, ...] = ()) -> str:
@@ -419,10 +361,17 @@ class Archive:
     def read_blob(self, blob_id: bytes, *, kind: int) -> bytes:
         """A blob's bytes, checked against its id."""
         ref = self._find_ref(blob_id, kind)
-        what_blob = "body" if kind == BLOB_BODY else "tree"
         if ref is None or ref.kind != kind:
+            what_blob = "body" if kind == BLOB_BODY else "tree"
             raise ArchiveDamaged(f"The archive has no {what_blob} {blob_id.hex()[:16]}: "
                                  "no index lists it.")
+        return self.read_blob_at(ref)
+
+    def read_blob_at(self, ref: BlobRef) -> bytes:
+        """The bytes of the blob at ``ref`` (a place an index file gives), checked
+        against its id."""
+        what_blob = "body" if ref.kind == BLOB_BODY else "tree"
+        blob_id = ref.id
         key = (ref.pack, ref.segment_offset)
         if self._segment_cache is not None and self._segment_cache[0] == key:
             plain = self._segment_cache[1]

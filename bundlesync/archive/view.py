@@ -2,36 +2,48 @@
 
 Layout under the view directory ``DIR``::
 
-    DIR/users/<user>/<date>/<folder>/<child>/{cur,new,tmp}   Maildir, LAYOUT=fs
-    DIR/users/<user>/<date>/<folder>/dovecot-uidlist         the snapshot's UIDs
+    DIR/users/<user>/<date>/<folder>/<child>/{cur,new,tmp}   Maildir, LAYOUT=fs, read-only
+    DIR/control/<user>/<date>/<folder>/<child>/dovecot-uidlist  the snapshot's UIDs, writable
+    DIR/control/<user>/<date>/<folder>/<child>/dovecot-keywords
     DIR/pool/<ab>/<sha256>.<received>                        one file per body
     DIR/view.json                                            which snapshot each date shows
     DIR/view.lock                                            held while a refresh runs
     DIR/tmp/                                                 dates being built or removed
 
-A Dovecot namespace with the location ``maildir:DIR/users/%u:LAYOUT=fs:INDEX=MEMORY``
+A Dovecot namespace with the location
+``maildir:DIR/users/%u:LAYOUT=fs:CONTROL=DIR/control/%u:INDEX=DIR/control/%u``
 and the prefix ``Backups.`` then shows each user ``Backups/<date>/<folder>``
 (:func:`dovecot_config` prints it, with a read-only ACL). A date shows the
 newest snapshot taken that day (UTC). A single-user archive's mail is under
-``users/_single``.
+``users/_single`` and ``control/_single``.
 
 Message files are hard links into the pool, so a body kept by many snapshots is
 stored once; the pool file is named by body *and* received date because
 Dovecot takes the received date from the file's mtime, which links share.
-Each folder carries a complete ``dovecot-uidlist`` (the snapshot's UIDVALIDITY,
-mailbox GUID and UIDs) and ``dovecot-keywords``, so Dovecot has nothing to write
-and shows the UIDs the user's client knew.
 
-Read-only, twice over: files are 0440 and directories 0750, owned by the user
-running bundlesync (root) and the view directory's group (give it Dovecot's
-``mail_gid``), so Dovecot can read but not rename, add or remove anything; and
-the namespace's ACL grants only ``lr`` (lookup, read).
+The messages are read-only, twice over: files are 0440 and directories 0750,
+owned by the user running bundlesync (root) and the view directory's group (give
+it Dovecot's ``mail_gid``), so Dovecot can read but not rename, add or remove
+anything; and the namespace's ACL grants only ``lr`` (lookup, read).
+
+The control tree is where Dovecot may write. Each folder's control directory
+holds a complete ``dovecot-uidlist`` (the snapshot's UIDVALIDITY, mailbox GUID
+and UIDs) and ``dovecot-keywords``, and is writable by the view directory's
+group (0770, files 0660): Dovecot's maildir sync takes its ``dovecot-uidlist.lock``
+dotlock there on every command, and it keeps its index there. Without it the sync
+cannot lock, and Dovecot logs an error and adds an untagged ``NO`` to every
+command. Since the uidlist lists every message file, Dovecot has no UID to assign
+and shows the UIDs the user's client knew.
 
 A refresh compares the wanted dates with ``view.json``: a date whose snapshot
 is unchanged is not touched; a new date is built in ``tmp/`` and renamed into
-place whole; a date whose snapshots were all forgotten is renamed into ``tmp/``
-and deleted; pool files no date links to any more are removed. An interrupted
-refresh leaves only ``tmp/`` debris, cleared by the next one.
+place whole, its control entries before its messages (so Dovecot never sees the
+messages without their UIDs, which it would number afresh); a date whose
+snapshots were all forgotten is renamed into ``tmp/``, messages first, and
+deleted; pool files no date links to any more are removed. An interrupted
+refresh leaves only ``tmp/`` debris, cleared by the next one. A view written by
+an older bundlesync (``view.json`` version 1, the uidlists inside the read-only
+Maildirs) is rebuilt date by date on its next refresh, from the pool it has.
 """
 
 from __future__ import annotations
@@ -71,6 +83,10 @@ MANIFEST = "view.json"
 LOCK_STALE_S = 6 * 3600  # a refresh's lock unchanged this long is abandoned (pid checked first)
 FILE_MODE = 0o440
 DIR_MODE = 0o750
+# The control tree: Dovecot (the view directory's group) locks and indexes there.
+CONTROL_FILE_MODE = 0o660
+CONTROL_DIR_MODE = 0o770
+MANIFEST_VERSION = 2  # 1: the uidlists were inside the read-only Maildirs
 _RESERVED = {"cur", "new", "tmp"}  # names LAYOUT=fs uses for the Maildir itself
 
 
@@ -82,10 +98,16 @@ class ViewReport:
     removed: tuple[tuple[str, str], ...]
     unchanged: tuple[tuple[str, str], ...]
     skipped_folders: tuple[tuple[str, str, str], ...]  # (user, date, folder) LAYOUT=fs cannot hold
+    upgraded: bool = False  # an older layout was rebuilt: Dovecot's namespace must change
 
     def lines(self) -> list[str]:
         """Human-readable summary lines."""
-        out = [f"added {user or '(store)'} {date}" for user, date in self.added]
+        out = []
+        if self.upgraded:
+            out.append("rebuilt the view in its new layout (UIDs in a writable control/ tree): "
+                       "replace the Dovecot namespace with the one "
+                       "'bundlesync view --dovecot-config --into DIR' prints")
+        out += [f"added {user or '(store)'} {date}" for user, date in self.added]
         out += [f"removed {user or '(store)'} {date}" for user, date in self.removed]
         out += [f"skipped folder {folder} of {user or '(store)'} {date}: its name is reserved "
                 "in the view's layout" for user, date, folder in self.skipped_folders]
@@ -137,13 +159,14 @@ def _refresh(source: SnapshotSource, directory: str, at: tuple[str, ...]) -> Vie
 
 def _refresh_locked(source: SnapshotSource, directory: str, at: tuple[str, ...]) -> ViewReport:
     group = os.stat(directory).st_gid
-    for sub in ("users", "pool", "tmp"):
+    version, manifest = _read_manifest(directory)  # first: a view it refuses stays as it is
+    upgrading = bool(manifest) and version < MANIFEST_VERSION
+    for sub in ("users", "control", "pool", "tmp"):
         _mkdir(os.path.join(directory, sub), group)
     tmp = os.path.join(directory, "tmp")
     _write_acl(directory)
     for leftover in os.listdir(tmp):  # debris of an interrupted refresh
         shutil.rmtree(os.path.join(tmp, leftover), ignore_errors=True)
-    manifest = _read_manifest(directory)
     wanted: dict[tuple[str, str], str] = {}
     for date, info in wanted_dates(source, at).items():
         for user in source.users(info.id):
@@ -153,9 +176,9 @@ def _refresh_locked(source: SnapshotSource, directory: str, at: tuple[str, ...])
     unchanged: list[tuple[str, str]] = []
     skipped: list[tuple[str, str, str]] = []
     for (user, date), snapshot_id in sorted(manifest.items()):
-        if wanted.get((user, date)) == snapshot_id and os.path.isdir(
-            _date_dir(directory, user, date)
-        ):
+        if (not upgrading and wanted.get((user, date)) == snapshot_id
+                and os.path.isdir(_date_dir(directory, user, date))
+                and os.path.isdir(_control_dir(directory, user, date))):
             unchanged.append((user, date))
             continue
         _remove_date(directory, user, date)
@@ -173,20 +196,22 @@ def _refresh_locked(source: SnapshotSource, directory: str, at: tuple[str, ...])
         added.append((user, date))
     if removed or added:
         _prune_pool(directory)
+    if upgrading and not manifest:  # every date was forgotten meanwhile
+        _write_manifest(directory, manifest, group)
     return ViewReport(added=tuple(added), removed=tuple(removed), unchanged=tuple(unchanged),
-                      skipped_folders=tuple(skipped))
+                      skipped_folders=tuple(skipped), upgraded=upgrading)
 
 
 # --- files -----------------------------------------------------------------------------
 
 
-def _mkdir(path: str, group: int) -> None:
+def _mkdir(path: str, group: int, mode: int = DIR_MODE) -> None:
     try:
-        os.mkdir(path, DIR_MODE)
+        os.mkdir(path, mode)
     except FileExistsError:
         return
     _own(path, group)
-    os.chmod(path, DIR_MODE)  # not narrowed by the umask: the group must traverse it
+    os.chmod(path, mode)  # not narrowed by the umask: the group must traverse (or write) it
 
 
 def _own(path: str, group: int) -> None:
@@ -198,28 +223,39 @@ def _date_dir(directory: str, user: str, date: str) -> str:
     return os.path.join(directory, "users", user_dir_name(user), date)
 
 
-def _read_manifest(directory: str) -> dict[tuple[str, str], str]:
+def _control_dir(directory: str, user: str, date: str) -> str:
+    return os.path.join(directory, "control", user_dir_name(user), date)
+
+
+def _read_manifest(directory: str) -> tuple[int, dict[tuple[str, str], str]]:
     try:
         with open(os.path.join(directory, MANIFEST), encoding="utf-8") as handle:
             data = json.load(handle)
     except FileNotFoundError:
-        return {}
+        return MANIFEST_VERSION, {}
     except (OSError, ValueError) as exc:
         raise StoreError(f"the view's {MANIFEST} in {directory} is damaged: {exc}",
                          hint=f"Delete {MANIFEST} and the users/ directory, then run "
                          "'bundlesync view' again to rebuild the view.") from exc
+    version = data.get("version", 1)
+    if not isinstance(version, int) or version > MANIFEST_VERSION:
+        raise StoreError(f"the view in {directory} was written by a newer bundlesync "
+                         f"({MANIFEST} version {version})",
+                         hint="Refresh it with that version, or delete the view directory "
+                         "and run 'bundlesync view' again to rebuild it.")
     result: dict[tuple[str, str], str] = {}
     for user, dates in data.get("users", {}).items():
         for date, snapshot_id in dates.items():
             result[(user, date)] = snapshot_id
-    return result
+    return version, result
 
 
 def _write_manifest(directory: str, manifest: dict[tuple[str, str], str], group: int) -> None:
     users: dict[str, dict[str, str]] = defaultdict(dict)
     for (user, date), snapshot_id in sorted(manifest.items()):
         users[user][date] = snapshot_id
-    text = json.dumps({"version": 1, "users": users}, indent=1, sort_keys=True) + "\n"
+    data = {"version": MANIFEST_VERSION, "users": users}
+    text = json.dumps(data, indent=1, sort_keys=True) + "\n"
     path = os.path.join(directory, MANIFEST)
     staging = os.path.join(directory, "tmp", MANIFEST)
     with open(staging, "w", encoding="utf-8") as handle:
@@ -243,13 +279,16 @@ def _write_acl(directory: str) -> None:
 
 
 def _remove_date(directory: str, user: str, date: str) -> None:
-    target = _date_dir(directory, user, date)
-    if not os.path.isdir(target):
-        return
-    # Out of Dovecot's sight in one rename, then deleted at leisure.
-    doomed = os.path.join(directory, "tmp", f"removing.{user_dir_name(user)}.{date}")
-    os.rename(target, doomed)
-    shutil.rmtree(doomed)
+    # The messages go first: Dovecot must never see them without their control
+    # entries, or it would number them afresh in a new uidlist.
+    for kind, target in (("users", _date_dir(directory, user, date)),
+                         ("control", _control_dir(directory, user, date))):
+        if not os.path.isdir(target):
+            continue
+        # Out of Dovecot's sight in one rename, then deleted at leisure.
+        doomed = os.path.join(directory, "tmp", f"removing.{kind}.{user_dir_name(user)}.{date}")
+        os.rename(target, doomed)
+        shutil.rmtree(doomed)
 
 
 def _prune_pool(directory: str) -> None:
@@ -296,29 +335,47 @@ def _build_date(
     source: SnapshotSource, directory: str, *, user: str, date: str, snapshot_id: str, group: int
 ) -> list[tuple[str, str, str]]:
     user_dir = os.path.join(directory, "users", user_dir_name(user))
+    control_user_dir = os.path.join(directory, "control", user_dir_name(user))
     _mkdir(user_dir, group)
+    # Dovecot's mailbox-list lock and list index are per user, at the control root.
+    _mkdir(control_user_dir, group, CONTROL_DIR_MODE)
     staging = os.path.join(directory, "tmp", f"building.{user_dir_name(user)}.{date}")
+    control_staging = os.path.join(directory, "tmp", f"control.{user_dir_name(user)}.{date}")
     _mkdir(staging, group)
+    _mkdir(control_staging, group)
     skipped = []
     for mailbox in source.mailboxes(snapshot_id, user):
         if any(component in _RESERVED for component in mailbox.path):
             skipped.append((user, date, "/".join(mailbox.path)))
             continue
-        _build_folder(source, directory, staging, mailbox, group)
+        _build_folder(source, directory, staging, control_staging, mailbox, group)
     # A date on disk the manifest does not know (a crash between the two) goes first.
     _remove_date(directory, user, date)
+    # The UIDs are in place before the messages Dovecot could otherwise number afresh.
+    os.rename(control_staging, os.path.join(control_user_dir, date))
+    fsync_dir(control_user_dir)
     os.rename(staging, os.path.join(user_dir, date))
     fsync_dir(user_dir)
     return skipped
 
 
-def _build_folder(
-    source: SnapshotSource, directory: str, staging: str, mailbox: ArchivedMailbox, group: int
+def _build_folder(  # noqa: PLR0917 - private, one caller, each argument distinct
+    source: SnapshotSource,
+    directory: str,
+    staging: str,
+    control_staging: str,
+    mailbox: ArchivedMailbox,
+    group: int,
 ) -> None:
     folder = staging
+    control = control_staging
     for component in mailbox.path:
         folder = os.path.join(folder, mutf7.encode(component))
+        control = os.path.join(control, mutf7.encode(component))
         _mkdir(folder, group)
+        _mkdir(control, group)
+    # Dovecot writes here only: its uidlist lock, a rewritten uidlist, its index.
+    os.chmod(control, CONTROL_DIR_MODE)
     for sub in ("cur", "new", "tmp"):
         _mkdir(os.path.join(folder, sub), group)
     keywords = sorted({flag for message in mailbox.messages
@@ -355,12 +412,12 @@ def _build_folder(
         records.append(UidlistRecord(uid=next_uid, key=key))
         next_uid += 1
     uidvalidity = mailbox.uidvalidity or 1
-    _write_small(os.path.join(folder, "dovecot-uidlist"),
+    _write_small(os.path.join(control, "dovecot-uidlist"),
                  format_uidlist(uidvalidity=uidvalidity, next_uid=next_uid, guid=mailbox.guid,
-                                records=records), group)
+                                records=records), group, CONTROL_FILE_MODE)
     if keywords:
-        _write_small(os.path.join(folder, "dovecot-keywords"),
-                     format_keywords(dict(enumerate(keywords))), group)
+        _write_small(os.path.join(control, "dovecot-keywords"),
+                     format_keywords(dict(enumerate(keywords))), group, CONTROL_FILE_MODE)
 
 
 def _link_or_copy(pool_path: str, target: str, group: int) -> None:
@@ -378,13 +435,13 @@ def _link_or_copy(pool_path: str, target: str, group: int) -> None:
         os.rename(staging, target)
 
 
-def _write_small(path: str, text: str, group: int) -> None:
-    fd = os.open(path, dotlock.CREATE_FLAGS, FILE_MODE)
+def _write_small(path: str, text: str, group: int, mode: int) -> None:
+    fd = os.open(path, dotlock.CREATE_FLAGS, mode)
     try:
         write_all(fd, text.encode("utf-8"))
         if os.geteuid() == 0:
             os.fchown(fd, 0, group)
-        os.fchmod(fd, FILE_MODE)
+        os.fchmod(fd, mode)
     finally:
         os.close(fd)
 
@@ -400,10 +457,11 @@ def dovecot_config(directory: str, *, single_user: bool = False, prefix: str = "
     (Maildir++'s), as this one does.
     """
     root = os.path.abspath(directory)
-    users = f"{root}/users/{SINGLE_USER}" if single_user else f"{root}/users/%u"
+    owner = SINGLE_USER if single_user else "%u"
+    control = f"{root}/control/{owner}"
     return f"""\
 # bundlesync Backups view: each snapshot date, read-only, as {prefix}/<date>/<folder>.
-# Files are read-only on disk (0440, group = the view directory's group: make it
+# Messages are read-only on disk (0440, group = the view directory's group: make it
 # Dovecot's mail_gid); the ACL below also refuses every change at the IMAP level.
 mail_plugins = $mail_plugins acl
 protocol imap {{
@@ -413,8 +471,9 @@ namespace backups {{
   type = private
   prefix = {prefix}.
   separator = .
-  # INDEX=MEMORY: Dovecot cannot (and need not) write indexes into the view.
-  location = maildir:{users}:LAYOUT=fs:INDEX=MEMORY
+  # CONTROL and INDEX: the view's UIDs, Dovecot's uidlist lock and its index live in
+  # {root}/control, the one part of the view Dovecot's group may write.
+  location = maildir:{root}/users/{owner}:LAYOUT=fs:CONTROL={control}:INDEX={control}
   list = yes
   subscriptions = no
 }}

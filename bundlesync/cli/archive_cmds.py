@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import click
 
 from bundlesync.archive.backup import run_backup
+from bundlesync.archive.cache import cache_path
 from bundlesync.archive.check import check_archive
 from bundlesync.archive.errors import ArchiveDamaged, ArchiveError, NoRecoveryKey, WrongSecret
 from bundlesync.archive.lock import archive_lock
@@ -49,6 +50,7 @@ from bundlesync.keys import KeyMissing, SiteIdentity, load_identity, site_paths
 from bundlesync.operations.config import CONFIG_NAME
 from bundlesync.operations.config import read_config as read_site_config
 from bundlesync.operations.site import open_store
+from bundlesync.state.archive_cache import ArchiveCacheDb
 
 PASSPHRASE_ENV = "BUNDLESYNC_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 F = TypeVar("F", bound=Callable[..., Any])
@@ -187,8 +189,10 @@ def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file
                     archive.rmdir()
                 raise
         progress = Progress("backup", enabled=None if not out_of(ctx).json else False)
+        cache_dir = home / "archive-cache"
         report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
-                            cache_dir=home / "archive-cache",
+                            cache_dir=cache_dir,
+                            cache_rows=ArchiveCacheDb.open(cache_path(cache_dir, opened)),
                             progress=lambda user, done, total: progress.items("users", done,
                                                                               total))
         progress.finish()

@@ -33,8 +33,8 @@ MODULES: dict[str, tuple[str, ...]] = {
     "key": ("site_cmds", "key_cmds"),
     "peer": ("site_cmds", "key_cmds"),
     "status": ("status_cmd",),
-    "export": ("sync_cmds",),
-    "import": ("sync_cmds",),
+    "export": ("export_cmd",),
+    "import": ("import_cmd",),
 }
 
 # The root group's options that take a value (``--home DIR``): the word after

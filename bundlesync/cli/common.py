@@ -161,3 +161,12 @@ def configure(site: Site, options: dict[str, Any]) -> UserMatcher:
         iinclude=options.get("iinclude", ()), iexclude=options.get("iexclude", ()))
     site.config = replace(config, users=matcher)
     return matcher
+
+
+def warn_unknown_users(out: Output, matcher: UserMatcher, site: Site) -> None:
+    """A mask naming one exact user the site does not know is most likely a typo."""
+    if matcher.everyone:
+        return
+    known = set(site.store.users()) | set(site.index.folder_users())
+    for mask in matcher.unmatched(known):
+        out.warn(f"no user {mask} in the store or the state; the mask -u {mask} chose nobody")

@@ -148,6 +148,7 @@ def view(
             "added": [{"user": u, "date": d} for u, d in report.added],
             "removed": [{"user": u, "date": d} for u, d in report.removed],
             "unchanged": len(report.unchanged),
+            "upgraded": report.upgraded,
             "acl": acl_file_text(),
         })
         return

@@ -24,8 +24,6 @@ used to list a drop or to leave a bundle alone, never to record anything.
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import struct
 import tempfile
 import threading
@@ -48,7 +46,6 @@ from bundlesync.format.crypto import (
 )
 from bundlesync.format.errors import (
     BodyHashMismatch,
-    DropUnreadable,
     LimitExceeded,
     Malformed,
     SignatureInvalid,
@@ -87,7 +84,6 @@ from bundlesync.format.records import (
 from bundlesync.format.volumes import (
     LogicalStream,
     Volume,
-    is_first_volume_name,
     locate_volumes,
     read_volume,
 )
@@ -611,29 +607,6 @@ def open_bundle(path: Path, *, identity: SiteIdentity | None, trust: TrustLookup
     verified = verify_bundle(path, trust=trust, identity=identity, limits=limits,
                              scratch=scratch)
     return OpenBundle.from_verified(verified, identity=identity, limits=limits)
-
-
-# --- drops ----------------------------------------------------------------------------
-
-
-def _natural_key(name: str) -> list[tuple[int, int | str]]:
-    return [(0, int(part)) if part.isdigit() else (1, part)
-            for part in re.split(r"([0-9]+)", name) if part]
-
-
-def find_bundles(directory: Path) -> list[Path]:
-    """The bundles in a drop: first (or only) volumes, by name, in natural order.
-
-    Temporary files of an interrupted write (``.*.tmp``) are never listed.
-    """
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        raise DropUnreadable(f"The drop {directory} does not exist.") from None
-    except OSError as exc:
-        raise DropUnreadable(f"Cannot list the drop {directory}: {exc.strerror}.") from None
-    found = [directory / n for n in names if is_first_volume_name(n)]
-    return sorted((p for p in found if p.is_file()), key=lambda p: _natural_key(p.name))
 
 
 # Records a reader thread may have decoded ahead of the caller: bytes of bodies

@@ -25,6 +25,7 @@ from bundlesync.format.errors import (
     BadMagic,
     BundleNotFound,
     BundleWriteFailed,
+    DropUnreadable,
     Malformed,
     MissingVolume,
     Truncated,
@@ -107,6 +108,57 @@ def is_first_volume_name(name: str) -> bool:
         return False
     match = _PART_RE.match(name)
     return match is None or int(match["k"]) == 1
+
+
+def _natural_key(name: str) -> list[tuple[int, int | str]]:
+    return [(0, int(part)) if part.isdigit() else (1, part)
+            for part in re.split(r"([0-9]+)", name) if part]
+
+
+def find_bundles(directory: Path) -> list[Path]:
+    """The bundles in a drop: first (or only) volumes, by name, in natural order.
+
+    Temporary files of an interrupted write (``.*.tmp``) are never listed.
+    """
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        raise DropUnreadable(f"The drop {directory} does not exist.") from None
+    except OSError as exc:
+        raise DropUnreadable(f"Cannot list the drop {directory}: {exc.strerror}.") from None
+    found = [directory / n for n in names if is_first_volume_name(n)]
+    return sorted((p for p in found if p.is_file()), key=lambda p: _natural_key(p.name))
+
+
+_SYNC_NAME_RE = re.compile(
+    r"(?P<origin>[A-Za-z0-9][A-Za-z0-9._-]{0,63})_(?P<site>[0-9a-f]{8})_"
+    r"(?P<inc>[1-9][0-9]{0,18})-(?P<seq>[0-9]{6,19})_to_(?P<to>[0-9a-f]{8})"
+    r"(?:\.part1of[0-9]+)?\.bsb\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class SyncName:
+    """What the file name of a sync bundle to one site says (bundle-v1 §11).
+
+    UNTRUSTED, like everything in a drop: a name may only let a caller leave a
+    file alone that the header would have let it leave alone too, never make it
+    act on what the name claims.
+    """
+
+    origin_name: str
+    site_prefix: str  # the first 8 hex digits of the origin's site id
+    incarnation: int
+    seq: int
+    recipient_prefix: str  # the first 8 hex digits of the recipient's site id
+
+
+def parse_sync_name(name: str) -> SyncName | None:
+    """The parts of a sync bundle's name with one recipient, or None for any other name."""
+    match = _SYNC_NAME_RE.match(name)
+    if match is None or str(int(match["seq"])).zfill(6) != match["seq"]:
+        return None  # not a name the writer makes (a copy, a rename, another kind)
+    return SyncName(match["origin"], match["site"], int(match["inc"]), int(match["seq"]),
+                    match["to"])
 
 
 def named_volumes(first: Path) -> list[Path]:

@@ -22,22 +22,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bundlesync.core.model import VersionVector
 from bundlesync.errors import BundleRejected, BundlesyncError
-from bundlesync.format import (
-    BundleListing,
-    BundleNotFound,
-    OpenBundle,
-    find_bundles,
-    list_bundle,
-    verify_bundle,
-)
-from bundlesync.format.volumes import named_volumes
+from bundlesync.format.errors import BundleNotFound
+from bundlesync.format.volumes import find_bundles, named_volumes
 from bundlesync.fsio import atomic_write
 from bundlesync.keys import PeerCard, fingerprint_of
 from bundlesync.operations.site import Site
+
+if TYPE_CHECKING:
+    from bundlesync.format import BundleListing
 
 README_NAME = "README.txt"
 # Record kinds that are not changes of mail.
@@ -107,7 +103,7 @@ def _drop_cards(drop: Path) -> dict[str, str]:
 def _name_of(site: Site | None, site_id: str, cards: dict[str, str]) -> str:
     if site is not None:
         if site_id == site.site_id:
-            return site.identity.name
+            return site.name
         card = site.trust.by_site_id(site_id)
         if card is not None:
             return card.name
@@ -148,6 +144,8 @@ def _facts(site: Site | None, path: Path, listing: BundleListing) -> _Facts:
     if received is not None:
         return _Facts(received[0], received[1])
     # For this site and not applied yet: the sealed header, from the verified bundle.
+    from bundlesync.format import OpenBundle, verify_bundle  # noqa: PLC0415 - see list_drop
+
     with verify_bundle(path, trust=site.trust, identity=site.identity) as verified, \
             OpenBundle.from_verified(verified, identity=site.identity) as bundle:
         header = bundle.header
@@ -183,6 +181,9 @@ def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
     """Every bundle in ``drop``, oldest first per origin (see the module docstring)."""
     found: list[tuple[Path, BundleListing | None, str | None]] = []
     for path in find_bundles(drop):
+        # The reader (and the libraries behind it) only when there is a bundle to list.
+        from bundlesync.format import list_bundle  # noqa: PLC0415
+
         try:
             found.append((path, list_bundle(path), None))
         except BundleNotFound:
@@ -195,7 +196,7 @@ def list_drop(drop: Path, *, site: Site | None) -> list[DropEntry]:
             key = (listing.origin_site, listing.recipients[0])
             newest_to[key] = max(newest_to.get(key, 0), listing.bundle_id.seq)
     entries: list[DropEntry] = []
-    cards = _drop_cards(drop)
+    cards = _drop_cards(drop) if found else {}  # names for the bundles listed, if any
     for path, listed, listing_error in found:
         listing, error = listed, listing_error
         volumes = named_volumes(path)
@@ -267,6 +268,24 @@ def readme_text(entries: list[DropEntry], *, writer: str, now_ms: int,
         "",
     ]
     return "\n".join(lines)
+
+
+def readme_lists(drop: Path, names: list[str]) -> bool:
+    """Whether README.txt in ``drop`` lists exactly the bundles ``names`` (first volumes).
+
+    Bundle files are never rewritten under the same name, so a README listing the
+    same names says what a new one would, but for when it was written: a run that
+    changed nothing in the drop leaves it alone.
+    """
+    try:
+        text = (drop / README_NAME).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    listed = [line[2:] for line in text.splitlines()
+              if line.startswith("  ") and not line.startswith("   ")
+              and line.endswith(".bsb")]
+    return sorted(listed) == sorted(names) and (
+        bool(names) or "  (no bundles)" in text.splitlines())
 
 
 def write_readme(drop: Path, text: str) -> Path:

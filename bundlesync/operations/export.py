@@ -12,6 +12,13 @@ record it, then tidy the drop: this site's older bundles to that peer are
 superseded by the new one (each holds everything unacknowledged), and bundles
 whose recipient has acknowledged all they carry are removed. The site's key
 card is written beside them.
+
+A run with nothing to write does only what it must: a peer that has
+acknowledged everything gets no bundle, files already as they should be (the
+card, revocations) are not rewritten, and our own bundles are known by the
+names the state recorded for them, so no bundle is opened and neither the
+bundle writer nor the reader (nor ``cryptography`` and ``zstandard`` behind
+them) is imported.
 """
 
 from __future__ import annotations
@@ -20,28 +27,26 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bundlesync.core.model import Body, MessageAdded, Record, VersionVector, Want
 from bundlesync.errors import BundleRejected, StateError, UsageError
-from bundlesync.format import (
-    BundleId,
-    BundleNotFound,
-    EncodedChange,
-    HashedBody,
+from bundlesync.format.volumes import (
     find_bundles,
-    list_bundle,
-    write_bundle,
+    named_volumes,
+    parse_sync_name,
+    remove_leftover_temps,
 )
-from bundlesync.format.volumes import named_volumes, remove_leftover_temps
-from bundlesync.keys import PeerCard, place_revocations
+from bundlesync.keys import PeerCard, own_card_bytes, place_revocations, write_file_atomically
 from bundlesync.operations import failpoints
-from bundlesync.operations.apply import apply_pending
 from bundlesync.operations.bodies import BodyFinder
 from bundlesync.operations.ledger import load_message
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
 from bundlesync.state.codec import decode_change
+
+if TYPE_CHECKING:
+    from bundlesync.format import EncodedChange, HashedBody
 
 KIND_SYNC = "sync"
 # How every change record begins (bundle-v1 §6.2): a 4-item array, type 1, the dot.
@@ -83,8 +88,14 @@ class ExportResult:
         }
 
 
-def select_peers(site: Site, names: Sequence[str]) -> list[PeerCard]:
-    cards = site.trust.list()
+def select_peers(site: Site, names: Sequence[str], *, verify: bool = True) -> list[PeerCard]:
+    """The peers to export to: ``names``, or every trusted peer.
+
+    ``verify=False`` reads the cards without checking their signatures: enough to
+    know the peers by name and site id; a card a bundle is encrypted to is taken
+    again, verified (:func:`_verified_card`).
+    """
+    cards = site.trust.list(verify=verify)
     if not names:
         if not cards:
             raise UsageError(
@@ -95,7 +106,7 @@ def select_peers(site: Site, names: Sequence[str]) -> list[PeerCard]:
         return sorted(cards, key=lambda c: c.name)
     chosen = []
     for name in names:
-        card = site.trust.by_name(name)
+        card = next((c for c in cards if c.name == name), None)
         if card is None:
             known = ", ".join(sorted(c.name for c in cards)) or "none"
             raise UsageError(f"no peer is called {name!r} (peers: {known})",
@@ -154,6 +165,9 @@ class _BundleContent:
         yield from sorted(self.asked - decided)
 
     def records(self) -> Iterator[Record | EncodedChange | HashedBody]:
+        # The writer's record wrappers: loaded with the writer, only when one is written.
+        from bundlesync.format import EncodedChange, HashedBody  # noqa: PLC0415
+
         for sha in self.wants:
             yield Want(sha)
         # As the log keeps them: a record has one encoding (bundle-v1 §6.3), so the
@@ -195,18 +209,29 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
     if not drop.is_dir():
         raise UsageError(f"the drop {drop} is not a directory",
                          hint="Mount the drive, or create the directory first.")
-    peers = select_peers(site, to)
+    peers = select_peers(site, to, verify=False)
     site.check_drop(drop, now_ms=now_ms)  # our own bundles there may show a restore
     # A killed export's temporary files (hundreds of MB on a stick) go first.
-    remove_leftover_temps(drop, origin_name=site.identity.name, origin_site=site.site_id)
-    apply_pending(site)
+    remove_leftover_temps(drop, origin_name=site.name, origin_site=site.site_id)
+    if site.index.has_pending():
+        from bundlesync.operations.apply import apply_pending  # noqa: PLC0415 - see below
+
+        apply_pending(site)
+    else:
+        # Nothing to apply: what apply_pending leaves behind then, without loading
+        # the apply code (a no-change run's start-up).
+        with site.index.transaction():
+            site.index.clear_wants()
+            site.index.set_held_back({})
     result = ExportResult(scan=scan_store(site, now_ms=now_ms, progress=scan_progress))
     index = site.index
     vector = index.version_vector()
     for card in peers:
-        with index.transaction():
-            index.put_peer(card.site_id, card.name)
         peer = index.peer(card.site_id)
+        if peer is None or peer.name != card.name:
+            with index.transaction():  # written (and synced) only when it changes
+                index.put_peer(card.site_id, card.name)
+            peer = index.peer(card.site_id)
         assert peer is not None
         last = index.last_sent(card.site_id)
         pending = index.count_not_covered(peer.ack)
@@ -217,6 +242,9 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                 and last.covers == vector and last.incarnation == site.stream.incarnation):
             result.up_to_date.append(card.name)
             continue
+        from bundlesync.format import BundleId, write_bundle  # noqa: PLC0415 - see the top
+
+        recipient = _verified_card(site, card)
         stream = site.stream
         # Sequence numbers count per peer (so the peer can see a gap) and are reserved
         # before writing: a crash never lets two different bundles share an id.
@@ -231,7 +259,7 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                 written = write_bundle(
                     drop, identity=site.identity,
                     bundle_id=BundleId(stream.site, stream.incarnation, seq), kind=KIND_SYNC,
-                    recipients=[card], ack=vector, assumes=peer.ack, records=content.records(),
+                    recipients=[recipient], ack=vector, assumes=peer.ack, records=content.records(),
                     created_ms=now_ms, encrypt=encrypt, max_volume_size=max_volume_size,
                     progress=progress, counts=counts, format_version=2,
                 )
@@ -255,39 +283,93 @@ def export_drop(site: Site, drop: Path, *, to: Sequence[str] = (), encrypt: bool
                                             written.size, content.changes, content.bodies,
                                             content.body_bytes))
     result.removed = tidy_drop(site, drop, keep={p for b in result.bundles for p in b.paths})
-    card_path = drop / f"{site.identity.name}.bsc"
-    site.identity.card().write(card_path)
-    result.card = str(card_path)
+    result.card = str(place_card(site, drop))
     # Revocations travel beside the card (bundle-v2 §3.7).
     place_revocations(site.trust, drop)
     site.settle()  # what the scan recorded counts as spent from now on
     return result
 
 
-def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
-    """Remove this site's bundles in ``drop`` that are superseded or fully acknowledged."""
-    removed: list[str] = []
-    newest: dict[str, int] = {}
-    ours = []
+def _verified_card(site: Site, card: PeerCard) -> PeerCard:
+    """The peer's card from the trust store with its signature checked (the card
+    a bundle is encrypted to; ``select_peers`` may have read it unchecked)."""
+    for trusted in site.trust.list():
+        if trusted.site_id == card.site_id:
+            return trusted
+    raise UsageError(f"peer {card.name} was removed from the trust store during the run",
+                     hint="Run the export again.")
+
+
+def place_card(site: Site, drop: Path) -> Path:
+    """Put this site's card in ``drop``: the one its key files hold
+    (``keys/site.bsc``, written and signed with the key), not rewritten when the
+    drop holds it already, or one made from the keys if that file does not match."""
+    path = drop / f"{site.name}.bsc"
+    card = own_card_bytes(site.keys)
+    if card is None:
+        site.identity.card().write(path)
+        return path
+    try:
+        if path.read_bytes() == card:
+            return path
+    except OSError:
+        pass  # missing or unreadable: written below
+    write_file_atomically(path, card, mode=0o644)
+    return path
+
+
+@dataclass(frozen=True, slots=True)
+class _Ours:
+    """One of this site's bundles in a drop, as far as tidying needs it."""
+
+    path: Path
+    peer: str
+    seq: int
+    covers: VersionVector | None  # the acknowledgement it carries, if known
+
+
+def _our_bundles(site: Site, drop: Path) -> Iterator[_Ours]:
+    peers = site.peer_name_prefixes()
     for path in find_bundles(drop):
+        if site.names_peer_bundle(path.name, peers):
+            continue  # another site's (by its name, which can only make us leave it)
+        remembered = site.remembered_bundle(path)
+        parsed = parse_sync_name(path.name)
+        if remembered is not None and parsed is not None:
+            # Named as one this site recorded writing (bundle-v1 §11): the record
+            # says whom it is for and its number, as the header would. Only
+            # "superseded" is judged, as for a version 2 header (whose
+            # acknowledgement is sealed): a file is at worst kept a run longer.
+            yield _Ours(path, remembered[0], parsed.seq, None)
+            continue
+        from bundlesync.format import BundleNotFound, list_bundle  # noqa: PLC0415
+
         try:
             header = list_bundle(path)
         except (BundleRejected, BundleNotFound):
             continue  # a foreign, damaged or vanished file is not ours to tidy away
         if header.origin_site != site.site_id or len(header.recipients) != 1:
             continue
-        peer = header.recipients[0]
-        ours.append((path, header))
-        newest[peer] = max(newest.get(peer, 0), header.bundle_id.seq)
-    for path, header in ours:
+        # A version 2 bundle's acknowledgement is sealed: only "superseded" applies.
+        yield _Ours(path, header.recipients[0], header.bundle_id.seq,
+                    header.header.ack if header.header is not None else None)
+
+
+def tidy_drop(site: Site, drop: Path, *, keep: set[str]) -> list[str]:
+    """Remove this site's bundles in ``drop`` that are superseded or fully acknowledged."""
+    removed: list[str] = []
+    newest: dict[str, int] = {}
+    ours = list(_our_bundles(site, drop))
+    for bundle in ours:
+        newest[bundle.peer] = max(newest.get(bundle.peer, 0), bundle.seq)
+    for bundle in ours:
+        path = bundle.path
         if str(path) in keep:
             continue
-        peer_id = header.recipients[0]
-        row = site.index.peer(peer_id)
-        # A version 2 bundle's acknowledgement is sealed: only "superseded" applies.
-        acked = row is not None and header.header is not None and all(
-            row.ack.get_count(stream) >= count for stream, count in header.header.ack.entries)
-        superseded = header.bundle_id.seq < newest[peer_id]
+        row = site.index.peer(bundle.peer)
+        acked = row is not None and bundle.covers is not None and all(
+            row.ack.get_count(stream) >= count for stream, count in bundle.covers.entries)
+        superseded = bundle.seq < newest[bundle.peer]
         if acked or superseded:
             for volume in named_volumes(path):
                 volume.unlink(missing_ok=True)

@@ -34,24 +34,15 @@ import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bundlesync.core.hlc import MAX_AHEAD_MS
 from bundlesync.core.model import Body, Change, Dot, Stream, Timestamp, VersionVector, Want
 from bundlesync.core.names import ResolvedMailbox
 from bundlesync.core.vv import DotSet, detect_restore, next_incarnation, sort_incoming
 from bundlesync.errors import BundleRejected, UsageError
-from bundlesync.format import (
-    BundleHeader,
-    BundleListing,
-    BundleNotFound,
-    OpenBundle,
-    find_bundles,
-    list_bundle,
-    open_bundle,
-)
 from bundlesync.format.limits import MAX_INCARNATION_JUMP
-from bundlesync.format.reader import read_ahead
+from bundlesync.format.volumes import find_bundles, parse_sync_name
 from bundlesync.keys import take_key_changes
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
@@ -62,6 +53,9 @@ from bundlesync.operations.site import Site
 from bundlesync.operations.spool import SpoolWriter, clear_spool
 from bundlesync.state.codec import decode_change, encode_change
 from bundlesync.state.index import StateIndex
+
+if TYPE_CHECKING:
+    from bundlesync.format import BundleHeader, BundleListing, OpenBundle
 
 # Incarnations are at most the time in seconds plus the restores since; counters
 # count changes. Far below SQLite's 63-bit integers, with room to move on.
@@ -121,7 +115,23 @@ class ImportResult:
 
 def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, BundleListing]]:
     mine: list[tuple[Path, BundleListing]] = []
+    peers = site.peer_name_prefixes()
     for path in find_bundles(drop):
+        # Names settle what needs no reading (bundle-v1 §11): one of our own bundles
+        # as the state recorded it, or a peer's bundle for another site. Such a
+        # name can only make us leave a file alone, as its header could.
+        if site.remembered_bundle(path) is not None:
+            continue  # our own bundle for a peer: not ours to import
+        parsed = parse_sync_name(path.name)
+        if parsed is not None and site.names_peer_bundle(path.name, peers) and (
+                parsed.recipient_prefix != site.site_id[:8]):
+            result.bundles.append(BundleOutcome(str(path), _peer_label(site, parsed.site_prefix,
+                                                                       parsed.origin_name),
+                                                parsed.seq, "not for this site"))
+            continue
+        # The reader only for a bundle that may be for this site.
+        from bundlesync.format import BundleNotFound, list_bundle  # noqa: PLC0415
+
         try:
             header = list_bundle(path)
         except BundleNotFound:
@@ -151,6 +161,14 @@ def _route(site: Site, drop: Path, result: ImportResult) -> list[tuple[Path, Bun
     mine.sort(key=lambda item: (item[1].bundle_id.site, item[1].bundle_id.incarnation,
                                 item[1].bundle_id.seq))
     return mine
+
+
+def _peer_label(site: Site, prefix: str, own_name: str) -> str:
+    """The local name of the trusted peer whose bundles' names start so (report only)."""
+    for card in site.trust.list(verify=False):
+        if card.site_id.startswith(prefix) and card.own_name == own_name:
+            return card.name
+    return own_name
 
 
 def _origin_label(site: Site, listing: BundleListing) -> str:
@@ -254,6 +272,8 @@ def _ingest(site: Site, path: Path, *, now_ms: int, dry_run: bool, outcome: Bund
     streams: set[Stream] = set()
     wants: list[str] = []
     spool = SpoolWriter(site.spool, index)
+    from bundlesync.format import open_bundle  # noqa: PLC0415 - only when a bundle is read
+
     try:
         # A large bundle's private copy goes beside the state, not to a small /tmp.
         with open_bundle(path, identity=site.identity, trust=site.trust,
@@ -299,6 +319,8 @@ def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
     newest: Timestamp | None = None
     # Decompression, decryption and the bodies' hashes run in a reader thread
     # ahead of the folding below (bounded: format.reader.READ_AHEAD_BYTES).
+    from bundlesync.format.reader import read_ahead  # noqa: PLC0415 - loaded with the reader
+
     for record in read_ahead(bundle.records()):
         if isinstance(record, Want):
             wants.append(record.sha256)

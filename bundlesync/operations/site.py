@@ -23,22 +23,33 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bundlesync.core.hlc import HybridClock
 from bundlesync.core.model import Change, Dot, Operation, Stream, Timestamp, VersionVector
 from bundlesync.core.vv import DotSet, detect_restore, reemit, reincarnate
 from bundlesync.errors import BundleRejected, ConfigError, LockHeld, StateError, StoreError
-from bundlesync.format import BundleNotFound, find_bundles, list_bundle, verify_bundle
-from bundlesync.keys import SiteIdentity, TrustedCards, TrustStore, load_identity, site_paths
+from bundlesync.format.volumes import named_volumes, parse_sync_name
+from bundlesync.keys import (
+    SiteIdentity,
+    TrustedCards,
+    TrustStore,
+    load_identity,
+    peek_identity,
+    site_paths,
+)
 from bundlesync.operations.config import CONFIG_NAME, SiteConfig, read_config
 from bundlesync.operations.ledger import fold_change
 from bundlesync.operations.spent import BLOCK, SpentMark, read_mark, write_mark
 from bundlesync.state.codec import decode_change
-from bundlesync.state.index import StateIndex
+from bundlesync.state.index import SentRow, StateIndex
 from bundlesync.stores.base import Store
 from bundlesync.stores.maildir import MaildirStore
+
+if TYPE_CHECKING:
+    from bundlesync.format.header import BundleId
 
 STATE_NAME = "state.sqlite"
 
@@ -72,20 +83,48 @@ def resolve_home(home: Path | None) -> Path:
 
 @dataclass
 class Site:
-    """Everything an operation needs about this site, opened under the lock."""
+    """Everything an operation needs about this site, opened under the lock.
+
+    The secret keys are loaded (and checked) on first use of :attr:`identity`: a
+    run that signs and reads nothing -- a no-change export -- knows the site by
+    the name and site id its key file records (``keys.peek_identity``), without
+    loading ``cryptography``.
+    """
 
     home: Path
     config: SiteConfig
-    identity: SiteIdentity
+    keys: Path
     trust: TrustStore
     index: StateIndex
     store: Store
     clock: HybridClock
     mark: SpentMark | None = None
+    # (name, site id) as the key file records them; None: taken from the keys.
+    recorded: tuple[str, str] | None = None
+    _identity: SiteIdentity | None = field(default=None, repr=False)
+
+    @property
+    def identity(self) -> SiteIdentity:
+        """This site's keys, loaded from ``keys/`` the first time they are needed."""
+        if self._identity is None:
+            identity = load_identity(self.keys)
+            if self.recorded is not None and self.recorded != (identity.name,
+                                                               identity.site_id):
+                # load_identity checks the recorded site id against the key; the
+                # file cannot have changed under the lock, but say so if it did.
+                raise ConfigError(f"the key file in {self.keys} changed during the run",
+                                  hint="Run the command again.")
+            self._identity = identity
+        return self._identity
+
+    @property
+    def name(self) -> str:
+        """This site's name (what its bundles carry as origin name)."""
+        return self.recorded[0] if self.recorded is not None else self.identity.name
 
     @property
     def site_id(self) -> str:
-        return self.identity.site_id
+        return self.recorded[1] if self.recorded is not None else self.identity.site_id
 
     @property
     def spool(self) -> Path:
@@ -209,13 +248,41 @@ class Site:
         not tell); the site then moves to a new incarnation before it records or
         exports anything. Returns the new stream, if any.
         """
+        from bundlesync.format.volumes import find_bundles  # noqa: PLC0415 - see below
+
         ours = self.stream
         issued = self.index.stream_max(ours)
         seqs = self.index.bundle_seqs(ours.incarnation)
+
+        def evidence(bid: BundleId, recipients: Sequence[str], ack: VersionVector) -> bool:
+            later = bid.incarnation > ours.incarnation
+            reused = (bid.incarnation == ours.incarnation and len(recipients) == 1
+                      and bid.seq > seqs.get(recipients[0], 0))
+            return later or reused or detect_restore(ours, issued, ack)
+
         found: list[VersionVector] = []
+        others = self.peer_name_prefixes()
         for path in find_bundles(drop):
+            if self._left_alone_by_name(path, others):
+                continue
+            # Only the format layer can say more: loaded here, not for a drop whose
+            # names settle everything (a no-change run).
+            from bundlesync.format import (  # noqa: PLC0415
+                BundleNotFound,
+                list_bundle,
+                verify_bundle,
+            )
             try:
-                if list_bundle(path).origin_site != self.site_id:
+                listing = list_bundle(path)
+                if listing.origin_site != self.site_id:
+                    continue
+                # The unverified header decides only to leave the file alone: a
+                # genuine bundle reads the same verified, and a forged one fails
+                # verification and is left alone anyway. Verifying only what could
+                # be evidence spares reading every bundle of ours whole.
+                if not evidence(listing.bundle_id, listing.recipients,
+                                listing.header.ack if listing.header is not None
+                                else VersionVector()):
                     continue
                 # Evidence only under our own signature (bundle-v2 §2): an unsigned
                 # file claiming to be ours must not move us to a new incarnation.
@@ -229,10 +296,7 @@ class Site:
                 clear.recipients if clear is not None else ())
             # A version 2 bundle's acknowledgement is sealed to its recipient.
             ack = header.ack if header is not None else VersionVector()
-            later = bid.incarnation > ours.incarnation
-            reused = (bid.incarnation == ours.incarnation and len(recipients) == 1
-                      and bid.seq > seqs.get(recipients[0], 0))
-            if later or reused or detect_restore(ours, issued, ack):
+            if evidence(bid, recipients, ack):
                 found.append(ack)
                 found.append(VersionVector.of({Stream(bid.site, bid.incarnation): 1}))
         if not found:
@@ -241,6 +305,46 @@ class Site:
             stream = self.reincarnate(keep_through=issued, evidence=found, now_ms=now_ms)
         self.settle()
         return stream
+
+    def peer_name_prefixes(self) -> set[tuple[str, str]]:
+        """(name, site id prefix) of every trusted peer, as its bundles' names start
+        (bundle-v1 §11); a peer that shares this site's prefix is left out."""
+        return {(card.own_name, card.site_id[:8]) for card in self.trust.list(verify=False)
+                if card.site_id[:8] != self.site_id[:8]}
+
+    def names_peer_bundle(self, name: str, prefixes: set[tuple[str, str]]) -> bool:
+        """Whether ``name`` is a sync bundle's name as a trusted peer writes it."""
+        parsed = parse_sync_name(name)
+        return parsed is not None and (parsed.origin_name, parsed.site_prefix) in prefixes
+
+    def remembered_bundle(self, path: Path) -> tuple[str, SentRow] | None:
+        """The bundle this site recorded writing, if ``path`` is named as it and its
+        volumes have the size recorded: (the recipient's site id, the record).
+        Bundles are written under their final names only once complete, and never
+        rewritten."""
+        parsed = parse_sync_name(path.name)
+        if parsed is None or (parsed.origin_name, parsed.site_prefix) != (
+                self.name, self.site_id[:8]):
+            return None
+        for peer in self.index.bundle_seqs(parsed.incarnation):
+            if peer.startswith(parsed.recipient_prefix):
+                row = self.index.sent_bundle(peer, parsed.incarnation, parsed.seq)
+                if row is not None and _size_on_disk(path) == row.size:
+                    return peer, row
+        return None
+
+    def _left_alone_by_name(self, path: Path, others: set[tuple[str, str]]) -> bool:
+        """Whether ``check_drop`` may pass over the file ``path`` without opening it.
+
+        Two kinds of names: one of this site's own bundles that its state records
+        having written -- that bundle is no evidence, it is what the state
+        remembers -- and a sync bundle of a trusted peer, which is not ours. Only
+        a deliberate rename of one of our bundles to such a name could hide
+        evidence, which deleting the file would hide as well; a copy or a rename
+        by hand ("x (1).bsb", "copy of ...") does not parse and is opened.
+        """
+        return (self.names_peer_bundle(path.name, others)
+                or self.remembered_bundle(path) is not None)
 
     def reincarnate(self, *, keep_through: int, evidence: Sequence[VersionVector | DotSet],
                     now_ms: int) -> Stream:
@@ -275,6 +379,14 @@ class Site:
             self.index.save_clock(last.wall_ms, last.counter)
 
 
+def _size_on_disk(first: Path) -> int | None:
+    """The bytes of the bundle whose first volume is ``first`` (None: one is gone)."""
+    try:
+        return sum(volume.stat().st_size for volume in named_volumes(first))
+    except OSError:
+        return None
+
+
 def open_store(location: str) -> Store:
     return MaildirStore(location)
 
@@ -283,7 +395,13 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
     """Open an initialised site (the caller holds :func:`site_lock`)."""
     paths = site_paths(home)
     config = read_config(paths.home / CONFIG_NAME)
-    identity = load_identity(paths.keys)
+    recorded = peek_identity(paths.keys)
+    identity: SiteIdentity | None = None
+    if recorded is None:
+        identity = load_identity(paths.keys)
+        site_id = identity.site_id
+    else:
+        site_id = recorded[1]
     trust = TrustStore(paths.peers)
     state = paths.home / STATE_NAME
     if state.exists() and state.stat().st_size == 0:
@@ -297,23 +415,24 @@ def open_site(home: Path | None, *, store: Store | None = None) -> Site:
         )
     index = StateIndex(state)
     saved = index.clock()
-    last = None if saved is None else Timestamp(saved[0], saved[1], identity.site_id)
-    clock = HybridClock(identity.site_id, last)
+    last = None if saved is None else Timestamp(saved[0], saved[1], site_id)
+    clock = HybridClock(site_id, last)
     try:
         the_store = store if store is not None else open_store(config.store)
     except OSError as exc:  # pragma: no cover - the adapter translates its own errors
         raise StoreError(f"the store {config.store} cannot be opened: {exc}") from exc
     mark = read_mark(paths.home)
-    if mark is not None and mark.site != identity.site_id:
+    if mark is not None and mark.site != site_id:
         # Another site's key in this home: its changes would be issued under that
         # site's ids and collide with its own (a key succession keeps the site id).
         index.close()
         raise ConfigError(
-            f"the key in {paths.keys} belongs to site {identity.site_id}, but this home's "
+            f"the key in {paths.keys} belongs to site {site_id}, but this home's "
             f"records were made by site {mark.site}",
             hint="Put this site's own key files back in keys/. Never use another site's "
                  "key: two sites with one key would overwrite each other's changes.")
-    site = Site(paths.home, config, identity, trust, index, the_store, clock, mark)
+    site = Site(paths.home, config, paths.keys, trust, index, the_store, clock, mark,
+                recorded=recorded, _identity=identity)
     # At the start of every run, before anything is recorded or exported: an index
     # older than what this site has spent was restored or emptied.
     site.check_spent(now_ms=time.time_ns() // 1_000_000)

@@ -463,9 +463,12 @@ class StateIndex:
         return None if row is None or row[0] is None else str(row[0])
 
     def _set_meta_text(self, key: str, value: str) -> None:
+        # An unchanged value is not written: a run that changes nothing must not
+        # dirty a page (and sync the WAL) to store what is already there.
         self._db.execute(
             "INSERT INTO meta (key, value) VALUES (?, ?) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value "
+            "WHERE value IS NOT excluded.value",
             (key, value),
         )
 
@@ -602,7 +605,8 @@ class StateIndex:
                 contiguous = counter
             self._db.execute(
                 "INSERT INTO streams (site, incarnation, contiguous) VALUES (?, ?, ?) "
-                "ON CONFLICT (site, incarnation) DO UPDATE SET contiguous = excluded.contiguous",
+                "ON CONFLICT (site, incarnation) DO UPDATE SET contiguous = excluded.contiguous "
+                "WHERE contiguous != excluded.contiguous",  # unchanged: nothing written
                 (stream.site, stream.incarnation, contiguous),
             )
 
@@ -1014,7 +1018,9 @@ class StateIndex:
         return number
 
     def clear_spooled(self) -> None:
-        self._db.execute("DELETE FROM spool")
+        # Not on an empty table (see clear_wants).
+        if self._db.execute("SELECT 1 FROM spool LIMIT 1").fetchone() is not None:
+            self._db.execute("DELETE FROM spool")
 
     # -- bodies asked for ----------------------------------------------------------
 
@@ -1022,7 +1028,10 @@ class StateIndex:
         self._db.execute("INSERT OR IGNORE INTO wanted (body) VALUES (?)", (body,))
 
     def clear_wants(self) -> None:
-        self._db.execute("DELETE FROM wanted")
+        # Not on an empty table: even that DELETE writes a page (a no-change run
+        # would sync the WAL for nothing).
+        if self._db.execute("SELECT 1 FROM wanted LIMIT 1").fetchone() is not None:
+            self._db.execute("DELETE FROM wanted")
 
     def wanted(self) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT body FROM wanted ORDER BY body")]

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bundlesync.archive.backup import run_backup
+from bundlesync.archive.cache import cache_path
 from bundlesync.archive.check import check_archive
 from bundlesync.archive.policy import Policy
 from bundlesync.archive.prune import forget, plan_forget, prune
@@ -22,6 +23,7 @@ from bundlesync.archive.repository import create_archive, open_archive
 from bundlesync.archive.users import UserSelection
 from bundlesync.keys import generate_identity
 from bundlesync.operations.config import MailboxFilter
+from bundlesync.state.archive_cache import ArchiveCacheDb
 from bundlesync.stores.base import INBOX
 from bundlesync.stores.maildir import MaildirStore
 from tests.archive.views import View, snapshot_view, store_view
@@ -58,6 +60,7 @@ class History:
                 self.store.create_folder(user, folder, guid=None, uidvalidity=None)
         self.identity = generate_identity("alpha")
         self.path = root / "archive"
+        self.cache = root / "cache"
         create_archive(self.path, identity=self.identity, recovery=[])
         self.clock = itertools.count(1_800_000_000_000, 1_800_000)  # every half hour
         self.keys = itertools.count(1)
@@ -67,8 +70,10 @@ class History:
         store = self.store
         if op[0] == "backup":
             archive = open_archive(self.path, secret=self.identity)
+            # The local cache persists across the history, as in the site's home.
             report = run_backup(archive, store, users=UserSelection(), filters=MailboxFilter(),
-                                now_ms=next(self.clock))
+                                now_ms=next(self.clock), cache_dir=self.cache,
+                                cache_rows=ArchiveCacheDb.open(cache_path(self.cache, archive)))
             self.expected[report.snapshot] = store_view(store)
             return
         user, folder = USERS[int(op[1])], FOLDERS[int(op[2])]  # type: ignore[call-overload]
@@ -116,5 +121,14 @@ def test_snapshots_hold_the_store_as_it_was_and_forget_prune_keep_them(
         report = check_archive(after, read_data=True)
         assert report.ok, report.problems
         assert not report.notes
+        # After prune the cache mirrors index files that are gone: every body prune
+        # reclaimed must be stored again when it comes back, never assumed present.
+        for number in range(len(BODIES)):
+            history.apply(("add", 0, 0, number))
+        history.apply(("backup",))
+        final = open_archive(history.path, secret=history.identity)
+        newest = final.snapshots()[-1].id
+        assert snapshot_view(final, newest) == history.expected[newest]
+        assert check_archive(final, read_data=True).ok
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -46,7 +46,7 @@ def test_an_export_does_not_import_the_archive_or_the_bundle_reader() -> None:
                           check=True)
     modules, archive = done.stdout.strip().splitlines()[-2:]
     assert "archive_cmds" not in modules and "restore_cmds" not in modules
-    assert "sync_cmds" in modules
+    assert "export_cmd" in modules and "import_cmd" not in modules
     assert archive == "False"
 
 

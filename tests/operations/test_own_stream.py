@@ -215,6 +215,26 @@ def test_restored_home_and_store_is_noticed_from_our_own_bundles_in_the_drop(
     assert sites.digest("alpha") == sites.digest("bravo")
 
 
+def test_our_own_bundle_renamed_in_the_drop_still_shows_a_restore(sites: Sites) -> None:
+    """The same, with the tell-tale bundle copied to the stick under another name:
+    restore detection passes over only names the state recorded writing or a
+    peer's bundle names; any other file is read, and this one is evidence."""
+    _two_sites(sites)
+    backup = sites.root / "bravo-backup"
+    shutil.copytree(sites.root / "bravo", backup, symlinks=True)
+    sites.deliver("bravo", ALICE, INBOX, 5501)
+    sites.export("bravo")
+    for path in sites.drop.glob("bravo_*.bsb"):
+        path.rename(sites.drop / f"copy of {path.name}")
+    _, before, _ = _stream(sites, "bravo")
+
+    shutil.rmtree(sites.root / "bravo")
+    shutil.copytree(backup, sites.root / "bravo", symlinks=True)
+    sites.export("bravo")
+    _, after, _ = _stream(sites, "bravo")
+    assert after > before  # a new incarnation before anything was exported
+
+
 def test_a_dot_out_of_range_rejects_the_bundle_and_changes_nothing(sites: Sites) -> None:
     """A forged incarnation of the receiver near the top of the integers would leave
     it no incarnation to move to (and does not fit the index): the bundle is refused."""

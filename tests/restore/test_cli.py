@@ -112,5 +112,7 @@ def test_view_prints_the_dovecot_namespace(
 ) -> None:
     code, out, _ = run(capsys, "view", "--dovecot-config", "--into", str(tmp_path))
     assert code == 0
-    assert f"location = maildir:{tmp_path}/users/%u:LAYOUT=fs:INDEX=MEMORY" in out
+    control = f"{tmp_path}/control/%u"
+    assert (f"location = maildir:{tmp_path}/users/%u:LAYOUT=fs:CONTROL={control}"
+            f":INDEX={control}\n") in out
     assert "prefix = Backups." in out and "Backups.* owner lr" in out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import socket
 import stat
@@ -12,7 +13,7 @@ import pytest
 
 from bundlesync.archive.view import SINGLE_USER, dovecot_config, refresh_view
 from bundlesync.core.model import SEEN
-from bundlesync.errors import LockHeld, UsageError
+from bundlesync.errors import LockHeld, StoreError, UsageError
 from bundlesync.stores.base import INBOX
 from bundlesync.stores.memory import MemoryStore
 from tests.restore.source import MemorySource, day_ms
@@ -40,8 +41,9 @@ def store() -> MemoryStore:
 
 
 def tree(view: Path) -> dict[str, int]:
-    """Relative path -> inode of everything below users/."""
-    return {str(p.relative_to(view)): p.stat().st_ino for p in sorted((view / "users").rglob("*"))}
+    """Relative path -> inode of everything below users/ and control/."""
+    return {str(p.relative_to(view)): p.stat().st_ino
+            for part in ("users", "control") for p in sorted((view / part).rglob("*"))}
 
 
 def test_each_date_is_a_maildir_tree_whose_bodies_are_shared(
@@ -59,13 +61,27 @@ def test_each_date_is_a_maildir_tree_whose_bodies_are_shared(
     assert report.added == ((USER, "2026-11-01"), (USER, "2026-11-02"))
     day1 = view / "users" / USER / "2026-11-01"
     day2 = view / "users" / USER / "2026-11-02"
+    control1 = view / "control" / USER / "2026-11-01"
     assert sorted(p.name for p in (day1 / "INBOX" / "cur").iterdir()) == [
         "1700000001.M1P1.a:2,Sa", "1700000002.M1P1.a:2,"]
-    assert (day1 / "INBOX" / "dovecot-keywords").read_text() == "0 Work\n"
-    assert (day1 / "INBOX" / "dovecot-uidlist").read_text().splitlines()[1:] == [
+    # The UIDs and keywords are in the control tree, not in the read-only Maildir.
+    assert sorted(p.name for p in (day1 / "INBOX").iterdir()) == ["cur", "new", "tmp"]
+    assert (control1 / "INBOX" / "dovecot-keywords").read_text() == "0 Work\n"
+    assert (control1 / "INBOX" / "dovecot-uidlist").read_text().splitlines()[1:] == [
         "10 :1700000001.M1P1.a", "11 :1700000002.M1P1.a"]
-    assert (day1 / "INBOX" / "dovecot-uidlist").read_text().startswith("3 V555 N12 ")
+    assert (control1 / "INBOX" / "dovecot-uidlist").read_text().startswith("3 V555 N12 ")
     assert (day1 / "Archive" / "Z&APw-rich" / "cur").is_dir()
+    assert (control1 / "Archive" / "Z&APw-rich" / "dovecot-uidlist").is_file()
+    # Read-only messages; a control directory per folder the mail group may write
+    # (Dovecot's uidlist lock, its index), and the user's control root (its list lock).
+    modes = {str(p.relative_to(view)): stat.S_IMODE(p.stat().st_mode)
+             for p in [*view.rglob("*")] if p.is_dir() and "pool" not in p.parts}
+    writable = {f"control/{USER}", f"control/{USER}/2026-11-01/INBOX",
+                f"control/{USER}/2026-11-02/INBOX", f"control/{USER}/2026-11-01/Archive/Z&APw-rich",
+                f"control/{USER}/2026-11-02/Archive/Z&APw-rich"}
+    assert {path for path, mode in modes.items() if mode == 0o770} == writable
+    assert all(mode == 0o750 for path, mode in modes.items() if path not in writable)
+    assert stat.S_IMODE((control1 / "INBOX" / "dovecot-uidlist").stat().st_mode) == 0o660
     # One body, one file: the same message on both dates is one inode, linked twice.
     first = (day1 / "INBOX" / "cur" / "1700000002.M1P1.a:2,").stat()
     second = (day2 / "INBOX" / "cur" / "1700000002.M1P1.a:2,").stat()
@@ -97,11 +113,14 @@ def test_a_refresh_adds_and_removes_only_the_dates_that_changed(
     after = tree(view)
     assert {k: v for k, v in after.items() if "2026-11-03" not in k} == before
 
+    assert (view / "control" / USER / "2026-11-03" / "INBOX" / "dovecot-uidlist").is_file()
+
     source.forget(first.id)
     report = refresh_view(source, str(view))
     assert (report.added, report.removed) == ((), ((USER, "2026-11-01"),))
     assert tree(view) == {
         k: v for k, v in after.items() if "2026-11-01" not in k}
+    assert sorted(os.listdir(view / "control" / USER)) == ["2026-11-02", "2026-11-03"]
     # Every pool file is still linked from some date.
     assert all(p.stat().st_nlink > 1 for p in (view / "pool").rglob("*.*"))
 
@@ -149,7 +168,9 @@ def test_a_single_user_archive_has_its_own_directory_and_config(tmp_path: Path) 
     refresh_view(source, str(view))
     assert (view / "users" / SINGLE_USER / "2026-11-01" / "INBOX" / "cur" / "k1:2,").exists()
     config = dovecot_config(str(view), single_user=True)
-    assert f"location = maildir:{view}/users/{SINGLE_USER}:LAYOUT=fs:INDEX=MEMORY" in config
+    control = f"{view}/control/{SINGLE_USER}"
+    assert (f"location = maildir:{view}/users/{SINGLE_USER}:LAYOUT=fs:CONTROL={control}"
+            f":INDEX={control}\n") in config
     assert (view / "dovecot-acl").read_text() == "Backups.* owner lr\n"
 
 
@@ -201,3 +222,63 @@ def test_a_second_refresh_while_one_runs_is_refused(store: MemoryStore, tmp_path
     assert not (view / "users").exists()
     (view / "view.lock").unlink()
     assert refresh_view(source, str(view)).added == ((USER, "2026-11-01"),)
+
+
+def test_something_dovecot_wrote_in_the_control_tree_stays_until_its_date_changes(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    source = MemorySource()
+    source.take(store, day_ms("2026-11-01"))
+    view = tmp_path / "view"
+    refresh_view(source, str(view))
+    index = view / "control" / USER / "2026-11-01" / "INBOX" / "dovecot.index"
+    index.write_bytes(b"Dovecot's index")  # as Dovecot leaves it after a SELECT
+    assert refresh_view(source, str(view)).added == ()
+    assert index.read_bytes() == b"Dovecot's index"
+    deliver(store, 6)
+    source.take(store, day_ms("2026-11-01", hour=20))
+    assert refresh_view(source, str(view)).added == ((USER, "2026-11-01"),)
+    # The new snapshot's UIDs come with a fresh control directory: no stale index.
+    assert not index.exists()
+    assert len((index.parent / "dovecot-uidlist").read_text().splitlines()) == 1 + 3
+
+
+def test_a_view_of_the_first_layout_is_rebuilt_with_a_control_tree(
+    store: MemoryStore, tmp_path: Path
+) -> None:
+    source = MemorySource()
+    snapshot = source.take(store, day_ms("2026-11-01"))
+    view = tmp_path / "view"
+    refresh_view(source, str(view))
+    # The first layout: the uidlist inside the read-only Maildir, no control/ tree.
+    inbox = view / "users" / USER / "2026-11-01" / "INBOX"
+    control = view / "control" / USER / "2026-11-01"
+    (control / "INBOX" / "dovecot-uidlist").rename(inbox / "dovecot-uidlist")
+    for path in sorted(control.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    control.rmdir()
+    (view / "view.json").write_text(
+        json.dumps({"version": 1, "users": {USER: {"2026-11-01": snapshot.id}}}))
+    pool_inodes = {p.stat().st_ino for p in (view / "pool").rglob("*.*")}
+
+    report = refresh_view(source, str(view))
+    assert report.upgraded and report.added == ((USER, "2026-11-01"),)
+    assert "--dovecot-config" in report.lines()[0]
+    assert not (inbox / "dovecot-uidlist").exists()
+    assert (control / "INBOX" / "dovecot-uidlist").is_file()
+    # The bodies are the pool's, linked again, not written again.
+    assert {p.stat().st_ino for p in (inbox / "cur").iterdir()} <= pool_inodes
+    assert '"version": 2' in (view / "view.json").read_text()
+    assert not refresh_view(source, str(view)).upgraded
+
+
+def test_a_view_of_a_newer_layout_is_refused(store: MemoryStore, tmp_path: Path) -> None:
+    source = MemorySource()
+    source.take(store, day_ms("2026-11-01"))
+    view = tmp_path / "view"
+    view.mkdir()
+    (view / "view.json").write_text('{"version": 3, "users": {}}')
+    with pytest.raises(StoreError, match="newer bundlesync") as caught:
+        refresh_view(source, str(view))
+    assert "delete the view directory" in (caught.value.hint or "")
+    assert sorted(os.listdir(view)) == ["view.json"]

@@ -61,7 +61,8 @@ def test_an_imap_client_reads_the_backups_namespace_and_cannot_change_it(
     os.chown(view, 0, dovecot.gid)  # the view's group is Dovecot's mail_gid
     report = refresh_view(source_with_two_dates(), str(view))
     assert report.added == (("alice", "2026-11-01"), ("alice", "2026-11-02"))
-    snapshot_files = _files(view)
+    snapshot_files = _files(view, "users", "pool")
+    snapshot_uids = _uidlists(view)
 
     live = dovecot.path("live", "Maildir")
     dovecot.save(live, "INBOX", mail(9))
@@ -105,14 +106,31 @@ def test_an_imap_client_reads_the_backups_namespace_and_cannot_change_it(
         typ, _ = client.store("1", "+FLAGS", "(\\Flagged)")
         assert typ == "OK"
         client.logout()
-    # Nothing in the view was added, renamed, removed or rewritten.
-    assert _files(view) == snapshot_files
+    # No message file or folder of the view was added, renamed, removed or rewritten,
+    # and the UIDs in the control tree are the backup's.
+    assert _files(view, "users", "pool") == snapshot_files
+    assert _uidlists(view) == snapshot_uids
+    assert snapshot_uids["alice/2026-11-02/INBOX"] == ("V1111", {"41", "42"})
+    # Dovecot could lock and sync every view folder: nothing went wrong in its log.
+    log = dovecot.path("imap1", "dovecot.log").read_text(errors="replace")
+    assert not [line for line in log.splitlines()
+                if " Error: " in line or " Panic: " in line or " Fatal: " in line], log
 
 
-def _files(root: Path) -> dict[str, bytes | None]:
-    """Every path below ``root`` with its bytes (None for a directory)."""
+def _uidlists(view: Path) -> dict[str, tuple[str, set[str]]]:
+    """Folder -> (UIDVALIDITY field, UIDs) of every dovecot-uidlist in the control tree."""
+    result = {}
+    for path in sorted((view / "control").rglob("dovecot-uidlist")):
+        header, *records = path.read_text().splitlines()
+        result[str(path.parent.relative_to(view / "control"))] = (
+            header.split()[1], {line.split()[0] for line in records})
+    return result
+
+
+def _files(root: Path, *parts: str) -> dict[str, bytes | None]:
+    """Every path below ``root``'s ``parts`` with its bytes (None for a directory)."""
     return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
-            for p in sorted(root.rglob("*"))}
+            for part in parts for p in sorted((root / part).rglob("*"))}
 
 
 def _answer(client: imaplib.IMAP4, *command: str) -> tuple[str, bytes]:
@@ -155,6 +173,15 @@ def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
                                else b"Store completed")
         assert "FETCH" not in client.untagged_responses
         assert fetched() == flags
+    # A conditional STORE (RFC 7162): refused under EXAMINE; under SELECT the
+    # message counts as modified since (the ACL dropped the change), so nothing is.
+    client.untagged_responses.pop("FETCH", None)
+    typ, text = _answer(client, "UID", "STORE", "41", "(UNCHANGEDSINCE 1)", "+FLAGS",
+                        "(\\Flagged)")
+    assert (typ, text) == (("NO", b"CONDSTORE failed: Mailbox is read-only") if readonly
+                           else ("OK", b"[MODIFIED 41] Conditional store failed"))
+    assert "FETCH" not in client.untagged_responses
+    assert fetched() == flags
     # EXPUNGE: "OK", and nothing is expunged (imap_expunge() ignores it silently).
     assert _answer(client, "EXPUNGE") == ("OK", b"Expunge completed")
     assert "EXPUNGE" not in client.untagged_responses
@@ -162,12 +189,14 @@ def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
     # APPEND, CREATE, DELETE, COPY into the view: NO.
     typ, answer = client.append(box, None, None, b"Subject: x\r\n\r\nx\r\n")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM] Permission denied")
-    # Dovecot 2.3 takes the mailbox list lock before asking the ACL, and the view's
-    # directories are read-only: it answers NO [SERVERBUG] (logged as EACCES).
+    # CREATE, DELETE, RENAME: the ACL refuses them (Dovecot takes its mailbox-list
+    # lock in the user's control directory first, and can).
     for name in ("Backups.2026-11-02.Archive.New", "Backups.2026-11-03"):
         typ, answer = client.create(name)
-        assert typ == "NO", answer
+        assert typ == "NO" and answer[0].startswith(b"[NOPERM]"), answer
     typ, answer = client.delete("Backups.2026-11-01.INBOX")
+    assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
+    typ, answer = client.rename("Backups.2026-11-01.INBOX", "Backups.2026-11-01.Old")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
     typ, answer = client.uid("COPY", "42", "Backups.2026-11-01.INBOX")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
@@ -178,8 +207,57 @@ def _what_the_client_is_told(client: imaplib.IMAP4, *, readonly: bool) -> None:
     typ, answer = client.uid("MOVE", "41", "INBOX")
     assert typ == "NO" and answer[0].startswith(b"[NOPERM]")
     assert fetched() == flags
-    # The only untagged NO: Dovecot cannot take the uidlist lock in the read-only
-    # folder to sync it, and says it shows the messages it knows (all of them).
-    assert set(_untagged_no(client)) <= {
-        b"Internal mailbox synchronization failure, showing only old mails."}
+    # Dovecot takes its uidlist lock in the writable control tree: no command in
+    # the view is answered with an untagged NO (a failed sync would add one).
+    assert _untagged_no(client) == []
     assert _answer(client, "UNSELECT")[0] == "OK"
+
+
+def test_a_refresh_after_dovecot_used_the_view_changes_only_the_dates_that_changed(
+    dovecot: Dovecot,
+) -> None:
+    view = dovecot.path("view")
+    view.mkdir(mode=0o750)
+    os.chown(view, 0, dovecot.gid)
+    source = source_with_two_dates()
+    refresh_view(source, str(view))
+    live = dovecot.path("live", "Maildir")
+    dovecot.save(live, "INBOX", mail(9))
+    config = "namespace inbox {\n  inbox = yes\n  prefix =\n  separator = .\n}\n"
+    config += dovecot_config(str(view))
+
+    def session() -> tuple[list[str], list[bytes]]:
+        """The view's folders, and the UIDs of the 2026-11-02 INBOX."""
+        with dovecot.imap_server({"alice": live}, extra_config=config) as (host, port):
+            client = imaplib.IMAP4(host, port)
+            client.login("alice", Dovecot.PASSWORD)
+            _, listing = client.list("Backups.*")
+            client.select("Backups.2026-11-02.INBOX", readonly=True)
+            _, data = client.uid("FETCH", "1:*", "(UID)")
+            assert _untagged_no(client) == []
+            client.logout()
+        names = sorted(line.decode().rsplit('"." ', 1)[1] for line in listing
+                       if isinstance(line, bytes))
+        return names, [re.search(rb"UID (\d+)", item).group(1) for item in data
+                       if isinstance(item, bytes)]
+
+    names, uids = session()  # Dovecot now has its index and locks in the control tree
+    assert "Backups.2026-11-01.INBOX" in names and uids == [b"41", b"42"]
+    index = view / "control" / "alice" / "2026-11-02" / "INBOX" / "dovecot.index.log"
+    assert index.stat().st_uid == dovecot.uid
+    kept = _files(view, "users/alice/2026-11-02", "control/alice/2026-11-02")
+
+    source.forget(source.snapshots()[0].id)
+    report = refresh_view(source, str(view))
+    assert (report.added, report.removed) == ((), (("alice", "2026-11-01"),))
+    assert [name for name in os.listdir(view / "control" / "alice")
+            if name.startswith("2026-")] == ["2026-11-02"]
+    # The date that stayed is as Dovecot left it, its index included.
+    assert _files(view, "users/alice/2026-11-02", "control/alice/2026-11-02") == kept
+
+    names, uids = session()
+    assert not [name for name in names if "2026-11-01" in name]
+    assert uids == [b"41", b"42"]
+    for number in (1, 2):
+        log = dovecot.path(f"imap{number}", "dovecot.log").read_text(errors="replace")
+        assert " Error: " not in log, log

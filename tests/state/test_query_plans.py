@@ -33,6 +33,8 @@ ALLOWED_SCANS = {
     "SELECT EXISTS (SELECT ? FROM pending) OR EXISTS (SELECT ? FROM pending_users)",
     # Once per user at init (whether the inventory starts from an empty register).
     "SELECT EXISTS (SELECT ? FROM messages WHERE user = ?)",
+    # LIMIT 1: whether the spool holds a row, before emptying it.
+    "SELECT ? FROM spool LIMIT ?",
 }
 
 _LITERAL = re.compile(r"[Xx]'[0-9A-Fa-f]*'|'(?:[^']|'')*'|\b\d+\b")

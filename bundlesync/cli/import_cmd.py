@@ -1,9 +1,9 @@
-"""The routine: ``export`` and ``import``."""
+"""``bundlesync import``: verify, merge and apply the bundles in a drop for this site."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,114 +13,18 @@ from bundlesync.cli.common import (
     locked,
     now_ms,
     out_of,
-    parse_size,
     plural,
     site_home,
+    warn_unknown_users,
     with_filters,
     with_users,
 )
 from bundlesync.cli.output import Output
-from bundlesync.cli.progress import human_bytes
 from bundlesync.errors import BundleRejected, PartialFailure
-from bundlesync.operations.droplist import list_drop, readme_text, write_readme
-from bundlesync.operations.export import export_drop
-from bundlesync.operations.freshness import record_scan
-from bundlesync.operations.importer import ImportResult, import_drop
-from bundlesync.operations.preview import preview_export
 from bundlesync.operations.report import ApplyReport, show_user
-from bundlesync.operations.site import Site, open_site
-from bundlesync.operations.users import UserMatcher
 
-
-def warn_unknown_users(out: Output, matcher: UserMatcher, site: Site) -> None:
-    """A mask naming one exact user the site does not know is most likely a typo."""
-    if matcher.everyone:
-        return
-    known = set(site.store.users()) | set(site.index.folder_users())
-    for mask in matcher.unmatched(known):
-        out.warn(f"no user {mask} in the store or the state; the mask -u {mask} chose nobody")
-
-
-@cli.command("export")
-@click.argument("drop", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--to", "to", multiple=True, metavar="PEER", help="Only for this peer; repeatable.")
-@click.option("--no-encrypt", is_flag=True, help="Sign but do not encrypt (not for lost sticks).")
-@click.option("--max-volume-size", metavar="SIZE",
-              help="Split bundles into volumes of at most SIZE (e.g. 4G, 700M).")
-@click.option("--dry-run", is_flag=True,
-              help="Say what each peer's bundle would hold; write nothing.")
-@click.option("--no-bodies", is_flag=True,
-              help="Changes without message bodies, for a site set up on a copy of the "
-                   "peer's store: the peer asks for any body it lacks.")
-@with_users
-@with_filters
-@click.pass_context
-def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encrypt: bool,
-               max_volume_size: str | None, dry_run: bool, no_bodies: bool,
-               **options: Any) -> None:
-    """Write a bundle for each peer into DROP with everything it has not acknowledged.
-
-    -u/--users-file and the mailbox filters choose which users and mailboxes are
-    scanned for local changes; without them, every one is.
-    """
-    out = out_of(ctx)
-    home = site_home(ctx)
-    volume_size = parse_size(max_volume_size)
-    progress = out.progress("export")
-    with locked(ctx, home):
-        site = open_site(home)
-        try:
-            matcher = configure(site, options)
-            warn_unknown_users(out, matcher, site)
-            if dry_run:
-                preview = preview_export(site, to=to, now_ms=now_ms(), bodies=not no_bodies)
-            else:
-                started = now_ms()
-                result = export_drop(site, drop, to=to, encrypt=not no_encrypt,
-                                     max_volume_size=volume_size, now_ms=started,
-                                     progress=progress.bytes, scan_progress=progress.step,
-                                     counter=progress.items, bodies=not no_bodies)
-                record_scan(site.home, started)
-                readme = write_readme(drop, readme_text(
-                    list_drop(drop, site=site), writer=site.identity.name, now_ms=started,
-                    size_text=human_bytes))
-        finally:
-            site.index.close()
-    progress.finish()
-    if dry_run:
-        out.result = preview.as_dict()
-        out.say(f"Would scan: {plural(preview.local_changes, 'new local change')} in the store")
-        for p in preview.peers:
-            out.say(f"Would write for {p.peer}: {plural(p.changes, 'change')}, "
-                    f"{plural(p.bodies, 'message body', 'message bodies')}"
-                    + (f" ({p.asked_bodies:,} asked for by it)" if p.asked_bodies else ""))
-        for warning in preview.warnings:
-            out.warn(warning)
-        return
-    data = result.as_dict()
-    data["drop"] = str(drop)
-    data["bundles"] = [dict(b, paths=[Path(p).name for p in b["paths"]])
-                       for b in data["bundles"]]
-    data["readme"] = readme.name
-    data["card"] = None if result.card is None else Path(result.card).name
-    out.result = data
-    out.say(f"Scanned the store: {plural(result.scan.changes, 'new local change')} since the "
-            "last run")
-    for bundle in result.bundles:
-        out.say(f"Wrote a bundle for {bundle.peer}: {plural(bundle.changes, 'change')} it has "
-                f"not acknowledged, {plural(bundle.bodies, 'message body', 'message bodies')} "
-                f"({human_bytes(bundle.body_bytes)}), {human_bytes(bundle.size)} on disk")
-        for path in bundle.paths:
-            out.detail(f"  {path}")
-    for name in result.up_to_date:
-        out.say(f"Nothing new for {name}: it has acknowledged everything.")
-    if result.removed:
-        out.say(f"Removed {plural(len(result.removed), 'old bundle file')} (acknowledged or "
-                "superseded)")
-        for name in result.removed:
-            out.detail(f"  removed {name}")
-    for warning in result.scan.warnings:
-        out.warn(warning)
+if TYPE_CHECKING:
+    from bundlesync.operations.importer import ImportResult
 
 
 def _summary(report: ApplyReport) -> str:
@@ -201,6 +105,10 @@ def import_cmd(ctx: click.Context, /, drop: Path, dry_run: bool, **options: Any)
     applied by a later run that includes it. Prints a summary; a line per user
     and mailbox with -v.
     """
+    from bundlesync.operations.freshness import record_scan  # noqa: PLC0415
+    from bundlesync.operations.importer import import_drop  # noqa: PLC0415
+    from bundlesync.operations.site import open_site  # noqa: PLC0415
+
     out = out_of(ctx)
     home = site_home(ctx)
     progress = out.progress("import")
@@ -242,4 +150,3 @@ def import_cmd(ctx: click.Context, /, drop: Path, dry_run: bool, **options: Any)
             + ", ".join(users[:5]) + (" …" if len(users) > 5 else ""),
             hint="Fix the store for those users (see FAILED above); their changes stay "
                  "pending and the next import or export applies them.")
-

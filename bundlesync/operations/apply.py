@@ -35,6 +35,7 @@ from bundlesync.operations import failpoints
 from bundlesync.operations.bodies import BodyFinder
 from bundlesync.operations.ledger import load_message, resolve_user
 from bundlesync.operations.report import ApplyReport
+from bundlesync.operations.scan import keep_applied_stamps
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow, FolderRow
 from bundlesync.stores.base import INBOX, FolderPath, StoredMessage
@@ -440,6 +441,7 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
     held = held if held is not None else HeldBack()
     present = set(site.store.users())
     new_users = 0
+    applied: list[str] = []
     for user in site.index.pending_users():
         if not site.config.users.matches(user):
             continue  # outside this run's masks: held back, still pending
@@ -454,6 +456,7 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
         work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
         try:
             work.run()
+            applied.append(user)
         except StoreError as exc:
             report.fail(user, exc)
             held.failed = True
@@ -463,6 +466,8 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
     if not dry_run:
         with site.index.transaction():
             site.index.set_held_back(held.mailboxes)
+        # What only this apply changed need not be listed by the next scan.
+        keep_applied_stamps(site, applied)
     report.warnings.extend(site.store.take_warnings())
     return report
 

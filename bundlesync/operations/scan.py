@@ -17,6 +17,10 @@ three parts:
   folded through :mod:`operations.ledger`; the index remembers the new rows. All
   users of a scan are recorded in one transaction.
 
+After an apply, :func:`keep_applied_stamps` remembers the new stamp of each
+folder the apply changed whose files it finds exactly as the index records
+them, so the next scan does not list again what only bundlesync changed.
+
 At ``init`` the scan takes an *inventory*: its changes carry the inventory
 timestamp, which any real change anywhere beats, so two sites set up on copies
 of one store add nothing on their first exchange.
@@ -25,10 +29,12 @@ of one store add nothing on their first exchange.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bundlesync.core.model import (
+    Change,
     FlagsChanged,
     MailboxCreated,
     MailboxDeleted,
@@ -41,8 +47,10 @@ from bundlesync.core.model import (
 )
 from bundlesync.core.names import resolve_mailboxes
 from bundlesync.core.state import inventory_timestamp
+from bundlesync.errors import StoreError
+from bundlesync.operations import failpoints
 from bundlesync.operations.inventory import record_inventory
-from bundlesync.operations.ledger import fold_change, resolve_user, user_mailboxes
+from bundlesync.operations.ledger import fold_changes, resolve_user, user_mailboxes
 from bundlesync.operations.scandiff import (
     Arrived,
     FileDiff,
@@ -61,9 +69,13 @@ from bundlesync.operations.scandiff import (
     unchanged,
 )
 from bundlesync.operations.site import Site
-from bundlesync.state.index import FileRow
+from bundlesync.state.index import FileRow, FolderRow
 from bundlesync.stores.base import FolderPath, StoredMessage
 from bundlesync.stores.errors import MessageMissing
+
+# Changes made before their dots are checked against the log in one query (bounded,
+# so that an inventory of a huge folder does not hold all its changes at once).
+FOLD_BATCH = 1000
 
 
 @dataclass
@@ -226,13 +238,18 @@ class _Recorder:
         if self.inventory:
             record_inventory(self.site, planned, count=self.stats.count)
             return
+        changes: list[Change] = []
         for group in planned:
             shared = self.stamp() if group.one_stamp else None
             for op in group.ops:
                 ts = shared if shared is not None else self.stamp()
-                change = self.site.new_change(op, now_ms=self.now_ms, ts=ts)
-                fold_change(self.site.index, change)
+                changes.append(self.site.new_change(op, now_ms=self.now_ms, ts=ts))
             self.stats.count(group)
+            if len(changes) >= FOLD_BATCH:
+                fold_changes(self.site.index, changes)
+                changes = []
+        # Folded in the order made; their dots are checked in bulk.
+        fold_changes(self.site.index, changes)
 
     def remember(self, user: str, diff: UserDiff) -> None:
         index = self.site.index
@@ -279,3 +296,94 @@ def scan_store(site: Site, *, now_ms: int, inventory: bool = False,
             "them (remove the user at every site, or restore their mail directory)"
         )
     return stats
+
+
+# -- after an apply: keep the stamps of folders only bundlesync changed -----------------
+
+# How long to let young stamps settle before they are checked: just above the racy
+# window of a file system with sub-second mtimes (stores.folder_files.FINE_RACY_NS).
+# On a coarse file system they stay racy and are left to the next scan. The wait pays
+# only when the next scan would list much: that many young folders, or files in them.
+SETTLE_S = 0.06
+SETTLE_MIN_FOLDERS = 8
+SETTLE_MIN_FILES = 2000
+
+
+def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
+    """Remember the new stamp of each folder whose files are as the index records them.
+
+    Called right after an apply's last write. A folder whose stamp moved since the
+    index recorded it (the apply changed it -- or someone else did) is checked:
+    stamp, list the names, stamp again; the stamp is kept only if it was not racy,
+    did not move across the listing, and the listing equals the index's files
+    (keys and flags, what the scan compares). A delivery at any moment is then
+    either in the listing (a mismatch: not kept), or after the first stamp was read
+    (a moved mark: not kept, or the mark kept is older than the delivery and the
+    next scan lists the folder). The argument is in docs/architecture.md, "Folder
+    stamps". Returns how many stamps were kept.
+    """
+    users = list(users)
+    if not users:
+        return 0
+    failpoints.reached("stamps")
+    index, store = site.index, site.store
+    wants = site.config.filters.wants
+    candidates: list[tuple[str, FolderRow]] = []
+    young: list[tuple[str, FolderRow]] = []
+    for user in users:
+        for row in index.folders(user):
+            if not wants(row.path):
+                continue
+            try:
+                stamp = store.folder_stamp(user, row.path)
+            except StoreError:
+                continue
+            if stamp is None or stamp.marks == row.marks:
+                continue
+            (young if stamp.racy else candidates).append((user, row))
+    if young and _worth_settling(site, young):
+        time.sleep(SETTLE_S)  # once for all
+        candidates.extend(young)
+    if not candidates:
+        return 0
+    kept = 0
+    with index.transaction():
+        for user, row in candidates:
+            try:
+                marks = _checked_stamp(site, user, row)
+            except StoreError:
+                continue  # changing under us, or unreadable: the next scan lists it
+            if marks is not None:
+                index.set_folder_marks(user, row.guid, marks)
+                kept += 1
+    return kept
+
+
+def _worth_settling(site: Site, young: Sequence[tuple[str, FolderRow]]) -> bool:
+    """Whether the next scan would list enough in these young folders to wait for
+    their stamps to settle (a small import leaves them to the next scan)."""
+    if len(young) >= SETTLE_MIN_FOLDERS:
+        return True
+    files = sum(site.index.count_folder_files(user, row.guid) for user, row in young)
+    return files >= SETTLE_MIN_FILES
+
+
+def _checked_stamp(site: Site, user: str, row: FolderRow) -> tuple[int, ...] | None:
+    """The folder's stamp if its names match the index across two equal, settled
+    stamps; else None (the next scan lists it)."""
+    store = site.store
+    before = store.folder_stamp(user, row.path)
+    if before is None or before.racy:
+        return None
+    names = store.message_names(user, row.path)
+    failpoints.reached("stamp-listed")
+    after = store.folder_stamp(user, row.path)
+    if after is None or after.marks != before.marks:
+        return None
+    recorded = site.index.file_flags(user, row.guid)
+    if len(recorded) != len(names):
+        return None
+    for key, (_guid, flags) in names.items():
+        if recorded.get(key) != flags:
+            return None
+    return before.marks

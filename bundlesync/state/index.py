@@ -269,6 +269,12 @@ class StateIndex:
         # three meta statements per change). Empty outside a transaction.
         self._meta: dict[str, int | None] = {}
         self._dirty: set[str] = set()
+        # Each user's mailboxes holding a live message, as this transaction sees them:
+        # looked up once per user (a scan, a merge and the ledger all ask), kept
+        # current by store_message. Mailboxes that lost a live message are checked
+        # again at the next question. Empty outside a transaction.
+        self._live: dict[str, set[str]] = {}
+        self._live_doubt: dict[str, set[str]] = {}
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -337,6 +343,8 @@ class StateIndex:
                     self._db.execute(f"ROLLBACK TO {name}")
                     self._db.execute(f"RELEASE {name}")
                 self._meta, self._dirty = saved
+                # The savepoint may have changed which mailboxes are live: ask again.
+                self._live, self._live_doubt = {}, {}
                 if isinstance(exc, sqlite3.Error):
                     raise self._failed(exc) from exc
                 raise
@@ -431,6 +439,8 @@ class StateIndex:
     def _forget_meta(self) -> None:
         self._meta.clear()
         self._dirty.clear()
+        self._live.clear()
+        self._live_doubt.clear()
 
     def _meta_int(self, key: str) -> int | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -519,6 +529,14 @@ class StateIndex:
             (dot.site, dot.incarnation, dot.counter),
         ).fetchone()
         return row is not None
+
+    def known_counters(self, stream: Stream, first: int, last: int) -> set[int]:
+        """The counters of ``stream`` from ``first`` to ``last`` already in the log: one
+        range of the primary key for a whole batch of new dots, not a lookup per dot."""
+        rows = self._db.execute(
+            "SELECT counter FROM changes WHERE site = ? AND incarnation = ? "
+            "AND counter BETWEEN ? AND ?", (stream.site, stream.incarnation, first, last))
+        return {int(r[0]) for r in rows}
 
     def add_change(self, change: Change, *, user: str, mailbox: str, body: str | None,
                    record: bytes | None = None) -> None:
@@ -726,16 +744,34 @@ class StateIndex:
             "DO UPDATE SET alive = excluded.alive, state = excluded.state",
             (user, mailbox, guid, body, int(alive), state),
         )
+        live = self._live.get(user)
+        if live is not None:
+            if alive:
+                live.add(mailbox)
+                self._live_doubt.get(user, set()).discard(mailbox)
+            elif mailbox in live:
+                # It may hold other live messages: asked again at the next question.
+                self._live_doubt.setdefault(user, set()).add(mailbox)
 
     def store_messages(self, rows: Iterable[tuple[str, str, str, str, bool, bytes]]) -> None:
         """:meth:`store_message` for many: (user, mailbox, guid, body, alive, state) each."""
+        touched: set[str] = set()
+
+        def note(user: str) -> str:
+            touched.add(user)
+            return user
+
         self._db.executemany(
             "INSERT INTO messages (user, mailbox, guid, body, alive, state) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, mailbox, guid, body) "
             "DO UPDATE SET alive = excluded.alive, state = excluded.state",
-            ((user, mailbox, guid, body, int(alive), state)
+            ((note(user), mailbox, guid, body, int(alive), state)
              for user, mailbox, guid, body, alive, state in rows),
         )
+        for user in touched:
+            # Looked up afresh at the next question (see live_mailboxes).
+            self._live.pop(user, None)
+            self._live_doubt.pop(user, None)
 
     def has_messages(self, user: str) -> bool:
         """Whether any message of ``user`` is known (one seek)."""
@@ -745,7 +781,28 @@ class StateIndex:
 
     def live_mailboxes(self, user: str) -> set[str]:
         """The mailboxes of ``user`` holding a live message: one seek per mailbox in the
-        index of live messages, never a walk over the user's messages."""
+        index of live messages, never a walk over the user's messages.
+
+        Inside a transaction the answer is looked up once per user and kept current as
+        messages are stored (see ``__init__``)."""
+        if not self._db.in_transaction:
+            return self._seek_live(user)
+        live = self._live.get(user)
+        if live is None:
+            live = self._live[user] = self._seek_live(user)
+            self._live_doubt.pop(user, None)
+        for mailbox in sorted(self._live_doubt.pop(user, set())):
+            if not self._has_live(user, mailbox):
+                live.discard(mailbox)
+        return set(live)
+
+    def _has_live(self, user: str, mailbox: str) -> bool:
+        row = self._db.execute(
+            "SELECT 1 FROM messages INDEXED BY messages_alive WHERE user = ? AND mailbox = ? "
+            "AND alive LIMIT 1", (user, mailbox)).fetchone()
+        return row is not None
+
+    def _seek_live(self, user: str) -> set[str]:
         found: set[str] = set()
         after = ""
         while True:
@@ -791,6 +848,13 @@ class StateIndex:
     def put_folder(self, user: str, row: FolderRow) -> None:
         """Remember a folder (replacing another remembered at the same path)."""
         path = encode_path(row.path)
+        # Mostly a folder already remembered at the same path with a new stamp: one
+        # statement, not three (a scan writes a row for every folder it listed).
+        updated = self._db.execute(
+            "UPDATE folders SET marks = ?, uidvalidity = ? WHERE user = ? AND guid = ? "
+            "AND path = ?", (encode_marks(row.marks), row.uidvalidity, user, row.guid, path))
+        if updated.rowcount == 1:
+            return
         self._db.execute("DELETE FROM folders WHERE user = ? AND path = ? AND guid != ?",
                          (user, path, row.guid))
         self._db.execute(
@@ -799,6 +863,23 @@ class StateIndex:
             "marks = excluded.marks, uidvalidity = excluded.uidvalidity",
             (user, row.guid, path, encode_marks(row.marks), row.uidvalidity),
         )
+
+    def set_folder_marks(self, user: str, guid: str, marks: tuple[int, ...]) -> None:
+        """Remember a folder's stamp (after checking that its files are as recorded)."""
+        self._db.execute("UPDATE folders SET marks = ? WHERE user = ? AND guid = ?",
+                         (encode_marks(marks), user, guid))
+
+    def count_folder_files(self, user: str, folder: str) -> int:
+        """How many files were last seen in a folder (a range of the primary key)."""
+        row = self._db.execute("SELECT COUNT(*) FROM files WHERE user = ? AND folder = ?",
+                               (user, folder)).fetchone()
+        return int(row[0])
+
+    def file_flags(self, user: str, folder: str) -> dict[str, frozenset[str]]:
+        """Key -> flags of each file last seen in a folder (two columns of the files)."""
+        rows = self._db.execute("SELECT key, flags FROM files WHERE user = ? AND folder = ?",
+                                (user, folder))
+        return {str(k): decode_flags(f) for k, f in rows}
 
     def drop_folder(self, user: str, guid: str) -> None:
         self._db.execute("DELETE FROM folders WHERE user = ? AND guid = ?", (user, guid))

@@ -9,8 +9,9 @@ while we read. Two things must hold anyway:
   it, without listing a large folder for every operation.
 
 A folder's *marks* are the mtimes (ns) of its ``cur/`` and ``new/``: any add,
-rename or unlink in them moves a mark, except within one clock tick of a
-coarse file system -- which is why a mark less than 2 s old is *racy*.
+rename or unlink in them moves a mark, except within one tick of the file
+system's timestamps -- which is why a young mark is *racy*
+(:func:`racy_window_ns` says how young).
 """
 
 from __future__ import annotations
@@ -27,6 +28,15 @@ from bundlesync.stores.dovecot_files import key_of
 from bundlesync.stores.errors import FolderNotFound
 
 Marks = tuple[int, int]
+
+SECOND_NS = 1_000_000_000
+# Coarse file systems keep mtimes in 1 s steps (2 s on FAT): a mark younger than this
+# may not move for a change made after it was read.
+COARSE_RACY_NS = 2 * SECOND_NS
+# On a file system that keeps sub-second mtimes the kernel stamps a change with its
+# coarse clock, which lags the real time by at most one timer tick (1-10 ms); five
+# ticks of the slowest timer, or twice the file system's own step if it is coarser.
+FINE_RACY_NS = 50_000_000
 MAX_LISTINGS = 8
 _V = TypeVar("_V")
 
@@ -52,6 +62,14 @@ class Lru(Generic[_V]):
 
     def pop(self, key: str) -> None:
         self._items.pop(key, None)
+
+    def trim(self, weight: Callable[[_V], int], budget: int) -> None:
+        """Drop the least recently used items while their weights exceed ``budget``
+        (the newest item always stays)."""
+        total = sum(weight(v) for v in self._items.values())
+        while total > budget and len(self._items) > 1:
+            _, oldest = self._items.popitem(last=False)
+            total -= weight(oldest)
 
     def drop_below(self, prefix: str) -> None:
         """Forget every entry whose path starts with ``prefix``."""
@@ -87,6 +105,48 @@ def marks(directory: str) -> Marks | None:
     if found == [0, 0] and not _is_real_dir(directory):
         return None
     return (found[0], found[1])
+
+
+def timestamp_step_ns(marks: tuple[int, ...]) -> int | None:
+    """The finest step the file system's mtimes can have, judged from ``marks``.
+
+    A file system that keeps whole seconds (ext3, HFS+, FAT's 2 s, some network
+    file systems) truncates every mtime it stores, so its marks have no
+    sub-second part. A mark with one proves finer timestamps, and the largest
+    power of ten dividing every sub-second part bounds the step from above
+    (exFAT's 10 ms shows as a multiple of 10 ms; nanosecond mtimes almost never
+    divide by more than a few powers of ten, and a larger guess only widens the
+    window). None when no mark has a sub-second part: coarse, or not known yet.
+    Judging each folder by its own marks needs no probe and no state, and a store
+    spread over several file systems is judged per file system.
+    """
+    fractions = [mark % SECOND_NS for mark in marks if mark]
+    if not fractions or not any(fractions):
+        return None
+    step = SECOND_NS
+    while step > 1 and any(f % step for f in fractions):
+        step //= 10
+    return step
+
+
+def racy_window_ns(marks: tuple[int, ...]) -> int:
+    """How long after its last change a folder's stamp stays racy.
+
+    A stamp read when its newest mark is at least this old moves with any later
+    change: the file system's clock has passed the mark by more than one step
+    (docs/architecture.md, "Folder stamps"). 2 s unless ``marks`` prove finer
+    timestamps (:func:`timestamp_step_ns`).
+    """
+    step = timestamp_step_ns(marks)
+    if step is None:
+        return COARSE_RACY_NS
+    return max(FINE_RACY_NS, 2 * step)
+
+
+def is_racy(marks: tuple[int, ...], now_ns: int) -> bool:
+    """Whether a stamp read at ``now_ns`` could miss a change made after it was read."""
+    window = racy_window_ns(marks)
+    return any(now_ns - mark < window for mark in marks)
 
 
 def _is_real_dir(path: str) -> bool:
@@ -251,8 +311,17 @@ class FileIndex:
     caller then meets FileNotFoundError and asks again with ``refresh=True``.
     """
 
-    def __init__(self, *, folders: int) -> None:
+    def __init__(self, *, folders: int, entries: int = 0) -> None:
         self._indexes: Lru[_FolderIndex] = Lru(folders)
+        # Besides the number of folders, the files they hold bound the memory: the
+        # least recently used folders go while more than ``entries`` files are kept
+        # (the folder in use always stays). 0: no such bound.
+        self._entries = entries
+
+    def _keep(self, directory: str, index: _FolderIndex) -> None:
+        self._indexes.put(directory, index)
+        if self._entries:
+            self._indexes.trim(lambda kept: len(kept.entries), self._entries)
 
     def remember(self, directory: str, listing: Listing, folder_marks: Marks) -> None:
         """Keep a fresh listing (from :func:`stable_listing`)."""
@@ -262,7 +331,7 @@ class FileIndex:
     def remember_entries(self, directory: str, entries: dict[str, Entry],
                          folder_marks: Marks) -> None:
         """Keep a fresh listing of names (from :func:`stable_names`)."""
-        self._indexes.put(directory, _FolderIndex(dict(entries), folder_marks))
+        self._keep(directory, _FolderIndex(dict(entries), folder_marks))
 
     def locate(self, directory: str, key: str, *, refresh: bool) -> Entry | None:
         """The file holding ``key``, or None; FolderNotFound if the folder is gone."""
@@ -273,7 +342,7 @@ class FileIndex:
         if refresh or index is None or index.marks != current:
             # Marks taken before the scan: a change during it shows up next time.
             index = _FolderIndex(scan_names(directory), current)
-            self._indexes.put(directory, index)
+            self._keep(directory, index)
         return index.entries.get(key)
 
     def changed(self, directory: str, key: str, entry: Entry | None) -> None:

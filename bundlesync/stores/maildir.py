@@ -45,12 +45,14 @@ How the adapter behaves next to Dovecot and a delivery agent:
   uid, chowned to that owner, so that Dovecot (``mail_uid``) can use them.
 
 Change detection: a folder's stamp is the mtimes (ns) of ``cur/`` and ``new/``.
-It is *racy* while either is less than 2 s old: a change in the same clock tick
-of a coarse file system would not move the mtime, so the caller must list the
-folder again next time. :meth:`MaildirStore.messages` itself lists a folder that
-changed during the listing (or is racy) again, until two listings agree, so a
-message present throughout is never reported missing because of a concurrent
-rename (:mod:`bundlesync.stores.folder_files`).
+It is *racy* while either is younger than the file system's timestamp step
+allows (2 s on a file system that keeps whole seconds, 50 ms where the marks
+show sub-second mtimes: ``folder_files.racy_window_ns``): a change in the same
+tick would not move the mtime, so the caller must list the folder again next
+time. :meth:`MaildirStore.messages` itself lists a folder that changed during
+the listing (or is racy) again, until two listings agree, so a message present
+throughout is never reported missing because of a concurrent rename
+(:mod:`bundlesync.stores.folder_files`).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ from bundlesync.stores.names import (
     storable_flags,
 )
 
-RACY_NS = 2_000_000_000  # coarse file systems keep mtimes in 1 s or 2 s steps
+RACY_NS = folder_files.COARSE_RACY_NS  # the window where the marks prove nothing finer
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 UIDLIST = "dovecot-uidlist"
@@ -123,7 +125,11 @@ _MAX_RETRIES = 4
 MAX_DOVECOT_FILE = 128 * 1024 * 1024
 # Caches are per folder and small: memory stays bounded by the work at hand,
 # not by the size of the store (a folder index holds one entry per message).
-_INDEX_CACHE = 4
+# Folder listings kept for locating files: an import touches a folder in several
+# passes (placements, then removals, bodies read from other folders), and four
+# folders made it list most folders again and again. Bounded by the files held too.
+_INDEX_CACHE = 64
+_INDEX_ENTRIES = 100_000  # about 35 MB; one folder of that size was always kept whole
 _KEYWORDS_CACHE = 64
 _FOLDER_NAMES_CACHE = 4096
 _GUIDS_CACHE = 4
@@ -354,7 +360,8 @@ class MaildirStore:
         self._fsync = fsync
         self._now_ns = now_ns
         self._lock_timeout = lock_timeout
-        self._files = folder_files.FileIndex(folders=_INDEX_CACHE)
+        self._files = folder_files.FileIndex(folders=_INDEX_CACHE,
+                                                entries=_INDEX_ENTRIES)
         self._folder_names: dict[tuple[str, FolderPath], tuple[str, str]] = {}
         self._keyword_cache: Lru[tuple[tuple[int, int, int], dict[int, str]]] = Lru(
             _KEYWORDS_CACHE
@@ -607,8 +614,7 @@ class MaildirStore:
         return FolderStamp(marks=marks, racy=self._is_racy(marks))
 
     def _is_racy(self, marks: tuple[int, int]) -> bool:
-        now = self._now_ns()
-        return any(now - mark < RACY_NS for mark in marks)
+        return folder_files.is_racy(marks, self._now_ns())
 
     def folder_stamp(self, user: str, path: FolderPath) -> FolderStamp | None:
         """Two stats: the mtimes of cur/ and new/; None if the folder does not exist."""

@@ -186,3 +186,73 @@ def test_a_database_failure_inside_a_transaction_is_a_state_error(tmp_path: Path
         with pytest.raises(StateError, match="could not be written"):
             twice()
         assert index.count_changes() == 1
+
+
+# -- bulk lookups for the ledger ----------------------------------------------------------
+
+
+def test_known_counters_reads_a_range_of_dots_at_once(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "s", create=True) as index:
+        log(index, added(A, 2), added(A, 3), added(A, 7), added(B, 4))
+        seen: list[str] = []
+        index.trace(seen.append)
+        assert index.known_counters(Stream(A, 1), 1, 5) == {2, 3}
+        assert index.known_counters(Stream(A, 1), 4, 9) == {7}
+        assert index.known_counters(Stream(B, 1), 1, 9) == {4}
+        assert index.known_counters(Stream(A, 2), 1, 9) == set()
+        assert len(seen) == 4
+
+
+def _live_state(index: StateIndex, mailbox: str, guid: str, *, alive: bool) -> None:
+    index.store_message("alice", mailbox, guid, "0" * 64, alive=alive, state=b"x")
+
+
+def test_live_mailboxes_are_looked_up_once_per_transaction_and_kept_current(
+        tmp_path: Path) -> None:
+    one, two = "1" * 32, "2" * 32
+    with StateIndex(tmp_path / "s", create=True) as index:
+        with index.transaction():
+            _live_state(index, one, "a", alive=True)
+            _live_state(index, one, "b", alive=True)
+        seen: list[str] = []
+        index.trace(seen.append)
+        with index.transaction():
+            assert index.live_mailboxes("alice") == {one}
+            looked_up = len(seen)
+            assert index.live_mailboxes("alice") == {one}
+            assert len(seen) == looked_up  # served from what the transaction knows
+            _live_state(index, two, "c", alive=True)
+            assert index.live_mailboxes("alice") == {one, two}
+            _live_state(index, one, "a", alive=False)
+            assert index.live_mailboxes("alice") == {one, two}  # "b" is still alive
+            _live_state(index, one, "b", alive=False)
+            assert index.live_mailboxes("alice") == {two}
+        index.trace(None)
+        # Outside a transaction, and in the next one, the database answers.
+        assert index.live_mailboxes("alice") == {two}
+
+
+def test_a_rolled_back_savepoint_forgets_the_live_mailboxes_it_saw(tmp_path: Path) -> None:
+    one, two = "1" * 32, "2" * 32
+    with StateIndex(tmp_path / "s", create=True) as index, index.transaction():
+        _live_state(index, one, "a", alive=True)
+        assert index.live_mailboxes("alice") == {one}
+        with pytest.raises(RuntimeError):
+            _add_live_then_fail(index, two)
+        assert index.live_mailboxes("alice") == {one}
+
+
+def _add_live_then_fail(index: StateIndex, mailbox: str) -> None:
+    with index.transaction():
+        _live_state(index, mailbox, "b", alive=True)
+        assert mailbox in index.live_mailboxes("alice")
+        raise RuntimeError
+
+
+def test_messages_stored_in_bulk_are_seen_by_the_live_mailboxes(tmp_path: Path) -> None:
+    one, two = "1" * 32, "2" * 32
+    with StateIndex(tmp_path / "s", create=True) as index, index.transaction():
+        _live_state(index, one, "a", alive=True)
+        assert index.live_mailboxes("alice") == {one}
+        index.store_messages([("alice", two, "b", "0" * 64, True, b"x")])
+        assert index.live_mailboxes("alice") == {one, two}

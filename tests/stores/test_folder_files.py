@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
 from bundlesync.stores.errors import FolderNotFound
-from bundlesync.stores.folder_files import Entry, FileIndex, Lru, marks, stable_listing
+from bundlesync.stores.folder_files import (
+    COARSE_RACY_NS,
+    FINE_RACY_NS,
+    Entry,
+    FileIndex,
+    Lru,
+    is_racy,
+    marks,
+    racy_window_ns,
+    stable_listing,
+    timestamp_step_ns,
+)
 
 
 @pytest.fixture
@@ -93,3 +105,77 @@ def test_the_lru_keeps_the_most_recent_entries() -> None:
     assert (cache.get("/a"), cache.get("/b"), cache.get("/c")) == (1, None, 3)
     cache.drop_below("/a")
     assert cache.get("/a") is None
+
+
+# --- how long a stamp stays racy --------------------------------------------------------------
+
+SECOND = 1_000_000_000
+
+
+def test_whole_second_marks_are_a_coarse_file_system_with_a_two_second_window() -> None:
+    marks_ = (1_800_000_000 * SECOND, 1_799_999_990 * SECOND)
+    assert timestamp_step_ns(marks_) is None
+    assert racy_window_ns(marks_) == COARSE_RACY_NS == 2 * SECOND
+    assert is_racy(marks_, now_ns=marks_[0] + SECOND + 999_999_999)
+    assert not is_racy(marks_, now_ns=marks_[0] + 2 * SECOND)
+
+
+def test_a_missing_new_or_an_unknown_folder_counts_as_coarse() -> None:
+    assert racy_window_ns((0, 0)) == COARSE_RACY_NS
+    assert racy_window_ns((1_800_000_000 * SECOND, 0)) == COARSE_RACY_NS
+    # One mark with a sub-second part is enough: both directories share a file system.
+    assert racy_window_ns((1_800_000_000 * SECOND + 5, 0)) == FINE_RACY_NS
+
+
+def test_nanosecond_marks_give_the_short_window() -> None:
+    marks_ = (1_800_000_000_123_456_789, 1_800_000_000_987_654_321)
+    assert timestamp_step_ns(marks_) == 1
+    assert racy_window_ns(marks_) == FINE_RACY_NS == 50_000_000
+    assert is_racy(marks_, now_ns=marks_[1] + FINE_RACY_NS - 1)
+    assert not is_racy(marks_, now_ns=marks_[1] + FINE_RACY_NS)
+
+
+def test_a_coarser_sub_second_step_widens_the_window() -> None:
+    # exFAT keeps mtimes in 10 ms steps; a step seen as 100 ms gets twice that.
+    assert timestamp_step_ns((1_800_000_000_120_000_000,)) == 10_000_000
+    assert racy_window_ns((1_800_000_000_120_000_000,)) == FINE_RACY_NS
+    assert timestamp_step_ns((1_800_000_000_500_000_000,)) == 100_000_000
+    assert racy_window_ns((1_800_000_000_500_000_000,)) == 200_000_000
+
+
+@pytest.mark.slow
+def test_on_this_disk_a_change_after_a_settled_stamp_always_moves_it(folder: Path) -> None:
+    """The window's premise, on the real file system under the tests: a stamp read once
+    it is older than its racy window differs from the stamp after any later change."""
+    (folder / "new" / "first").write_bytes(b"x")
+    found = marks(str(folder))
+    assert found is not None
+    if timestamp_step_ns(found) is None:
+        pytest.skip("the test directory's file system keeps whole-second mtimes")
+    window = racy_window_ns(found)
+    assert window == FINE_RACY_NS
+    seen = {found}
+    for number in range(20):
+        now = time.time_ns()
+        if is_racy(found, now):
+            time.sleep((max(found) + window - now) / 1e9)
+        settled = marks(str(folder))
+        assert settled == found  # nothing changed meanwhile
+        (folder / "new" / f"m{number}").write_bytes(b"x")
+        found = marks(str(folder))
+        assert found is not None
+        assert found != settled
+        seen.add(found)
+    assert len(seen) == 21
+
+
+def test_the_file_index_keeps_a_bounded_number_of_files() -> None:
+    index = FileIndex(folders=8, entries=5)
+    index.remember_entries("a", {str(k): Entry("cur", str(k)) for k in range(3)}, (1, 1))
+    index.remember_entries("b", {str(k): Entry("cur", str(k)) for k in range(3)}, (1, 1))
+    # "a" went: six files are over the budget of five; the folder in use stays.
+    assert index._indexes.get("a") is None
+    assert index._indexes.get("b") is not None
+    index.remember_entries("c", {str(k): Entry("cur", str(k)) for k in range(9)}, (1, 1))
+    assert index._indexes.get("b") is None
+    assert index._indexes.get("c") is not None

@@ -215,11 +215,15 @@ def test_a_live_uidlist_lock_makes_keyword_changes_wait_then_fail(
 # --- racy stamps ----------------------------------------------------------------------------
 
 
-def test_a_stamp_is_racy_within_two_seconds_of_the_change(maildir: Path) -> None:
+def test_a_stamp_is_racy_within_two_seconds_of_the_change_on_a_coarse_file_system(
+        maildir: Path) -> None:
     now = [0]
     store = MaildirStore(str(maildir), fsync=False, now_ns=lambda: now[0])
     store.ensure_user("")
-    mtime = max((maildir / sub).stat().st_mtime_ns for sub in ("cur", "new"))
+    # A file system keeping whole seconds, faked on this disk: whole-second mtimes.
+    mtime = (maildir / "cur").stat().st_mtime_ns // 1_000_000_000 * 1_000_000_000
+    for sub in ("cur", "new"):
+        os.utime(maildir / sub, ns=(mtime, mtime))
     now[0] = mtime + 1_000_000_000
     stamp = store.folder_stamp("", INBOX)
     assert stamp is not None
@@ -231,6 +235,25 @@ def test_a_stamp_is_racy_within_two_seconds_of_the_change(maildir: Path) -> None
     assert later.marks == stamp.marks == (
         (maildir / "cur").stat().st_mtime_ns, (maildir / "new").stat().st_mtime_ns
     )
+
+
+def test_a_stamp_with_sub_second_mtimes_is_racy_for_50_ms_only(maildir: Path) -> None:
+    now = [0]
+    store = MaildirStore(str(maildir), fsync=False, now_ns=lambda: now[0])
+    store.ensure_user("")
+    mtime = 1_800_000_000_123_456_789  # what a file system with nanosecond mtimes keeps
+    for sub in ("cur", "new"):
+        os.utime(maildir / sub, ns=(mtime, mtime))
+    if (maildir / "cur").stat().st_mtime_ns != mtime:
+        pytest.skip("the test directory's file system keeps no nanosecond mtimes")
+    now[0] = mtime + 40_000_000
+    young = store.folder_stamp("", INBOX)
+    assert young is not None
+    assert young.racy
+    now[0] = mtime + 60_000_000
+    settled = store.folder_stamp("", INBOX)
+    assert settled is not None
+    assert not settled.racy
 
 
 # --- other programs working on the store ------------------------------------------------------

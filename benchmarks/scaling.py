@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bundlesync is not installed and not importable", file=sys.stderr)
         return 2
     date = utc_now()
+    if args.workdir is not None:
+        args.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="bundlesync-scaling-", dir=args.workdir))
     points: list[Point] = []
     progress = Progress("scaling", total=sum(args.count_list), unit="messages",

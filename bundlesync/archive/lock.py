@@ -15,7 +15,8 @@ LOCK_NAME = "lock"
 FOREIGN_STALE_S = 24 * 3600
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -46,7 +47,7 @@ def archive_lock(root: Path, op: str) -> Iterator[None]:
                 continue
             pid = int(held.get("pid", "0")) if held.get("pid", "").isdigit() else 0
             same_host = held.get("host") == host
-            stale = (same_host and (pid == 0 or not _pid_alive(pid))) or (
+            stale = (same_host and (pid == 0 or not pid_alive(pid))) or (
                 not same_host and age > FOREIGN_STALE_S)
             if stale:
                 with contextlib.suppress(FileNotFoundError):

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bundlesync.archive.errors import ArchiveError, ArchiveLocked
+from bundlesync.archive.lock import pid_alive
+from bundlesync.fsio import write_all
 
 LOCKS_DIR = "locks"
 EXCLUSIVE_NAME = "exclusive"
@@ -86,16 +88,6 @@ def _process_start(pid: int) -> str:
     return fields[19] if len(fields) > 19 else ""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _lock_text(op: str) -> bytes:
     pid = os.getpid()
     return (f"pid={pid} host={socket.gethostname()} op={op} "
@@ -121,7 +113,7 @@ def _is_stale(holder: LockHolder, fields: dict[str, str], age: float) -> bool:
         return age > UNREADABLE_STALE_S
     if holder.host != socket.gethostname():
         return age > FOREIGN_STALE_S
-    if holder.pid == 0 or not _pid_alive(holder.pid):
+    if holder.pid == 0 or not pid_alive(holder.pid):
         return True
     start = fields.get("start", "")
     return bool(start) and start != _process_start(holder.pid)
@@ -161,9 +153,7 @@ def _write_new(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
                  0o644)
     try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
+        write_all(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -26,8 +26,8 @@ from bundlesync.archive.repository import (
     TMP_DIR,
     Archive,
     Snapshot,
-    fsync_dir,
 )
+from bundlesync.fsio import fsync_dir
 from bundlesync.operations import failpoints
 
 

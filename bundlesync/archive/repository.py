@@ -49,6 +49,7 @@ from bundlesync.archive.secrets import (
     unwrap_archive_key,
 )
 from bundlesync.errors import UsageError
+from bundlesync.fsio import fsync_dir, write_all
 from bundlesync.keys import SiteIdentity
 
 CONFIG_NAME = "config"
@@ -59,14 +60,6 @@ TMP_DIR = "tmp"
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 _HEX16 = re.compile(r"[0-9a-f]{16}\Z")
 MAX_TREE = 64 * 1024 * 1024
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +232,7 @@ class Archive:
         tmp = tmp_dir / f"{target.name}.{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -228,12 +228,10 @@ def _read_cached(path: str, cache: Lru[tuple[tuple[int, int, int], _Parsed]],
     return value
 
 
-def _read_plain(path: str, *, limit: int | None = None) -> bytes:
-    """The bytes of a plain file, never through a symlink and never blocking on a FIFO.
-
-    ``limit``: read at most this many bytes. A path that is not a plain file
-    raises FileNotFoundError (for the store it is not there).
-    """
+def _open_plain(path: str) -> tuple[int, os.stat_result]:
+    """An open descriptor and the stat of a plain file, never through a symlink and
+    never blocking on a FIFO; anything else raises FileNotFoundError (for the store
+    it is not there). The caller closes the descriptor."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -244,15 +242,32 @@ def _read_plain(path: str, *, limit: int | None = None) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise FileNotFoundError(errno.ENOENT, "not a plain file", path)
-        size = st.st_size if limit is None else min(st.st_size, limit)
-        chunks = []
-        while size > 0:
-            chunk = os.read(fd, min(size, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def _read_fd(fd: int, size: int) -> bytes:
+    chunks = []
+    while size > 0:
+        chunk = os.read(fd, min(size, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _read_plain(path: str, *, limit: int | None = None) -> bytes:
+    """The bytes of a plain file, never through a symlink and never blocking on a FIFO.
+
+    ``limit``: read at most this many bytes. A path that is not a plain file
+    raises FileNotFoundError (for the store it is not there).
+    """
+    fd, st = _open_plain(path)
+    try:
+        return _read_fd(fd, st.st_size if limit is None else min(st.st_size, limit))
     finally:
         os.close(fd)
 
@@ -274,27 +289,9 @@ def _read_ahead(path: str) -> None:
 def _read_plain_sized(path: str, max_size: int) -> tuple[os.stat_result, bytes | None]:
     """The stat of a plain file and its bytes (None if larger than ``max_size``: not
     read); like :func:`_read_plain`, never through a symlink or blocking on a FIFO."""
+    fd, st = _open_plain(path)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENXIO):
-            raise FileNotFoundError(errno.ENOENT, "not a plain file", path) from exc
-        raise
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise FileNotFoundError(errno.ENOENT, "not a plain file", path)
-        if st.st_size > max_size:
-            return st, None
-        chunks = []
-        size = st.st_size
-        while size > 0:
-            chunk = os.read(fd, min(size, 1 << 24))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size -= len(chunk)
-        return st, b"".join(chunks)
+        return st, (None if st.st_size > max_size else _read_fd(fd, st.st_size))
     finally:
         os.close(fd)
 

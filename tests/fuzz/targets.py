@@ -6,8 +6,10 @@ errors, with message and exit code). Anything else escaping is a crash: a bug.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -20,6 +22,9 @@ HERE = Path(__file__).resolve().parent
 REGRESSIONS = HERE / "regressions"
 _TRUST = trust(A)
 _WORK = Path(tempfile.mkdtemp(prefix="bundlesync-fuzz-"))
+# Every process that loads the targets (the test run, each fuzzing child) leaves
+# nothing behind in the temporary directory.
+atexit.register(shutil.rmtree, _WORK, ignore_errors=True)
 
 
 def bundle_target(data: bytes) -> None:

@@ -294,6 +294,12 @@ class _HeaderReader:
             raise self.fail("a schema 1 bundle cannot hold want records")
         return counts
 
+    def chunk_size(self, value: object) -> int:
+        chunk = self.uint(value, "chunk size", maximum=MAX_CHUNK_SIZE)
+        if chunk < MIN_CHUNK_SIZE:
+            raise self.fail(f"chunk size {chunk} is below {MIN_CHUNK_SIZE}")
+        return chunk
+
     def compression(self, value: object) -> tuple[str, int]:
         compression = self.map(value, frozenset({"alg", "frame"}), "compression")
         alg = self.text(compression["alg"], "compression algorithm")
@@ -319,9 +325,7 @@ class _HeaderReader:
         if top["enc"] is None:
             return clear
         enc = self.map(top["enc"], _ENC_KEYS, "enc")
-        chunk = self.uint(enc["chunk"], "chunk size", maximum=MAX_CHUNK_SIZE)
-        if chunk < MIN_CHUNK_SIZE:
-            raise self.fail(f"chunk size {chunk} is below {MIN_CHUNK_SIZE}")
+        chunk = self.chunk_size(enc["chunk"])
         stanzas = []
         for index, item in enumerate(self.array(enc["stanzas"], "stanzas",
                                                 maximum=self.limits.max_recipients)):
@@ -375,27 +379,8 @@ class _HeaderReader:
             raise self.fail("the bundle id's site is not the origin site")
         origin_key = self.raw(origin["key"], 32, "origin key")
         recipients = self.recipients(top["recipients"])
-        counts_value = top["counts"]
-        optional_present = (frozenset(counts_value) & OPTIONAL_KINDS
-                            if isinstance(counts_value, dict) else frozenset())
-        required = frozenset(RECORD_KINDS) - OPTIONAL_KINDS
-        counts_map = self.map(counts_value, required | optional_present, "counts")
-        counts = {kind_name: self.uint(counts_map[kind_name], f"count of {kind_name}",
-                                       maximum=self.limits.max_records)
-                  for kind_name in RECORD_KINDS if kind_name in counts_map}
-        if any(counts.get(kind_name) == 0 for kind_name in OPTIONAL_KINDS):
-            raise self.fail("counts name an optional record kind with a count of 0")
-        if records_version < 2 and KIND_WANT in counts:
-            raise self.fail("a schema 1 bundle cannot hold want records")
-        compression = self.map(top["compression"], frozenset({"alg", "frame"}), "compression")
-        alg = self.text(compression["alg"], "compression algorithm")
-        if alg != COMPRESSION_ZSTD:
-            raise UnsupportedVersion(f"The bundle is compressed with {alg!r}, which this "
-                                     f"bundlesync cannot read.")
-        frame_size = self.uint(compression["frame"], "frame size",
-                               maximum=self.limits.max_frame_content)
-        if frame_size == 0:
-            raise self.fail("frame size is zero")
+        counts = self.counts(top["counts"], records_version)
+        alg, frame_size = self.compression(top["compression"])
         encryption = None
         if top["encryption"] is not None:
             encryption = self.encryption(top["encryption"], recipients)
@@ -423,9 +408,7 @@ class _HeaderReader:
         if alg != ENCRYPTION_ALG:
             raise UnsupportedVersion(f"The bundle is encrypted with {alg!r}, which this "
                                      f"bundlesync cannot read.")
-        chunk = self.uint(enc["chunk"], "chunk size", maximum=MAX_CHUNK_SIZE)
-        if chunk < MIN_CHUNK_SIZE:
-            raise self.fail(f"chunk size {chunk} is below {MIN_CHUNK_SIZE}")
+        chunk = self.chunk_size(enc["chunk"])
         stanzas = []
         for index, item in enumerate(self.array(enc["stanzas"], "stanzas",
                                                 maximum=self.limits.max_recipients)):

@@ -90,6 +90,8 @@ def _absorb(ctx: click.Context) -> None:
 
 
 class _GlobalCommand(click.Command):
+    """A command that takes the global options (-h, --home, --json, ...) anywhere."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
         super().__init__(*args, **kwargs)
@@ -100,20 +102,11 @@ class _GlobalCommand(click.Command):
         return super().invoke(ctx)
 
 
-class _GlobalGroup(click.Group):
+class _GlobalGroup(_GlobalCommand, click.Group):
     """A group whose commands and subgroups all take the global options."""
 
     command_class = _GlobalCommand
     group_class = type  # subgroups are of this class too
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("context_settings", {"help_option_names": ["-h", "--help"]})
-        super().__init__(*args, **kwargs)
-        self.params.extend(_global_params(root=False))
-
-    def invoke(self, ctx: click.Context) -> Any:
-        _absorb(ctx)
-        return super().invoke(ctx)
 
 
 class _RootGroup(click.Group):

@@ -26,14 +26,16 @@ import errno
 import os
 import secrets
 import socket
+import stat
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from bundlesync.archive.errors import ArchiveError, ArchiveLocked
-from bundlesync.archive.lock import pid_alive
+from bundlesync.archive.lock import read_lock_file
 from bundlesync.fsio import write_all
+from bundlesync.stores.dotlock import process_alive
 
 LOCKS_DIR = "locks"
 EXCLUSIVE_NAME = "exclusive"
@@ -96,12 +98,10 @@ def _lock_text(op: str) -> bytes:
 
 def _read_holder(path: Path) -> tuple[LockHolder, dict[str, str], float] | None:
     """The holder, the raw fields and the file's age; None if the file is gone."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-        age = time.time() - path.stat().st_mtime
-    except FileNotFoundError:
+    found = read_lock_file(path)
+    if found is None:
         return None
-    fields = dict(f.split("=", 1) for f in text.split() if "=" in f)
+    fields, age = found
     pid = int(fields["pid"]) if fields.get("pid", "").isdigit() else 0
     time_ms = int(fields["time"]) if fields.get("time", "").isdigit() else 0
     return LockHolder(path, pid, fields.get("host", ""), fields.get("op", ""), time_ms), \
@@ -113,7 +113,7 @@ def _is_stale(holder: LockHolder, fields: dict[str, str], age: float) -> bool:
         return age > UNREADABLE_STALE_S
     if holder.host != socket.gethostname():
         return age > FOREIGN_STALE_S
-    if holder.pid == 0 or not pid_alive(holder.pid):
+    if not process_alive(holder.pid):
         return True
     start = fields.get("start", "")
     return bool(start) and start != _process_start(holder.pid)
@@ -132,9 +132,24 @@ def live_holder(path: Path) -> LockHolder | None:
     return holder
 
 
+def _locks_dir(root: Path) -> Path:
+    """``root/locks``, refused if it is there as anything but a directory: through a
+    symlink, lock files would be created, and stale ones removed, outside the archive."""
+    directory = root / LOCKS_DIR
+    try:
+        st = os.lstat(directory)
+    except FileNotFoundError:
+        return directory
+    if not stat.S_ISDIR(st.st_mode):
+        raise ArchiveError(f"{directory} is not a directory (a symlink or another file); "
+                           "bundlesync keeps the archive's lock files there and does not "
+                           "follow it.", hint=f"Remove {directory}; it is made again.")
+    return directory
+
+
 def live_readers(root: Path) -> list[LockHolder]:
     """Every live reader of the archive at ``root``; stale reader locks are removed."""
-    directory = root / LOCKS_DIR
+    directory = _locks_dir(root)
     try:
         names = sorted(p.name for p in directory.iterdir())
     except (FileNotFoundError, NotADirectoryError):
@@ -161,10 +176,10 @@ def _write_new(path: Path, data: bytes) -> None:
 
 def _create_in_locks(root: Path, name: str, data: bytes) -> Path:
     """Create ``locks/<name>``; makes ``locks/`` first (a releaser may just remove it)."""
-    directory = root / LOCKS_DIR
     for _attempt in range(5):
         with contextlib.suppress(FileExistsError):
-            directory.mkdir(mode=0o755)
+            (root / LOCKS_DIR).mkdir(mode=0o755)
+        directory = _locks_dir(root)
         try:
             _write_new(directory / name, data)
         except FileNotFoundError:

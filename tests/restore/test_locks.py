@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bundlesync.archive.errors import ArchiveLocked
+from bundlesync.archive.errors import ArchiveError, ArchiveLocked
 from bundlesync.archive.locks import (
     EXCLUSIVE_NAME,
     LOCKS_DIR,
@@ -219,3 +219,42 @@ def test_exclusive_lock_names_every_live_reader(tmp_path: Path) -> None:
     assert "(restore" in refused.value.message
     assert "(view" in refused.value.message
     assert not (tmp_path / LOCKS_DIR).exists()
+
+
+def test_a_symlinked_locks_directory_is_refused_and_nothing_is_written_through_it(
+        tmp_path: Path) -> None:
+    archive, outside = tmp_path / "archive", tmp_path / "outside"
+    archive.mkdir()
+    outside.mkdir()
+    stale = outside / (EXCLUSIVE_NAME)
+    stale.write_text("pid=999999999 host=elsewhere op=prune\n")
+    os.utime(stale, (0, 0))  # old enough to be broken, were it followed
+    (archive / LOCKS_DIR).symlink_to(outside)
+    for take in (lambda: reader_lock(archive, op="restore"),
+                 lambda: exclusive_lock(archive, op="prune")):
+        with pytest.raises(ArchiveError, match="not a directory") as refused, take():
+            pytest.fail("a lock was taken through a symlink")
+        assert refused.value.hint and "Remove" in refused.value.hint
+    with pytest.raises(ArchiveError, match="not a directory"):
+        live_readers(archive)
+    assert sorted(p.name for p in outside.iterdir()) == [EXCLUSIVE_NAME]
+
+
+def test_a_fifo_or_a_huge_file_under_a_lock_name_never_hangs_prune(tmp_path: Path) -> None:
+    locks = tmp_path / LOCKS_DIR
+    locks.mkdir()
+    os.mkfifo(locks / "read-fifo")
+    (locks / "read-huge").write_bytes(b"pid=1 " * 1_000_000)
+    for name in ("read-fifo", "read-huge"):
+        os.utime(locks / name, (0, 0))  # judged by age alone: long stale
+    done = threading.Event()
+
+    def prune() -> None:
+        with exclusive_lock(tmp_path, op="prune"):
+            done.set()
+
+    worker = threading.Thread(target=prune, daemon=True)
+    worker.start()
+    worker.join(10)
+    assert done.is_set(), "prune hung on a FIFO or a huge file in locks/"
+    assert not (locks / "read-fifo").exists() and not (locks / "read-huge").exists()

@@ -5,7 +5,6 @@ backup with the cache encodes only the entries that changed."""
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from pathlib import Path
 
 import cbor2
@@ -22,7 +21,7 @@ from bundlesync.archive.repository import open_archive
 from bundlesync.archive.users import UserSelection
 from bundlesync.operations.config import MailboxFilter
 from bundlesync.operations.demo import demo_message, populate
-from bundlesync.state.archive_cache import ArchiveCacheDb
+from bundlesync.state.archive_cache import ArchiveCacheDb, listings_dir
 from tests.archive.conftest import Backups, tick
 from tests.archive.views import snapshot_view, store_view
 
@@ -124,13 +123,13 @@ def test_damaged_spans_are_ignored_and_the_listing_is_encoded_again(
     cache = tmp_path / "cache"
     populate(backups.store, per_folder=4)
     _backup(backups, cache)
-    with sqlite3.connect(cache_path(cache, backups.archive)) as db:
-        rows = db.execute("SELECT id, data FROM listings").fetchall()
-        assert rows and all(bytes(data).startswith(SPANS_MAGIC) for _id, data in rows)
-        for tree_id, data in rows:  # the last offset's lowest byte: the listing is intact
-            damaged = bytearray(data)
-            damaged[-4] ^= 0x01
-            db.execute("UPDATE listings SET data = ? WHERE id = ?", (bytes(damaged), tree_id))
+    files = list(listings_dir(cache_path(cache, backups.archive)).iterdir())
+    assert files
+    for file in files:  # the last offset's lowest byte: the listing itself is intact
+        damaged = bytearray(file.read_bytes())
+        assert damaged.startswith(SPANS_MAGIC)
+        damaged[-4] ^= 0x01
+        file.write_bytes(bytes(damaged))
     _touch_every_folder(backups, 100)
     calls = _count_encodings(monkeypatch)
     report = _backup(backups, cache)

@@ -74,7 +74,7 @@ class Previous:
     """A folder's previous listing: its entries, their numbers by key, and each entry's
     bytes."""
 
-    __slots__ = ("_data", "_offsets", "entries", "index")
+    __slots__ = ("data", "entries", "index", "offsets")
 
     def __init__(self, entries: list[RawMessage], data: bytes,
                  offsets: array[int] | None) -> None:
@@ -82,15 +82,17 @@ class Previous:
         # Keys are text: decode() checked them.
         self.index = cast("dict[str, int]",
                           {entry[0]: number for number, entry in enumerate(entries)})
-        self._data = data
-        self._offsets = offsets  # None: no spans, a kept entry is encoded again
+        self.data = data
+        # Where entry n's bytes are: data[offsets[n]:offsets[n + 1]]. None: no spans,
+        # a kept entry is encoded again.
+        self.offsets = offsets
 
     def raw(self, number: int) -> bytes:
         """The bytes of entry ``number`` as stored (it is kept unchanged)."""
-        offsets = self._offsets
+        offsets = self.offsets
         if offsets is None:
             return encode_entry(self.entries[number])
-        return self._data[offsets[number]:offsets[number + 1]]
+        return self.data[offsets[number]:offsets[number + 1]]
 
 
 def decode(data: bytes, *, what: str) -> list[RawMessage]:

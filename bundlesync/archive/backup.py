@@ -14,8 +14,6 @@ or index entries, which ``prune`` reclaims; never a half snapshot.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import hashlib
 import json
 import os
@@ -515,9 +513,12 @@ def bound_heap_growth() -> bool:
     Returns whether it was applied."""
     if not sys.platform.startswith("linux"):
         return False
+    import ctypes  # noqa: PLC0415 - only here: most commands never need it
+
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return bool(libc.mallopt(M_ARENA_MAX, 1))
+        # The process's own symbols, the C library's among them: no search for the
+        # library (find_library runs ldconfig in a child process).
+        return bool(ctypes.CDLL(None).mallopt(M_ARENA_MAX, 1))
     except (OSError, AttributeError):
         return False  # another C library (musl): nothing to tune
 

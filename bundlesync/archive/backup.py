@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import cbor2
 
@@ -33,6 +34,8 @@ from bundlesync.archive.errors import ArchiveDamaged
 from bundlesync.archive.listing import (
     Builder,
     Previous,
+    RawMessage,
+    check_entries,
     decode,
     dump_spans,
     encode_entry,
@@ -445,10 +448,12 @@ def previous_listing(archive: Archive, cache: BackupCache, tree_id: bytes) -> Pr
             raise ArchiveDamaged(f"The archive has no tree {tree_id.hex()[:16]}: "
                                  "no index lists it.")
         data = archive.read_blob_at(ref)
-    entries = decode(data, what=what)
+    items = decode(data, what=what)
+    offsets = load_spans(tree_id, spans, data, len(items)) if spans is not None else None
+    entries = (cast("list[RawMessage]", items) if offsets is not None
+               else check_entries(items, what=what))
     if cached is None:
         cache.keep_listing(tree_id, data)
-    offsets = load_spans(tree_id, spans, data, len(entries)) if spans is not None else None
     return Previous(entries, data, offsets)
 
 

@@ -34,7 +34,9 @@ from bundlesync.archive.errors import ArchiveDamaged
 
 RawMessage = list[object]  # one tree entry as stored: [key, guid, body, size, flags, uid, date]
 _DIGEST = 16
-_SPAN_TYPE = "I"  # unsigned, at least 32 bits (a tree is at most MAX_TREE bytes)
+# Offsets are unsigned 32-bit (a tree is at most MAX_TREE bytes): C's unsigned int where
+# it has 32 bits, as on every platform Python supports, else unsigned long.
+_SPAN_TYPE = "I" if array("I").itemsize >= 4 else "L"
 
 
 def array_head(count: int) -> bytes:
@@ -95,8 +97,8 @@ class Previous:
         return self.data[offsets[number]:offsets[number + 1]]
 
 
-def decode(data: bytes, *, what: str) -> list[RawMessage]:
-    """A tree's entries, checked for the fields a backup reuses."""
+def decode(data: bytes, *, what: str) -> list[object]:
+    """A tree's items (see :func:`check_entries`)."""
     try:
         with no_cycle_collection():
             value = cbor2.loads(data)
@@ -104,12 +106,20 @@ def decode(data: bytes, *, what: str) -> list[RawMessage]:
         raise ArchiveDamaged(f"{what} holds invalid CBOR.") from None
     if not isinstance(value, list):
         raise ArchiveDamaged(f"{what} is malformed.")
+    return value
+
+
+def check_entries(value: list[object], *, what: str) -> list[RawMessage]:
+    """A tree's items checked for the fields a backup reuses.
+
+    Not needed for a listing whose spans check: this writer assembled it, of entries it
+    encoded from checked fields or copied from listings it had checked."""
     for item in value:
         if not (isinstance(item, list) and len(item) == 7 and isinstance(item[0], str)
                 and isinstance(item[2], bytes) and isinstance(item[3], int)
                 and isinstance(item[6], int)):
             raise ArchiveDamaged(f"{what} is malformed.")
-    return value
+    return cast("list[RawMessage]", value)
 
 
 class Builder:

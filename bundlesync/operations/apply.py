@@ -57,12 +57,23 @@ class _Folders:
     """The user's folders as last seen: folder GUID <-> path."""
 
     by_guid: dict[str, FolderPath] = field(default_factory=dict)
+    # path -> the first GUID at it, made again after a change (asked once per message).
+    at: dict[FolderPath, str] | None = None
 
     def guid_at(self, path: FolderPath) -> str | None:
-        for guid, where in self.by_guid.items():
-            if where == path:
-                return guid
-        return None
+        if self.at is None:
+            self.at = {}
+            for guid, where in self.by_guid.items():
+                self.at.setdefault(where, guid)
+        return self.at.get(path)
+
+    def put(self, guid: str, path: FolderPath) -> None:
+        self.by_guid[guid] = path
+        self.at = None
+
+    def drop(self, guid: str) -> None:
+        del self.by_guid[guid]
+        self.at = None
 
 
 class _UserApply:
@@ -87,6 +98,7 @@ class _UserApply:
         })
         self.bodies = bodies if bodies is not None else BodyFinder(site)
         self.bodies.use_folders(user, self.folders.by_guid)
+        self.wants: dict[FolderPath, bool] = {}  # the filter's answers (asked per message)
         self.created_folders = 0
         self.held_back: set[FolderPath] = set()
         self.held_messages = 0
@@ -99,7 +111,10 @@ class _UserApply:
         self.recording: dict[tuple[str, str], FileRow] = {}
 
     def wanted(self, path: FolderPath) -> bool:
-        return self.site.config.filters.wants(path)
+        wants = self.wants.get(path)
+        if wants is None:
+            wants = self.wants[path] = self.site.config.filters.wants(path)
+        return wants
 
     def held(self, mailbox: str, guid: str, body: str, *, any_excluded: bool = True
              ) -> FolderPath | None:
@@ -192,7 +207,7 @@ class _UserApply:
                                     "one user in one run")
             if self.dry_run:
                 self.report.mailbox(self.user, action.path, "created")
-                self.folders.by_guid[action.guid] = action.path
+                self.folders.put(action.guid, action.path)
                 return
             self.store.create_folder(self.user, action.path, guid=action.guid,
                                      uidvalidity=action.uidvalidity)
@@ -200,7 +215,7 @@ class _UserApply:
             failpoints.reached("folder")
             self.index.put_folder(self.user, FolderRow(action.guid, action.path, None,
                                                        action.uidvalidity))
-            self.folders.by_guid[action.guid] = action.path
+            self.folders.put(action.guid, action.path)
             return
         if not self.dry_run:
             old_gone = self.store.folder_stamp(self.user, action.old) is None
@@ -213,7 +228,7 @@ class _UserApply:
         for guid, path in list(self.folders.by_guid.items()):
             if path[:size] == action.old:
                 moved = action.new + path[size:]
-                self.folders.by_guid[guid] = moved
+                self.folders.put(guid, moved)
                 if not self.dry_run:
                     self.index.put_folder(self.user, FolderRow(guid, moved, None, None))
 
@@ -231,7 +246,7 @@ class _UserApply:
             return
         if guid is not None:
             self.index.drop_folder(self.user, guid)
-            del self.folders.by_guid[guid]
+            self.folders.drop(guid)
 
     # -- messages ------------------------------------------------------------------
 

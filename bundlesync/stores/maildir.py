@@ -178,6 +178,8 @@ class _Batch:
     deliveries: list[_Delivery] = field(default_factory=list)
     # Folders found present and safe, with cur/ and tmp/, in this batch.
     ready: set[str] = field(default_factory=set)
+    # (user, folder path) -> (user root, folder directory) of the ready folders.
+    places: dict[tuple[str, FolderPath], tuple[str, str]] = field(default_factory=dict)
     # Keywords to add to a folder's dovecot-keywords: written once per batch.
     keywords: dict[str, list[str]] = field(default_factory=dict)
     # cur/ and new/ directories whose renames and unlinks are synced at the end.
@@ -974,6 +976,20 @@ class MaildirStore:
         return self._add(user, path, key=key, data=data, flags=flags,
                          internal_date=internal_date)
 
+    def _delivery_dir(self, batch: _Batch | None, user: str, path: FolderPath
+                      ) -> tuple[str, str, bool]:
+        """(user root, folder directory, whether the batch delivered into it already)."""
+        place = None if batch is None else batch.places.get((user, path))
+        if place is not None:
+            return place[0], place[1], True
+        root = self.location.path_for(user)
+        directory = self._dir_in(root, check_folder_path(path))
+        if batch is not None and directory in batch.ready:
+            return root, directory, True
+        # (user root, folder dir) of an existing folder, checked once per batch.
+        root, directory = self._folder(user, path)
+        return root, directory, False
+
     def _add(
         self,
         user: str,
@@ -994,12 +1010,7 @@ class MaildirStore:
                 "message under a new key.",
             )
         batch = self._batch
-        root = self.location.path_for(user)
-        directory = self._dir_in(root, check_folder_path(path))
-        ready = batch is not None and directory in batch.ready
-        if not ready:
-            # (user root, folder dir) of an existing folder, checked once per batch.
-            root, directory = self._folder(user, path)
+        root, directory, ready = self._delivery_dir(batch, user, path)
         label = "/".join(path)
         with _io(f"deliver message {key} into folder {label} of user {user!r}"):
             self.clean_tmp(directory)
@@ -1032,6 +1043,7 @@ class MaildirStore:
                 # Written by a writer thread; named at the end of the batch, after
                 # one sync of the file system for all.
                 batch.ready.add(directory)
+                batch.places[(user, path)] = (root, directory)
                 batch.deliveries.append(_Delivery(tmp_path, directory, key, stored))
                 batch.waiting.append(_Write(tmp_path, data, owner, date_ns))
                 batch.waiting_bytes += size

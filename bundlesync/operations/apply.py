@@ -272,9 +272,13 @@ class _UserApply:
                 states[ref] = decode_message(ref, blob)
         return states
 
-    def placed(self, ref: MessageRef, state: MessageState | None) -> bool:
-        """Whether the merged state wants this instance in some folder."""
-        return state is not None and state.alive and self.target(ref.mailbox.guid) is not None
+    def alive(self, items: Sequence[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """Which of ``items`` the merged state holds alive, one statement per mailbox."""
+        guids: dict[str, set[str]] = {}
+        for mailbox, guid, _body in items:
+            guids.setdefault(mailbox, set()).add(guid)
+        return {(mailbox, guid, body) for mailbox, some in guids.items()
+                for guid, body in self.index.alive_messages(self.user, mailbox, some)}
 
     def prefetch(self, items: Sequence[tuple[str, str, str]]) -> None:
         """Read what ``message`` needs for a batch of instances in bulk: their states,
@@ -479,15 +483,16 @@ class _UserApply:
         any_excluded = not all(self.wanted(path) for path in self.folders.by_guid.values())
         for start in range(0, len(pending), APPLY_BATCH):
             some = pending[start:start + APPLY_BATCH]
-            states = self.load_states(some)
+            alive = self.alive(some)
             for item in some:
                 where = self.held(*item, any_excluded=any_excluded)
                 if where is not None:
                     self.held_back.add(where)
                     self.held_messages += 1
                     continue  # stays pending: applied once the filter is lifted
-                ref = MessageRef(MailboxRef(self.user, item[0]), item[1], item[2])
-                (placing if self.placed(ref, states.get(ref)) else removing).append(item)
+                # Placed if the merged state wants it in some folder.
+                placed = item in alive and self.target(item[0]) is not None
+                (placing if placed else removing).append(item)
         # Batches keep the index's commits (and their fsyncs) few; a crash inside one
         # only repeats idempotent store actions.
         for work in (placing, removing):

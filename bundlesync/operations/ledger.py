@@ -39,6 +39,10 @@ from bundlesync.state.codec import (
 )
 from bundlesync.state.index import StateIndex
 
+# Changes folded together by fold_new: their states read and written with one
+# statement per mailbox and batch.
+FOLD_BATCH = 500
+
 
 def load_message(index: StateIndex, ref: MessageRef) -> MessageState | None:
     blob = index.load_message(ref.mailbox.user, ref.mailbox.guid, ref.guid, ref.body)
@@ -91,13 +95,11 @@ def fold_changes(index: StateIndex, changes: Sequence[Change]) -> int:
     known: dict[Stream, set[int]] = {}
     for stream, counters in _counters_by_stream(changes).items():
         known[stream] = index.known_counters(stream, min(counters), max(counters))
-    folded = 0
-    for change in changes:
-        if change.dot.counter in known[change.dot.stream]:
-            continue
-        fold_change(index, change, unknown=True)
-        folded += 1
-    return folded
+    new = [(change, None) for change in changes
+           if change.dot.counter not in known[change.dot.stream]]
+    for start in range(0, len(new), FOLD_BATCH):
+        fold_new(index, new[start:start + FOLD_BATCH])
+    return len(new)
 
 
 def _counters_by_stream(changes: Sequence[Change]) -> dict[Stream, list[int]]:

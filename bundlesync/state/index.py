@@ -755,23 +755,25 @@ class StateIndex:
 
     def store_messages(self, rows: Iterable[tuple[str, str, str, str, bool, bytes]]) -> None:
         """:meth:`store_message` for many: (user, mailbox, guid, body, alive, state) each."""
-        touched: set[str] = set()
 
-        def note(user: str) -> str:
-            touched.add(user)
+        def note(user: str, mailbox: str, alive: bool) -> str:
+            # The live mailboxes kept in step, row by row, as store_message keeps them.
+            live = self._live.get(user)
+            if live is not None:
+                if alive:
+                    live.add(mailbox)
+                    self._live_doubt.get(user, set()).discard(mailbox)
+                elif mailbox in live:
+                    self._live_doubt.setdefault(user, set()).add(mailbox)
             return user
 
         self._db.executemany(
             "INSERT INTO messages (user, mailbox, guid, body, alive, state) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, mailbox, guid, body) "
             "DO UPDATE SET alive = excluded.alive, state = excluded.state",
-            ((note(user), mailbox, guid, body, int(alive), state)
+            ((note(user, mailbox, alive), mailbox, guid, body, int(alive), state)
              for user, mailbox, guid, body, alive, state in rows),
         )
-        for user in touched:
-            # Looked up afresh at the next question (see live_mailboxes).
-            self._live.pop(user, None)
-            self._live_doubt.pop(user, None)
 
     def has_messages(self, user: str) -> bool:
         """Whether any message of ``user`` is known (one seek)."""
@@ -1239,6 +1241,17 @@ class StateIndex:
                 "SELECT guid, body, state FROM messages WHERE user = ? AND mailbox = ? "
                 f"AND guid IN ({marks})", (user, mailbox, *chunk))
             found.extend((str(g), str(b), bytes(s)) for g, b, s in rows)
+        return found
+
+    def alive_messages(self, user: str, mailbox: str,
+                       guids: Iterable[str]) -> set[tuple[str, str]]:
+        """(guid, body) of every live message of one mailbox with one of ``guids``."""
+        found: set[tuple[str, str]] = set()
+        for marks, chunk in _in_lists(guids):
+            rows = self._db.execute(
+                "SELECT guid, body FROM messages WHERE user = ? AND mailbox = ? "
+                f"AND guid IN ({marks}) AND alive", (user, mailbox, *chunk))
+            found.update((str(g), str(b)) for g, b in rows)
         return found
 
     def files_of_instances(self, user: str, mailbox: str,

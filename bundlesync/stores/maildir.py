@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shutil
@@ -187,6 +188,12 @@ class _Batch:
     # Files not written yet, and their bytes.
     waiting: list[_Write] = field(default_factory=list)
     waiting_bytes: int = 0
+
+
+@functools.lru_cache(maxsize=1024)
+def _storable(flags: frozenset[str]) -> frozenset[str]:
+    """:func:`storable_flags` of a set of flags (a delivery asks it per message)."""
+    return storable_flags(flags, system=SYSTEM_FLAGS)
 
 
 def _write_tmp(tmp_path: str, data: bytes, owner: Owner, date_ns: int, *,
@@ -1307,7 +1314,7 @@ class MaildirStore:
         """
         stored: set[str] = set()
         wanted: list[str] = []
-        for flag in storable_flags(frozenset(flags), system=SYSTEM_FLAGS):
+        for flag in _storable(frozenset(flags)):
             if flag.startswith("\\"):
                 stored.add(flag)
             else:

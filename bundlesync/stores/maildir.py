@@ -1026,7 +1026,11 @@ class MaildirStore:
             else:
                 letters, stored = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
-                entry = self._files.locate(directory, key, refresh=attempt > 0)
+                if ready and attempt == 0:
+                    # Located in this batch already, the marks checked then.
+                    entry = self._files.locate_known(directory, key)
+                else:
+                    entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
                     break
                 try:
@@ -1155,6 +1159,7 @@ class MaildirStore:
         if self._fsync and batch.deliveries:
             fsio.sync_file_systems(sorted({d.directory for d in batch.deliveries}))
         touched = set(batch.renamed_in)
+        named: set[str] = set()
         letters_of: dict[tuple[str, frozenset[str]], str] = {}
         for delivery in batch.deliveries:
             directory, key = delivery.directory, delivery.key
@@ -1173,10 +1178,14 @@ class MaildirStore:
                         directory, "cur", new_message_key(now_ns=self._now_ns())))
                     touched.add(os.path.join(directory, "cur"))
                 continue
-            self._files.changed(directory, key, Entry("cur", name))
+            # The folder's marks are taken once for all, after the loop.
+            self._files.note(directory, key, Entry("cur", name))
+            named.add(directory)
             touched.add(os.path.join(directory, "cur"))
             if step is not None:
                 step("deliver")
+        for directory in named:
+            self._files.settle(directory)
         if self._fsync:
             for directory in sorted(touched):
                 with contextlib.suppress(FileNotFoundError):  # a folder deleted meanwhile

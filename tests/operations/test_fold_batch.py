@@ -57,7 +57,7 @@ def _snapshot(index: StateIndex, changes: list[Change]) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=30, deadline=None)
 @given(history=busy_histories(), cut=st.integers(2, 40), data=st.data())
 def test_a_batch_folds_as_the_changes_one_by_one(history: list[Change], cut: int,
                                                  data: st.DataObject) -> None:

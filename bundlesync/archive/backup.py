@@ -41,6 +41,7 @@ from bundlesync.archive.repository import (
     UserEntry,
 )
 from bundlesync.archive.users import UserSelection
+from bundlesync.archive.workers import ReadMessage, ReadWorkers
 from bundlesync.core.model import derived_mailbox_guid
 from bundlesync.errors import BundlesyncError
 from bundlesync.operations import failpoints
@@ -52,6 +53,9 @@ from bundlesync.stores.maildir import KEYWORDS, UIDLIST, MaildirStore
 
 Progress = Callable[[str, int, int], None]  # (user, users done, users total)
 READ_THREADS = 6
+# A folder with at least this many new messages is read by the reader processes
+# (when the backup has more than one job); fewer are read here, by threads.
+PROCESS_MIN_KEYS = 64
 # A pack is cut when its bodies reach this many uncompressed bytes, whatever the
 # archive's pack size says: the builder and the pack in flight each hold their raw
 # segments until sealed, so this bounds the writer's memory (about 4x this) however
@@ -215,8 +219,11 @@ def folder_stamp(store: Store, user: str, info: FolderInfo) -> bytes | None:
 
 
 class _Readers:
-    """Reads new messages with a few threads: file reads and SHA-256 release the GIL, so
-    a cold store is read with several requests in flight, as restic and borg do.
+    """Reads new messages and hashes them: with a few threads (file reads and SHA-256
+    release the GIL, so a cold store is read with several requests in flight, as
+    restic and borg do), and for a folder with many new messages with ``jobs`` reader
+    processes (:mod:`bundlesync.archive.workers`), so that the per-message Python of a
+    first backup runs on every core.
 
     Each thread has its own store object (Maildir caches are not shared between
     threads); results come back in order, a bounded batch at a time (memory).
@@ -224,11 +231,15 @@ class _Readers:
 
     BATCH = 128
 
-    def __init__(self, store: Store, workers: int) -> None:
+    def __init__(self, store: Store, workers: int, *, jobs: int = 1) -> None:
         self.store = store
         self.local = threading.local()
         self.pool = (ThreadPoolExecutor(max_workers=workers, thread_name_prefix="read")
                      if isinstance(store, MaildirStore) and workers > 1 else None)
+        # Started on the first folder that has enough to read: an incremental backup,
+        # whose folders each have a few new messages, never pays for their start.
+        self.processes = (ReadWorkers(store, jobs)
+                          if isinstance(store, MaildirStore) and jobs > 1 else None)
 
     def _store(self) -> Store:
         assert isinstance(self.store, MaildirStore)
@@ -238,21 +249,23 @@ class _Readers:
             self.local.store = mine
         return mine
 
-    def _one(self, store: Store, user: str, path: FolderPath, key: str
-             ) -> tuple[str, bytes, int] | None:
+    def _one(self, store: Store, user: str, path: FolderPath, key: str) -> ReadMessage | None:
         try:
             stored = store.message_info(user, path, key)
             data = store.read_body(user, path, key)
         except MessageMissing:
             return None  # expunged while we looked: it is gone at this snapshot
-        return key, data, stored.internal_date
+        return key, data, stored.internal_date, hashlib.sha256(data).digest()
 
-    def read(self, user: str, path: FolderPath, keys: list[str]
-             ) -> Iterator[tuple[str, bytes, int]]:
+    def read(self, user: str, path: FolderPath, keys: list[str]) -> Iterator[ReadMessage]:
+        """Key, bytes, date and SHA-256 of each message of ``keys`` still there, in order."""
+        if self.processes is not None and len(keys) >= PROCESS_MIN_KEYS:
+            yield from self.processes.read(user, path, keys)
+            return
         for start in range(0, len(keys), self.BATCH):
             batch = keys[start:start + self.BATCH]
             if self.pool is None or len(batch) < 4:
-                results: Iterable[tuple[str, bytes, int] | None] = (
+                results: Iterable[ReadMessage | None] = (
                     self._one(self.store, user, path, k) for k in batch)
             else:
                 results = self.pool.map(lambda k: self._one(self._store(), user, path, k),
@@ -264,6 +277,8 @@ class _Readers:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+        if self.processes is not None:
+            self.processes.close()
 
 
 class _UserBackup:
@@ -366,8 +381,7 @@ class _UserBackup:
         to_read = list(slots)
         new_meta = {key: (guid_flags[0], flag_lists[guid_flags[1]], uids.get(key))
                     for key, guid_flags in names if key in slots}
-        for key, data, date in self.readers.read(self.user, info.path, to_read):
-            body = hashlib.sha256(data).digest()
+        for key, data, date, body in self.readers.read(self.user, info.path, to_read):
             msg_guid, flag_list, uid = new_meta[key]
             entries[slots[key]] = [key, msg_guid, body, len(data), flag_list, uid, date]
             self.report.body_bytes_read += len(data)
@@ -490,14 +504,24 @@ def bound_heap_growth() -> bool:
         return False  # another C library (musl): nothing to tune
 
 
+def default_jobs() -> int:
+    """Reader processes by default: one per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def run_backup(archive: Archive, store: Store, *, users: UserSelection,
                filters: MailboxFilter, now_ms: int | None = None, tags: tuple[str, ...] = (),
                progress: Progress | None = None, cache_dir: Path | None = None,
-               cache_rows: CacheRows | None = None) -> BackupReport:
+               cache_rows: CacheRows | None = None, jobs: int = 1) -> BackupReport:
     """Add one snapshot (the caller holds the archive lock). ``cache_dir``: where to keep
     the local cache of snapshot times (:func:`newest_snapshot`); ``cache_rows``: where
     the index mirror and listings persist (:mod:`bundlesync.archive.cache`; the caller
-    opens and this closes them). None for either keeps it in memory for this run."""
+    opens and this closes them). None for either keeps it in memory for this run.
+    ``jobs``: reader processes for folders with many new messages (1: none, all is
+    read in this process); the snapshot is the same whatever the number."""
     started = time.monotonic()
     bound_heap_growth()
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -511,7 +535,7 @@ def run_backup(archive: Archive, store: Store, *, users: UserSelection,
     cache = BackupCache.open(archive, cache_rows)
     try:
         packs = _PackWriter(archive, cache, report)
-        readers = _Readers(store, READ_THREADS)
+        readers = _Readers(store, READ_THREADS, jobs=jobs)
         try:
             entries = _back_up_users(archive, store, packs, readers, chosen,
                                      previous=previous, filters=filters, report=report,

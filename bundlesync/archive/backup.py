@@ -388,6 +388,7 @@ class _UserBackup:
             if not self.packs.has(BLOB_BODY, body):
                 self.report.bodies_added += 1
                 self.packs.add(BLOB_BODY, body, data)
+            failpoints.reached("archive-read")
         messages = [e for e in entries if e is not None]  # None: expunged while we looked
         tree = cbor2.dumps(messages, canonical=True)
         tree_id = hashlib.sha256(tree).digest()

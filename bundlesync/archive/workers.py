@@ -16,10 +16,12 @@ that dies or answers nonsense is not trusted again: what it owed is read in the
 backup process itself.
 
 Request: ``[user, folder path, [key, ...]]``. Answer: one or more frames
-``[final, [[key, sha256, date, bytes], ...], error]``: a frame is cut after about
-``FRAME_BYTES`` of mail (memory); a message gone meanwhile is left out, as the
-in-process reader leaves it out; ``error`` is null or ``["store", message, hint]``
-or ``["os", errno, strerror, filename]``, the error that stopped the batch.
+``[final, [[key, sha256, date, size], ...], error]``, each followed by the bytes of
+its messages, one after the other (a frame's CBOR never copies the mail): a frame is
+cut after about ``FRAME_BYTES`` of mail (memory); a message gone meanwhile is left
+out, as the in-process reader leaves it out; ``error`` is null or ``["store",
+message, hint]`` or ``["os", errno, strerror, filename]``, the error that stopped
+the batch.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import struct
 import subprocess
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO
 
@@ -57,7 +59,9 @@ FRAME_BYTES = 1024 * 1024
 PIPE_BYTES = 2 * FRAME_BYTES
 F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named here for Pythons before 3.10
 NO_LIMIT = 1 << 62
-MAX_FRAME = 256 * 1024 * 1024  # a bound on what a reply may announce (archive-v1 §13)
+# A bound on what an answer may announce: a message larger than this is read in the
+# backup process (the worker is then taken for failed).
+MAX_FRAME = 256 * 1024 * 1024
 
 
 class WorkerFailed(Exception):
@@ -85,9 +89,12 @@ def _read_frame(stream: IO[bytes]) -> object:
         raise WorkerFailed("the worker wrote invalid CBOR") from None
 
 
-def _write_frame(stream: IO[bytes], value: object) -> None:
-    data = cbor2.dumps(value)
-    stream.write(_LENGTH.pack(len(data)) + data)
+def _write_frame(stream: IO[bytes], value: object, bodies: Sequence[bytes] = ()) -> None:
+    head = cbor2.dumps(value)
+    stream.write(_LENGTH.pack(len(head)) + head)
+    # Each body as it is, after the head: no copy of the mail is made to frame it.
+    for body in bodies:
+        stream.write(body)
     stream.flush()
 
 
@@ -123,20 +130,22 @@ def _serve(store: MaildirStore, source: IO[bytes], sink: IO[bytes]) -> None:
         path: FolderPath = tuple(str(part) for part in request[1])
         keys: list[str] = [str(key) for key in request[2]]
         items: list[list[object]] = []
+        bodies: list[bytes] = []
         size = 0
         error: list[object] | None = None
         try:
             for key, data, date, digest in read_messages(store, user, path, keys):
-                items.append([key, digest, date, data])
+                items.append([key, digest, date, len(data)])
+                bodies.append(data)
                 size += len(data)
                 if size >= FRAME_BYTES:
-                    _write_frame(sink, [False, items, None])
-                    items, size = [], 0
+                    _write_frame(sink, [False, items, None], bodies)
+                    items, bodies, size = [], [], 0
         except BundlesyncError as exc:
             error = ["store", exc.message, exc.hint]
         except OSError as exc:
             error = ["os", exc.errno or 0, exc.strerror or str(exc), str(exc.filename or "")]
-        _write_frame(sink, [True, items, error])
+        _write_frame(sink, [True, items, error], bodies)
 
 
 def main(argv: list[str]) -> int:
@@ -174,18 +183,22 @@ class _Worker:
         except OSError:
             raise WorkerFailed("the worker's input is closed") from None
 
-    def frame(self) -> tuple[bool, list[list[object]], object]:
+    def frame(self) -> tuple[bool, list[ReadMessage], object]:
         """The next frame of the oldest request: (final, messages, error)."""
         frame = _read_frame(self.stdout)
         if not (isinstance(frame, list) and len(frame) == 3 and isinstance(frame[1], list)):
             raise WorkerFailed("the worker wrote a malformed frame")
         final, items, error = frame
+        messages: list[ReadMessage] = []
         for item in items:
             if not (isinstance(item, list) and len(item) == 4
                     and isinstance(item[0], str) and isinstance(item[1], bytes)
-                    and isinstance(item[2], int) and isinstance(item[3], bytes)):
+                    and isinstance(item[2], int) and isinstance(item[3], int)
+                    and 0 <= item[3] <= MAX_FRAME):
                 raise WorkerFailed("the worker wrote a malformed message")
-        return bool(final), items, error
+            key, digest, date, size = item
+            messages.append((key, _read_exact(self.stdout, size), date, digest))
+        return bool(final), messages, error
 
     def skip(self) -> None:
         """Read and drop the rest of the oldest request's answer."""
@@ -262,13 +275,12 @@ class ReadWorkers:
                     final, items, error = worker.frame()
                     if final:
                         current = None
-                    for item in items:
-                        key = item[0]
+                    for message in items:
                         try:
-                            done = batch.index(key, done) + 1  # type: ignore[arg-type]
+                            done = batch.index(message[0], done) + 1
                         except ValueError:
                             raise WorkerFailed("the worker answered a key not asked") from None
-                        yield (key, item[3], item[2], item[1])  # type: ignore[misc]
+                        yield message
                     if error is not None:
                         _raise(error)
                 batch, done = [], 0

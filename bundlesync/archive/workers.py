@@ -2,7 +2,7 @@
 
 A first backup's per-message work in Python (look the file up, stat it, read it,
 hash it) holds the interpreter lock, so threads leave one core to it. Here each of
-``jobs`` worker processes reads the messages of the batches it is given and
+a few worker processes reads the messages of the batches it is given and
 returns each message's bytes, SHA-256 and date; the backup process keeps every
 archive-wide step (the body index, packs, listings, the snapshot) and takes the
 results in the order it asked for them, so the archive written is the one a
@@ -228,7 +228,7 @@ def _raise(error: object) -> None:
 
 
 class ReadWorkers:
-    """``jobs`` worker processes reading one folder's new messages in turn.
+    """``jobs`` worker processes reading a folder's new messages, a batch each in turn.
 
     :meth:`read` yields what a reader in this process would, in the same order: the
     batches go to the workers in turn and come back in the order they were asked.

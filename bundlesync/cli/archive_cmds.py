@@ -153,8 +153,9 @@ def _when(ms: int) -> str:
               help="Leave out mailboxes matching PATTERN, e.g. 'Trash', 'Junk*'.")
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (forget --keep-tag).")
 @click.option("-j", "--jobs", type=click.IntRange(1, 64), metavar="N",
-              help="Read folders with many new messages (a first backup) with N processes "
-              "(default: one per CPU; 1: all in this process).")
+              help="Use N processes: this one and N-1 that read and hash folders with "
+              "many new messages, as in a first backup (default: one per CPU; 1: all "
+              "in this process).")
 @_secret_options
 @click.option("--recovery-key-card", type=click.Path(dir_okay=False, path_type=Path),
               help="New archive: write a recovery key card to this file (print it, keep it "

@@ -52,7 +52,7 @@ def test_a_parallel_backup_writes_the_snapshot_one_process_writes(
     alone = _back_up(backups, tmp_path / "one", jobs=1)
     # Every folder, however few its new messages, goes to the workers here.
     monkeypatch.setattr(backup_module, "PROCESS_MIN_KEYS", 1)
-    spread = _back_up(backups, tmp_path / "two", jobs=2)
+    spread = _back_up(backups, tmp_path / "two", jobs=3)  # two reader processes
     assert spread.failed == {} and alone.failed == {}
     for field in ("users", "folders", "messages", "bodies_added", "body_bytes_read"):
         assert getattr(spread, field) == getattr(alone, field), field
@@ -135,7 +135,7 @@ def test_a_user_whose_folder_fails_in_a_worker_is_reported_and_others_are_backed
 
     monkeypatch.setattr(workers.ReadWorkers, "read", vanishing)
     report = run_backup(open_archive(backups.path, secret=backups.identity), backups.store,
-                        users=UserSelection(), filters=MailboxFilter(), jobs=2)
+                        users=UserSelection(), filters=MailboxFilter(), jobs=2)  # one reader
     assert set(report.failed) == {USER}
     assert "does not exist" in report.failed[USER]
     assert report.users == 1  # bob
@@ -146,7 +146,7 @@ def test_kill_during_a_parallel_backup_leaves_no_worker_and_a_sound_archive(
         cli: CliBackups) -> None:
     populate(cli.store, per_folder=2)
     _fill(cli.store, 200)
-    crashed = cli.backup("--jobs", "2", crash="archive-read:70")
+    crashed = cli.backup("--jobs", "3", crash="archive-read:70")
     # The run returned: its workers, which share its stderr, ended with it.
     assert crashed.returncode == CRASH_EXIT, crashed.stderr
     assert "Traceback" not in crashed.stderr

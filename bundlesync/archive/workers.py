@@ -206,8 +206,12 @@ class _Worker:
             pass
 
     def close(self, *, kill: bool = False) -> None:
+        # Our end of its output first: a worker still writing an answer no one will
+        # read (the backup was interrupted) gets EPIPE and ends instead of waiting.
         with contextlib.suppress(OSError):
-            self.stdin.close()
+            self.stdout.close()
+        with contextlib.suppress(OSError):
+            self.stdin.close()  # the end of its input: an idle worker ends
         if kill:
             self.proc.kill()
         try:
@@ -215,8 +219,6 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        with contextlib.suppress(OSError):
-            self.stdout.close()
 
 
 def _raise(error: object) -> None:
@@ -302,7 +304,7 @@ class ReadWorkers:
                     break
                 try:
                     worker.skip()
-                except WorkerFailed:
+                except (WorkerFailed, OSError, ValueError):  # ValueError: closed meanwhile
                     self._fail()
 
     def _read_here(self, user: str, path: FolderPath, keys: list[str]
@@ -317,6 +319,7 @@ class ReadWorkers:
 
     def close(self) -> None:
         """End the workers (their input closes; each exits when it has read that)."""
+        self.broken = True  # a reader still open drains nothing more
         workers, self.workers = self.workers, []
         for worker in workers:
             worker.close()

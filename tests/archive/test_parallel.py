@@ -4,6 +4,7 @@ a worker that dies or fails costs nothing but time, kill -9 leaves no worker beh
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -100,6 +101,22 @@ def test_a_reader_stopped_early_leaves_the_workers_ready(backups: Backups) -> No
     finally:
         pool.close()
     assert all(p.returncode == 0 for p in processes)  # they ended when their input did
+
+
+def test_closing_while_answers_are_owed_ends_the_workers_at_once(backups: Backups) -> None:
+    # Ctrl-C in the middle of a folder: the reader is still referenced by the
+    # traceback when the backup closes its workers, which are writing answers.
+    _fill(backups.store, 300, large=20)
+    keys = sorted(backups.store.message_names(USER, INBOX))
+    pool = workers.ReadWorkers(backups.store, 2)
+    reading = pool.read(USER, INBOX, keys)
+    next(reading)
+    processes = [w.proc for w in pool.workers]
+    started = time.monotonic()
+    pool.close()
+    reading.close()
+    assert time.monotonic() - started < 5
+    assert all(p.returncode is not None for p in processes)
 
 
 def test_a_store_error_in_a_worker_is_the_error_reading_here_raises(backups: Backups) -> None:

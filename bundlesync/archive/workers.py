@@ -246,9 +246,9 @@ class ReadWorkers:
     def _start(self) -> list[_Worker]:
         if not self.workers and not self.broken:
             try:
-                self.workers = [_Worker(self.store.location.template)
-                                for _ in range(self.jobs)]
-            except OSError:
+                for _ in range(self.jobs):
+                    self.workers.append(_Worker(self.store.location.template))
+            except OSError:  # no interpreter to run, no processes left: read here
                 self._fail()
         return self.workers
 

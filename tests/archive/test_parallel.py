@@ -119,6 +119,29 @@ def test_closing_while_answers_are_owed_ends_the_workers_at_once(backups: Backup
     assert all(p.returncode is not None for p in processes)
 
 
+def test_workers_that_cannot_start_leave_the_reading_here(
+        backups: Backups, monkeypatch: pytest.MonkeyPatch) -> None:
+    _fill(backups.store, 70)
+    keys = sorted(backups.store.message_names(USER, INBOX))
+    started: list[workers._Worker] = []
+    real_init = workers._Worker.__init__
+
+    def second_fails(self: workers._Worker, template: str) -> None:
+        if started:
+            raise OSError(11, "Resource temporarily unavailable")  # fork: EAGAIN
+        real_init(self, template)
+        started.append(self)
+
+    monkeypatch.setattr(workers._Worker, "__init__", second_fails)
+    pool = workers.ReadWorkers(backups.store, 2)
+    try:
+        assert list(pool.read(USER, INBOX, keys)) == _expected(backups.store, keys)
+        assert pool.broken and pool.workers == []
+        assert started[0].proc.returncode is not None  # the one that started was ended
+    finally:
+        pool.close()
+
+
 def test_a_store_error_in_a_worker_is_the_error_reading_here_raises(backups: Backups) -> None:
     _fill(backups.store, 100)
     keys = sorted(backups.store.message_names(USER, INBOX))

@@ -10,7 +10,8 @@ single process writes.
 
 A worker is ``python -m bundlesync.archive.workers TEMPLATE``: requests on its
 standard input, results on its standard output, each a frame (a 4-byte big-endian
-length, then CBOR). It writes nothing, takes no lock and ends when its input ends,
+length, then CBOR; an answer's frame is followed by the mail it lists). It writes
+nothing to the store or the archive, takes no lock and ends when its input ends,
 so a backup killed at any point leaves nothing of it behind but its exit. A worker
 that dies or answers nonsense is not trusted again: what it owed is read in the
 backup process itself.
@@ -53,11 +54,11 @@ _LENGTH = struct.Struct(">I")
 BATCH_KEYS = 32
 # Requests in flight per worker: the next one is queued while it reads this one.
 DEPTH = 2
-FRAME_BYTES = 1024 * 1024
-# A frame of about FRAME_BYTES then fits in the pipe whole: the worker goes on with
-# its next request while the backup process is still busy with the other worker's.
-PIPE_BYTES = 2 * FRAME_BYTES
-F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux), named here for Pythons before 3.10
+FRAME_BYTES = 512 * 1024
+# Two frames of about FRAME_BYTES then fit in the pipe: the worker goes on with its
+# next request while the backup process is still busy with the previous one. 1 MiB
+# is the most Linux gives a process without CAP_SYS_RESOURCE (pipe-max-size).
+PIPE_BYTES = 1024 * 1024
 NO_LIMIT = 1 << 62
 # A bound on what an answer may announce: a message larger than this is read in the
 # backup process (the worker is then taken for failed).
@@ -100,8 +101,9 @@ def _write_frame(stream: IO[bytes], value: object, bodies: Sequence[bytes] = ())
 
 def _grow_pipe(fd: int) -> None:
     # Linux only, and only a hint: a smaller pipe makes the worker wait sooner.
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_BYTES)
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
 # --- the worker side ------------------------------------------------------------------

@@ -16,13 +16,17 @@ so a backup killed at any point leaves nothing of it behind but its exit. A work
 that dies or answers nonsense is not trusted again: what it owed is read in the
 backup process itself.
 
-Request: ``[user, folder path, [key, ...]]``. Answer: one or more frames
-``[final, [[key, sha256, date, size], ...], error]``, each followed by the bytes of
-its messages, one after the other (a frame's CBOR never copies the mail): a frame is
-cut after about ``FRAME_BYTES`` of mail (memory); a message gone meanwhile is left
-out, as the in-process reader leaves it out; ``error`` is null or ``["store",
-message, hint]`` or ``["os", errno, strerror, filename]``, the error that stopped
-the batch.
+Request: ``[user, folder path, [key, ...], ahead]``. ``ahead``: the user is new to the
+archive, so all its mail is about to be read: the worker asks the kernel to read the
+user's files ahead (once per user, in a thread of its own), for a worker reads one
+file at a time, and a store out of the page cache then keeps the disk busy.
+
+Answer: one or more frames ``[final, [[key, sha256, date, size], ...], error]``, each
+followed by the bytes of its messages, one after the other (a frame's CBOR never
+copies the mail): a frame is cut after about ``FRAME_BYTES`` of mail (memory); a
+message gone meanwhile is left out, as the in-process reader leaves it out; ``error``
+is null or ``["store", message, hint]`` or ``["os", errno, strerror, filename]``, the
+error that stopped the batch.
 """
 
 from __future__ import annotations
@@ -31,10 +35,12 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import queue
 import signal
 import struct
 import subprocess
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -118,19 +124,46 @@ def read_messages(store: MaildirStore, user: str, path: FolderPath, keys: list[s
         yield stored.key, data, stored.internal_date, hashlib.sha256(data).digest()
 
 
+class _ReadAhead:
+    """One thread asking the store to read whole users ahead, in the order asked."""
+
+    def __init__(self, store: MaildirStore) -> None:
+        self.store = store
+        self.users: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.asked: set[str] = set()
+        self.thread: threading.Thread | None = None
+
+    def ask(self, user: str) -> None:
+        if user in self.asked:
+            return
+        self.asked.add(user)
+        self.users.put(user)
+        if self.thread is None:
+            # A daemon: a hint never keeps the worker from ending with its input.
+            self.thread = threading.Thread(target=self._run, name="ahead", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            self.store.prefetch(self.users.get())  # never fails (a hint)
+
+
 def _serve(store: MaildirStore, source: IO[bytes], sink: IO[bytes]) -> None:
+    ahead = _ReadAhead(store)
     while True:
         try:
             request = _read_frame(source)
         except WorkerFailed:
             return  # the backup closed our input (done) or died: nothing to clean up
-        if not (isinstance(request, list) and len(request) == 3
+        if not (isinstance(request, list) and len(request) == 4
                 and isinstance(request[0], str) and isinstance(request[1], list)
                 and isinstance(request[2], list)):
             return  # not from a backup process: serve nothing
         user: str = request[0]
         path: FolderPath = tuple(str(part) for part in request[1])
         keys: list[str] = [str(key) for key in request[2]]
+        if request[3] is True:
+            ahead.ask(user)
         items: list[list[object]] = []
         bodies: list[bytes] = []
         size = 0
@@ -179,9 +212,9 @@ class _Worker:
         self.stdout: IO[bytes] = self.proc.stdout
         _grow_pipe(self.stdout.fileno())
 
-    def ask(self, user: str, path: FolderPath, keys: list[str]) -> None:
+    def ask(self, user: str, path: FolderPath, keys: list[str], *, ahead: bool) -> None:
         try:
-            _write_frame(self.stdin, [user, list(path), keys])
+            _write_frame(self.stdin, [user, list(path), keys, ahead])
         except OSError:
             raise WorkerFailed("the worker's input is closed") from None
 
@@ -254,8 +287,10 @@ class ReadWorkers:
                 self._fail()
         return self.workers
 
-    def read(self, user: str, path: FolderPath, keys: list[str]) -> Iterator[ReadMessage]:
-        """The messages of ``keys`` that still exist: key, bytes, date, SHA-256."""
+    def read(self, user: str, path: FolderPath, keys: list[str], *, ahead: bool = False
+             ) -> Iterator[ReadMessage]:
+        """The messages of ``keys`` that still exist: key, bytes, date, SHA-256.
+        ``ahead``: the user is new to the archive (its files are read ahead)."""
         workers = self._start()
         batches = [keys[i:i + BATCH_KEYS] for i in range(0, len(keys), BATCH_KEYS)]
         if not workers:
@@ -270,7 +305,9 @@ class ReadWorkers:
             while asked < len(batches) or pending:
                 while asked < len(batches) and len(pending) < DEPTH * len(workers):
                     worker = workers[asked % len(workers)]
-                    worker.ask(user, path, batches[asked])
+                    # The first worker alone reads a new user ahead: once is enough.
+                    worker.ask(user, path, batches[asked],
+                               ahead=ahead and worker is workers[0])
                     pending.append((worker, batches[asked]))
                     asked += 1
                 current = pending.popleft()

@@ -4,6 +4,7 @@ a worker that dies or fails costs nothing but time, kill -9 leaves no worker beh
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +28,11 @@ from tests.archive.views import snapshot_view, store_view
 USER = "alice@example.org"
 
 
-def _fill(store: MaildirStore, count: int, *, large: int = 0) -> None:
+def _fill(store: MaildirStore, count: int, *, large: int = 0, start: int = 0) -> None:
     """``count`` more messages in alice's INBOX, ``large`` of them about 600 KB (a
     worker's answer is then cut into several frames)."""
     store.ensure_user(USER)
-    for i in range(count):
+    for i in range(start, start + count):
         data, when = demo_message(USER, 5000 + i)
         if i < large:
             data += b"x" * 600_000 + str(i).encode()
@@ -67,6 +68,45 @@ def test_a_parallel_backup_writes_the_snapshot_one_process_writes(
 
 def _expected(store: MaildirStore, keys: list[str]) -> list[tuple[str, bytes, int, bytes]]:
     return list(workers.read_messages(store, USER, INBOX, keys))
+
+
+def test_users_new_to_the_archive_are_read_ahead_by_a_reader(
+        backups: Backups, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    populate(backups.store, per_folder=1)
+    _fill(backups.store, 70)
+    asked: list[tuple[str, bool]] = []
+    real_read = workers.ReadWorkers.read
+
+    def spy(self: workers.ReadWorkers, user: str, path: tuple[str, ...], keys: list[str],
+            *, ahead: bool = False) -> Iterator[workers.ReadMessage]:
+        asked.append((user, ahead))
+        return real_read(self, user, path, keys, ahead=ahead)
+
+    monkeypatch.setattr(workers.ReadWorkers, "read", spy)
+    _back_up(backups, tmp_path / "two", jobs=2)
+    assert asked == [(USER, True)]  # the one folder with enough to read
+    asked.clear()
+    _fill(backups.store, 130, start=70)  # in a user the archive knows
+    run_backup(open_archive(tmp_path / "two", secret=backups.identity), backups.store,
+               users=UserSelection(), filters=MailboxFilter(), jobs=2)
+    assert asked == [(USER, False)]  # only the new messages are read: nothing ahead
+
+
+def test_a_worker_reads_a_user_ahead_once(backups: Backups) -> None:
+    _fill(backups.store, 10)
+    ahead = workers._ReadAhead(backups.store)
+    done = threading.Event()
+    seen: list[str] = []
+
+    def prefetch(user: str) -> None:
+        seen.append(user)
+        done.set()
+
+    backups.store.prefetch = prefetch  # type: ignore[method-assign]
+    ahead.ask(USER)
+    ahead.ask(USER)
+    assert done.wait(10)
+    assert seen == [USER]
 
 
 def test_a_worker_that_dies_is_not_used_again_and_nothing_is_lost(backups: Backups) -> None:
@@ -167,11 +207,11 @@ def test_a_user_whose_folder_fails_in_a_worker_is_reported_and_others_are_backed
     real_read = workers.ReadWorkers.read
 
     def vanishing(self: workers.ReadWorkers, user: str, path: tuple[str, ...],
-                  keys: list[str]) -> Iterator[workers.ReadMessage]:
+                  keys: list[str], *, ahead: bool = False) -> Iterator[workers.ReadMessage]:
         if user == USER and path == INBOX:
             # The folder is gone between its listing and its reading (a rename).
             os.rename(backups.store.maildir_path(USER), backups.store.maildir_path(USER) + "-")
-        return real_read(self, user, path, keys)
+        return real_read(self, user, path, keys, ahead=ahead)
 
     monkeypatch.setattr(workers.ReadWorkers, "read", vanishing)
     report = run_backup(open_archive(backups.path, secret=backups.identity), backups.store,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from bundlesync.archive.backup import run_backup
+from bundlesync.archive.backup import default_jobs, run_backup
 from bundlesync.archive.cache import cache_path
 from bundlesync.archive.errors import ArchiveDamaged, ArchiveError, NoRecoveryKey, WrongSecret
 from bundlesync.archive.lock import archive_lock
@@ -154,6 +154,10 @@ def _when(ms: int) -> str:
 @click.option("--exclude", multiple=True, metavar="PATTERN",
               help="Leave out mailboxes matching PATTERN, e.g. 'Trash', 'Junk*'.")
 @click.option("--tag", "tags", multiple=True, help="Tag the snapshot (forget --keep-tag).")
+@click.option("-j", "--jobs", type=click.IntRange(1, 64), metavar="N",
+              help="Use N processes: this one and N-1 that read and hash folders with "
+              "many new messages, as in a first backup (default: one per CPU; 1: all "
+              "in this process).")
 @_secret_options
 @click.option("--recovery-key-card", type=click.Path(dir_okay=False, path_type=Path),
               help="New archive: write a recovery key card to this file (print it, keep it "
@@ -165,7 +169,7 @@ def _when(ms: int) -> str:
 @click.pass_context
 def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file: Path | None,
            include: tuple[str, ...], exclude: tuple[str, ...], tags: tuple[str, ...],
-           passphrase_file: Path | None, recovery_key_file: Path | None,
+           jobs: int | None, passphrase_file: Path | None, recovery_key_file: Path | None,
            recovery_key_card: Path | None, no_recovery_key: bool, kdf_log_n: int) -> None:
     """Add a snapshot of every user's mail to ARCHIVE (created on first use)."""
     home = site_paths(home_of(ctx)).home
@@ -195,6 +199,7 @@ def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file
         report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
                             cache_dir=cache_dir,
                             cache_rows=ArchiveCacheDb.open(cache_path(cache_dir, opened)),
+                            jobs=jobs or default_jobs(),
                             progress=lambda user, done, total: progress.items("users", done,
                                                                               total))
         progress.finish()

@@ -1,5 +1,5 @@
 import sys
 
-from bundlesync.cli import main
+from bundlesync.operations.quick import main
 
 sys.exit(main())

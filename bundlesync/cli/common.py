@@ -163,6 +163,14 @@ def configure(site: Site, options: dict[str, Any]) -> UserMatcher:
     return matcher
 
 
+def scans_everything(site: Site, matcher: UserMatcher) -> bool:
+    """Whether this run's scan takes in every user and mailbox (no mask, no filter):
+    then ``last-scan`` says so, for the quick path of the next run (``operations.quick``)."""
+    filters = site.config.filters
+    return matcher.everyone and not (filters.include or filters.exclude
+                                     or filters.iinclude or filters.iexclude)
+
+
 def warn_unknown_users(out: Output, matcher: UserMatcher, site: Site) -> None:
     """A mask naming one exact user the site does not know is most likely a typo."""
     if matcher.everyone:

@@ -14,6 +14,7 @@ from bundlesync.cli.common import (
     now_ms,
     out_of,
     plural,
+    scans_everything,
     site_home,
     warn_unknown_users,
     with_filters,
@@ -121,7 +122,7 @@ def import_cmd(ctx: click.Context, /, drop: Path, dry_run: bool, **options: Any)
             result = import_drop(site, drop, dry_run=dry_run, now_ms=started,
                                  progress=progress.items)
             if not dry_run:
-                record_scan(site.home, started)
+                record_scan(site.home, started, whole=scans_everything(site, matcher))
             held = [u for u in site.index.pending_users() if not matcher.matches(u)]
             rejections = [(b, b.rejection) for b in result.rejected]
         finally:

@@ -144,10 +144,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     return full_main(args)
 
 
-def run(args: Sequence[str]) -> int | None:
-    """Answer ``args`` if it is a no-change export or import; None to run the full path."""
+def run(args: Sequence[str], *, why: list[str] | None = None) -> int | None:
+    """Answer ``args`` if it is a no-change export or import; None to run the full path
+    (then ``why``, if given, gets the reason: for tests and for finding out)."""
     request = parse(args)
     if request is None or _environment_says_no(request):
+        if why is not None:
+            why.append("not a command line or environment the quick path answers")
         return None
     try:
         home = _home(request)
@@ -165,7 +168,9 @@ def run(args: Sequence[str]) -> int | None:
         print("Interrupted; nothing half-done was kept.", file=sys.stderr)
         return _finish(request, 130, None, error={
             "code": "interrupted", "message": "interrupted", "hint": None, "exit_code": 130})
-    except Exception:  # any surprise, GiveUp included: the full path decides
+    except Exception as exc:  # any surprise, GiveUp included: the full path decides
+        if why is not None:
+            why.append(str(exc) if isinstance(exc, GiveUp) else f"{type(exc).__name__}: {exc}")
         return None
     _say(request, result)
     return _finish(request, 0, result, error=None)
@@ -715,7 +720,7 @@ def _import(site: _Site, request: Request) -> dict[str, Any]:
     _check_store(site)
     _record_scan(site)
     changes = {"added": 0, "expunged": 0, "flag_changes": 0, "conflicts": 0,
-               "mailboxes": [], "mailbox_changes": [], "subscription_changes": [],
+               "mailboxes": [], "mailbox_changes": [], "subscription_changes": 0,
                "missing_bodies": [], "failures": {}, "warnings": [], "failed_users": []}
     return {"dry_run": False, "local_changes": 0, "bundles": [], "changes": changes,
             "new_incarnation": None, "held_back": {}, "warnings": [],

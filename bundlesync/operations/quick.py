@@ -57,8 +57,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# As bundlesync.state.index.SCHEMA_VERSION, stores.base.INBOX, operations.config and
-# keys: a test checks each against the module it mirrors.
+# As bundlesync.state.index.SCHEMA_VERSION, stores.base.INBOX, operations.config,
+# format.volumes...: a test checks each against the module it mirrors.
 SCHEMA_VERSION = 4
 INBOX = ("INBOX",)
 CONFIG_NAME = "bundlesync.toml"
@@ -66,6 +66,8 @@ STATE_NAME = "state.sqlite"
 MARK_NAME = "spent.json"
 SUBSCRIPTIONS = "subscriptions"
 UIDLIST = "dovecot-uidlist"
+BUNDLE_SUFFIX = ".bsb"  # format.volumes: every bundle volume's name ends so
+TEMP_SUFFIX = ".tmp"  # format.volumes: and a temporary file of a write so
 _CONFIG_SECTIONS = {"site": {"name", "store"},
                     "filters": {"include", "exclude", "iinclude", "iexclude"},
                     "warnings": {"silent_peer_days"},
@@ -544,15 +546,19 @@ class _Drop:
 
 
 def _read_drop(site: _Site, drop: Path) -> _Drop:
+    names = os.listdir(drop)
+    temp_prefix = f".{site.name}_{site.site_id[:8]}_"
+    if not any(n.endswith(BUNDLE_SUFFIX) or n.startswith(temp_prefix) for n in names):
+        # No bundle and no temporary file of ours (a new drop): the format layer's
+        # names need not be loaded.
+        return _Drop(names, temp_prefix=temp_prefix, temp_suffix=TEMP_SUFFIX)
     from bundlesync.format.volumes import (  # noqa: PLC0415
-        TEMP_SUFFIX,
         find_bundles,
         named_volumes,
         parse_sync_name,
     )
 
-    result = _Drop(os.listdir(drop), temp_prefix=f".{site.name}_{site.site_id[:8]}_",
-                   temp_suffix=TEMP_SUFFIX)
+    result = _Drop(names, temp_prefix=temp_prefix, temp_suffix=TEMP_SUFFIX)
     peer_prefixes = {(p.own_name, p.site_id[:8]) for p in site.peers
                      if p.site_id[:8] != site.site_id[:8]}
     for path in find_bundles(drop):

@@ -334,6 +334,7 @@ def test_parse_reads_only_the_plain_forms() -> None:
 
 def test_the_quick_paths_constants_are_the_modules_it_mirrors() -> None:
     from bundlesync.cli.output import JSON_SCHEMA_VERSION
+    from bundlesync.format.volumes import SUFFIX, TEMP_SUFFIX
     from bundlesync.operations.config import CONFIG_NAME
     from bundlesync.operations.site import STATE_NAME
     from bundlesync.operations.spent import MARK_NAME
@@ -346,6 +347,7 @@ def test_the_quick_paths_constants_are_the_modules_it_mirrors() -> None:
     assert (quick.CONFIG_NAME, quick.STATE_NAME, quick.MARK_NAME) == (
         CONFIG_NAME, STATE_NAME, MARK_NAME)
     assert (quick.SUBSCRIPTIONS, quick.UIDLIST) == (SUBSCRIPTIONS, UIDLIST)
+    assert (quick.BUNDLE_SUFFIX, quick.TEMP_SUFFIX) == (SUFFIX, TEMP_SUFFIX)
 
 
 def test_a_configuration_as_init_writes_it_is_one_the_quick_path_follows(

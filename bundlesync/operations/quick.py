@@ -736,14 +736,14 @@ def _import(site: _Site, request: Request) -> dict[str, Any]:
 def _check_card_updates(site: _Site, drop: Path, cards: list[str]) -> None:
     """Give up if a card in the drop may update a trusted peer's
     (``keys.take_card_updates`` without checking signatures)."""
-    from bundlesync.errors import LocalError  # noqa: PLC0415
-    from bundlesync.keys import PeerCard, TrustStore, read_statement  # noqa: PLC0415
+    from bundlesync.keys import InvalidCard, PeerCard, TrustStore, read_statement  # noqa: PLC0415
 
     trusted = {c.site_id: c for c in TrustStore(site.home / "peers").list(verify=False)}
     for name in cards:
         try:
-            card = PeerCard.from_text(read_statement(drop / name, "card"), verify=False)
-        except LocalError:
+            card = PeerCard.from_text(read_statement(drop / name, "card"),
+                                      source=str(drop / name), verify=False)
+        except InvalidCard:
             continue  # nobody's update, as take_card_updates finds
         seen = trusted.get(card.site_id)
         if seen is not None and not (seen.signing_public == card.signing_public

@@ -49,7 +49,6 @@ import contextlib
 import fcntl
 import json
 import os
-import sqlite3
 import stat
 import sys
 import time
@@ -57,9 +56,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-# As bundlesync.state.index.SCHEMA_VERSION, stores.base.INBOX, operations.config,
-# format.volumes...: a test checks each against the module it mirrors.
-SCHEMA_VERSION = 4
+from bundlesync.state.glance import StateGlance
+
+# As stores.base.INBOX, operations.config, format.volumes...: a test checks each
+# against the module it mirrors.
 INBOX = ("INBOX",)
 CONFIG_NAME = "bundlesync.toml"
 STATE_NAME = "state.sqlite"
@@ -135,17 +135,6 @@ def parse(args: Sequence[str]) -> Request | None:
                    as_json, quiet)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``bundlesync`` command: the quick path, else the full one."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    code = run(args)
-    if code is not None:
-        return code
-    from bundlesync.cli import main as full_main  # noqa: PLC0415 - the point of this module
-
-    return full_main(args)
-
-
 def run(args: Sequence[str], *, why: list[str] | None = None) -> int | None:
     """Answer ``args`` if it is a no-change export or import; None to run the full path
     (then ``why``, if given, gets the reason: for tests and for finding out)."""
@@ -165,7 +154,7 @@ def run(args: Sequence[str], *, why: list[str] | None = None) -> int | None:
                 else:
                     result = _import(site, request)
             finally:
-                site.db.close()
+                site.index.close()
     except KeyboardInterrupt:
         print("Interrupted; nothing half-done was kept.", file=sys.stderr)
         return _finish(request, 130, None, error={
@@ -238,13 +227,13 @@ class _Site:
     """What the checks read of the site: its names, peers, store and index."""
 
     def __init__(self, home: Path, store: str, *, name: str, site_id: str, peers: list[_Peer],
-                 db: sqlite3.Connection, started_ms: int) -> None:
+                 index: StateGlance, started_ms: int) -> None:
         self.home = home
         self.store = store
         self.name = name
         self.site_id = site_id
         self.peers = peers
-        self.db = db
+        self.index = index
         self.incarnation = 1
         self.started_ms = started_ms
 
@@ -266,45 +255,15 @@ class _Site:
             raise GiveUp("revocations are placed and taken by the full path")
         name, site_id = recorded
         peers = [_Peer(c.site_id, c.name, c.own_name) for c in cards]
-        state = home / STATE_NAME
-        if state.stat().st_size == 0:
-            raise GiveUp("an empty state index is the full path's error")
-        db = sqlite3.connect(f"file:{state}?mode=rw", uri=True, isolation_level=None,
-                             timeout=30.0)
+        index = StateGlance(home / STATE_NAME)
         try:
-            db.execute("PRAGMA query_only=ON")
-            if db.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                raise GiveUp("the index needs a migration (or is newer)")
-            if str(db.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
-                raise GiveUp("the full path sets the journal mode")
-            site = cls(home, store, name=name, site_id=site_id, peers=peers, db=db,
+            site = cls(home, store, name=name, site_id=site_id, peers=peers, index=index,
                        started_ms=started_ms)
-            site.incarnation = site.meta_int("incarnation") or 1
+            site.incarnation = index.meta_int("incarnation") or 1
         except BaseException:
-            db.close()
+            index.close()
             raise
         return site
-
-    def meta(self, key: str) -> Any:
-        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def meta_int(self, key: str) -> int | None:
-        value = self.meta(key)
-        return None if value is None else int(value)
-
-    def exists(self, sql: str, *params: object) -> bool:
-        return bool(self.db.execute(f"SELECT EXISTS ({sql})", params).fetchone()[0])
-
-    def bundle_seqs(self, incarnation: int) -> dict[str, int]:
-        rows = self.db.execute(
-            "SELECT key, value FROM meta WHERE key >= 'bundle_seq:' AND key < 'bundle_seq;'")
-        seqs: dict[str, int] = {}
-        for key, value in rows:
-            _, peer, inc = str(key).split(":")
-            if int(inc) == incarnation:
-                seqs[peer] = int(value)
-        return seqs
 
 
 def _read_config(path: Path) -> str:
@@ -342,24 +301,22 @@ def _check_state(site: _Site) -> None:
         mark_seqs = {str(k): int(v) for k, v in data.get("seqs", {}).items()}
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise GiveUp("no mark, or one the full path reports") from exc
-    counter = site.meta_int("counter") or 0
-    seqs = site.bundle_seqs(site.incarnation)
+    index = site.index
+    counter = index.meta_int("counter") or 0
+    seqs = index.bundle_seqs(site.incarnation)
     # Exactly the mark settle() would write: not restored, not behind the index.
     if (mark_site, mark_inc) != (site.site_id, site.incarnation) or not (
             counter == committed <= reserved) or seqs != mark_seqs:
         raise GiveUp("the spent mark and the index differ")
-    if site.exists("SELECT 1 FROM pending") or site.exists("SELECT 1 FROM pending_users"):
+    if index.has_pending():
         raise GiveUp("pending work is applied by the full path")
-    if site.exists("SELECT 1 FROM wanted"):
+    if index.has_wanted():
         raise GiveUp("wanted bodies are cleared by the full path")
-    if site.meta("held_back") != "{}":
+    if index.meta("held_back") != "{}":
         raise GiveUp("the held-back list would be written")
     # advance_streams() of our stream: written when its row is missing or behind.
-    row = site.db.execute("SELECT contiguous FROM streams WHERE site = ? AND incarnation = ?",
-                          (site.site_id, site.incarnation)).fetchone()
-    if row is None or site.exists(
-            "SELECT 1 FROM changes WHERE site = ? AND incarnation = ? AND counter = ?",
-            site.site_id, site.incarnation, int(row[0]) + 1):
+    contiguous = index.contiguous(site.site_id, site.incarnation)
+    if contiguous is None or index.has_change(site.site_id, site.incarnation, contiguous + 1):
         raise GiveUp("our stream's contiguous counter would move")
 
 
@@ -375,12 +332,8 @@ def _check_store(site: _Site) -> None:
         raise GiveUp("no whole scan to measure the subscriptions' age against")
     since_ns = since_ms * 1_000_000
     folders: dict[str, list[tuple[str, tuple[str, ...], bytes | None]]] = {}
-    for user, guid, path, marks in site.db.execute(
-            "SELECT user, guid, path, marks FROM folders"):
-        decoded = json.loads(path)
-        if not isinstance(decoded, list) or not all(isinstance(p, str) for p in decoded):
-            raise GiveUp("a damaged folder row is the full path's error")
-        folders.setdefault(str(user), []).append((str(guid), tuple(decoded), marks))
+    for user, guid, path, marks in site.index.folder_rows():
+        folders.setdefault(user, []).append((guid, path, marks))
     location = _Location(site.store)
     if set(location.users()) != set(folders):
         raise GiveUp("users were added to or removed from the store")
@@ -573,13 +526,11 @@ def _read_drop(site: _Site, drop: Path) -> _Drop:
             raise GiveUp("a bundle known by its header only")
         # Site.remembered_bundle: named as one we recorded, with the recorded size.
         remembered = None
-        for peer in site.bundle_seqs(parsed.incarnation):
+        for peer in site.index.bundle_seqs(parsed.incarnation):
             if not peer.startswith(parsed.recipient_prefix):
                 continue
-            row = site.db.execute(
-                "SELECT size FROM sent WHERE peer = ? AND incarnation = ? AND seq = ?",
-                (peer, parsed.incarnation, parsed.seq)).fetchone()
-            if row is not None and _size_on_disk(named_volumes(path)) == int(row[0]):
+            size = site.index.sent_size(peer, parsed.incarnation, parsed.seq)
+            if size is not None and _size_on_disk(named_volumes(path)) == size:
                 remembered = peer
                 break
         if remembered is None:
@@ -652,27 +603,24 @@ def _place_card(path: Path, card: bytes) -> None:
 
 def _check_peers(site: _Site) -> list[str]:
     """The peers' names, if every one is up to date (``export_drop``'s test)."""
-    vector = _vector_of(site.db.execute("SELECT site, incarnation, contiguous FROM streams"))
-    logged = _logged_streams(site)
+    index = site.index
+    vector = _vector_of(index.streams())
+    logged = index.logged_streams()
     names = []
     for peer in sorted(site.peers, key=lambda p: p.name):
-        row = site.db.execute("SELECT name, ack FROM peers WHERE site_id = ?",
-                              (peer.site_id,)).fetchone()
+        row = index.peer(peer.site_id)
         if row is None or row[0] != peer.name:
             raise GiveUp("the peer's row is written by the full path")
-        ack = _vector_of(_parse_vector(str(row[1])))
-        last = site.db.execute(
-            "SELECT incarnation, covers FROM sent WHERE peer = ? "
-            "ORDER BY created_ms DESC, seq DESC LIMIT 1", (peer.site_id,)).fetchone()
-        if last is None or int(last[0]) != site.incarnation or (
-                _vector_of(_parse_vector(str(last[1]))) != vector):
+        ack = _vector_of(_parse_vector(row[1]))
+        last = index.last_sent(peer.site_id)
+        if last is None or last[0] != site.incarnation or (
+                _vector_of(_parse_vector(last[1])) != vector):
             raise GiveUp("the peer must hear from us")
         for stream_site, incarnation in logged:
-            if site.exists("SELECT 1 FROM changes WHERE site = ? AND incarnation = ? "
-                           "AND counter > ?", stream_site, incarnation,
-                           ack.get((stream_site, incarnation), 0)):
+            if index.has_change_above(stream_site, incarnation,
+                                      ack.get((stream_site, incarnation), 0)):
                 raise GiveUp("the peer lacks changes")
-        if site.exists("SELECT 1 FROM peer_wants WHERE peer = ?", peer.site_id):
+        if index.peer_wants_any(peer.site_id):
             raise GiveUp("the peer asks for bodies")
         names.append(peer.name)
     return names
@@ -692,20 +640,6 @@ def _vector_of(rows: Any) -> dict[tuple[str, int], int]:
     return {(str(s), int(i)): int(n) for s, i, n in rows if int(n) > 0}
 
 
-def _logged_streams(site: _Site) -> list[tuple[str, int]]:
-    """Every stream in the log, one index seek each (``StateIndex.logged_streams``)."""
-    streams: list[tuple[str, int]] = []
-    after: tuple[str, int] = ("", -1)
-    while True:
-        row = site.db.execute(
-            "SELECT site, incarnation FROM changes WHERE (site, incarnation) > (?, ?) "
-            "ORDER BY site, incarnation LIMIT 1", after).fetchone()
-        if row is None:
-            return streams
-        after = (str(row[0]), int(row[1]))
-        streams.append(after)
-
-
 # -- import ----------------------------------------------------------------------------
 
 
@@ -714,7 +648,7 @@ def _import(site: _Site, request: Request) -> dict[str, Any]:
     if not drop.is_dir():
         raise GiveUp("the full path reports a drop that is not a directory")
     _check_state(site)
-    if site.exists("SELECT 1 FROM spool"):
+    if site.index.has_spooled():
         raise GiveUp("spooled bodies are cleared by the full path")
     spool = site.home / "spool"
     if spool.is_dir() and any(item.is_file() for item in spool.iterdir()):

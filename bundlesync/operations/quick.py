@@ -1,20 +1,20 @@
 """The quick path of a no-change ``export`` or ``import``: decided before the
-command line library, the model and the state layer are imported.
+command line library, the model and the state index are imported.
 
 Most runs on a quiet site change nothing: every folder's stamp is as the index
 recorded it, every peer has acknowledged everything, and the drop holds nothing
 new for this site. The full path finds that out in about 25 ms of work after
 about 150 ms of start-up (click, the model's dataclasses, the state index, the
-store adapter). This module answers such a run with the standard library,
-``sqlite3`` and the key files' parser alone, and prints exactly what the full
-path prints; it writes what the full path writes in that case (the lock's
-holder, ``last-scan``, this site's card and README.txt in a new drop) and
-nothing else.
+store adapter). This module answers such a run with the standard library, a
+read-only glance at the index (``state.glance``) and the key files' parser,
+and prints exactly what the full path prints; it writes what the full path
+writes in that case (the lock's holder, ``last-scan``, this site's card and
+README.txt in a new drop) and nothing else.
 
 It never decides that something changed: every check below either proves that
 the full path would find nothing to do, or gives up, and the full path runs
-(:func:`main`). It gives up on any option it does not know, any error, any
-unusual file, and:
+(``bundlesync.__main__``, the command's entry, tries this first). It gives up
+on any option it does not know, any error, any unusual file, and:
 
 * the configuration: anything but a store location and empty mailbox filters;
 * the mark of what this site spent (``spent.json``) and the index: anything the

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -25,8 +27,8 @@ from tests.cli.conftest import ALICE, Net, Result
 SETTLE_S = 0.12
 
 
-def _settled(net: Net) -> None:
-    """alpha and bravo have exchanged everything, and each has scanned everything since."""
+def _exchanged(net: Net) -> None:
+    """alpha and bravo have exchanged everything."""
     for writer, reader in (("alpha", "bravo"), ("bravo", "alpha"), ("alpha", "bravo"),
                            ("bravo", "alpha")):
         assert net.at(writer, "export", str(net.drop), "-q").code == 0
@@ -36,10 +38,19 @@ def _settled(net: Net) -> None:
     # own bundles stay in the drop, as after bravo's site erased what it imported.
     for path in net.drop.glob("bravo_*.bsb"):
         path.unlink()
+
+
+def _scanned(net: Net) -> None:
+    """alpha has scanned everything since its store last changed (past the racy window)."""
     time.sleep(SETTLE_S)
     assert net.at("alpha", "export", str(net.drop), "-q").code == 0
     assert net.at("alpha", "import", str(net.drop), "-q").code == 0
     time.sleep(SETTLE_S)
+
+
+def _settled(net: Net) -> None:
+    _exchanged(net)
+    _scanned(net)
 
 
 def _quick(net: Net, capsys: pytest.CaptureFixture[str], name: str, *args: str,
@@ -66,9 +77,36 @@ def _readme_without_time(drop: Path) -> list[str]:
             if not line.startswith("Last written by")]
 
 
+def _moved(source: Path, root: Path) -> None:
+    """Copy two sites and their stores to ``root`` (only the store paths move)."""
+    shutil.copytree(source, root, symlinks=True)
+    for home in ("alpha", "bravo"):
+        config = root / home / "bundlesync.toml"
+        config.write_text(config.read_text(encoding="utf-8").replace(str(source), str(root)),
+                          encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def _exchanged_template(tmp_path_factory: pytest.TempPathFactory, _net_template: Path) -> Path:
+    # The exchanges once for the module; each test copies them (copies keep the
+    # folders' mtimes, so the stamps still hold) and scans once more itself, as
+    # the copies' new ctimes are younger than any scan before.
+    root = tmp_path_factory.mktemp("exchanged") / "net"
+    _moved(_net_template, root)
+
+    def call(*args: str) -> Result:
+        return Result(full_main(list(args)), "", "")
+
+    _exchanged(Net(root, root / "drop", {n: root / n for n in ("alpha", "bravo")}, call))
+    return root
+
+
 @pytest.fixture
-def settled(net: Net) -> Net:
-    _settled(net)
+def settled(tmp_path: Path, run: Callable[..., Result], _exchanged_template: Path) -> Net:
+    root = tmp_path / "net"
+    _moved(_exchanged_template, root)
+    net = Net(root, root / "drop", {n: root / n for n in ("alpha", "bravo")}, run)
+    _scanned(net)
     return net
 
 

@@ -48,7 +48,8 @@ FORBIDDEN: dict[str, set[str]] = {
 # Top-level modules, by file: what each may not import.
 TOP_LEVEL: dict[str, set[str]] = {
     "__init__.py": ABOVE_CORE | CLI_ONLY | {"bundlesync.core"},
-    "__main__.py": ABOVE_CORE - {"bundlesync.cli"},
+    # The command's entry: the quick path of a no-change run, else the command line.
+    "__main__.py": ABOVE_CORE - {"bundlesync.cli", "bundlesync.operations"},
     "errors.py": ABOVE_CORE | CLI_ONLY | {"bundlesync.core", "bundlesync.keys", "sqlite3"},
     "fsio.py": ABOVE_CORE | CLI_ONLY | {"bundlesync.core", "bundlesync.keys",
                                          "bundlesync.errors"},

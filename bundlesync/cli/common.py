@@ -7,15 +7,17 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from bundlesync.cli import output_of
 from bundlesync.cli.output import Output, stdin_is_terminal
 from bundlesync.errors import ConfigError, Declined, LockHeld, PromptNeedsTerminal, UsageError
-from bundlesync.operations.site import Site, resolve_home, site_lock
 from bundlesync.operations.users import UserMatcher, user_matcher
+
+if TYPE_CHECKING:
+    from bundlesync.operations.site import Site
 
 # How often a waiting run tries the lock again.
 LOCK_RETRY_SECONDS = 0.2
@@ -36,6 +38,10 @@ def home_of(ctx: click.Context) -> Path | None:
 
 
 def site_home(ctx: click.Context) -> Path:
+    # The site layer (the model, the state index, the store) is loaded by a run,
+    # not by --help or the completion, which need only the options.
+    from bundlesync.operations.site import resolve_home  # noqa: PLC0415
+
     return resolve_home(home_of(ctx))
 
 
@@ -50,6 +56,8 @@ def locked(ctx: click.Context, home: Path, *, create: bool = False) -> Iterator[
         raise ConfigError(
             f"this site has no configuration (there is no site home at {home})",
             hint="Check --home (or $BUNDLESYNC_HOME), or set a site up with 'bundlesync init'.")
+    from bundlesync.operations.site import site_lock  # noqa: PLC0415 - see site_home
+
     deadline = time.monotonic() + output_of(ctx).options.lock_wait
     with contextlib.ExitStack() as stack:
         while True:
@@ -161,6 +169,14 @@ def configure(site: Site, options: dict[str, Any]) -> UserMatcher:
         iinclude=options.get("iinclude", ()), iexclude=options.get("iexclude", ()))
     site.config = replace(config, users=matcher)
     return matcher
+
+
+def scans_everything(site: Site, matcher: UserMatcher) -> bool:
+    """Whether this run's scan takes in every user and mailbox (no mask, no filter):
+    then ``last-scan`` says so, for the quick path of the next run (``operations.quick``)."""
+    filters = site.config.filters
+    return matcher.everyone and not (filters.include or filters.exclude
+                                     or filters.iinclude or filters.iexclude)
 
 
 def warn_unknown_users(out: Output, matcher: UserMatcher, site: Site) -> None:

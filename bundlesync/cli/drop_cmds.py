@@ -11,7 +11,8 @@ from bundlesync.cli.common import home_of, out_of
 from bundlesync.cli.progress import human_bytes
 from bundlesync.errors import ConfigError, UsageError
 from bundlesync.keys import KeyMissing
-from bundlesync.operations.droplist import counts_text, list_drop, maybe_when
+from bundlesync.operations.droplist import list_drop
+from bundlesync.operations.readme import counts_text, maybe_when
 from bundlesync.operations.site import Site, open_site
 
 

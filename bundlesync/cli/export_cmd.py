@@ -20,6 +20,7 @@ from bundlesync.cli.common import (
     out_of,
     parse_size,
     plural,
+    scans_everything,
     site_home,
     warn_unknown_users,
     with_filters,
@@ -53,15 +54,15 @@ def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encryp
     # Loaded here, not at the top: only the run itself needs them (``--help`` and
     # the completion need only the options).
     from bundlesync.format.volumes import find_bundles  # noqa: PLC0415
-    from bundlesync.operations.droplist import (  # noqa: PLC0415
+    from bundlesync.operations.droplist import list_drop  # noqa: PLC0415
+    from bundlesync.operations.export import export_drop  # noqa: PLC0415
+    from bundlesync.operations.freshness import record_scan  # noqa: PLC0415
+    from bundlesync.operations.readme import (  # noqa: PLC0415
         README_NAME,
-        list_drop,
         readme_lists,
         readme_text,
         write_readme,
     )
-    from bundlesync.operations.export import export_drop  # noqa: PLC0415
-    from bundlesync.operations.freshness import record_scan  # noqa: PLC0415
     from bundlesync.operations.site import open_site  # noqa: PLC0415
 
     out = out_of(ctx)
@@ -83,7 +84,7 @@ def export_cmd(ctx: click.Context, /, drop: Path, to: tuple[str, ...], no_encryp
                                      max_volume_size=volume_size, now_ms=started,
                                      progress=progress.bytes, scan_progress=progress.step,
                                      counter=progress.items, bodies=not no_bodies)
-                record_scan(site.home, started)
+                record_scan(site.home, started, whole=scans_everything(site, matcher))
                 # README.txt says which bundles the drop holds: rewritten only when
                 # that changed, so a run that changed nothing writes nothing here.
                 readme = drop / README_NAME

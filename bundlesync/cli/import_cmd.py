@@ -14,6 +14,7 @@ from bundlesync.cli.common import (
     now_ms,
     out_of,
     plural,
+    scans_everything,
     site_home,
     warn_unknown_users,
     with_filters,
@@ -21,10 +22,10 @@ from bundlesync.cli.common import (
 )
 from bundlesync.cli.output import Output
 from bundlesync.errors import BundleRejected, PartialFailure
-from bundlesync.operations.report import ApplyReport, show_user
 
 if TYPE_CHECKING:
     from bundlesync.operations.importer import ImportResult
+    from bundlesync.operations.report import ApplyReport
 
 
 def _summary(report: ApplyReport) -> str:
@@ -44,6 +45,8 @@ def _summary(report: ApplyReport) -> str:
 
 
 def _print_import(out: Output, result: ImportResult, drop: Path) -> None:
+    from bundlesync.operations.report import show_user  # noqa: PLC0415 - a run's, not --help's
+
     dry = result.dry_run
     prefix = "Would apply" if dry else "Applied"
     skipped: dict[str, int] = {}
@@ -121,7 +124,7 @@ def import_cmd(ctx: click.Context, /, drop: Path, dry_run: bool, **options: Any)
             result = import_drop(site, drop, dry_run=dry_run, now_ms=started,
                                  progress=progress.items)
             if not dry_run:
-                record_scan(site.home, started)
+                record_scan(site.home, started, whole=scans_everything(site, matcher))
             held = [u for u in site.index.pending_users() if not matcher.matches(u)]
             rejections = [(b, b.rejection) for b in result.rejected]
         finally:
@@ -144,6 +147,8 @@ def import_cmd(ctx: click.Context, /, drop: Path, dry_run: bool, **options: Any)
                          "the others were imported")
         raise error
     if result.report.failures:
+        from bundlesync.operations.report import show_user  # noqa: PLC0415
+
         users = sorted(show_user(u) for u in result.report.failures)
         raise PartialFailure(
             f"the store could not be written for {plural(len(users), 'user')}: "

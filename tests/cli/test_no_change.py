@@ -6,9 +6,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from bundlesync.keys import PeerCard, load_identity
+from bundlesync.operations import quick
 from tests.cli.conftest import Net
 
 # Loaded only when a bundle is written or read.
@@ -186,3 +188,31 @@ def test_our_bundle_name_with_another_size_is_opened(net: Net) -> None:
     code, loaded = _loaded_by(net.homes["alpha"], "export", str(net.drop))
     assert code == 0
     assert "bundlesync.format.reader" in loaded
+
+
+def _command(net: Net, name: str, *args: str) -> tuple[int, str]:
+    """The ``bundlesync`` command itself (``python -m bundlesync``: the quick path first)."""
+    done = subprocess.run([sys.executable, "-m", "bundlesync", "--home", str(net.homes[name]),
+                           *args], check=False, capture_output=True, text=True,
+                          env=dict(os.environ))
+    return done.returncode, done.stdout
+
+
+def test_the_commands_quick_answer_is_the_full_paths_and_writes_nothing(net: Net) -> None:
+    _settled(net)
+    for path in net.drop.glob("bravo_*.bsb"):
+        path.unlink()  # a bundle for alpha is verified: only the full path does that
+    for command in ("export", "import"):
+        assert net.at("alpha", command, str(net.drop), "-q").code == 0
+    time.sleep(0.12)  # past the racy window of the stamps just written
+    drop_before, home_before = _files(net.drop), _files(net.homes["alpha"])
+    for command in ("export", "import"):
+        why: list[str] = []
+        code = quick.run(["--home", str(net.homes["alpha"]), command, str(net.drop), "-q"],
+                         why=why)
+        assert code == 0, why  # the quick path answers this run
+        fast = _command(net, "alpha", command, str(net.drop), "--json")
+        full = net.at("alpha", command, str(net.drop), "--json")
+        assert fast == (full.code, full.out)
+    assert _files(net.drop) == drop_before
+    assert _files(net.homes["alpha"]) == home_before

@@ -937,6 +937,9 @@ class MaildirStore:
         with _io(f"read messages in folder {'/'.join(path)} of user {user!r}"):
             keywords = self._keywords(directory)
             guids = self._uidlist_guids(directory)
+            # Few distinct flag combinations occur in a folder: one value for each
+            # (an inventory of a huge folder would otherwise hold one set per message).
+            decoded: dict[str, frozenset[str]] = {}
             for key in keys:
                 for attempt in range(_MAX_RETRIES):
                     entry = self._files.locate(directory, key, refresh=attempt > 0)
@@ -947,10 +950,15 @@ class MaildirStore:
                             os.path.join(directory, entry.subdir, entry.name), max_size)
                     except FileNotFoundError:
                         continue  # renamed meanwhile: list again, find it by its key
+                    info = entry.name[len(key):]
+                    flags = decoded.get(info)
+                    if flags is None:
+                        flags = letters_to_flags(FileName.parse(entry.name).letters, keywords)
+                        decoded[info] = flags
                     yield StoredMessage(
                         key=key,
                         guid=guids.get(key, key),
-                        flags=letters_to_flags(FileName.parse(entry.name).letters, keywords),
+                        flags=flags,
                         size=st.st_size,
                         internal_date=st.st_mtime_ns // 1_000_000_000,
                     ), data

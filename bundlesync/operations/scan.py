@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bundlesync.core.model import (
@@ -59,6 +59,7 @@ from bundlesync.operations.scandiff import (
     Listing,
     NewFile,
     Planned,
+    Recorded,
     UserDiff,
     diff_adds,
     diff_files,
@@ -127,19 +128,30 @@ class _Gatherer:
         self.user = user
         self.stats = stats
         self.listings: dict[FolderPath, Listing] = {}
+        self.recorded: dict[str, Recorded] = {}
         self.files: dict[str, Sequence[FileRow]] = {}
 
     def list_folders(self, paths: Sequence[FolderPath]) -> None:
         for path in paths:
             if path not in self.listings:
                 # Names only: a file already known needs no stat; new ones get one below.
-                self.listings[path] = self.site.store.message_names(self.user, path)
+                self.listings[path] = self.site.store.message_flags(self.user, path)
                 self.stats.folders_listed += 1
 
+    def load_recorded(self, guids: Iterable[str]) -> None:
+        """Keys and flags of the files the index remembers in these folders."""
+        for guid in guids:
+            if guid not in self.recorded:
+                self.recorded[guid] = self.site.index.file_flags(self.user, guid)
+
     def load_files(self, guids: Sequence[str]) -> None:
+        """Every row of these folders (vanished ones: each of their files is expunged)."""
         for guid in guids:
             if guid not in self.files:
                 self.files[guid] = self.site.index.files(self.user, guid)
+
+    def rows_of(self, guid: str, keys: Collection[str]) -> Sequence[FileRow]:
+        return self.site.index.files_by_key(self.user, guid, keys)
 
     def arrivals(self, files_diff: FileDiff,
                  new_files: Sequence[NewFile]) -> dict[tuple[str, str], Arrived]:
@@ -225,14 +237,16 @@ def plan_user(site: Site, user: str, *, now_ms: int, stats: ScanStats,
     everything = {**match.matched, **new_folders}
     # Every folder diff_files looks into was listed above (its stamp moved, or it
     # was not matched by GUID or path).
-    gather.load_files([g for g, info in everything.items() if not unchanged(view.folders, g, info)])
+    gather.load_recorded(g for g, info in everything.items()
+                         if g in view.folders and not unchanged(view.folders, g, info))
     gather.load_files(match.vanished)
-    files_diff = diff_files(view.folders, everything, gather.listings, gather.files)
+    files_diff = diff_files(view.folders, everything, gather.listings, gather.recorded,
+                            gather.rows_of)
     vanished = {guid: gather.files[guid] for guid in match.vanished if guid in gather.files}
-    # The listings and the rows of folders still there are in files_diff now; a huge
-    # folder's would otherwise stay in memory through the whole recording.
+    # What differs is in files_diff now; a huge folder's listing would otherwise stay
+    # in memory through the whole recording.
     gather.listings.clear()
-    gather.files.clear()
+    gather.recorded.clear()
     return UserPlan(view, match, new_folders, files_diff, vanished,
                     {info.path: guid for guid, info in everything.items()})
 
@@ -415,15 +429,10 @@ def _checked_stamp(site: Site, user: str, row: FolderRow) -> tuple[int, ...] | N
     before = store.folder_stamp(user, row.path)
     if before is None or before.racy:
         return None
-    names = store.message_names(user, row.path)
+    names = store.message_flags(user, row.path)
     failpoints.reached("stamp-listed")
     after = store.folder_stamp(user, row.path)
     if after is None or after.marks != before.marks:
         return None
-    recorded = site.index.file_flags(user, row.guid)
-    if len(recorded) != len(names):
-        return None
-    for key, (_guid, flags) in names.items():
-        if recorded.get(key) != flags:
-            return None
-    return before.marks
+    # Keys and flags, compared as two dicts at once.
+    return before.marks if site.index.file_flags(user, row.guid) == names else None

@@ -51,7 +51,8 @@ from bundlesync.stores.base import FolderInfo, FolderPath, StoredMessage
 # folder when at least this share of the vanished folder's files sit in it.
 RENAME_OVERLAP = 0.5
 
-Listing = Mapping[str, tuple[str, frozenset[str]]]  # key -> (message GUID, flags)
+Listing = Mapping[str, frozenset[str]]  # key -> flags of each file on disk in a folder
+Recorded = Mapping[str, frozenset[str]]  # key -> flags of each file the index remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,23 +240,35 @@ def name_new_folders(match: FolderMatch, known: Collection[str], *, user: str, s
 
 
 def diff_files(known: Mapping[str, FolderRow], folders: Mapping[str, FolderInfo],
-               listings: Mapping[FolderPath, Listing],
-               files: Mapping[str, Sequence[FileRow]]) -> FileDiff:
-    """New, vanished and re-flagged files of every folder whose stamp moved."""
+               listings: Mapping[FolderPath, Listing], recorded: Mapping[str, Recorded],
+               rows_of: Callable[[str, Collection[str]], Sequence[FileRow]]) -> FileDiff:
+    """New, vanished and re-flagged files of every folder whose stamp moved.
+
+    A folder's names and flags are compared with what the index remembers of it
+    (``recorded``, by folder GUID) in bulk; ``rows_of(folder, keys)`` is asked for
+    the full rows of only the files that vanished or changed flags (a 1 % change
+    does not build a row for every file of every folder it touches).
+    """
     flag_changes: list[FlagChange] = []
     new_files: list[NewFile] = []
     gone: list[FileRow] = []
     for guid, info in sorted(folders.items(), key=lambda item: item[1].path):
         if unchanged(known, guid, info):
             continue
-        rows = {row.key: row for row in files.get(guid, ())}
-        for key, (_guid, flags) in sorted(listings[info.path].items()):
-            row = rows.pop(key, None)
-            if row is None:
-                new_files.append(NewFile(guid, info, key))
-            elif row.flags != flags:
-                flag_changes.append(FlagChange(row, flags))
-        gone.extend(rows.values())
+        listing = listings[info.path]
+        had = recorded.get(guid, {})
+        new_files.extend(NewFile(guid, info, key) for key in sorted(listing.keys() - had.keys()))
+        if not had:
+            continue
+        reflagged = {key: flags for key, flags in listing.items()
+                     if (was := had.get(key)) is not None and was != flags}
+        vanished = had.keys() - listing.keys()
+        if not reflagged and not vanished:
+            continue
+        rows = {row.key: row for row in rows_of(guid, reflagged.keys() | vanished)}
+        flag_changes.extend(FlagChange(rows[key], reflagged[key])
+                            for key in sorted(reflagged) if key in rows)
+        gone.extend(rows[key] for key in sorted(vanished) if key in rows)
     return FileDiff(flag_changes, new_files, gone, {row.key: row for row in gone})
 
 

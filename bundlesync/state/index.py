@@ -158,6 +158,8 @@ def _bundle_seq_key(peer: str, incarnation: int) -> str:
 
 
 _FILE_COLUMNS = "user, folder, key, mailbox, guid, body, flags, size, internal_date"
+# Keys looked up in one statement (below SQLite's smallest limit on parameters, 999).
+KEYS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -876,10 +878,34 @@ class StateIndex:
         return int(row[0])
 
     def file_flags(self, user: str, folder: str) -> dict[str, frozenset[str]]:
-        """Key -> flags of each file last seen in a folder (two columns of the files)."""
+        """Key -> flags of each file last seen in a folder (two columns of the files:
+        what a scan compares with a listing; the full rows of the few files that
+        differ are read with :meth:`files_by_key`)."""
         rows = self._db.execute("SELECT key, flags FROM files WHERE user = ? AND folder = ?",
                                 (user, folder))
-        return {str(k): decode_flags(f) for k, f in rows}
+        # Few distinct flag combinations occur in a folder: one set for each.
+        decoded: dict[str, frozenset[str]] = {}
+        result: dict[str, frozenset[str]] = {}
+        for key, text in rows:
+            flags = decoded.get(text)
+            if flags is None:
+                flags = decoded[text] = decode_flags(text)
+            result[key] = flags
+        return result
+
+    def files_by_key(self, user: str, folder: str, keys: Iterable[str]) -> list[FileRow]:
+        """The rows of the files of a folder with these keys (those remembered), by key;
+        a primary-key search, :data:`KEYS_PER_STATEMENT` keys a statement."""
+        wanted = sorted(set(keys))
+        found: list[FileRow] = []
+        for start in range(0, len(wanted), KEYS_PER_STATEMENT):
+            chunk = wanted[start:start + KEYS_PER_STATEMENT]
+            marks = ", ".join("?" * len(chunk))
+            rows = self._db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files WHERE user = ? AND folder = ? "
+                f"AND key IN ({marks}) ORDER BY key", (user, folder, *chunk))
+            found.extend(_file_row(r) for r in rows)
+        return found
 
     def drop_folder(self, user: str, guid: str) -> None:
         self._db.execute("DELETE FROM folders WHERE user = ? AND guid = ?", (user, guid))

@@ -852,6 +852,18 @@ class MaildirStore:
         reliable as :meth:`messages` against concurrent renames); only the new
         files need :meth:`message_info`.
         """
+        directory, flags = self._list_flags(user, path)
+        with _io(f"list folder {'/'.join(path)} of user {user!r}"):
+            guids = self._uidlist_guids(directory)
+        return {key: (guids.get(key, key), found) for key, found in flags.items()}
+
+    def message_flags(self, user: str, path: FolderPath) -> dict[str, frozenset[str]]:
+        """Key -> flags of every message, from the file names alone (no stat, and
+        ``dovecot-uidlist`` is not read: a new file's GUID is read with its body)."""
+        return self._list_flags(user, path)[1]
+
+    def _list_flags(self, user: str, path: FolderPath) -> tuple[str, dict[str, frozenset[str]]]:
+        """The folder's directory, and key -> flags of each of its files."""
         _, directory = self._folder(user, path)
         with _io(f"list folder {'/'.join(path)} of user {user!r}"):
             skipped: list[str] = []
@@ -861,17 +873,18 @@ class MaildirStore:
                 self._warn(f"skipped {odd}: not a plain file (symlinks are never followed)")
             self._files.remember_entries(directory, entries, marks)
             keywords = self._keywords(directory)
-            guids = self._uidlist_guids(directory)
+            # Few distinct flag combinations occur in a folder: decode each once, and
+            # share one set between the files that have it.
             decoded: dict[str, frozenset[str]] = {}
-            result: dict[str, tuple[str, frozenset[str]]] = {}
+            result: dict[str, frozenset[str]] = {}
             for key, entry in entries.items():
                 info = entry.name[len(key) :]
                 flags = decoded.get(info)
                 if flags is None:
                     flags = letters_to_flags(FileName.parse(entry.name).letters, keywords)
                     decoded[info] = flags
-                result[key] = (guids.get(key, key), flags)
-            return result
+                result[key] = flags
+            return directory, result
 
     def message_info(self, user: str, path: FolderPath, key: str) -> StoredMessage:
         """One message with its size and date; MessageMissing if it is gone."""

@@ -130,6 +130,9 @@ BULK_STATEMENTS = {
         "SEARCH folders USING PRIMARY KEY (user=? AND guid=?)",
         "SEARCH folders USING COVERING INDEX folders_path (user=? AND path=?)"),
     "SELECT key, flags FROM files": "SEARCH files USING PRIMARY KEY (user=? AND folder=?)",
+    # A scan's rows of the files that differ from its listing: a seek per key.
+    "AND folder = ? AND key IN (": "SEARCH files USING PRIMARY KEY (user=? AND folder=? "
+                                   "AND key=?)",
     "SELECT COUNT(*) FROM files WHERE user = ? AND folder": "SEARCH files USING PRIMARY KEY "
                                                             "(user=? AND folder=?)",
     "AND mailbox = ? AND alive LIMIT": "SEARCH messages USING INDEX messages_alive "
@@ -162,6 +165,18 @@ def test_the_instance_query_uses_its_index(tmp_path: Path) -> None:
         [statement] = seen
         assert index.explain(statement) == [
             "SEARCH files USING INDEX files_instance (user=? AND mailbox=? AND guid=? AND body=?)"]
+
+
+def test_the_rows_of_many_keys_are_seeks_a_statement_at_a_time(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "state.sqlite", create=True) as index:
+        seen: list[str] = []
+        index.trace(seen.append)
+        keys = [f"k{n}" for n in range(index_module.KEYS_PER_STATEMENT + 3)]
+        assert index.files_by_key("u", "f", keys) == []
+        assert len(seen) == 2
+        for statement in seen:
+            assert index.explain(statement) == [
+                "SEARCH files USING PRIMARY KEY (user=? AND folder=? AND key=?)"]
 
 
 def test_a_literal_is_normalised() -> None:

@@ -150,8 +150,8 @@ class _Gatherer:
             if guid not in self.files:
                 self.files[guid] = self.site.index.files(self.user, guid)
 
-    def rows_of(self, guid: str, keys: Collection[str]) -> Sequence[FileRow]:
-        return self.site.index.files_by_key(self.user, guid, keys)
+    def rows_of(self, wanted: Collection[tuple[str, str]]) -> Sequence[FileRow]:
+        return self.site.index.files_by_key(self.user, wanted)
 
     def arrivals(self, files_diff: FileDiff,
                  new_files: Sequence[NewFile]) -> dict[tuple[str, str], Arrived]:

@@ -241,17 +241,19 @@ def name_new_folders(match: FolderMatch, known: Collection[str], *, user: str, s
 
 def diff_files(known: Mapping[str, FolderRow], folders: Mapping[str, FolderInfo],
                listings: Mapping[FolderPath, Listing], recorded: Mapping[str, Recorded],
-               rows_of: Callable[[str, Collection[str]], Sequence[FileRow]]) -> FileDiff:
+               rows_of: Callable[[Collection[tuple[str, str]]], Sequence[FileRow]]
+               ) -> FileDiff:
     """New, vanished and re-flagged files of every folder whose stamp moved.
 
     A folder's names and flags are compared with what the index remembers of it
-    (``recorded``, by folder GUID) in bulk; ``rows_of(folder, keys)`` is asked for
-    the full rows of only the files that vanished or changed flags (a 1 % change
-    does not build a row for every file of every folder it touches).
+    (``recorded``, by folder GUID) in bulk; ``rows_of`` is asked once, for the full
+    rows of only the files that vanished or changed flags, as (folder GUID, key)
+    pairs (a 1 % change does not build a row for every file of every folder it
+    touches).
     """
-    flag_changes: list[FlagChange] = []
     new_files: list[NewFile] = []
-    gone: list[FileRow] = []
+    # Per folder, in path order: its re-flagged files (key -> flags) and vanished keys.
+    differ: list[tuple[str, dict[str, frozenset[str]], list[str]]] = []
     for guid, info in sorted(folders.items(), key=lambda item: item[1].path):
         if unchanged(known, guid, info):
             continue
@@ -262,13 +264,18 @@ def diff_files(known: Mapping[str, FolderRow], folders: Mapping[str, FolderInfo]
             continue
         reflagged = {key: flags for key, flags in listing.items()
                      if (was := had.get(key)) is not None and was != flags}
-        vanished = had.keys() - listing.keys()
-        if not reflagged and not vanished:
-            continue
-        rows = {row.key: row for row in rows_of(guid, reflagged.keys() | vanished)}
-        flag_changes.extend(FlagChange(rows[key], reflagged[key])
-                            for key in sorted(reflagged) if key in rows)
-        gone.extend(rows[key] for key in sorted(vanished) if key in rows)
+        vanished = sorted(had.keys() - listing.keys())
+        if reflagged or vanished:
+            differ.append((guid, reflagged, vanished))
+    wanted = [(guid, key) for guid, reflagged, vanished in differ
+              for key in (*reflagged, *vanished)]
+    rows = {(row.folder, row.key): row for row in rows_of(wanted)} if wanted else {}
+    flag_changes: list[FlagChange] = []
+    gone: list[FileRow] = []
+    for guid, reflagged, vanished in differ:
+        flag_changes.extend(FlagChange(rows[(guid, key)], reflagged[key])
+                            for key in sorted(reflagged) if (guid, key) in rows)
+        gone.extend(rows[(guid, key)] for key in vanished if (guid, key) in rows)
     return FileDiff(flag_changes, new_files, gone, {row.key: row for row in gone})
 
 

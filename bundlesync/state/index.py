@@ -158,8 +158,10 @@ def _bundle_seq_key(peer: str, incarnation: int) -> str:
 
 
 _FILE_COLUMNS = "user, folder, key, mailbox, guid, body, flags, size, internal_date"
-# Keys looked up in one statement (below SQLite's smallest limit on parameters, 999).
-KEYS_PER_STATEMENT = 500
+_FILE_COLUMNS_OF_F = ", ".join(f"f.{column}" for column in _FILE_COLUMNS.split(", "))
+# (folder, key) pairs looked up in one statement: two parameters each, below SQLite's
+# smallest limit on parameters (999).
+KEYS_PER_STATEMENT = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -893,17 +895,20 @@ class StateIndex:
             result[key] = flags
         return result
 
-    def files_by_key(self, user: str, folder: str, keys: Iterable[str]) -> list[FileRow]:
-        """The rows of the files of a folder with these keys (those remembered), by key;
-        a primary-key search, :data:`KEYS_PER_STATEMENT` keys a statement."""
-        wanted = sorted(set(keys))
+    def files_by_key(self, user: str, wanted: Iterable[tuple[str, str]]) -> list[FileRow]:
+        """The rows of the files of ``user`` at these (folder GUID, key) pairs (those
+        remembered): a primary-key seek per pair, :data:`KEYS_PER_STATEMENT` pairs a
+        statement, whatever folders they are in."""
+        pairs = sorted(set(wanted))
         found: list[FileRow] = []
-        for start in range(0, len(wanted), KEYS_PER_STATEMENT):
-            chunk = wanted[start:start + KEYS_PER_STATEMENT]
-            marks = ", ".join("?" * len(chunk))
+        for start in range(0, len(pairs), KEYS_PER_STATEMENT):
+            chunk = pairs[start:start + KEYS_PER_STATEMENT]
+            values = ", ".join(["(?, ?)"] * len(chunk))
             rows = self._db.execute(
-                f"SELECT {_FILE_COLUMNS} FROM files WHERE user = ? AND folder = ? "
-                f"AND key IN ({marks}) ORDER BY key", (user, folder, *chunk))
+                f"SELECT {_FILE_COLUMNS_OF_F} FROM (VALUES {values}) AS wanted "
+                "CROSS JOIN files AS f ON f.user = ? AND f.folder = wanted.column1 "
+                "AND f.key = wanted.column2",
+                (*(part for pair in chunk for part in pair), user))
             found.extend(_file_row(r) for r in rows)
         return found
 

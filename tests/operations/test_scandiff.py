@@ -81,17 +81,17 @@ def scan(index: IndexView, disk: Sequence[FolderInfo], listings: Mapping[FolderP
     new = name_new_folders(match, index.folders, user=USER, site_id=SITE, now_ms=NOW)
     everything = {**match.matched, **new}
     recorded = {guid: {r.key: r.flags for r in rows} for guid, rows in files.items()}
-    asked: list[tuple[str, set[str]]] = []
+    asked: list[tuple[str, str]] = []
 
-    def rows_of(folder: str, keys: Collection[str]) -> list[FileRow]:
-        asked.append((folder, set(keys)))
-        return [r for r in files[folder] if r.key in keys]
+    def rows_of(wanted: Collection[tuple[str, str]]) -> list[FileRow]:
+        asked.extend(wanted)
+        return [r for rows in files.values() for r in rows if (r.folder, r.key) in wanted]
 
     found = diff_files(index.folders, everything, listings, recorded, rows_of)
     assert {n.info.path for n in found.new_files} <= listed
     # Full rows are read only for the files that vanished or changed flags.
-    assert sorted(k for _f, keys in asked for k in keys) == sorted(
-        [c.row.key for c in found.flag_changes] + [r.key for r in found.gone])
+    assert sorted(asked) == sorted([(c.row.folder, c.row.key) for c in found.flag_changes]
+                                   + [(r.folder, r.key) for r in found.gone])
     arrived = {}
     for n in found.new_files:
         size, sha = on_disk[(n.info.path, n.key)]

@@ -883,17 +883,11 @@ class StateIndex:
         """Key -> flags of each file last seen in a folder (two columns of the files:
         what a scan compares with a listing; the full rows of the few files that
         differ are read with :meth:`files_by_key`)."""
-        rows = self._db.execute("SELECT key, flags FROM files WHERE user = ? AND folder = ?",
-                                (user, folder))
+        texts: dict[str, str] = dict(self._db.execute(
+            "SELECT key, flags FROM files WHERE user = ? AND folder = ?", (user, folder)))
         # Few distinct flag combinations occur in a folder: one set for each.
-        decoded: dict[str, frozenset[str]] = {}
-        result: dict[str, frozenset[str]] = {}
-        for key, text in rows:
-            flags = decoded.get(text)
-            if flags is None:
-                flags = decoded[text] = decode_flags(text)
-            result[key] = flags
-        return result
+        decoded = {text: decode_flags(text) for text in set(texts.values())}
+        return {key: decoded[text] for key, text in texts.items()}
 
     def files_by_key(self, user: str, wanted: Iterable[tuple[str, str]]) -> list[FileRow]:
         """The rows of the files of ``user`` at these (folder GUID, key) pairs (those

@@ -14,17 +14,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from bundlesync.archive.backup import run_backup
 from bundlesync.archive.cache import cache_path
-from bundlesync.archive.check import check_archive
 from bundlesync.archive.errors import ArchiveDamaged, ArchiveError, NoRecoveryKey, WrongSecret
 from bundlesync.archive.lock import archive_lock
-from bundlesync.archive.policy import Policy, parse_duration
-from bundlesync.archive.prune import forget, plan_forget, prune
 from bundlesync.archive.repository import (
     Archive,
     archive_exists,
@@ -52,6 +49,11 @@ from bundlesync.operations.config import read_config as read_site_config
 from bundlesync.operations.site import open_store
 from bundlesync.state.archive_cache import ArchiveCacheDb
 
+if TYPE_CHECKING:
+    from bundlesync.archive.policy import Policy
+
+# check, forget, prune and the retention rules are imported by the commands that use
+# them: a nightly backup does not load them.
 PASSPHRASE_ENV = "BUNDLESYNC_PASSPHRASE"  # noqa: S105 - the variable's name, not a secret
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -274,6 +276,8 @@ def _policy_options(func: F) -> F:
 
 
 def _policy(kw: dict[str, Any]) -> Policy:
+    from bundlesync.archive.policy import Policy, parse_duration  # noqa: PLC0415
+
     def duration(name: str) -> Any:
         return parse_duration(kw[name]) if kw[name] else parse_duration("0h")
 
@@ -303,6 +307,8 @@ def _take_policy(kw: dict[str, Any]) -> dict[str, Any]:
 def snapshots(ctx: click.Context, /, archive: Path, passphrase_file: Path | None,
               recovery_key_file: Path | None, **kw: Any) -> None:
     """List the snapshots of ARCHIVE; with --keep-* options, which rule keeps each."""
+    from bundlesync.archive.prune import plan_forget  # noqa: PLC0415
+
     policy_kw = _take_policy(kw)
     opened = _open(ctx, archive, passphrase_file, recovery_key_file)
     snaps = opened.all_snapshots()
@@ -349,6 +355,8 @@ def forget_cmd(ctx: click.Context, /, archive: Path, then_prune: bool, dry_run: 
                passphrase_file: Path | None, recovery_key_file: Path | None,
                **kw: Any) -> None:
     """Forget snapshots by a retention policy (restic's rules: ORed, per calendar period)."""
+    from bundlesync.archive.prune import forget, plan_forget, prune  # noqa: PLC0415
+
     policy = _policy(_take_policy(kw))
     if policy.empty:
         raise UsageError("No retention rule was given: forget would keep everything.",
@@ -393,6 +401,8 @@ def _print_prune(report: dict[str, Any]) -> None:
 @click.pass_context
 def prune_cmd(ctx: click.Context, archive: Path) -> None:
     """Reclaim the space of message bodies no snapshot references."""
+    from bundlesync.archive.prune import prune  # noqa: PLC0415
+
     opened = _open_to_write(ctx, archive)
     with archive_lock(archive, "prune"):
         report = prune(opened, lock_wait=out_of(ctx).options.lock_wait).as_json()
@@ -428,6 +438,8 @@ def _percent(text: str | None) -> float | None:
 def check(ctx: click.Context, archive: Path, read_data: bool, read_data_subset: str | None,
           passphrase_file: Path | None, recovery_key_file: Path | None) -> None:
     """Check that every snapshot of ARCHIVE is whole; name what is damaged."""
+    from bundlesync.archive.check import check_archive  # noqa: PLC0415
+
     subset = _percent(read_data_subset)
     opened = _open(ctx, archive, passphrase_file, recovery_key_file)
     progress = Progress("check", enabled=None if not out_of(ctx).json else False)

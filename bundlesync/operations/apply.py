@@ -23,7 +23,7 @@ With ``dry_run`` nothing is done; the report says what would be.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from bundlesync.core.model import SYSTEM_FLAGS, MailboxRef, MessageRef
@@ -37,6 +37,7 @@ from bundlesync.operations.ledger import load_message, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import keep_applied_stamps
 from bundlesync.operations.site import Site
+from bundlesync.state.codec import decode_message
 from bundlesync.state.index import FileRow, FolderRow
 from bundlesync.stores.base import INBOX, FolderPath, StoredMessage
 from bundlesync.stores.errors import (
@@ -56,12 +57,23 @@ class _Folders:
     """The user's folders as last seen: folder GUID <-> path."""
 
     by_guid: dict[str, FolderPath] = field(default_factory=dict)
+    # path -> the first GUID at it, made again after a change (asked once per message).
+    at: dict[FolderPath, str] | None = None
 
     def guid_at(self, path: FolderPath) -> str | None:
-        for guid, where in self.by_guid.items():
-            if where == path:
-                return guid
-        return None
+        if self.at is None:
+            self.at = {}
+            for guid, where in self.by_guid.items():
+                self.at.setdefault(where, guid)
+        return self.at.get(path)
+
+    def put(self, guid: str, path: FolderPath) -> None:
+        self.by_guid[guid] = path
+        self.at = None
+
+    def drop(self, guid: str) -> None:
+        del self.by_guid[guid]
+        self.at = None
 
 
 class _UserApply:
@@ -86,12 +98,23 @@ class _UserApply:
         })
         self.bodies = bodies if bodies is not None else BodyFinder(site)
         self.bodies.use_folders(user, self.folders.by_guid)
+        self.wants: dict[FolderPath, bool] = {}  # the filter's answers (asked per message)
         self.created_folders = 0
         self.held_back: set[FolderPath] = set()
         self.held_messages = 0
+        # What a batch reads ahead (one statement per mailbox or folder, not one per
+        # message) and the file rows it records at its end (see prefetch, record).
+        self.prefetched = False
+        self.states: dict[MessageRef, MessageState] = {}
+        self.holders: dict[tuple[str, str, str], list[FileRow]] = {}
+        self.taken: dict[str, set[str]] = {}  # folder GUID -> keys of files in it
+        self.recording: dict[tuple[str, str], FileRow] = {}
 
     def wanted(self, path: FolderPath) -> bool:
-        return self.site.config.filters.wants(path)
+        wants = self.wants.get(path)
+        if wants is None:
+            wants = self.wants[path] = self.site.config.filters.wants(path)
+        return wants
 
     def held(self, mailbox: str, guid: str, body: str, *, any_excluded: bool = True
              ) -> FolderPath | None:
@@ -184,7 +207,7 @@ class _UserApply:
                                     "one user in one run")
             if self.dry_run:
                 self.report.mailbox(self.user, action.path, "created")
-                self.folders.by_guid[action.guid] = action.path
+                self.folders.put(action.guid, action.path)
                 return
             self.store.create_folder(self.user, action.path, guid=action.guid,
                                      uidvalidity=action.uidvalidity)
@@ -192,7 +215,7 @@ class _UserApply:
             failpoints.reached("folder")
             self.index.put_folder(self.user, FolderRow(action.guid, action.path, None,
                                                        action.uidvalidity))
-            self.folders.by_guid[action.guid] = action.path
+            self.folders.put(action.guid, action.path)
             return
         if not self.dry_run:
             old_gone = self.store.folder_stamp(self.user, action.old) is None
@@ -205,7 +228,7 @@ class _UserApply:
         for guid, path in list(self.folders.by_guid.items()):
             if path[:size] == action.old:
                 moved = action.new + path[size:]
-                self.folders.by_guid[guid] = moved
+                self.folders.put(guid, moved)
                 if not self.dry_run:
                     self.index.put_folder(self.user, FolderRow(guid, moved, None, None))
 
@@ -223,19 +246,92 @@ class _UserApply:
             return
         if guid is not None:
             self.index.drop_folder(self.user, guid)
-            del self.folders.by_guid[guid]
+            self.folders.drop(guid)
 
     # -- messages ------------------------------------------------------------------
 
     def free_key(self, folder: str, ref: MessageRef) -> str:
-        if not self.index.has_file(self.user, folder, ref.guid):
-            return ref.guid
-        return f"{ref.guid}-{ref.body[:16]}"
+        taken = self.taken.get(folder)
+        if taken is not None:
+            free = ref.guid not in taken
+        else:
+            free = not self.index.has_file(self.user, folder, ref.guid)
+        return ref.guid if free else f"{ref.guid}-{ref.body[:16]}"
 
-    def placed(self, mailbox: str, guid: str, body: str) -> bool:
-        """Whether the merged state wants this instance in some folder."""
-        state = load_message(self.index, MessageRef(MailboxRef(self.user, mailbox), guid, body))
-        return state is not None and state.alive and self.target(mailbox) is not None
+    def load_states(self, items: Sequence[tuple[str, str, str]]) -> dict[MessageRef,
+                                                                        MessageState]:
+        """The merged states of ``items``, one statement per mailbox."""
+        guids: dict[str, set[str]] = {}
+        for mailbox, guid, _body in items:
+            guids.setdefault(mailbox, set()).add(guid)
+        states: dict[MessageRef, MessageState] = {}
+        for mailbox, some in guids.items():
+            box = MailboxRef(self.user, mailbox)
+            for guid, body, blob in self.index.load_messages(self.user, mailbox, some):
+                ref = MessageRef(box, guid, body)
+                states[ref] = decode_message(ref, blob)
+        return states
+
+    def alive(self, items: Sequence[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """Which of ``items`` the merged state holds alive, one statement per mailbox."""
+        guids: dict[str, set[str]] = {}
+        for mailbox, guid, _body in items:
+            guids.setdefault(mailbox, set()).add(guid)
+        return {(mailbox, guid, body) for mailbox, some in guids.items()
+                for guid, body in self.index.alive_messages(self.user, mailbox, some)}
+
+    def prefetch(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Read what ``message`` needs for a batch of instances in bulk: their states,
+        the files holding them, and which of their names the target folders hold.
+
+        Nothing in a batch changes another instance's state or files, so what is
+        read here stays true while the batch runs; the names it takes are added.
+        """
+        self.states = self.load_states(items)
+        self.prefetched = True
+        self.holders = {}
+        guids: dict[str, set[str]] = {}
+        for mailbox, guid, _body in items:
+            guids.setdefault(mailbox, set()).add(guid)
+        for mailbox, some in guids.items():
+            for row in self.index.files_of_instances(self.user, mailbox, some):
+                self.holders.setdefault((row.mailbox, row.guid, row.body), []).append(row)
+        wanted: dict[str, set[str]] = {}
+        for mailbox, guid, body in items:
+            state = self.states.get(MessageRef(MailboxRef(self.user, mailbox), guid, body))
+            target = self.target(mailbox) if state is not None and state.alive else None
+            folder = None if target is None else self.folders.guid_at(target.path)
+            if folder is not None:
+                wanted.setdefault(folder, set()).add(guid)
+        self.taken = {folder: self.index.taken_keys(self.user, folder, keys)
+                      for folder, keys in wanted.items()}
+        if not self.dry_run:
+            self.bodies.expect(body for _mailbox, _guid, body in items)
+
+    def put_file(self, row: FileRow) -> None:
+        """Record a file at the batch's end (``record``), in the batch's transaction."""
+        self.recording[(row.folder, row.key)] = row
+        taken = self.taken.get(row.folder)
+        if taken is not None:
+            taken.add(row.key)
+
+    def drop_file(self, folder: str, key: str) -> None:
+        self.record()  # in order with the rows waiting
+        self.index.drop_file(self.user, folder, key)
+        taken = self.taken.get(folder)
+        if taken is not None:
+            taken.discard(key)
+
+    def record(self) -> None:
+        """Record the files waiting, with one statement."""
+        if self.recording:
+            self.index.put_files(self.recording.values())
+            self.recording = {}
+
+    def end_batch(self) -> None:
+        self.record()
+        self.states, self.holders, self.taken = {}, {}, {}
+        self.prefetched = False
 
     def reflag(self, row: FileRow, path: FolderPath, flags: frozenset[str]) -> None:
         if row.flags == flags:
@@ -260,7 +356,7 @@ class _UserApply:
             return
         self.report.message(self.user, path, "flags")
         failpoints.reached("apply")
-        self.index.put_file(row.with_flags(stored))
+        self.put_file(row.with_flags(stored))
 
     def deliver(self, path: FolderPath, key: str, data: bytes, flags: frozenset[str],
                 internal_date: int) -> StoredMessage:
@@ -310,16 +406,19 @@ class _UserApply:
                 return False
         self.report.message(self.user, path, "added", size=len(data))
         failpoints.reached("apply")
-        self.index.put_file(FileRow(self.user, folder, stored.key, ref.mailbox.guid, ref.guid,
-                                    ref.body, stored.flags, stored.size,
-                                    state.internal_date))
+        self.put_file(FileRow(self.user, folder, stored.key, ref.mailbox.guid, ref.guid,
+                              ref.body, stored.flags, stored.size, state.internal_date))
         return True
 
     def message(self, mailbox: str, guid: str, body: str) -> bool:
         """Reconcile one instance; False if it must stay pending (body not here yet)."""
         ref = MessageRef(MailboxRef(self.user, mailbox), guid, body)
-        state = load_message(self.index, ref)
-        holders = self.index.files_of_instance(self.user, mailbox, guid, body)
+        if self.prefetched:
+            state = self.states.get(ref)
+            holders = self.holders.get((mailbox, guid, body), [])
+        else:
+            state = load_message(self.index, ref)
+            holders = self.index.files_of_instance(self.user, mailbox, guid, body)
         target = self.target(mailbox) if state is not None and state.alive else None
         folder = None if target is None else self.folders.guid_at(target.path)
         if target is not None and folder is None and not self.dry_run:
@@ -350,7 +449,7 @@ class _UserApply:
                     return False
                 self.report.message(self.user, where, "expunged")
                 failpoints.reached("apply")
-            self.index.drop_file(self.user, row.folder, row.key)
+            self.drop_file(row.folder, row.key)
         return True
 
     # -- subscriptions ---------------------------------------------------------------
@@ -382,13 +481,18 @@ class _UserApply:
         placing: list[tuple[str, str, str]] = []
         removing: list[tuple[str, str, str]] = []
         any_excluded = not all(self.wanted(path) for path in self.folders.by_guid.values())
-        for item in pending:
-            where = self.held(*item, any_excluded=any_excluded)
-            if where is not None:
-                self.held_back.add(where)
-                self.held_messages += 1
-                continue  # stays pending: applied once the filter is lifted
-            (placing if self.placed(*item) else removing).append(item)
+        for start in range(0, len(pending), APPLY_BATCH):
+            some = pending[start:start + APPLY_BATCH]
+            alive = self.alive(some)
+            for item in some:
+                where = self.held(*item, any_excluded=any_excluded)
+                if where is not None:
+                    self.held_back.add(where)
+                    self.held_messages += 1
+                    continue  # stays pending: applied once the filter is lifted
+                # Placed if the merged state wants it in some folder.
+                placed = item in alive and self.target(item[0]) is not None
+                (placing if placed else removing).append(item)
         # Batches keep the index's commits (and their fsyncs) few; a crash inside one
         # only repeats idempotent store actions.
         for work in (placing, removing):
@@ -397,12 +501,18 @@ class _UserApply:
                 # index commits that they are there.
                 with self.index.transaction():
                     done: list[tuple[str, str, str]] = []
-                    with self.store.batch(step=failpoints.reached):
-                        for mailbox, guid, body in work[start:start + APPLY_BATCH]:
-                            if self.message(mailbox, guid, body) and not self.dry_run:
-                                done.append((mailbox, guid, body))
-                            if self.tick is not None:
-                                self.tick()
+                    some = work[start:start + APPLY_BATCH]
+                    self.prefetch(some)
+                    try:
+                        with self.store.batch(step=failpoints.reached):
+                            for mailbox, guid, body in some:
+                                if self.message(mailbox, guid, body) and not self.dry_run:
+                                    done.append((mailbox, guid, body))
+                                if self.tick is not None:
+                                    self.tick()
+                        self.record()
+                    finally:
+                        self.end_batch()
                     # Nothing in the batch reads the pending marks: cleared in one go.
                     self.index.clear_pending_messages(self.user, done)
                     # The batch is durable and named; the index has not recorded it.
@@ -442,27 +552,30 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
     present = set(site.store.users())
     new_users = 0
     applied: list[str] = []
-    for user in site.index.pending_users():
-        if not site.config.users.matches(user):
-            continue  # outside this run's masks: held back, still pending
-        if user not in present and not dry_run:
-            new_users += 1
-            if new_users > site.config.limits.max_new_users:
-                report.fail(user, OverLimit(
-                    f"more than {site.config.limits.max_new_users} new users in one run; "
-                    f"user {user or '(store)'} was not created"))
+    try:
+        for user in site.index.pending_users():
+            if not site.config.users.matches(user):
+                continue  # outside this run's masks: held back, still pending
+            if user not in present and not dry_run:
+                new_users += 1
+                if new_users > site.config.limits.max_new_users:
+                    report.fail(user, OverLimit(
+                        f"more than {site.config.limits.max_new_users} new users in one run; "
+                        f"user {user or '(store)'} was not created"))
+                    held.failed = True
+                    continue
+            work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
+            try:
+                work.run()
+                applied.append(user)
+            except StoreError as exc:
+                report.fail(user, exc)
                 held.failed = True
-                continue
-        work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
-        try:
-            work.run()
-            applied.append(user)
-        except StoreError as exc:
-            report.fail(user, exc)
-            held.failed = True
-        if work.held_back:
-            held.mailboxes[user] = sorted("/".join(p) for p in work.held_back)
-        held.messages += work.held_messages
+            if work.held_back:
+                held.mailboxes[user] = sorted("/".join(p) for p in work.held_back)
+            held.messages += work.held_messages
+    finally:
+        bodies.close()
     if not dry_run:
         with site.index.transaction():
             site.index.set_held_back(held.mailboxes)

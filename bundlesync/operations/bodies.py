@@ -19,7 +19,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 from bundlesync.errors import StoreError
 from bundlesync.operations.site import Site
-from bundlesync.operations.spool import read_spooled
+from bundlesync.operations.spool import SpoolReader, read_spooled
 from bundlesync.state.index import FileRow
 from bundlesync.stores.base import FolderPath
 
@@ -37,6 +37,18 @@ class BodyFinder:
     def __init__(self, site: Site) -> None:
         self.site = site
         self.folders: dict[str, dict[str, FolderPath]] = {}
+        self.spool: SpoolReader | None = None
+
+    def expect(self, bodies: Iterable[str]) -> None:
+        """``bodies`` are read next: look up their places in the spool at once, and
+        keep the spool's files open until :meth:`close`."""
+        if self.spool is None:
+            self.spool = SpoolReader(self.site.spool, self.site.index)
+        self.spool.expect(bodies)
+
+    def close(self) -> None:
+        if self.spool is not None:
+            self.spool.close()
 
     def use_folders(self, user: str, folders: dict[str, FolderPath]) -> None:
         """Use a live folder map for ``user`` (one the caller keeps up to date)."""
@@ -118,4 +130,6 @@ class BodyFinder:
         return data if data is not None else self._read_spool(body)
 
     def _read_spool(self, body: str) -> bytes | None:
+        if self.spool is not None:
+            return self.spool.read(body)
         return read_spooled(self.site.spool, self.site.index, body)

@@ -46,7 +46,7 @@ from bundlesync.format.volumes import find_bundles, parse_sync_name
 from bundlesync.keys import take_key_changes
 from bundlesync.operations import failpoints
 from bundlesync.operations.apply import HeldBack, apply_pending
-from bundlesync.operations.ledger import fold_change, resolve_user
+from bundlesync.operations.ledger import fold_change, fold_new, resolve_user
 from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
@@ -232,22 +232,17 @@ def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
 
 def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[Stream],
           now_ms: int, result: ImportResult) -> None:
-    """Sort one incoming change with the core (``sort_incoming``) and fold it."""
+    """Sort one incoming change under this site's own stream with the core and fold it."""
     index = site.index
     ours = site.stream
-    if change.dot.incarnation > MAX_DOT or change.dot.counter > MAX_DOT:
-        # The state index stores 63-bit integers, and a forged incarnation of ours
-        # near the top would leave this site no incarnation to move to.
-        raise BundleRejected(f"a change carries an out-of-range dot {change.dot}")
-    if change.dot.site == ours.site and change.dot.incarnation >= ours.incarnation:
-        if _held(index, change.dot) == change:
-            return  # our own change coming back through a relay
-        # Only this site issues its own stream. A change under it that we did not
-        # make means our state is older than what we issued (a restore), or someone
-        # forged it: it is never taken as ours. We move to a new incarnation, and
-        # the old one becomes history like any other site's stream.
-        _reincarnate(site, keep_through=index.stream_max(ours),
-                     evidence=[DotSet.of([change.dot])], now_ms=now_ms, result=result)
+    if _held(index, change.dot) == change:
+        return  # our own change coming back through a relay
+    # Only this site issues its own stream. A change under it that we did not
+    # make means our state is older than what we issued (a restore), or someone
+    # forged it: it is never taken as ours. We move to a new incarnation, and
+    # the old one becomes history like any other site's stream.
+    _reincarnate(site, keep_through=index.stream_max(ours),
+                 evidence=[DotSet.of([change.dot])], now_ms=now_ms, result=result)
     intake = sort_incoming([change], held=lambda dot: _held(index, dot))
     for new in intake.new:
         # sort_incoming found no change held under its dot (one change at a time).
@@ -255,14 +250,87 @@ def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[St
                        unknown=True):
             outcome.new_changes += 1
             streams.add(new.dot.stream)
-    for held, incoming in intake.forks:
+    _fork(site, intake.forks, outcome=outcome, streams=streams)
+
+
+def _fork(site: Site, forks: Sequence[tuple[Change, Change]], *, outcome: BundleOutcome,
+          streams: set[Stream]) -> None:
+    for held, incoming in forks:
         # One dot, two contents: its site reused a counter. Keep both: the join
         # ignores dots, and both are re-issued under our stream so every site gets
         # both (docs/conflict-rules.md, "Restored sites").
         outcome.forks += 1
         for again in site.reissue([held, incoming]):
-            fold_change(index, again)
+            fold_change(site.index, again)
         streams.add(site.stream)
+
+
+# Changes sorted and folded together: their dots are checked with one range query
+# per stream and their states read and written with one statement per batch.
+FOLD_BATCH = 500
+
+
+class _Intake:
+    """The incoming changes of one bundle, sorted with the core and folded in batches.
+
+    The order of the bundle is kept: a batch is folded before a change that needs
+    the state as it is (one under this site's own stream, a fork) is taken.
+    """
+
+    def __init__(self, site: Site, *, outcome: BundleOutcome, streams: set[Stream],
+                 now_ms: int, result: ImportResult) -> None:
+        self.site = site
+        self.outcome = outcome
+        self.streams = streams
+        self.now_ms = now_ms
+        self.result = result
+        self.waiting: list[Change] = []
+
+    def add(self, change: Change) -> None:
+        if change.dot.incarnation > MAX_DOT or change.dot.counter > MAX_DOT:
+            # The state index stores 63-bit integers, and a forged incarnation of ours
+            # near the top would leave this site no incarnation to move to.
+            raise BundleRejected(f"a change carries an out-of-range dot {change.dot}")
+        ours = self.site.stream
+        if change.dot.site == ours.site and change.dot.incarnation >= ours.incarnation:
+            self.flush()
+            _take(self.site, change, outcome=self.outcome, streams=self.streams,
+                  now_ms=self.now_ms, result=self.result)
+            return
+        self.waiting.append(change)
+        if len(self.waiting) >= FOLD_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        batch, self.waiting = self.waiting, []
+        if not batch:
+            return
+        index = self.site.index
+        by_stream: dict[Stream, list[int]] = {}
+        for change in batch:
+            by_stream.setdefault(change.dot.stream, []).append(change.dot.counter)
+        known = {stream: index.known_counters(stream, min(counters), max(counters))
+                 for stream, counters in by_stream.items()}
+        taken: dict[Dot, Change] = {}
+
+        def held(dot: Dot) -> Change | None:
+            if dot in taken:
+                return taken[dot]
+            return _held(index, dot) if dot.counter in known[dot.stream] else None
+
+        run: list[tuple[Change, bytes | None]] = []
+        for change in batch:
+            intake = sort_incoming([change], held=held)
+            for new in intake.new:
+                taken[new.dot] = new
+                run.append((new, encode_change(new)))
+                self.outcome.new_changes += 1
+                self.streams.add(new.dot.stream)
+            if intake.forks:
+                fold_new(index, run, superseded=self.outcome.lost)
+                run = []
+                _fork(self.site, intake.forks, outcome=self.outcome, streams=self.streams)
+        fold_new(index, run, superseded=self.outcome.lost)
 
 
 def _ingest(site: Site, path: Path, *, now_ms: int, dry_run: bool, outcome: BundleOutcome,
@@ -321,6 +389,7 @@ def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
     # ahead of the folding below (bounded: format.reader.READ_AHEAD_BYTES).
     from bundlesync.format.reader import read_ahead  # noqa: PLC0415 - loaded with the reader
 
+    intake = _Intake(site, outcome=outcome, streams=streams, now_ms=now_ms, result=result)
     for record in read_ahead(bundle.records()):
         if isinstance(record, Want):
             wants.append(record.sha256)
@@ -337,7 +406,8 @@ def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
         if newest is None or (record.ts.wall_ms, record.ts.counter) > (
                 newest.wall_ms, newest.counter):
             newest = record.ts
-        _take(site, record, outcome=outcome, streams=streams, now_ms=now_ms, result=result)
+        intake.add(record)
+    intake.flush()
     return newest
 
 

@@ -39,6 +39,10 @@ from bundlesync.state.codec import (
 )
 from bundlesync.state.index import StateIndex
 
+# Changes folded together by fold_new: their states read and written with one
+# statement per mailbox and batch.
+FOLD_BATCH = 500
+
 
 def load_message(index: StateIndex, ref: MessageRef) -> MessageState | None:
     blob = index.load_message(ref.mailbox.user, ref.mailbox.guid, ref.guid, ref.body)
@@ -91,13 +95,11 @@ def fold_changes(index: StateIndex, changes: Sequence[Change]) -> int:
     known: dict[Stream, set[int]] = {}
     for stream, counters in _counters_by_stream(changes).items():
         known[stream] = index.known_counters(stream, min(counters), max(counters))
-    folded = 0
-    for change in changes:
-        if change.dot.counter in known[change.dot.stream]:
-            continue
-        fold_change(index, change, unknown=True)
-        folded += 1
-    return folded
+    new = [(change, None) for change in changes
+           if change.dot.counter not in known[change.dot.stream]]
+    for start in range(0, len(new), FOLD_BATCH):
+        fold_new(index, new[start:start + FOLD_BATCH])
+    return len(new)
 
 
 def _counters_by_stream(changes: Sequence[Change]) -> dict[Stream, list[int]]:
@@ -147,3 +149,56 @@ def fold_change(index: StateIndex, change: Change, *, record: bytes | None = Non
             superseded(user, mailbox)
     index.add_change(change, user=user, mailbox=mailbox, body=body, record=record)
     return True
+
+
+def fold_new(index: StateIndex, changes: Sequence[tuple[Change, bytes | None]], *,
+             superseded: Callable[[str, str], None] | None = None) -> None:
+    """Log and fold changes known to be new (no change is held under their dots, and
+    their dots differ), in order: :func:`fold_change` for a batch.
+
+    The message states the batch touches are read with one statement per mailbox
+    and written, with their pending marks and the log's rows, with one statement
+    each for the whole batch (an import folds thousands of changes).
+    """
+    keys = [register_key(change.op) for change, _record in changes]
+    wanted: dict[tuple[str, str], set[str]] = {}
+    for key in keys:
+        if isinstance(key, MessageRef):
+            wanted.setdefault((key.mailbox.user, key.mailbox.guid), set()).add(key.guid)
+    states: dict[MessageRef, MessageState] = {}
+    for (user, mailbox), guids in wanted.items():
+        ref_box = MailboxRef(user, mailbox)
+        for guid, body, blob in index.load_messages(user, mailbox, guids):
+            ref = MessageRef(ref_box, guid, body)
+            states[ref] = decode_message(ref, blob)
+    changed: dict[MessageRef, MessageState] = {}
+    logged: list[tuple[Change, str, str, str | None, bytes | None]] = []
+    for (change, record), key in zip(changes, keys, strict=True):
+        added: str | None = None
+        if isinstance(key, MessageRef):
+            user, mailbox = key.mailbox.user, key.mailbox.guid
+            before = states.get(key)
+            state = apply_to_message(before, change)
+            if state != before:
+                states[key] = changed[key] = state
+            elif superseded is not None and _message_change_lost(change.op, state):
+                superseded(user, mailbox)
+            if isinstance(change.op, MessageAdded):
+                added = key.body
+        else:
+            # Mailbox changes are few: folded one by one, as fold_change does.
+            user, mailbox = key.user, key.guid
+            was = load_mailbox(index, key)
+            mstate = apply_to_mailbox(was, change)
+            if mstate != was:
+                index.store_mailbox(user, mailbox, encode_mailbox(mstate))
+                index.mark_user_pending(user)
+            elif superseded is not None and _mailbox_change_lost(change.op, mstate):
+                superseded(user, mailbox)
+        logged.append((change, user, mailbox, added, record))
+    index.store_messages(
+        (ref.mailbox.user, ref.mailbox.guid, ref.guid, ref.body, state.alive,
+         encode_message(state)) for ref, state in changed.items())
+    index.mark_pending_many(
+        (ref.mailbox.user, ref.mailbox.guid, ref.guid, ref.body) for ref in changed)
+    index.add_change_records(logged)

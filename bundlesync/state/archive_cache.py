@@ -4,6 +4,13 @@ Storage only: rows in, rows out. What the rows mean, and when they may be truste
 is decided by :mod:`bundlesync.archive.cache` (archive-v1 §8.3), which sees this
 through its ``CacheRows`` protocol. A file SQLite cannot read is deleted and made
 again; a directory that cannot hold it gives an in-memory database for the run.
+
+Listings (tens of kB each, a few MB per backup) are files in a directory beside the
+database, one per tree id, not rows: SQLite would write each twice (its log, then
+the database) with a checksum per page, which cost a 1 % change backup more CPU than
+comparing the listings did. A listing file is written once under its tree id and
+never synced: one cut short by a crash does not hash to its name, and the cache
+deletes it when it reads it (archive-v1 §8.3).
 """
 
 from __future__ import annotations
@@ -28,14 +35,22 @@ _TABLES = ("meta", "index_files", "bodies", "trees", "listings")
 _BLOB_TABLES = ("index_files", "bodies", "trees")
 # id, pack, segment offset, segment length, offset, length
 TreeRow = tuple[bytes, bytes, int, int, int, int]
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
+def listings_dir(path: Path) -> Path:
+    """Where the listings of the cache database at ``path`` are kept."""
+    return path.with_name(f"{path.stem}-listings")
 
 
 class ArchiveCacheDb:
-    """One archive's cache rows in SQLite (WAL; one thread)."""
+    """One archive's cache rows in SQLite (WAL; one thread), listings in files beside it
+    (in the database too when it is in memory)."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path | None) -> None:
         self._db = connection
         self.path = path
+        self.listings_dir = listings_dir(path) if path is not None else None
 
     @classmethod
     def open(cls, path: Path | None) -> ArchiveCacheDb:
@@ -66,6 +81,10 @@ class ArchiveCacheDb:
                 connection.execute("PRAGMA synchronous=NORMAL")
             connection.executescript(_SCHEMA)
             connection.execute("SELECT count(*) FROM meta").fetchone()
+            if (path is not None
+                    and connection.execute("SELECT 1 FROM listings LIMIT 1").fetchone()):
+                # Listings are files now; rows an older version kept are dead weight.
+                connection.execute("DELETE FROM listings")
         except BaseException:
             connection.close()
             raise
@@ -77,6 +96,8 @@ class ArchiveCacheDb:
     def reset(self, meta: dict[str, str]) -> None:
         """Forget everything and record ``meta``."""
         self._wipe(_TABLES)
+        if self.listings_dir is not None:
+            self.retain_listings(())
         with self._transaction():
             self._db.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
 
@@ -107,28 +128,73 @@ class ArchiveCacheDb:
         return None if row is None else (row[0], row[1], row[2], row[3], row[4], row[5])
 
     def listing(self, tree_id: bytes) -> bytes | None:
-        row = self._db.execute("SELECT data FROM listings WHERE id = ?", (tree_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+        if self.listings_dir is None:
+            row = self._db.execute("SELECT data FROM listings WHERE id = ?",
+                                   (tree_id,)).fetchone()
+            return None if row is None else bytes(row[0])
+        try:
+            fd = os.open(self.listings_dir / tree_id.hex(), os.O_RDONLY | _NOFOLLOW)
+        except OSError:
+            return None
+        with os.fdopen(fd, "rb") as handle:
+            try:
+                return handle.read()
+            except OSError:
+                return None
 
     def drop_listing(self, tree_id: bytes) -> None:
-        self._db.execute("DELETE FROM listings WHERE id = ?", (tree_id,))
+        if self.listings_dir is None:
+            self._db.execute("DELETE FROM listings WHERE id = ?", (tree_id,))
+            return
+        with contextlib.suppress(OSError):
+            (self.listings_dir / tree_id.hex()).unlink()
 
     def put_listings(self, listings: Iterable[tuple[bytes, bytes]]) -> None:
         # Listings only spare reading the archive: a failure to keep them is not one.
-        with contextlib.suppress(sqlite3.Error), self._transaction():
-            self._db.executemany("INSERT OR IGNORE INTO listings VALUES (?, ?)", listings)
+        if self.listings_dir is None:
+            with contextlib.suppress(sqlite3.Error), self._transaction():
+                self._db.executemany("INSERT OR IGNORE INTO listings VALUES (?, ?)", listings)
+            return
+        with contextlib.suppress(OSError):
+            self.listings_dir.mkdir(mode=0o700, exist_ok=True)
+            for tree_id, data in listings:
+                try:
+                    fd = os.open(self.listings_dir / tree_id.hex(),
+                                 os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+                except FileExistsError:
+                    continue  # the name is the content's hash: the same listing
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
 
     def retain_listings(self, tree_ids: Iterable[bytes]) -> None:
-        with contextlib.suppress(sqlite3.Error), self._transaction():
-            self._db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (id BLOB PRIMARY KEY)")
-            self._db.execute("DELETE FROM temp.keep")
-            self._db.executemany("INSERT OR IGNORE INTO temp.keep VALUES (?)",
-                                 ((t,) for t in tree_ids))
-            self._db.execute("DELETE FROM listings WHERE id NOT IN (SELECT id FROM temp.keep)")
+        if self.listings_dir is None:
+            with contextlib.suppress(sqlite3.Error), self._transaction():
+                self._db.execute("CREATE TEMP TABLE IF NOT EXISTS keep (id BLOB PRIMARY KEY)")
+                self._db.execute("DELETE FROM temp.keep")
+                self._db.executemany("INSERT OR IGNORE INTO temp.keep VALUES (?)",
+                                     ((t,) for t in tree_ids))
+                self._db.execute(
+                    "DELETE FROM listings WHERE id NOT IN (SELECT id FROM temp.keep)")
+            return
+        keep = {t.hex() for t in tree_ids}
+        with contextlib.suppress(OSError), os.scandir(self.listings_dir) as entries:
+            for entry in entries:
+                if entry.name not in keep:
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def listing_ids(self) -> Iterator[bytes]:
-        for (tree_id,) in self._db.execute("SELECT id FROM listings"):
-            yield tree_id
+        if self.listings_dir is None:
+            for (tree_id,) in self._db.execute("SELECT id FROM listings"):
+                yield tree_id
+            return
+        try:
+            names = os.listdir(self.listings_dir)
+        except OSError:
+            return
+        for name in names:
+            with contextlib.suppress(ValueError):
+                yield bytes.fromhex(name)
 
     def close(self) -> None:
         self._db.close()
@@ -153,3 +219,7 @@ def _remove(path: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         with contextlib.suppress(FileNotFoundError):
             Path(f"{path}{suffix}").unlink()
+    with contextlib.suppress(OSError), os.scandir(listings_dir(path)) as entries:
+        for entry in entries:
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)

@@ -759,23 +759,25 @@ class StateIndex:
 
     def store_messages(self, rows: Iterable[tuple[str, str, str, str, bool, bytes]]) -> None:
         """:meth:`store_message` for many: (user, mailbox, guid, body, alive, state) each."""
-        touched: set[str] = set()
 
-        def note(user: str) -> str:
-            touched.add(user)
+        def note(user: str, mailbox: str, alive: bool) -> str:
+            # The live mailboxes kept in step, row by row, as store_message keeps them.
+            live = self._live.get(user)
+            if live is not None:
+                if alive:
+                    live.add(mailbox)
+                    self._live_doubt.get(user, set()).discard(mailbox)
+                elif mailbox in live:
+                    self._live_doubt.setdefault(user, set()).add(mailbox)
             return user
 
         self._db.executemany(
             "INSERT INTO messages (user, mailbox, guid, body, alive, state) "
             "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user, mailbox, guid, body) "
             "DO UPDATE SET alive = excluded.alive, state = excluded.state",
-            ((note(user), mailbox, guid, body, int(alive), state)
+            ((note(user, mailbox, alive), mailbox, guid, body, int(alive), state)
              for user, mailbox, guid, body, alive, state in rows),
         )
-        for user in touched:
-            # Looked up afresh at the next question (see live_mailboxes).
-            self._live.pop(user, None)
-            self._live_doubt.pop(user, None)
 
     def has_messages(self, user: str) -> bool:
         """Whether any message of ``user`` is known (one seek)."""
@@ -1249,3 +1251,108 @@ class StateIndex:
         """User -> names of the mailboxes a filter held back at the last apply."""
         value = self._meta_text(_HELD_BACK)
         return {} if value is None else decode_held_back(value)
+
+    # -- the import's bulk statements ----------------------------------------------
+    # An import folds and applies thousands of changes; one statement per batch of
+    # keys instead of one per key (each a seek on the primary key or an index, see
+    # tests/state/test_query_plans.py).
+
+    def load_messages(self, user: str, mailbox: str,
+                      guids: Iterable[str]) -> list[tuple[str, str, bytes]]:
+        """(guid, body, state) of every message of one mailbox with one of ``guids``."""
+        found: list[tuple[str, str, bytes]] = []
+        for marks, chunk in _in_lists(guids):
+            rows = self._db.execute(
+                "SELECT guid, body, state FROM messages WHERE user = ? AND mailbox = ? "
+                f"AND guid IN ({marks})", (user, mailbox, *chunk))
+            found.extend((str(g), str(b), bytes(s)) for g, b, s in rows)
+        return found
+
+    def alive_messages(self, user: str, mailbox: str,
+                       guids: Iterable[str]) -> set[tuple[str, str]]:
+        """(guid, body) of every live message of one mailbox with one of ``guids``."""
+        found: set[tuple[str, str]] = set()
+        for marks, chunk in _in_lists(guids):
+            rows = self._db.execute(
+                "SELECT guid, body FROM messages WHERE user = ? AND mailbox = ? "
+                f"AND guid IN ({marks}) AND alive", (user, mailbox, *chunk))
+            found.update((str(g), str(b)) for g, b in rows)
+        return found
+
+    def files_of_instances(self, user: str, mailbox: str,
+                           guids: Iterable[str]) -> list[FileRow]:
+        """The files holding a message of one mailbox with one of ``guids`` (any body)."""
+        found: list[FileRow] = []
+        for marks, chunk in _in_lists(guids):
+            rows = self._db.execute(
+                f"SELECT {_FILE_COLUMNS} FROM files INDEXED BY files_instance "
+                f"WHERE user = ? AND mailbox = ? AND guid IN ({marks})", (user, mailbox, *chunk))
+            found.extend(_file_row(r) for r in rows)
+        return found
+
+    def taken_keys(self, user: str, folder: str, keys: Iterable[str]) -> set[str]:
+        """Which of ``keys`` name a file last seen in the folder."""
+        taken: set[str] = set()
+        for marks, chunk in _in_lists(keys):
+            rows = self._db.execute(
+                f"SELECT key FROM files WHERE user = ? AND folder = ? AND key IN ({marks})",
+                (user, folder, *chunk))
+            taken.update(str(r[0]) for r in rows)
+        return taken
+
+    def mark_pending_many(self, instances: Iterable[tuple[str, str, str, str]]) -> None:
+        """:meth:`mark_pending` for many: (user, mailbox, guid, body) each."""
+        self._db.executemany(
+            "INSERT OR IGNORE INTO pending (user, mailbox, guid, body) VALUES (?, ?, ?, ?)",
+            instances)
+
+    def add_change_records(
+            self, changes: Iterable[tuple[Change, str, str, str | None, bytes | None]]) -> None:
+        """:meth:`add_change` for many: (change, user, mailbox, body, record) each."""
+        rows = []
+        for change, user, mailbox, body, record in changes:
+            kind = change_kind(change.op)
+            assert kind in CHANGE_KINDS
+            dot = change.dot
+            rows.append((dot.site, dot.incarnation, dot.counter, user, mailbox, kind, body,
+                         record if record is not None else encode_change(change)))
+        self._db.executemany(
+            "INSERT INTO changes (site, incarnation, counter, user, mailbox, kind, body, record) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+
+    def spooled_many(self, bodies: Iterable[str]) -> dict[str, tuple[str, int, int]]:
+        """Body -> (file, offset, size) of each of ``bodies`` that is spooled."""
+        found: dict[str, tuple[str, int, int]] = {}
+        for marks, chunk in _in_lists(bodies):
+            rows = self._db.execute(
+                f"SELECT body, file, offset, size FROM spool WHERE body IN ({marks})", chunk)
+            for body, file, offset, size in rows:
+                found[str(body)] = (str(file), int(offset), int(size))
+        return found
+
+    def put_spooled_many(self, rows: Iterable[tuple[str, str, int, int]]) -> None:
+        """Record where many spooled bodies lie: (body, file, offset, size) each; a body
+        spooled already keeps its first place."""
+        self._db.executemany("INSERT OR IGNORE INTO spool (body, file, offset, size) "
+                             "VALUES (?, ?, ?, ?)", rows)
+
+
+# Longest list of values bound to one ``IN (...)``: far below SQLite's limit on
+# variables (999 before 3.32).
+_IN_LIST_MAX = 256
+
+
+def _in_lists(values: Iterable[str]) -> Iterator[tuple[str, tuple[str, ...]]]:
+    """``values`` (deduplicated) in chunks, each with its ``?, ?, ...`` marks.
+
+    A chunk is padded (by repeating a value) to a power of two, so that a few
+    statement texts serve every length and stay in sqlite3's statement cache.
+    """
+    unique = sorted(set(values))
+    for start in range(0, len(unique), _IN_LIST_MAX):
+        chunk = unique[start:start + _IN_LIST_MAX]
+        size = 1
+        while size < len(chunk):
+            size *= 2
+        padded = (*chunk, *([chunk[-1]] * (size - len(chunk))))
+        yield ", ".join("?" * size), padded

@@ -361,6 +361,33 @@ class FileIndex:
         else:
             index.marks = current
 
+    def locate_known(self, directory: str, key: str) -> Entry | None:
+        """:meth:`locate` on the listing held, without checking the folder's marks
+        (the caller checked them since, and a file that appeared meanwhile is
+        caught when a new one is given its name: link() never replaces)."""
+        index = self._indexes.get(directory)
+        if index is None:
+            return self.locate(directory, key, refresh=False)
+        return index.entries.get(key)
+
+    def note(self, directory: str, key: str, entry: Entry) -> None:
+        """:meth:`changed` without taking the marks: :meth:`settle` takes them once
+        after many changes."""
+        index = self._indexes.get(directory)
+        if index is not None:
+            index.entries[key] = entry
+
+    def settle(self, directory: str) -> None:
+        """Take the folder's marks after the changes :meth:`note` recorded."""
+        index = self._indexes.get(directory)
+        if index is None:
+            return
+        current = marks(directory)
+        if current is None:
+            self._indexes.pop(directory)
+        else:
+            index.marks = current
+
     def forget_below(self, prefix: str) -> None:
         """Drop the folders under ``prefix`` (after renames and deletes)."""
         self._indexes.drop_below(prefix)

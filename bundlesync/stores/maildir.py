@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import shutil
@@ -178,6 +179,8 @@ class _Batch:
     deliveries: list[_Delivery] = field(default_factory=list)
     # Folders found present and safe, with cur/ and tmp/, in this batch.
     ready: set[str] = field(default_factory=set)
+    # (user, folder path) -> (user root, folder directory) of the ready folders.
+    places: dict[tuple[str, FolderPath], tuple[str, str]] = field(default_factory=dict)
     # Keywords to add to a folder's dovecot-keywords: written once per batch.
     keywords: dict[str, list[str]] = field(default_factory=dict)
     # cur/ and new/ directories whose renames and unlinks are synced at the end.
@@ -185,6 +188,12 @@ class _Batch:
     # Files not written yet, and their bytes.
     waiting: list[_Write] = field(default_factory=list)
     waiting_bytes: int = 0
+
+
+@functools.lru_cache(maxsize=1024)
+def _storable(flags: frozenset[str]) -> frozenset[str]:
+    """:func:`storable_flags` of a set of flags (a delivery asks it per message)."""
+    return storable_flags(flags, system=SYSTEM_FLAGS)
 
 
 def _write_tmp(tmp_path: str, data: bytes, owner: Owner, date_ns: int, *,
@@ -995,6 +1004,20 @@ class MaildirStore:
         return self._add(user, path, key=key, data=data, flags=flags,
                          internal_date=internal_date)
 
+    def _delivery_dir(self, batch: _Batch | None, user: str, path: FolderPath
+                      ) -> tuple[str, str, bool]:
+        """(user root, folder directory, whether the batch delivered into it already)."""
+        place = None if batch is None else batch.places.get((user, path))
+        if place is not None:
+            return place[0], place[1], True
+        root = self.location.path_for(user)
+        directory = self._dir_in(root, check_folder_path(path))
+        if batch is not None and directory in batch.ready:
+            return root, directory, True
+        # (user root, folder dir) of an existing folder, checked once per batch.
+        root, directory = self._folder(user, path)
+        return root, directory, False
+
     def _add(
         self,
         user: str,
@@ -1015,12 +1038,7 @@ class MaildirStore:
                 "message under a new key.",
             )
         batch = self._batch
-        root = self.location.path_for(user)
-        directory = self._dir_in(root, check_folder_path(path))
-        ready = batch is not None and directory in batch.ready
-        if not ready:
-            # (user root, folder dir) of an existing folder, checked once per batch.
-            root, directory = self._folder(user, path)
+        root, directory, ready = self._delivery_dir(batch, user, path)
         label = "/".join(path)
         with _io(f"deliver message {key} into folder {label} of user {user!r}"):
             self.clean_tmp(directory)
@@ -1029,7 +1047,11 @@ class MaildirStore:
             else:
                 letters, stored = self._letters_for(directory, flags)
             for attempt in range(_MAX_RETRIES):
-                entry = self._files.locate(directory, key, refresh=attempt > 0)
+                if ready and attempt == 0:
+                    # Located in this batch already, the marks checked then.
+                    entry = self._files.locate_known(directory, key)
+                else:
+                    entry = self._files.locate(directory, key, refresh=attempt > 0)
                 if entry is None:
                     break
                 try:
@@ -1053,6 +1075,7 @@ class MaildirStore:
                 # Written by a writer thread; named at the end of the batch, after
                 # one sync of the file system for all.
                 batch.ready.add(directory)
+                batch.places[(user, path)] = (root, directory)
                 batch.deliveries.append(_Delivery(tmp_path, directory, key, stored))
                 batch.waiting.append(_Write(tmp_path, data, owner, date_ns))
                 batch.waiting_bytes += size
@@ -1157,6 +1180,7 @@ class MaildirStore:
         if self._fsync and batch.deliveries:
             fsio.sync_file_systems(sorted({d.directory for d in batch.deliveries}))
         touched = set(batch.renamed_in)
+        named: set[str] = set()
         letters_of: dict[tuple[str, frozenset[str]], str] = {}
         for delivery in batch.deliveries:
             directory, key = delivery.directory, delivery.key
@@ -1175,10 +1199,14 @@ class MaildirStore:
                         directory, "cur", new_message_key(now_ns=self._now_ns())))
                     touched.add(os.path.join(directory, "cur"))
                 continue
-            self._files.changed(directory, key, Entry("cur", name))
+            # The folder's marks are taken once for all, after the loop.
+            self._files.note(directory, key, Entry("cur", name))
+            named.add(directory)
             touched.add(os.path.join(directory, "cur"))
             if step is not None:
                 step("deliver")
+        for directory in named:
+            self._files.settle(directory)
         if self._fsync:
             for directory in sorted(touched):
                 with contextlib.suppress(FileNotFoundError):  # a folder deleted meanwhile
@@ -1316,7 +1344,7 @@ class MaildirStore:
         """
         stored: set[str] = set()
         wanted: list[str] = []
-        for flag in storable_flags(frozenset(flags), system=SYSTEM_FLAGS):
+        for flag in _storable(frozenset(flags)):
             if flag.startswith("\\"):
                 stored.add(flag)
             else:

@@ -23,7 +23,7 @@ from bundlesync.archive.secrets import Passphrase
 from bundlesync.archive.users import UserSelection
 from bundlesync.operations.config import MailboxFilter
 from bundlesync.operations.demo import demo_message, populate
-from bundlesync.state.archive_cache import ArchiveCacheDb
+from bundlesync.state.archive_cache import ArchiveCacheDb, listings_dir
 from bundlesync.stores.base import INBOX
 from tests.archive.conftest import KDF_LOG_N, PASSPHRASE, Backups, tick
 from tests.archive.views import snapshot_view, store_view
@@ -174,13 +174,11 @@ def test_a_listing_that_does_not_match_its_id_is_read_from_the_archive(
     cache = tmp_path / "cache"
     populate(backups.store, per_folder=2)
     _backup(backups, cache)
-    path = cache_path(cache, backups.archive)
-    with sqlite3.connect(path) as db:
-        ids = [row[0] for row in db.execute("SELECT id FROM listings")]
-        assert ids
-        # A listing claiming an empty folder under every tree id: stale or tampered.
-        db.execute("UPDATE listings SET data = ?",
-                   (zstandard.ZstdCompressor(level=1).compress(b"\x80"),))
+    files = list(listings_dir(cache_path(cache, backups.archive)).iterdir())
+    ids = [bytes.fromhex(f.name) for f in files]
+    assert ids
+    for file in files:  # a listing claiming an empty folder under every tree id
+        file.write_bytes(zstandard.ZstdCompressor(level=1).compress(b"\x80"))
     _touch_every_folder(backups, 800)
     counted = Counted(backups)
     report = _backup(backups, cache, archive=counted.archive)

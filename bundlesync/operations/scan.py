@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bundlesync.core.model import (
@@ -49,19 +49,23 @@ from bundlesync.core.names import resolve_mailboxes
 from bundlesync.core.state import inventory_timestamp
 from bundlesync.errors import StoreError
 from bundlesync.operations import failpoints
-from bundlesync.operations.inventory import record_inventory
+from bundlesync.operations.inventory import InventoryWritten, record_inventory
 from bundlesync.operations.ledger import fold_changes, resolve_user, user_mailboxes
 from bundlesync.operations.scandiff import (
     Arrived,
     FileDiff,
+    FolderMatch,
     IndexView,
     Listing,
     NewFile,
     Planned,
+    Recorded,
     UserDiff,
+    diff_adds,
     diff_files,
+    diff_head,
+    diff_removals,
     diff_subscriptions,
-    diff_user,
     folders_to_list,
     match_folders,
     match_renamed,
@@ -70,12 +74,14 @@ from bundlesync.operations.scandiff import (
 )
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow, FolderRow
-from bundlesync.stores.base import FolderPath, StoredMessage
+from bundlesync.stores.base import FolderInfo, FolderPath, StoredMessage
 from bundlesync.stores.errors import MessageMissing
 
 # Changes made before their dots are checked against the log in one query (bounded,
 # so that an inventory of a huge folder does not hold all its changes at once).
 FOLD_BATCH = 1000
+# New files read, diffed and recorded at a time (each batch in bulk statements).
+ADD_BATCH = 2000
 
 
 @dataclass
@@ -122,22 +128,34 @@ class _Gatherer:
         self.user = user
         self.stats = stats
         self.listings: dict[FolderPath, Listing] = {}
+        self.recorded: dict[str, Recorded] = {}
         self.files: dict[str, Sequence[FileRow]] = {}
 
     def list_folders(self, paths: Sequence[FolderPath]) -> None:
         for path in paths:
             if path not in self.listings:
                 # Names only: a file already known needs no stat; new ones get one below.
-                self.listings[path] = self.site.store.message_names(self.user, path)
+                self.listings[path] = self.site.store.message_flags(self.user, path)
                 self.stats.folders_listed += 1
 
+    def load_recorded(self, guids: Iterable[str]) -> None:
+        """Keys and flags of the files the index remembers in these folders."""
+        for guid in guids:
+            if guid not in self.recorded:
+                self.recorded[guid] = self.site.index.file_flags(self.user, guid)
+
     def load_files(self, guids: Sequence[str]) -> None:
+        """Every row of these folders (vanished ones: each of their files is expunged)."""
         for guid in guids:
             if guid not in self.files:
                 self.files[guid] = self.site.index.files(self.user, guid)
 
-    def arrivals(self, files_diff: FileDiff) -> dict[tuple[str, str], Arrived]:
-        """Size, date and body hash of each new file still there."""
+    def rows_of(self, wanted: Collection[tuple[str, str]]) -> Sequence[FileRow]:
+        return self.site.index.files_by_key(self.user, wanted)
+
+    def arrivals(self, files_diff: FileDiff,
+                 new_files: Sequence[NewFile]) -> dict[tuple[str, str], Arrived]:
+        """Size, date and body hash of each of ``new_files`` still there."""
         found: dict[tuple[str, str], Arrived] = {}
         store = self.site.store
         limit = self.site.config.limits.max_message_size
@@ -145,7 +163,7 @@ class _Gatherer:
         # its body is not read. The others (at init, every file) are read folder by
         # folder, each opened once.
         by_folder: dict[tuple[str, FolderPath], list[str]] = {}
-        for new in files_diff.new_files:
+        for new in new_files:
             if new.key in files_diff.gone_by_key:
                 self._arrived_one(new, files_diff, found, limit)
             else:
@@ -185,9 +203,22 @@ class _Gatherer:
             f"limit of {limit} ([limits] max_message_size)")
 
 
-def gather_and_diff(site: Site, user: str, *, now_ms: int, stats: ScanStats
-                    ) -> tuple[UserDiff, Mapping[FolderPath, str]]:
-    """The operations of one user's scan, and the user's folders (path -> GUID)."""
+@dataclass(frozen=True, slots=True)
+class UserPlan:
+    """One user's scan once every listed folder was diffed: what :func:`scan_user`
+    records, in three parts (see :func:`scandiff.diff_user`)."""
+
+    view: IndexView
+    match: FolderMatch
+    new_folders: Mapping[str, FolderInfo]
+    files_diff: FileDiff
+    vanished_files: Mapping[str, Sequence[FileRow]]
+    folders: Mapping[FolderPath, str]  # every folder of the user: path -> GUID
+
+
+def plan_user(site: Site, user: str, *, now_ms: int, stats: ScanStats,
+              gather: _Gatherer) -> UserPlan:
+    """List what moved and diff it against the index (nothing is recorded yet)."""
     index = site.index
     states = user_mailboxes(index, user)
     view = IndexView(user, {row.guid: row for row in index.folders(user)}, states,
@@ -195,7 +226,6 @@ def gather_and_diff(site: Site, user: str, *, now_ms: int, stats: ScanStats
     wants = site.config.filters.wants
     disk = [f for f in site.store.folders(user) if wants(f.path)]
     stats.folders += len(disk)
-    gather = _Gatherer(site, user, stats)
     match = match_folders(view.folders, disk, wants=wants)
     listed = folders_to_list(view.folders, match)
     gather.list_folders([info.path for info in listed])
@@ -207,12 +237,18 @@ def gather_and_diff(site: Site, user: str, *, now_ms: int, stats: ScanStats
     everything = {**match.matched, **new_folders}
     # Every folder diff_files looks into was listed above (its stamp moved, or it
     # was not matched by GUID or path).
-    gather.load_files([g for g, info in everything.items() if not unchanged(view.folders, g, info)])
+    gather.load_recorded(g for g, info in everything.items()
+                         if g in view.folders and not unchanged(view.folders, g, info))
     gather.load_files(match.vanished)
-    files_diff = diff_files(view.folders, everything, gather.listings, gather.files)
-    diff = diff_user(view, match, new_folders, files_diff, arrived=gather.arrivals(files_diff),
-                     vanished_files=gather.files, now_ms=now_ms)
-    return diff, {info.path: guid for guid, info in everything.items()}
+    files_diff = diff_files(view.folders, everything, gather.listings, gather.recorded,
+                            gather.rows_of)
+    vanished = {guid: gather.files[guid] for guid in match.vanished if guid in gather.files}
+    # What differs is in files_diff now; a huge folder's listing would otherwise stay
+    # in memory through the whole recording.
+    gather.listings.clear()
+    gather.recorded.clear()
+    return UserPlan(view, match, new_folders, files_diff, vanished,
+                    {info.path: guid for guid, info in everything.items()})
 
 
 # -- record ------------------------------------------------------------------------------
@@ -226,6 +262,7 @@ class _Recorder:
         self.now_ms = now_ms
         self.inventory = inventory
         self.stats = stats
+        self.written = InventoryWritten() if inventory else None
 
     def stamp(self) -> Timestamp:
         """The timestamp of a change made now (the inventory's, during ``init``)."""
@@ -236,7 +273,7 @@ class _Recorder:
 
     def record(self, planned: Sequence[Planned]) -> None:
         if self.inventory:
-            record_inventory(self.site, planned, count=self.stats.count)
+            record_inventory(self.site, planned, count=self.stats.count, written=self.written)
             return
         changes: list[Change] = []
         for group in planned:
@@ -251,6 +288,11 @@ class _Recorder:
         # Folded in the order made; their dots are checked in bulk.
         fold_changes(self.site.index, changes)
 
+    def apply(self, user: str, diff: UserDiff) -> None:
+        """Record one part of a user's diff and remember its rows."""
+        self.record(diff.planned)
+        self.remember(user, diff)
+
     def remember(self, user: str, diff: UserDiff) -> None:
         index = self.site.index
         for folder in diff.folder_rows:
@@ -264,14 +306,26 @@ class _Recorder:
 
 def scan_user(site: Site, user: str, *, now_ms: int, inventory: bool,
               stats: ScanStats) -> None:
-    """Gather, diff and record one user (inside the caller's transaction)."""
-    diff, folders = gather_and_diff(site, user, now_ms=now_ms, stats=stats)
+    """Gather, diff and record one user (inside the caller's transaction).
+
+    New files are read, diffed and recorded :data:`ADD_BATCH` at a time: one user's
+    arrivals, their changes and their rows are never all in memory at once (an
+    inventory of a folder of 100,000 messages would hold about 2 KB each).
+    """
+    gather = _Gatherer(site, user, stats)
+    plan = plan_user(site, user, now_ms=now_ms, stats=stats, gather=gather)
+    view, files_diff = plan.view, plan.files_diff
     recorder = _Recorder(site, now_ms=now_ms, inventory=inventory, stats=stats)
-    recorder.record(diff.planned)
-    recorder.remember(user, diff)
+    recorder.apply(user, diff_head(view, plan.match, plan.new_folders, files_diff,
+                                   now_ms=now_ms))
+    new_files = files_diff.new_files
+    for start in range(0, len(new_files), ADD_BATCH):
+        batch = new_files[start:start + ADD_BATCH]
+        recorder.apply(user, diff_adds(view, batch, gather.arrivals(files_diff, batch)))
+    recorder.apply(user, diff_removals(view, plan.match, files_diff, plan.vanished_files))
     # Subscriptions are compared with the merged state once the changes above are in.
     subscribed = site.store.subscriptions(user)
-    recorder.record(diff_subscriptions(user, folders, resolve_user(site.index, user),
+    recorder.record(diff_subscriptions(user, plan.folders, resolve_user(site.index, user),
                                        subscribed))
 
 
@@ -375,15 +429,10 @@ def _checked_stamp(site: Site, user: str, row: FolderRow) -> tuple[int, ...] | N
     before = store.folder_stamp(user, row.path)
     if before is None or before.racy:
         return None
-    names = store.message_names(user, row.path)
+    names = store.message_flags(user, row.path)
     failpoints.reached("stamp-listed")
     after = store.folder_stamp(user, row.path)
     if after is None or after.marks != before.marks:
         return None
-    recorded = site.index.file_flags(user, row.guid)
-    if len(recorded) != len(names):
-        return None
-    for key, (_guid, flags) in names.items():
-        if recorded.get(key) != flags:
-            return None
-    return before.marks
+    # Keys and flags, compared as two dicts at once.
+    return before.marks if site.index.file_flags(user, row.guid) == names else None

@@ -25,7 +25,7 @@ step is a function, so the rules can be tested on values alone
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from bundlesync.core.model import (
@@ -51,7 +51,8 @@ from bundlesync.stores.base import FolderInfo, FolderPath, StoredMessage
 # folder when at least this share of the vanished folder's files sit in it.
 RENAME_OVERLAP = 0.5
 
-Listing = Mapping[str, tuple[str, frozenset[str]]]  # key -> (message GUID, flags)
+Listing = Mapping[str, frozenset[str]]  # key -> flags of each file on disk in a folder
+Recorded = Mapping[str, frozenset[str]]  # key -> flags of each file the index remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +147,14 @@ class UserDiff:
     def add(self, *ops: Operation) -> None:
         self.planned.append(Planned(tuple(ops)))
 
+    def extend(self, other: UserDiff) -> None:
+        """Append what ``other`` records after what this one does."""
+        self.planned.extend(other.planned)
+        self.folder_rows.extend(other.folder_rows)
+        self.file_rows.extend(other.file_rows)
+        self.dropped_files.extend(other.dropped_files)
+        self.dropped_folders.extend(other.dropped_folders)
+
 
 # -- 1-4: folders ------------------------------------------------------------------------
 
@@ -231,23 +240,42 @@ def name_new_folders(match: FolderMatch, known: Collection[str], *, user: str, s
 
 
 def diff_files(known: Mapping[str, FolderRow], folders: Mapping[str, FolderInfo],
-               listings: Mapping[FolderPath, Listing],
-               files: Mapping[str, Sequence[FileRow]]) -> FileDiff:
-    """New, vanished and re-flagged files of every folder whose stamp moved."""
-    flag_changes: list[FlagChange] = []
+               listings: Mapping[FolderPath, Listing], recorded: Mapping[str, Recorded],
+               rows_of: Callable[[Collection[tuple[str, str]]], Sequence[FileRow]]
+               ) -> FileDiff:
+    """New, vanished and re-flagged files of every folder whose stamp moved.
+
+    A folder's names and flags are compared with what the index remembers of it
+    (``recorded``, by folder GUID) in bulk; ``rows_of`` is asked once, for the full
+    rows of only the files that vanished or changed flags, as (folder GUID, key)
+    pairs (a 1 % change does not build a row for every file of every folder it
+    touches).
+    """
     new_files: list[NewFile] = []
-    gone: list[FileRow] = []
+    # Per folder, in path order: its re-flagged files (key -> flags) and vanished keys.
+    differ: list[tuple[str, dict[str, frozenset[str]], list[str]]] = []
     for guid, info in sorted(folders.items(), key=lambda item: item[1].path):
         if unchanged(known, guid, info):
             continue
-        rows = {row.key: row for row in files.get(guid, ())}
-        for key, (_guid, flags) in sorted(listings[info.path].items()):
-            row = rows.pop(key, None)
-            if row is None:
-                new_files.append(NewFile(guid, info, key))
-            elif row.flags != flags:
-                flag_changes.append(FlagChange(row, flags))
-        gone.extend(rows.values())
+        listing = listings[info.path]
+        had = recorded.get(guid, {})
+        new_files.extend(NewFile(guid, info, key) for key in sorted(listing.keys() - had.keys()))
+        if not had:
+            continue
+        reflagged = {key: flags for key, flags in listing.items()
+                     if (was := had.get(key)) is not None and was != flags}
+        vanished = sorted(had.keys() - listing.keys())
+        if reflagged or vanished:
+            differ.append((guid, reflagged, vanished))
+    wanted = [(guid, key) for guid, reflagged, vanished in differ
+              for key in (*reflagged, *vanished)]
+    rows = {(row.folder, row.key): row for row in rows_of(wanted)} if wanted else {}
+    flag_changes: list[FlagChange] = []
+    gone: list[FileRow] = []
+    for guid, reflagged, vanished in differ:
+        flag_changes.extend(FlagChange(rows[(guid, key)], reflagged[key])
+                            for key in sorted(reflagged) if (guid, key) in rows)
+        gone.extend(rows[(guid, key)] for key in vanished if (guid, key) in rows)
     return FileDiff(flag_changes, new_files, gone, {row.key: row for row in gone})
 
 
@@ -278,12 +306,60 @@ def diff_user(view: IndexView, match: FolderMatch, new_folders: Mapping[str, Fol
     """The operations of one user's scan and the rows to remember afterwards.
 
     ``arrived`` holds each new file still there when read, by (folder GUID, key);
-    ``vanished_files`` the remembered files of each vanished folder.
+    ``vanished_files`` the remembered files of each vanished folder. The scan
+    records the same operations in the same order in three parts (:func:`diff_head`,
+    :func:`diff_adds` a batch of new files at a time, :func:`diff_removals`), so that
+    a huge folder's adds are never all in memory at once.
     """
+    diff = diff_head(view, match, new_folders, files_diff, now_ms=now_ms)
+    diff.extend(diff_adds(view, files_diff.new_files, arrived))
+    diff.extend(diff_removals(view, match, files_diff, vanished_files))
+    return diff
+
+
+def diff_head(view: IndexView, match: FolderMatch, new_folders: Mapping[str, FolderInfo],
+              files_diff: FileDiff, *, now_ms: int) -> UserDiff:
+    """What is recorded first: folder creates and renames, the folder rows, and the
+    flag changes with their file rows."""
     diff = UserDiff()
     _diff_folders(diff, view, match, new_folders, now_ms=now_ms)
-    _diff_messages(diff, view, files_diff, arrived)
-    # Folders deleted on disk: what this site had seen in them is expunged.
+    user = view.user
+    for change in files_diff.flag_changes:
+        was = change.row.flags
+        diff.add(FlagsChanged(_message_ref(user, change.row), added=change.flags - was,
+                              removed=was - change.flags))
+        diff.file_rows.append(change.row.with_flags(change.flags))
+    return diff
+
+
+def diff_adds(view: IndexView, new_files: Iterable[NewFile],
+              arrived: Mapping[tuple[str, str], Arrived]) -> UserDiff:
+    """The adds of ``new_files`` (any run of :attr:`FileDiff.new_files`, in its order)
+    and their file rows; a file not in ``arrived`` was gone again when read."""
+    diff = UserDiff()
+    user = view.user
+    for new in new_files:
+        got = arrived.get((new.folder, new.key))
+        if got is None:
+            continue  # gone again since the listing: it never was, for us
+        message = got.message
+        mailbox = view.canonical(new.folder)
+        ref = MessageRef(MailboxRef(user, mailbox), message.guid, got.body)
+        diff.add(MessageAdded(ref, message.size, message.internal_date, message.flags))
+        diff.file_rows.append(FileRow(user, new.folder, message.key, mailbox, message.guid,
+                                      got.body, message.flags, message.size,
+                                      message.internal_date))
+    return diff
+
+
+def diff_removals(view: IndexView, match: FolderMatch, files_diff: FileDiff,
+                  vanished_files: Mapping[str, Sequence[FileRow]]) -> UserDiff:
+    """What is recorded last: expunges of vanished files, then the folders deleted on
+    disk (what this site had seen in them is expunged)."""
+    diff = UserDiff()
+    for row in files_diff.gone:
+        diff.add(MessageExpunged(_message_ref(view.user, row)))
+        diff.dropped_files.append(row)
     for guid in match.vanished:
         for row in vanished_files.get(guid, ()):
             diff.add(MessageExpunged(_message_ref(view.user, row)))
@@ -321,31 +397,6 @@ def _diff_folders(diff: UserDiff, view: IndexView, match: FolderMatch,
         if known is None or known.path != info.path or not unchanged(view.folders, guid, info):
             diff.folder_rows.append(
                 FolderRow(guid, info.path, stamp_marks(info), info.uidvalidity))
-
-
-def _diff_messages(diff: UserDiff, view: IndexView, files_diff: FileDiff,
-                   arrived: Mapping[tuple[str, str], Arrived]) -> None:
-    """Flag changes, adds, expunges, and the file rows."""
-    user = view.user
-    for change in files_diff.flag_changes:
-        was = change.row.flags
-        diff.add(FlagsChanged(_message_ref(user, change.row), added=change.flags - was,
-                              removed=was - change.flags))
-        diff.file_rows.append(change.row.with_flags(change.flags))
-    for new in files_diff.new_files:
-        got = arrived.get((new.folder, new.key))
-        if got is None:
-            continue  # gone again since the listing: it never was, for us
-        message = got.message
-        mailbox = view.canonical(new.folder)
-        ref = MessageRef(MailboxRef(user, mailbox), message.guid, got.body)
-        diff.add(MessageAdded(ref, message.size, message.internal_date, message.flags))
-        diff.file_rows.append(FileRow(user, new.folder, message.key, mailbox, message.guid,
-                                      got.body, message.flags, message.size,
-                                      message.internal_date))
-    for row in files_diff.gone:
-        diff.add(MessageExpunged(_message_ref(user, row)))
-        diff.dropped_files.append(row)
 
 
 # -- 7: subscriptions --------------------------------------------------------------------

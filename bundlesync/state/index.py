@@ -158,6 +158,10 @@ def _bundle_seq_key(peer: str, incarnation: int) -> str:
 
 
 _FILE_COLUMNS = "user, folder, key, mailbox, guid, body, flags, size, internal_date"
+_FILE_COLUMNS_OF_F = ", ".join(f"f.{column}" for column in _FILE_COLUMNS.split(", "))
+# (folder, key) pairs looked up in one statement: two parameters each, below SQLite's
+# smallest limit on parameters (999).
+KEYS_PER_STATEMENT = 400
 
 
 @dataclass(frozen=True, slots=True)
@@ -878,10 +882,31 @@ class StateIndex:
         return int(row[0])
 
     def file_flags(self, user: str, folder: str) -> dict[str, frozenset[str]]:
-        """Key -> flags of each file last seen in a folder (two columns of the files)."""
-        rows = self._db.execute("SELECT key, flags FROM files WHERE user = ? AND folder = ?",
-                                (user, folder))
-        return {str(k): decode_flags(f) for k, f in rows}
+        """Key -> flags of each file last seen in a folder (two columns of the files:
+        what a scan compares with a listing; the full rows of the few files that
+        differ are read with :meth:`files_by_key`)."""
+        texts: dict[str, str] = dict(self._db.execute(
+            "SELECT key, flags FROM files WHERE user = ? AND folder = ?", (user, folder)))
+        # Few distinct flag combinations occur in a folder: one set for each.
+        decoded = {text: decode_flags(text) for text in set(texts.values())}
+        return {key: decoded[text] for key, text in texts.items()}
+
+    def files_by_key(self, user: str, wanted: Iterable[tuple[str, str]]) -> list[FileRow]:
+        """The rows of the files of ``user`` at these (folder GUID, key) pairs (those
+        remembered): a primary-key seek per pair, :data:`KEYS_PER_STATEMENT` pairs a
+        statement, whatever folders they are in."""
+        pairs = sorted(set(wanted))
+        found: list[FileRow] = []
+        for start in range(0, len(pairs), KEYS_PER_STATEMENT):
+            chunk = pairs[start:start + KEYS_PER_STATEMENT]
+            values = ", ".join(["(?, ?)"] * len(chunk))
+            rows = self._db.execute(
+                f"SELECT {_FILE_COLUMNS_OF_F} FROM (VALUES {values}) AS wanted "
+                "CROSS JOIN files AS f ON f.user = ? AND f.folder = wanted.column1 "
+                "AND f.key = wanted.column2",
+                (*(part for pair in chunk for part in pair), user))
+            found.extend(_file_row(r) for r in rows)
+        return found
 
     def drop_folder(self, user: str, guid: str) -> None:
         self._db.execute("DELETE FROM folders WHERE user = ? AND guid = ?", (user, guid))

@@ -85,6 +85,11 @@ class Store(Protocol):
         (Maildir: from the file names, with no stat per message)."""
         ...
 
+    def message_flags(self, user: str, path: FolderPath) -> dict[str, frozenset[str]]:
+        """Key -> flags of every message: :meth:`message_names` without the GUIDs (a
+        Maildir need not read ``dovecot-uidlist``), what a scan compares."""
+        ...
+
     def message_info(self, user: str, path: FolderPath, key: str) -> StoredMessage:
         """One message with its size and internal date. Raises ``MessageMissing``."""
         ...

@@ -119,7 +119,8 @@ def scan_names(directory: str, *, skipped: list[str] | None = None) -> dict[str,
                     if skipped is not None:
                         skipped.append(entry.path)
                     continue
-                entries[key_of(name)] = Entry(sub, name)
+                # key_of, inlined: one call less per file of every folder listed.
+                entries[name.partition(":")[0]] = Entry(sub, name)
     return entries
 
 

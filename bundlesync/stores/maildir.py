@@ -861,6 +861,18 @@ class MaildirStore:
         reliable as :meth:`messages` against concurrent renames); only the new
         files need :meth:`message_info`.
         """
+        directory, flags = self._list_flags(user, path)
+        with _io(f"list folder {'/'.join(path)} of user {user!r}"):
+            guids = self._uidlist_guids(directory)
+        return {key: (guids.get(key, key), found) for key, found in flags.items()}
+
+    def message_flags(self, user: str, path: FolderPath) -> dict[str, frozenset[str]]:
+        """Key -> flags of every message, from the file names alone (no stat, and
+        ``dovecot-uidlist`` is not read: a new file's GUID is read with its body)."""
+        return self._list_flags(user, path)[1]
+
+    def _list_flags(self, user: str, path: FolderPath) -> tuple[str, dict[str, frozenset[str]]]:
+        """The folder's directory, and key -> flags of each of its files."""
         _, directory = self._folder(user, path)
         with _io(f"list folder {'/'.join(path)} of user {user!r}"):
             skipped: list[str] = []
@@ -870,17 +882,18 @@ class MaildirStore:
                 self._warn(f"skipped {odd}: not a plain file (symlinks are never followed)")
             self._files.remember_entries(directory, entries, marks)
             keywords = self._keywords(directory)
-            guids = self._uidlist_guids(directory)
+            # Few distinct flag combinations occur in a folder: decode each once, and
+            # share one set between the files that have it.
             decoded: dict[str, frozenset[str]] = {}
-            result: dict[str, tuple[str, frozenset[str]]] = {}
+            result: dict[str, frozenset[str]] = {}
             for key, entry in entries.items():
                 info = entry.name[len(key) :]
                 flags = decoded.get(info)
                 if flags is None:
                     flags = letters_to_flags(FileName.parse(entry.name).letters, keywords)
                     decoded[info] = flags
-                result[key] = (guids.get(key, key), flags)
-            return result
+                result[key] = flags
+            return directory, result
 
     def message_info(self, user: str, path: FolderPath, key: str) -> StoredMessage:
         """One message with its size and date; MessageMissing if it is gone."""
@@ -946,6 +959,9 @@ class MaildirStore:
         with _io(f"read messages in folder {'/'.join(path)} of user {user!r}"):
             keywords = self._keywords(directory)
             guids = self._uidlist_guids(directory)
+            # Few distinct flag combinations occur in a folder: one value for each
+            # (an inventory of a huge folder would otherwise hold one set per message).
+            decoded: dict[str, frozenset[str]] = {}
             for key in keys:
                 for attempt in range(_MAX_RETRIES):
                     entry = self._files.locate(directory, key, refresh=attempt > 0)
@@ -956,10 +972,15 @@ class MaildirStore:
                             os.path.join(directory, entry.subdir, entry.name), max_size)
                     except FileNotFoundError:
                         continue  # renamed meanwhile: list again, find it by its key
+                    info = entry.name[len(key):]
+                    flags = decoded.get(info)
+                    if flags is None:
+                        flags = letters_to_flags(FileName.parse(entry.name).letters, keywords)
+                        decoded[info] = flags
                     yield StoredMessage(
                         key=key,
                         guid=guids.get(key, key),
-                        flags=letters_to_flags(FileName.parse(entry.name).letters, keywords),
+                        flags=flags,
                         size=st.st_size,
                         internal_date=st.st_mtime_ns // 1_000_000_000,
                     ), data

@@ -164,6 +164,10 @@ class MemoryStore:
         """Key -> (GUID, flags) of every message."""
         return {m.key: (m.guid, m.flags) for m in self.messages(user, path)}
 
+    def message_flags(self, user: str, path: FolderPath) -> dict[str, frozenset[str]]:
+        """Key -> flags of every message."""
+        return {m.key: m.flags for m in self.messages(user, path)}
+
     def message_info(self, user: str, path: FolderPath, key: str) -> StoredMessage:
         """One message with its size and date; MessageMissing if it is gone."""
         for message in self.messages(user, path):

@@ -17,7 +17,8 @@ from bundlesync.core.model import (
 )
 from bundlesync.core.state import apply_to_message, inventory_timestamp
 from bundlesync.errors import StateError
-from bundlesync.operations.inventory import fold_adds
+from bundlesync.operations import scan
+from bundlesync.operations.inventory import InventoryWritten, fold_adds
 from bundlesync.operations.ledger import fold_change, load_message
 from bundlesync.operations.site import STATE_NAME, open_site, site_lock
 from bundlesync.state.codec import decode_change
@@ -34,7 +35,12 @@ MESSAGES = "SELECT user, mailbox, guid, body, alive, state FROM messages"
 CHANGES = "SELECT site, incarnation, counter, user, mailbox, kind, body, record FROM changes"
 
 
-def test_the_bulk_inventory_equals_folding_each_change(sites: Sites, tmp_path: Path) -> None:
+@pytest.mark.parametrize("batch", [scan.ADD_BATCH, 3])
+def test_the_bulk_inventory_equals_folding_each_change(sites: Sites, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch,
+                                                       batch: int) -> None:
+    # Recorded a few new files at a time (as a huge folder is), the inventory is the same.
+    monkeypatch.setattr(scan, "ADD_BATCH", batch)
     sites.add("alpha", populate_per_folder=4)
     state = sites.homes["alpha"] / STATE_NAME
     logged = _rows(state, CHANGES)
@@ -94,6 +100,33 @@ def test_two_adds_of_one_instance_fold_into_one_register(sites: Sites) -> None:
                 fold_adds(site, [third])
             assert load_message(site.index, ref) == apply_to_message(
                 apply_to_message(apply_to_message(None, first), second), third)
+        finally:
+            site.index.close()
+
+
+def test_an_instance_added_again_in_a_later_batch_joins_the_register(sites: Sites) -> None:
+    # A fresh user's later batch reads a register only where an earlier batch of the
+    # same inventory wrote one: this one must be found and joined, not replaced.
+    sites.add("alpha")
+    with site_lock(sites.homes["alpha"]):
+        site = open_site(sites.homes["alpha"])
+        try:
+            stamp = inventory_timestamp(site.site_id)
+            box = MailboxRef("fresh@example.org", "ab" * 16)
+            ref, other = MessageRef(box, "m1", "cd" * 32), MessageRef(box, "m2", "ef" * 32)
+            first = Change(Dot(site.site_id, 1, 1001), stamp,
+                           MessageAdded(ref, 10, 0, frozenset({"\\Seen"})))
+            unrelated = Change(Dot(site.site_id, 1, 1002), stamp,
+                               MessageAdded(other, 10, 0, frozenset()))
+            again = Change(Dot(site.site_id, 1, 1003), stamp,
+                           MessageAdded(ref, 10, 0, frozenset({"\\Flagged"})))
+            written = InventoryWritten()
+            with site.index.transaction():
+                fold_adds(site, [first], written=written)
+                fold_adds(site, [unrelated, again], written=written)
+            assert load_message(site.index, ref) == apply_to_message(
+                apply_to_message(None, first), again)
+            assert load_message(site.index, other) == apply_to_message(None, unrelated)
         finally:
             site.index.close()
 

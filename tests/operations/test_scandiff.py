@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 from bundlesync.core.model import (
     Change,
@@ -80,14 +80,24 @@ def scan(index: IndexView, disk: Sequence[FolderInfo], listings: Mapping[FolderP
     match = match_renamed(match, listings, files)
     new = name_new_folders(match, index.folders, user=USER, site_id=SITE, now_ms=NOW)
     everything = {**match.matched, **new}
-    found = diff_files(index.folders, everything, listings, files)
+    recorded = {guid: {r.key: r.flags for r in rows} for guid, rows in files.items()}
+    asked: list[tuple[str, str]] = []
+
+    def rows_of(wanted: Collection[tuple[str, str]]) -> list[FileRow]:
+        asked.extend(wanted)
+        return [r for rows in files.values() for r in rows if (r.folder, r.key) in wanted]
+
+    found = diff_files(index.folders, everything, listings, recorded, rows_of)
     assert {n.info.path for n in found.new_files} <= listed
+    # Full rows are read only for the files that vanished or changed flags.
+    assert sorted(asked) == sorted([(c.row.folder, c.row.key) for c in found.flag_changes]
+                                   + [(r.folder, r.key) for r in found.gone])
     arrived = {}
     for n in found.new_files:
         size, sha = on_disk[(n.info.path, n.key)]
-        guid, flags = listings[n.info.path][n.key]
+        flags = listings[n.info.path][n.key]
         arrived[(n.folder, n.key)] = Arrived(
-            StoredMessage(n.key, guid, flags, size, 1_700_000_000),
+            StoredMessage(n.key, n.key, flags, size, 1_700_000_000),
             found.known_body(n.key, size) or sha)
     return diff_user(index, match, new, found, arrived=arrived, vanished_files=files, now_ms=NOW)
 
@@ -113,7 +123,7 @@ def test_an_unchanged_store_is_no_change_and_no_listing() -> None:
 def test_adds_expunges_and_flag_changes_of_a_folder_whose_stamp_moved() -> None:
     index = view([INBOX_ROW], BOXES)
     files = {INBOX_GUID: [row(INBOX_GUID, "k1", 1), row(INBOX_GUID, "k2", 2)]}
-    listing = {"k1": ("k1", SEEN), "k3": ("k3", frozenset())}
+    listing = {"k1": SEEN, "k3": frozenset()}
     diff = scan(index, [disk_folder(("INBOX",), (1, 9))], {("INBOX",): listing}, files,
                 {(("INBOX",), "k3"): (50, body(3))})
     box = MailboxRef(USER, INBOX_GUID)
@@ -129,7 +139,7 @@ def test_adds_expunges_and_flag_changes_of_a_folder_whose_stamp_moved() -> None:
 def test_a_move_reuses_the_body_it_had() -> None:
     index = view([INBOX_ROW, WORK_ROW], BOXES)
     files = {INBOX_GUID: [row(INBOX_GUID, "k1", 1)], WORK_GUID: []}
-    listings = {("INBOX",): {}, ("Work",): {"k1": ("k1", frozenset())}}
+    listings = {("INBOX",): {}, ("Work",): {"k1": frozenset()}}
     # The disk's hash is never asked for: a wrong one here would show up.
     diff = scan(index, [disk_folder(("INBOX",), (1, 5)), disk_folder(("Work",), (2, 5))],
                 listings, files, {(("Work",), "k1"): (101, "not read")})
@@ -152,7 +162,7 @@ def test_two_vanished_copies_under_one_key_are_both_expunged() -> None:
 def test_a_folder_renamed_on_disk_is_found_by_its_files() -> None:
     index = view([INBOX_ROW, WORK_ROW], BOXES)
     files = {WORK_GUID: [row(WORK_GUID, "k1", 1), row(WORK_GUID, "k2", 2)]}
-    listings = {("Jobs",): {"k1": ("k1", frozenset()), "k2": ("k2", frozenset())}}
+    listings = {("Jobs",): {"k1": frozenset(), "k2": frozenset()}}
     diff = scan(index, [disk_folder(("INBOX",), (1, 1)), disk_folder(("Jobs",), (3, 3))],
                 listings, files, {})
     assert ops(diff) == [MailboxRenamed(MailboxRef(USER, WORK_GUID), None, "Jobs")]

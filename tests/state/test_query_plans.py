@@ -20,7 +20,7 @@ import pytest
 
 from bundlesync.operations import scan
 from bundlesync.state import index as index_module
-from bundlesync.state.index import StateIndex
+from bundlesync.state.index import FileRow, StateIndex
 from tests.operations.conftest import Sites
 
 # Tables whose size follows the store or the change log.
@@ -148,8 +148,20 @@ BULK_STATEMENTS = {
 }
 
 
+# A scan's rows of the files that differ from its listing: a seek per (folder, key)
+# pair of a list of values.
+BY_KEY = "CROSS JOIN files AS f ON f.user = ?"
+BY_KEY_PLAN = ["CO-ROUTINE wanted", "SCAN wanted",
+               "SEARCH f USING PRIMARY KEY (user=? AND folder=? AND key=?)"]
+
+
 def check_bulk_statements(tracer: Tracer) -> None:
     """The bulk statements ran, each planned on its index."""
+    by_key = [shape for shape in tracer.plans if BY_KEY in shape]
+    assert by_key
+    for shape in by_key:
+        assert [step for step in tracer.plans[shape] if "CONSTANT ROWS" not in step] == (
+            BY_KEY_PLAN), shape
     for fragment, plan in BULK_STATEMENTS.items():
         shapes = [shape for shape in tracer.plans if fragment in shape]
         assert shapes, fragment  # the exchange ran it
@@ -185,6 +197,24 @@ def test_the_instance_query_uses_its_index(tmp_path: Path) -> None:
         [statement] = seen
         assert index.explain(statement) == [
             "SEARCH files USING INDEX files_instance (user=? AND mailbox=? AND guid=? AND body=?)"]
+
+
+def test_the_rows_of_many_keys_are_seeks_a_statement_at_a_time(tmp_path: Path) -> None:
+    with StateIndex(tmp_path / "state.sqlite", create=True) as index:
+        seen: list[str] = []
+        index.trace(seen.append)
+        rows = [FileRow(user, f"f{n % 3}", f"k{n}", "m", f"g{n}", "b" * 64,
+                        frozenset({"\\Seen"}) if n % 2 else frozenset(), n, 0)
+                for user in ("u", "v") for n in range(10)]
+        index.put_files(rows)
+        wanted = [(f"f{n % 3}", f"k{n}") for n in range(index_module.KEYS_PER_STATEMENT + 3)]
+        seen.clear()
+        found = index.files_by_key("u", [*wanted, ("f0", "k1")])
+        assert sorted(found, key=lambda r: r.size) == rows[:10]
+        assert len(seen) == 2
+        for statement in seen:
+            assert [step for step in index.explain(statement)
+                    if "CONSTANT ROWS" not in step] == BY_KEY_PLAN
 
 
 def test_a_literal_is_normalised() -> None:

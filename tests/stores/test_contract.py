@@ -274,6 +274,7 @@ def test_names_listing_agrees_with_the_full_listing(store: Store) -> None:
     full = {m.key: (m.guid, m.flags) for m in store.messages(USER, INBOX)}
     assert len(full) == 2
     assert store.message_names(USER, INBOX) == full
+    assert store.message_flags(USER, INBOX) == {key: flags for key, (_g, flags) in full.items()}
     info = store.message_info(USER, INBOX, "k2")
     assert info == next(m for m in store.messages(USER, INBOX) if m.key == "k2")
     assert info.size == len(BODY) + 5

@@ -12,6 +12,7 @@ import pytest
 from bundlesync.operations.bodies import BodyFinder
 from bundlesync.operations.site import Site, open_site, site_lock
 from bundlesync.stores.base import FolderPath
+from bundlesync.stores.maildir import MaildirStore
 from tests.operations.conftest import Sites
 
 
@@ -72,9 +73,10 @@ def test_a_file_gone_since_the_scan_is_passed_over(alpha: Site) -> None:
     victim = bodies[5]
     for row in alpha.index.files_with_body(victim):
         folder = next(f for f in alpha.index.folders(row.user) if f.guid == row.folder)
-        root = alpha.store.location.path_for(row.user)  # type: ignore[attr-defined]
-        directory = root if folder.path == ("INBOX",) else os.path.join(
-            root, "." + ".".join(folder.path))
+        # The store's own directory for the folder: a name like "Entwürfe" is stored
+        # in modified UTF-7, not as written.
+        assert isinstance(alpha.store, MaildirStore)
+        directory = alpha.store.folder_dir(row.user, folder.path)
         for sub in ("cur", "new"):
             for name in os.listdir(os.path.join(directory, sub)):
                 if name.startswith(row.key):

@@ -22,6 +22,7 @@ from bundlesync.archive.backup import default_jobs, run_backup
 from bundlesync.archive.cache import cache_path
 from bundlesync.archive.errors import ArchiveDamaged, ArchiveError, NoRecoveryKey, WrongSecret
 from bundlesync.archive.lock import archive_lock
+from bundlesync.archive.locks import reader_lock
 from bundlesync.archive.repository import (
     Archive,
     archive_exists,
@@ -315,15 +316,19 @@ def snapshots(ctx: click.Context, /, archive: Path, passphrase_file: Path | None
     from bundlesync.archive.prune import plan_forget  # noqa: PLC0415
 
     policy_kw = _take_policy(kw)
-    opened = _open(ctx, archive, passphrase_file, recovery_key_file)
-    snaps = opened.all_snapshots()
-    reasons: dict[str, str] = {}
     policy = _policy(policy_kw)
-    if not policy.empty:
-        for group in plan_forget(opened, policy):
-            for decision in group.decisions:
-                reasons[decision.candidate.id] = (", ".join(decision.reasons)
-                                                  if decision.keep else "(would be forgotten)")
+    opened = _open(ctx, archive, passphrase_file, recovery_key_file)
+    reasons: dict[str, str] = {}
+    # A reader like restore and check (archive-v1 §11.2): opening read only the config;
+    # the listing is read under the shared lock, so no prune deletes under it.
+    with reader_lock(archive, op="snapshots", wait=out_of(ctx).options.lock_wait):
+        snaps = opened.all_snapshots()
+        if not policy.empty:
+            for group in plan_forget(opened, policy):
+                for decision in group.decisions:
+                    reasons[decision.candidate.id] = (
+                        ", ".join(decision.reasons) if decision.keep
+                        else "(would be forgotten)")
     if out_of(ctx).json:
         emit_json(ctx, {"archive": opened.config.archive_id.hex(),
                    "site": opened.config.site_name, "fingerprint": opened.config.fingerprint,

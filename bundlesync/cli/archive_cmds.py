@@ -137,6 +137,12 @@ def emit_json(ctx: click.Context, data: Any) -> None:
     out_of(ctx).result = data
 
 
+BACKUP_INTERRUPTED = (
+    "Interrupted; no snapshot was written, and the archive's snapshots are as they were. "
+    "The packs written so far belong to no snapshot: the next backup reuses the bodies "
+    "an index file already lists, and 'bundlesync prune' removes what no snapshot uses.")
+
+
 def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
@@ -197,12 +203,16 @@ def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file
                 raise
         progress = Progress("backup", enabled=None if not out_of(ctx).json else False)
         cache_dir = home / "archive-cache"
-        report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
-                            cache_dir=cache_dir,
-                            cache_rows=ArchiveCacheDb.open(cache_path(cache_dir, opened)),
-                            jobs=jobs or default_jobs(),
-                            progress=lambda user, done, total: progress.items("users", done,
-                                                                              total))
+        try:
+            report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
+                                cache_dir=cache_dir,
+                                cache_rows=ArchiveCacheDb.open(cache_path(cache_dir, opened)),
+                                jobs=jobs or default_jobs(),
+                                progress=lambda user, done, total: progress.items(
+                                    "users", done, total))
+        except KeyboardInterrupt:
+            # Packs may be on disk by now: say what becomes of them (archive-v1 §8, §10).
+            raise KeyboardInterrupt(BACKUP_INTERRUPTED) from None
         progress.finish()
     if out_of(ctx).json:
         emit_json(ctx, report.as_json())

@@ -24,6 +24,7 @@ Exit codes (documented in ``docs/errors.md``):
 5     partial success: some users or bundles failed, others applied
 6     declined at a prompt: nothing was changed
 75    another bundlesync run holds the site lock; try again later
+130   interrupted (Ctrl-C)
 ====  ===========================================================
 """
 
@@ -40,6 +41,7 @@ EXIT_PARTIAL = 5
 EXIT_DECLINED = 6
 EXIT_ARCHIVE_DAMAGED = 7
 EXIT_LOCKED = 75
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a run ended by Ctrl-C
 
 
 class BundlesyncError(Exception):

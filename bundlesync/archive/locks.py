@@ -1,9 +1,9 @@
 """Reader locks: readers of an archive share it, prune takes it alone (archive-v1 §11.2).
 
-Readers (restore, view, check) need every pack and index that was there when they
-started; prune deletes packs and indexes. Each reader announces itself with a file
-``locks/read-<random>``; prune announces itself with ``locks/exclusive``. Both sides
-announce first and then look for the other, so at least one of two racing runs
+Readers (restore, view, check, snapshots) need every pack and index that was there
+when they started; prune deletes packs and indexes. Each reader announces itself
+with a file ``locks/read-<random>``; prune announces itself with ``locks/exclusive``.
+Both sides announce first and then look for the other, so at least one of two racing runs
 sees the other (the Dekker pattern on files): a reader that sees a live
 ``exclusive`` withdraws and waits or refuses; prune that sees a live reader waits
 or refuses, holding ``exclusive`` while it waits so a stream of new readers cannot

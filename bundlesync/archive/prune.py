@@ -192,7 +192,7 @@ def _delete_obsolete(archive: Archive, index_names: list[str], obsolete: list[Pa
 def prune(archive: Archive, *, lock_wait: float = 0.0) -> PruneReport:
     """Reclaim the space of blobs no snapshot references. The caller holds the writer
     lock; prune also takes the archive from its readers (archive-v1 §11.2), waiting up
-    to ``lock_wait`` seconds for a restore, view or check to finish."""
+    to ``lock_wait`` seconds for a restore, view, check or snapshots to finish."""
     with exclusive_lock(archive.root, op="prune", wait=lock_wait):
         return _prune(archive)
 

@@ -25,6 +25,7 @@ from bundlesync import __version__
 from bundlesync.cli.output import Output, error_code, error_object
 from bundlesync.errors import (
     EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
     EXIT_USAGE,
     BundlesyncError,
     Declined,
@@ -42,6 +43,7 @@ Exit codes:
    6  declined at a prompt; nothing was changed
    7  an archive is damaged (check found problems; see docs/backups.md)
   75  another run holds the site (see --lock-wait)
+ 130  interrupted (Ctrl-C)
 
 \b
 status --check: 0 OK, 1 warning, 2 critical, 3 unknown (Nagios).
@@ -174,6 +176,15 @@ def _say_error(exc: BundlesyncError) -> None:
         click.echo(f"hint: {exc.hint}", err=True)
 
 
+def _interrupted(out: Output, interrupt: KeyboardInterrupt) -> int:
+    """Exit 130 on Ctrl-C. A command that leaves something behind when interrupted
+    (backup) re-raises the interrupt with a text saying exactly what."""
+    said = str(interrupt) or "Interrupted; nothing half-done was kept."
+    click.echo(said, err=True)
+    return _finish(out, EXIT_INTERRUPTED, {"code": "interrupted", "message": said,
+                                           "hint": None, "exit_code": EXIT_INTERRUPTED})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``bundlesync`` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -184,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = cli.main(args=args, prog_name="bundlesync", standalone_mode=False,
                         obj={"out": out})
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as abort:
+        if isinstance(abort.__cause__, KeyboardInterrupt):
+            # Ctrl-C while a command ran (click wraps it in Abort): an interruption,
+            # not a question answered no.
+            return _interrupted(out, abort.__cause__)
         exc: BundlesyncError = Declined("the question was answered no, or interrupted")
         _say_error(exc)
         return _finish(out, exc.exit_code, error_object(exc))
@@ -201,10 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     except BundlesyncError as bexc:
         _say_error(bexc)
         return _finish(out, bexc.exit_code, error_object(bexc))
-    except KeyboardInterrupt:
-        click.echo("Interrupted; nothing half-done was kept.", err=True)
-        return _finish(out, 130, {"code": "interrupted", "message": "interrupted",
-                                  "hint": None, "exit_code": 130})
+    except KeyboardInterrupt as interrupt:
+        return _interrupted(out, interrupt)
     except OSError as os_exc:
         # A file-system boundary that no layer translated: still the operator's
         # problem (full, read-only, failing or forbidden), never "a bug".

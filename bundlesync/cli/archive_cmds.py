@@ -22,6 +22,7 @@ from bundlesync.archive.backup import default_jobs, run_backup
 from bundlesync.archive.cache import cache_path
 from bundlesync.archive.errors import ArchiveDamaged, ArchiveError, NoRecoveryKey, WrongSecret
 from bundlesync.archive.lock import archive_lock
+from bundlesync.archive.locks import reader_lock
 from bundlesync.archive.repository import (
     Archive,
     archive_exists,
@@ -136,6 +137,12 @@ def emit_json(ctx: click.Context, data: Any) -> None:
     out_of(ctx).result = data
 
 
+BACKUP_INTERRUPTED = (
+    "Interrupted; no snapshot was written, and the archive's snapshots are as they were. "
+    "The packs written so far belong to no snapshot: the next backup reuses the bodies "
+    "an index file already lists, and 'bundlesync prune' removes what no snapshot uses.")
+
+
 def _when(ms: int) -> str:
     return dt.datetime.fromtimestamp(ms / 1000).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
@@ -196,12 +203,16 @@ def backup(ctx: click.Context, archive: Path, users: tuple[str, ...], users_file
                 raise
         progress = Progress("backup", enabled=None if not out_of(ctx).json else False)
         cache_dir = home / "archive-cache"
-        report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
-                            cache_dir=cache_dir,
-                            cache_rows=ArchiveCacheDb.open(cache_path(cache_dir, opened)),
-                            jobs=jobs or default_jobs(),
-                            progress=lambda user, done, total: progress.items("users", done,
-                                                                              total))
+        try:
+            report = run_backup(opened, store, users=chosen, filters=filters, tags=tags,
+                                cache_dir=cache_dir,
+                                cache_rows=ArchiveCacheDb.open(cache_path(cache_dir, opened)),
+                                jobs=jobs or default_jobs(),
+                                progress=lambda user, done, total: progress.items(
+                                    "users", done, total))
+        except KeyboardInterrupt:
+            # Packs may be on disk by now: say what becomes of them (archive-v1 §8, §10).
+            raise KeyboardInterrupt(BACKUP_INTERRUPTED) from None
         progress.finish()
     if out_of(ctx).json:
         emit_json(ctx, report.as_json())
@@ -315,15 +326,19 @@ def snapshots(ctx: click.Context, /, archive: Path, passphrase_file: Path | None
     from bundlesync.archive.prune import plan_forget  # noqa: PLC0415
 
     policy_kw = _take_policy(kw)
-    opened = _open(ctx, archive, passphrase_file, recovery_key_file)
-    snaps = opened.all_snapshots()
-    reasons: dict[str, str] = {}
     policy = _policy(policy_kw)
-    if not policy.empty:
-        for group in plan_forget(opened, policy):
-            for decision in group.decisions:
-                reasons[decision.candidate.id] = (", ".join(decision.reasons)
-                                                  if decision.keep else "(would be forgotten)")
+    opened = _open(ctx, archive, passphrase_file, recovery_key_file)
+    reasons: dict[str, str] = {}
+    # A reader like restore and check (archive-v1 §11.2): opening read only the config;
+    # the listing is read under the shared lock, so no prune deletes under it.
+    with reader_lock(archive, op="snapshots", wait=out_of(ctx).options.lock_wait):
+        snaps = opened.all_snapshots()
+        if not policy.empty:
+            for group in plan_forget(opened, policy):
+                for decision in group.decisions:
+                    reasons[decision.candidate.id] = (
+                        ", ".join(decision.reasons) if decision.keep
+                        else "(would be forgotten)")
     if out_of(ctx).json:
         emit_json(ctx, {"archive": opened.config.archive_id.hex(),
                    "site": opened.config.site_name, "fingerprint": opened.config.fingerprint,

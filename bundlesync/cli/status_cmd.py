@@ -30,6 +30,7 @@ from bundlesync.cli.common import (
     now_ms,
     out_of,
     plural,
+    scans_everything,
     site_home,
     with_users,
 )
@@ -76,11 +77,13 @@ def _as_of(site: Site, report: SiteStatus) -> int | None:
     return max(times) if times else None
 
 
-def _gather(site: Site, extra: _Extra, *, scan: bool, when: int,
+def _gather(site: Site, extra: _Extra, *, scan: bool, when: int, whole: bool = False,
             progress: Callable[[str], None] | None = None) -> SiteStatus:
+    """``whole``: a scan would take in every user and mailbox; ``last-scan`` then says
+    so, and the next no-change export or import can take the quick path."""
     if scan and extra.busy is None:
         stats = scan_store(site, now_ms=when, progress=progress)
-        record_scan(site.home, when)
+        record_scan(site.home, when, whole=whole)
         extra.scanned, extra.local_changes = True, stats.changes
         extra.warnings.extend(stats.warnings)
     report = site_status(site, now_ms=when)
@@ -175,8 +178,10 @@ def _status(ctx: click.Context, *, scan: bool,
         with locked(ctx, home):
             site = open_site(home)
             try:
-                configure(site, options)
-                return _gather(site, extra, scan=scan, when=when, progress=progress.step), extra
+                matcher = configure(site, options)
+                return _gather(site, extra, scan=scan, when=when,
+                               whole=scans_everything(site, matcher),
+                               progress=progress.step), extra
             finally:
                 site.index.close()
                 progress.finish()

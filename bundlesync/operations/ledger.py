@@ -140,15 +140,22 @@ def fold_change(index: StateIndex, change: Change, *, record: bytes | None = Non
             body = key.body
     else:
         user, mailbox = key.user, key.guid
-        was = load_mailbox(index, key)
-        mstate = apply_to_mailbox(was, change)
-        if mstate != was:
-            index.store_mailbox(user, mailbox, encode_mailbox(mstate))
-            index.mark_user_pending(user)
-        elif superseded is not None and _mailbox_change_lost(change.op, mstate):
-            superseded(user, mailbox)
+        _fold_mailbox_change(index, key, change, superseded)
     index.add_change(change, user=user, mailbox=mailbox, body=body, record=record)
     return True
+
+
+def _fold_mailbox_change(index: StateIndex, key: MailboxRef, change: Change,
+                         superseded: Callable[[str, str], None] | None) -> None:
+    """Fold one mailbox change into the mailbox's state (mailbox changes are few: one
+    statement each is fine, in a batch too)."""
+    was = load_mailbox(index, key)
+    mstate = apply_to_mailbox(was, change)
+    if mstate != was:
+        index.store_mailbox(key.user, key.guid, encode_mailbox(mstate))
+        index.mark_user_pending(key.user)
+    elif superseded is not None and _mailbox_change_lost(change.op, mstate):
+        superseded(key.user, key.guid)
 
 
 def fold_new(index: StateIndex, changes: Sequence[tuple[Change, bytes | None]], *,
@@ -188,13 +195,7 @@ def fold_new(index: StateIndex, changes: Sequence[tuple[Change, bytes | None]], 
         else:
             # Mailbox changes are few: folded one by one, as fold_change does.
             user, mailbox = key.user, key.guid
-            was = load_mailbox(index, key)
-            mstate = apply_to_mailbox(was, change)
-            if mstate != was:
-                index.store_mailbox(user, mailbox, encode_mailbox(mstate))
-                index.mark_user_pending(user)
-            elif superseded is not None and _mailbox_change_lost(change.op, mstate):
-                superseded(user, mailbox)
+            _fold_mailbox_change(index, key, change, superseded)
         logged.append((change, user, mailbox, added, record))
     index.store_messages(
         (ref.mailbox.user, ref.mailbox.guid, ref.guid, ref.body, state.alive,

@@ -66,14 +66,7 @@ class StateGlance:
 
     def bundle_seqs(self, incarnation: int) -> dict[str, int]:
         """As ``StateIndex.bundle_seqs``: the last bundle number reserved per peer."""
-        rows = self._db.execute(
-            "SELECT key, value FROM meta WHERE key >= 'bundle_seq:' AND key < 'bundle_seq;'")
-        seqs: dict[str, int] = {}
-        for key, value in rows:
-            _, peer, inc = str(key).split(":")
-            if int(inc) == incarnation:
-                seqs[peer] = int(value)
-        return seqs
+        return bundle_seqs(self._db, incarnation)
 
     # -- work waiting --------------------------------------------------------------------
 
@@ -159,3 +152,16 @@ class StateGlance:
         value = self._value("SELECT size FROM sent WHERE peer = ? AND incarnation = ? "
                             "AND seq = ?", peer, incarnation, seq)
         return None if value is None else int(value)
+
+
+def bundle_seqs(db: sqlite3.Connection, incarnation: int) -> dict[str, int]:
+    """The last bundle number reserved for each peer in ``incarnation`` (the ``meta``
+    rows ``bundle_seq:<peer>:<incarnation>``): shared with ``StateIndex``."""
+    rows = db.execute(
+        "SELECT key, value FROM meta WHERE key >= 'bundle_seq:' AND key < 'bundle_seq;'")
+    seqs: dict[str, int] = {}
+    for key, value in rows:
+        _, peer, inc = str(key).split(":")
+        if int(inc) == incarnation:
+            seqs[peer] = int(value)
+    return seqs

@@ -31,6 +31,7 @@ from typing import Any
 
 from bundlesync.core.model import Change, Dot, Stream, VersionVector
 from bundlesync.errors import StateError
+from bundlesync.state import glance
 from bundlesync.state.codec import (
     CHANGE_KINDS,
     FolderPath,
@@ -748,6 +749,10 @@ class StateIndex:
             "DO UPDATE SET alive = excluded.alive, state = excluded.state",
             (user, mailbox, guid, body, int(alive), state),
         )
+        self._note_live(user, mailbox, alive)
+
+    def _note_live(self, user: str, mailbox: str, alive: bool) -> None:
+        """Keep the cache of live mailboxes in step with a message row just written."""
         live = self._live.get(user)
         if live is not None:
             if alive:
@@ -762,13 +767,7 @@ class StateIndex:
 
         def note(user: str, mailbox: str, alive: bool) -> str:
             # The live mailboxes kept in step, row by row, as store_message keeps them.
-            live = self._live.get(user)
-            if live is not None:
-                if alive:
-                    live.add(mailbox)
-                    self._live_doubt.get(user, set()).discard(mailbox)
-                elif mailbox in live:
-                    self._live_doubt.setdefault(user, set()).add(mailbox)
+            self._note_live(user, mailbox, alive)
             return user
 
         self._db.executemany(
@@ -1234,14 +1233,7 @@ class StateIndex:
 
     def bundle_seqs(self, incarnation: int) -> dict[str, int]:
         """The last bundle number reserved for each peer in ``incarnation``."""
-        rows = self._db.execute(
-            "SELECT key, value FROM meta WHERE key >= 'bundle_seq:' AND key < 'bundle_seq;'")
-        seqs: dict[str, int] = {}
-        for key, value in rows:
-            _, peer, inc = str(key).split(":")
-            if int(inc) == incarnation:
-                seqs[peer] = int(value)
-        return seqs
+        return glance.bundle_seqs(self._db, incarnation)
 
     def set_held_back(self, mailboxes: dict[str, list[str]]) -> None:
         """Remember which mailboxes a filter held back at the last apply (for status)."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bundlesync.archive.backup import parse_uidlist
-from bundlesync.archive.errors import WrongSecret
+from bundlesync.archive.errors import ArchiveDamaged, WrongSecret
 from bundlesync.archive.repository import open_archive
 from bundlesync.archive.secrets import Passphrase, RecoveryCard
 from bundlesync.archive.users import UserSelection
@@ -188,3 +188,35 @@ def test_the_parent_snapshot_comes_from_a_local_cache_checked_against_the_archiv
     cache_file.write_text("not json", encoding="utf-8")
     third = newest_snapshot(open_archive(backups.path, secret=backups.identity), cache)
     assert third is not None and third.id == newest
+
+
+def test_a_snapshot_forgotten_while_the_list_is_read_is_left_out_not_called_damage(
+    backups: Backups, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    populate(backups.store, per_folder=2)
+    backups.backup()
+    backups.backup()
+    reader = backups.reader()
+    first, second = reader.snapshot_names()
+    listed = reader.snapshot_names
+
+    def listed_then_forgotten() -> list[str]:
+        names = listed()
+        reader.forget_snapshot(first)  # a forget between the listing and the reads
+        return names
+
+    monkeypatch.setattr(reader, "snapshot_names", listed_then_forgotten)
+    assert [s.id for s in reader.all_snapshots()] == [second]
+
+
+def test_a_listed_snapshot_that_cannot_be_read_is_still_damage(backups: Backups) -> None:
+    populate(backups.store, per_folder=2)
+    backups.backup()
+    reader = backups.reader()
+    [name] = reader.snapshot_names()
+    path = backups.path / "snapshots" / name
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArchiveDamaged):
+        reader.all_snapshots()

@@ -1,6 +1,6 @@
-"""Reader locks (archive-v1 §11.2): restore, view and check share an archive; prune
-takes it alone, waits (--lock-wait) or refuses naming the reader; a dead reader's
-lock is broken; a reader on a read-only medium goes on without one."""
+"""Reader locks (archive-v1 §11.2): restore, view, check and snapshots share an
+archive; prune takes it alone, waits (--lock-wait) or refuses naming the reader; a dead
+reader's lock is broken; a reader on a read-only medium goes on without one."""
 
 from __future__ import annotations
 
@@ -122,6 +122,24 @@ def test_readers_wait_for_or_refuse_a_running_prune(cli: CliBackups, tmp_path: P
     assert waited.returncode == 0, waited.stderr
 
 
+def test_snapshots_is_a_reader_that_waits_for_or_refuses_a_running_prune(
+        cli: CliBackups) -> None:
+    with exclusive_lock(cli.archive, op="prune"):
+        refused = cli.run("snapshots", str(cli.archive))
+    assert refused.returncode == EXIT_LOCKED
+    assert f"is being pruned by process {os.getpid()}" in refused.stderr
+    assert "snapshot(s)" not in refused.stdout
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(exclusive_lock(cli.archive, op="prune"))
+        timer = threading.Timer(0.3, stack.close)
+        timer.start()
+        waited = cli.run("--lock-wait", "30", "snapshots", str(cli.archive))
+        timer.join()
+    assert waited.returncode == 0, waited.stderr
+    assert "2 snapshot(s)" in waited.stdout
+    assert not (cli.archive / LOCKS_DIR).exists()  # its reader lock is gone again
+
+
 def test_backups_run_beside_readers(cli: CliBackups) -> None:
     with reader_lock(cli.archive, op="restore"):
         assert cli.backup().returncode == 0
@@ -207,6 +225,9 @@ def test_restore_check_and_view_from_a_read_only_medium(cli: CliBackups, tmp_pat
         assert checked.returncode == 0, checked.stderr
         viewed = cli.run("view", str(dvd), "--into", str(tmp_path / "view"))
         assert viewed.returncode == 0, viewed.stderr
+        listed = cli.run("snapshots", str(dvd))
+        assert listed.returncode == 0, listed.stderr
+        assert "2 snapshot(s)" in listed.stdout
         with reader_lock(dvd, op="restore") as lock:
             assert not lock.held
     assert not (cli.archive / LOCKS_DIR).exists()

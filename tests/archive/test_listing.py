@@ -107,7 +107,7 @@ def _count_encodings(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 def test_a_backup_encodes_only_new_and_changed_entries(
         backups: Backups, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
-    populate(backups.store, per_folder=4)
+    populate(backups.store, per_folder=2)  # one message per folder unchanged, copied
     _backup(backups, cache)
     changed = _touch_every_folder(backups, 0)
     calls = _count_encodings(monkeypatch)
@@ -121,7 +121,7 @@ def test_a_backup_encodes_only_new_and_changed_entries(
 def test_damaged_spans_are_ignored_and_the_listing_is_encoded_again(
         backups: Backups, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cache = tmp_path / "cache"
-    populate(backups.store, per_folder=4)
+    populate(backups.store, per_folder=2)  # one message per folder unchanged, copied
     _backup(backups, cache)
     files = list(listings_dir(cache_path(cache, backups.archive)).iterdir())
     assert files

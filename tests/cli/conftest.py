@@ -95,12 +95,20 @@ def _net_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def net(tmp_path: Path, run: Callable[..., Result], _net_template: Path) -> Net:
-    root = tmp_path / "net"
-    shutil.copytree(_net_template, root, symlinks=True)
+def copy_net(source: Path, root: Path, run: Callable[..., Result]) -> Net:
+    """A copy at ``root`` of the two sites, their stores and drop set up at ``source``.
+
+    Keys, state and mail are position-independent; only the store paths in the
+    configuration move. The copies keep the files' mtimes (not their ctimes).
+    """
+    shutil.copytree(source, root, symlinks=True)
     for home in ("alpha", "bravo"):
         config = root / home / "bundlesync.toml"
-        config.write_text(config.read_text(encoding="utf-8").replace(
-            str(_net_template), str(root)), encoding="utf-8")
+        config.write_text(config.read_text(encoding="utf-8").replace(str(source), str(root)),
+                          encoding="utf-8")
     return Net(root, root / "drop", {n: root / n for n in ("alpha", "bravo")}, run)
+
+
+@pytest.fixture
+def net(tmp_path: Path, run: Callable[..., Result], _net_template: Path) -> Net:
+    return copy_net(_net_template, tmp_path / "net", run)

@@ -7,11 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
+from bundlesync.cli import main
 from bundlesync.keys import PeerCard, load_identity
 from bundlesync.operations import quick
-from tests.cli.conftest import Net
+from bundlesync.stores.stamps import FINE_RACY_NS
+from tests.cli.conftest import Net, Result, copy_net
 
 # Loaded only when a bundle is written or read.
 _HEAVY = ("cryptography", "zstandard", "bundlesync.format.reader", "bundlesync.format.writer")
@@ -20,6 +25,9 @@ _HEAVY = ("cryptography", "zstandard", "bundlesync.format.reader", "bundlesync.f
 # last scanned (for `status`): both change on every run, by design, unsynced.
 _CHANGE_EVERY_RUN = {"lock", "last-scan"}
 
+# Past the racy window of fine timestamps (a sleep is never shorter than asked).
+SETTLE_S = FINE_RACY_NS / 1e9 + 0.01
+
 
 def _settled(net: Net) -> None:
     """alpha and bravo have exchanged everything: each is up to date for the other."""
@@ -27,6 +35,25 @@ def _settled(net: Net) -> None:
         assert net.at(writer, "export", str(net.drop), "-q").code == 0
         done = net.at(reader, "import", str(net.drop), "-q")
         assert done.code == 0, done.err
+
+
+@pytest.fixture(scope="module")
+def _settled_template(tmp_path_factory: pytest.TempPathFactory, _net_template: Path) -> Path:
+    # Settled once for the module; each test gets a copy (the stamps the copy moves
+    # only make the next scan list the folders again: nothing in them is new).
+    root = tmp_path_factory.mktemp("settled") / "net"
+
+    def call(*args: str) -> Result:
+        return Result(main(list(args)), "", "")
+
+    _settled(copy_net(_net_template, root, call))
+    return root
+
+
+@pytest.fixture
+def settled(tmp_path: Path, run: Callable[..., Result], _settled_template: Path) -> Net:
+    """alpha and bravo, settled as by :func:`_settled`."""
+    return copy_net(_settled_template, tmp_path / "net", run)
 
 
 def _loaded_by(home: Path, *args: str) -> tuple[int, list[str]]:
@@ -55,8 +82,8 @@ def _files(directory: Path) -> dict[str, tuple[int, int, int]]:
     return found
 
 
-def test_a_no_change_export_loads_no_bundle_code(net: Net) -> None:
-    _settled(net)
+def test_a_no_change_export_loads_no_bundle_code(settled: Net) -> None:
+    net = settled
     code, loaded = _loaded_by(net.homes["alpha"], "export", str(net.drop))
     assert (code, loaded) == (0, [])
 
@@ -70,8 +97,8 @@ def test_an_export_that_writes_a_bundle_loads_the_writer(net: Net) -> None:
 
 
 def test_a_no_change_import_of_a_drop_without_bundles_for_us_loads_no_bundle_code(
-        net: Net) -> None:
-    _settled(net)
+        settled: Net) -> None:
+    net = settled
     # Only alpha's own bundles, cards and README: alpha decides from names alone.
     for path in net.drop.glob("bravo_*.bsb"):
         path.unlink()
@@ -79,8 +106,8 @@ def test_a_no_change_import_of_a_drop_without_bundles_for_us_loads_no_bundle_cod
     assert (code, loaded) == (0, [])
 
 
-def test_a_bundle_for_us_is_still_read_and_verified(net: Net) -> None:
-    _settled(net)
+def test_a_bundle_for_us_is_still_read_and_verified(settled: Net) -> None:
+    net = settled
     # bravo's last bundle to alpha was applied; its id alone cannot say it is the
     # same bundle (a restored bravo may reuse the number), so it is verified.
     assert list(net.drop.glob("bravo_*.bsb"))
@@ -89,8 +116,8 @@ def test_a_bundle_for_us_is_still_read_and_verified(net: Net) -> None:
     assert {"cryptography", "bundlesync.format.reader"} <= set(loaded)
 
 
-def test_a_no_change_export_writes_nothing_in_the_drop_or_the_home(net: Net) -> None:
-    _settled(net)
+def test_a_no_change_export_writes_nothing_in_the_drop_or_the_home(settled: Net) -> None:
+    net = settled
     assert net.at("alpha", "export", str(net.drop), "-q").code == 0  # README, card in place
     drop_before, home_before = _files(net.drop), _files(net.homes["alpha"])
     drop_mtime = net.drop.stat().st_mtime_ns
@@ -113,8 +140,8 @@ def _syncs(net: Net, name: str, *args: str) -> list[str]:
     return [line for line in trace.read_text(encoding="utf-8").splitlines() if "sync(" in line]
 
 
-def test_no_change_runs_sync_nothing(net: Net) -> None:
-    _settled(net)
+def test_no_change_runs_sync_nothing(settled: Net) -> None:
+    net = settled
     assert net.at("alpha", "export", str(net.drop), "-q").code == 0
     if not _have_strace():
         return  # the file checks above still hold; the count needs strace
@@ -126,8 +153,8 @@ def test_no_change_runs_sync_nothing(net: Net) -> None:
     assert _syncs(net, "alpha", "export", str(net.root / "other")) != []
 
 
-def test_a_no_change_import_writes_nothing_in_the_home(net: Net) -> None:
-    _settled(net)
+def test_a_no_change_import_writes_nothing_in_the_home(settled: Net) -> None:
+    net = settled
     assert net.at("alpha", "import", str(net.drop), "-q").code == 0
     before = _files(net.homes["alpha"])
     again = net.at("alpha", "import", str(net.drop), "-q")
@@ -143,8 +170,8 @@ def _have_strace() -> bool:
     return True
 
 
-def test_a_changed_drop_gets_a_new_readme_and_the_card_back(net: Net) -> None:
-    _settled(net)
+def test_a_changed_drop_gets_a_new_readme_and_the_card_back(settled: Net) -> None:
+    net = settled
     card = net.drop / "alpha.bsc"
     card.write_text("damaged\n", encoding="utf-8")
     (net.drop / "README.txt").unlink()
@@ -155,9 +182,9 @@ def test_a_changed_drop_gets_a_new_readme_and_the_card_back(net: Net) -> None:
         assert f"  {path.name}\n" in readme
 
 
-def test_a_no_change_export_into_a_new_drop_signs_nothing(net: Net) -> None:
+def test_a_no_change_export_into_a_new_drop_signs_nothing(settled: Net) -> None:
     # The benchmark's case: every run a new drop, which gets this site's card.
-    _settled(net)
+    net = settled
     fresh = net.root / "fresh"
     fresh.mkdir()
     code, loaded = _loaded_by(net.homes["alpha"], "export", str(fresh))
@@ -167,8 +194,8 @@ def test_a_no_change_export_into_a_new_drop_signs_nothing(net: Net) -> None:
     assert (fresh / "alpha.bsc").read_text(encoding="utf-8") == made.to_text()
 
 
-def test_a_card_file_that_is_not_the_keys_card_is_not_handed_out(net: Net) -> None:
-    _settled(net)
+def test_a_card_file_that_is_not_the_keys_card_is_not_handed_out(settled: Net) -> None:
+    net = settled
     own = net.homes["alpha"] / "keys" / "site.bsc"
     own.write_text(own.read_text(encoding="utf-8").replace("created: ", "created: 1"),
                    encoding="utf-8")
@@ -179,9 +206,9 @@ def test_a_card_file_that_is_not_the_keys_card_is_not_handed_out(net: Net) -> No
     assert (fresh / "alpha.bsc").read_text(encoding="utf-8") == made.to_text()
 
 
-def test_our_bundle_name_with_another_size_is_opened(net: Net) -> None:
+def test_our_bundle_name_with_another_size_is_opened(settled: Net) -> None:
     # A name is taken for the bundle the state recorded only with the recorded size.
-    _settled(net)
+    net = settled
     (ours,) = net.drop.glob("alpha_*.bsb")
     with ours.open("ab") as stick:
         stick.write(b"\0")
@@ -198,13 +225,14 @@ def _command(net: Net, name: str, *args: str) -> tuple[int, str]:
     return done.returncode, done.stdout
 
 
-def test_the_commands_quick_answer_is_the_full_paths_and_writes_nothing(net: Net) -> None:
-    _settled(net)
+def test_the_commands_quick_answer_is_the_full_paths_and_writes_nothing(settled: Net) -> None:
+    net = settled
     for path in net.drop.glob("bravo_*.bsb"):
         path.unlink()  # a bundle for alpha is verified: only the full path does that
+    time.sleep(SETTLE_S)  # the copy's stamps are young: let the scan below see them settled
     for command in ("export", "import"):
         assert net.at("alpha", command, str(net.drop), "-q").code == 0
-    time.sleep(0.12)  # past the racy window of the stamps just written
+    time.sleep(SETTLE_S)  # past the racy window of the stamps just written
     drop_before, home_before = _files(net.drop), _files(net.homes["alpha"])
     for command in ("export", "import"):
         why: list[str] = []

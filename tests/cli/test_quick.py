@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -20,11 +19,14 @@ import pytest
 from bundlesync.cli import main as full_main
 from bundlesync.operations import quick
 from bundlesync.operations.freshness import SCANNED_NAME, last_whole_scan
-from tests.cli.conftest import ALICE, Net, Result
+from bundlesync.stores.stamps import FINE_RACY_NS
+from tests.cli.conftest import ALICE, Net, Result, copy_net
 
 # Young stamps are racy for 50 ms on a file system with fine timestamps (2 s on a
-# coarse one, where the quick path gives up and the full path runs).
-SETTLE_S = 0.12
+# coarse one, where the quick path gives up and the full path runs). A sleep lasts at
+# least as long as asked and a file's stamp is never later than the clock, so 10 ms
+# past the window is past it on any machine, however busy.
+SETTLE_S = FINE_RACY_NS / 1e9 + 0.01
 
 
 def _exchanged(net: Net) -> None:
@@ -77,35 +79,23 @@ def _readme_without_time(drop: Path) -> list[str]:
             if not line.startswith("Last written by")]
 
 
-def _moved(source: Path, root: Path) -> None:
-    """Copy two sites and their stores to ``root`` (only the store paths move)."""
-    shutil.copytree(source, root, symlinks=True)
-    for home in ("alpha", "bravo"):
-        config = root / home / "bundlesync.toml"
-        config.write_text(config.read_text(encoding="utf-8").replace(str(source), str(root)),
-                          encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def _exchanged_template(tmp_path_factory: pytest.TempPathFactory, _net_template: Path) -> Path:
     # The exchanges once for the module; each test copies them (copies keep the
     # folders' mtimes, so the stamps still hold) and scans once more itself, as
     # the copies' new ctimes are younger than any scan before.
     root = tmp_path_factory.mktemp("exchanged") / "net"
-    _moved(_net_template, root)
 
     def call(*args: str) -> Result:
         return Result(full_main(list(args)), "", "")
 
-    _exchanged(Net(root, root / "drop", {n: root / n for n in ("alpha", "bravo")}, call))
+    _exchanged(copy_net(_net_template, root, call))
     return root
 
 
 @pytest.fixture
 def settled(tmp_path: Path, run: Callable[..., Result], _exchanged_template: Path) -> Net:
-    root = tmp_path / "net"
-    _moved(_exchanged_template, root)
-    net = Net(root, root / "drop", {n: root / n for n in ("alpha", "bravo")}, run)
+    net = copy_net(_exchanged_template, tmp_path / "net", run)
     _scanned(net)
     return net
 

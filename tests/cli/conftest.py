@@ -112,3 +112,16 @@ def copy_net(source: Path, root: Path, run: Callable[..., Result]) -> Net:
 @pytest.fixture
 def net(tmp_path: Path, run: Callable[..., Result], _net_template: Path) -> Net:
     return copy_net(_net_template, tmp_path / "net", run)
+
+
+def exchange_everything(net: Net) -> None:
+    """alpha and bravo have exchanged everything, acknowledgements included; only
+    alpha's own bundles stay in the drop, as after bravo's site erased what it
+    imported (a bundle for alpha, applied or not, is verified by the full path)."""
+    for writer, reader in (("alpha", "bravo"), ("bravo", "alpha"), ("alpha", "bravo"),
+                           ("bravo", "alpha")):
+        assert net.at(writer, "export", str(net.drop), "-q").code == 0
+        done = net.at(reader, "import", str(net.drop), "-q")
+        assert done.code == 0, done.err
+    for path in net.drop.glob("bravo_*.bsb"):
+        path.unlink()

@@ -20,26 +20,13 @@ from bundlesync.cli import main as full_main
 from bundlesync.operations import quick
 from bundlesync.operations.freshness import SCANNED_NAME, last_whole_scan
 from bundlesync.stores.stamps import FINE_RACY_NS
-from tests.cli.conftest import ALICE, Net, Result, copy_net
+from tests.cli.conftest import ALICE, Net, Result, copy_net, exchange_everything
 
 # Young stamps are racy for 50 ms on a file system with fine timestamps (2 s on a
 # coarse one, where the quick path gives up and the full path runs). A sleep lasts at
 # least as long as asked and a file's stamp is never later than the clock, so 10 ms
 # past the window is past it on any machine, however busy.
 SETTLE_S = FINE_RACY_NS / 1e9 + 0.01
-
-
-def _exchanged(net: Net) -> None:
-    """alpha and bravo have exchanged everything."""
-    for writer, reader in (("alpha", "bravo"), ("bravo", "alpha"), ("alpha", "bravo"),
-                           ("bravo", "alpha")):
-        assert net.at(writer, "export", str(net.drop), "-q").code == 0
-        done = net.at(reader, "import", str(net.drop), "-q")
-        assert done.code == 0, done.err
-    # A bundle for alpha, applied or not, is verified by the full path: only alpha's
-    # own bundles stay in the drop, as after bravo's site erased what it imported.
-    for path in net.drop.glob("bravo_*.bsb"):
-        path.unlink()
 
 
 def _scanned(net: Net) -> None:
@@ -51,7 +38,7 @@ def _scanned(net: Net) -> None:
 
 
 def _settled(net: Net) -> None:
-    _exchanged(net)
+    exchange_everything(net)
     _scanned(net)
 
 
@@ -89,7 +76,7 @@ def _exchanged_template(tmp_path_factory: pytest.TempPathFactory, _net_template:
     def call(*args: str) -> Result:
         return Result(full_main(list(args)), "", "")
 
-    _exchanged(copy_net(_net_template, root, call))
+    exchange_everything(copy_net(_net_template, root, call))
     return root
 
 

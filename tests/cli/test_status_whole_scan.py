@@ -10,7 +10,7 @@ import pytest
 
 from bundlesync.operations import quick
 from bundlesync.operations.freshness import last_scan, last_whole_scan
-from tests.cli.conftest import ALICE, Net
+from tests.cli.conftest import ALICE, Net, exchange_everything
 
 # Past the stamps' racy window (50 ms on a file system with fine timestamps).
 SETTLE_S = 0.12
@@ -19,13 +19,7 @@ SETTLE_S = 0.12
 def _exchanged_and_settled(net: Net) -> None:
     """alpha and bravo have exchanged everything; only alpha's own bundles are left,
     as after bravo's site erased what it imported."""
-    for writer, reader in (("alpha", "bravo"), ("bravo", "alpha"), ("alpha", "bravo"),
-                           ("bravo", "alpha")):
-        assert net.at(writer, "export", str(net.drop), "-q").code == 0
-        done = net.at(reader, "import", str(net.drop), "-q")
-        assert done.code == 0, done.err
-    for path in net.drop.glob("bravo_*.bsb"):
-        path.unlink()
+    exchange_everything(net)
     # The drop's README.txt then lists only what is there.
     assert net.at("alpha", "export", str(net.drop), "-q").code == 0
     time.sleep(SETTLE_S)

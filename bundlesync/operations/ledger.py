@@ -124,24 +124,7 @@ def fold_change(index: StateIndex, change: Change, *, record: bytes | None = Non
     """
     if not unknown and index.has_change(change.dot):
         return False
-    key = register_key(change.op)
-    body: str | None = None
-    if isinstance(key, MessageRef):
-        user, mailbox = key.mailbox.user, key.mailbox.guid
-        before = load_message(index, key)
-        state = apply_to_message(before, change)
-        if state != before:
-            index.store_message(user, mailbox, key.guid, key.body, alive=state.alive,
-                                state=encode_message(state))
-            index.mark_pending(user, mailbox, key.guid, key.body)
-        elif superseded is not None and _message_change_lost(change.op, state):
-            superseded(user, mailbox)
-        if isinstance(change.op, MessageAdded):
-            body = key.body
-    else:
-        user, mailbox = key.user, key.guid
-        _fold_mailbox_change(index, key, change, superseded)
-    index.add_change(change, user=user, mailbox=mailbox, body=body, record=record)
+    fold_new(index, [(change, record)], superseded=superseded)
     return True
 
 

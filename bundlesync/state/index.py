@@ -546,28 +546,12 @@ class StateIndex:
     def add_change(self, change: Change, *, user: str, mailbox: str, body: str | None,
                    record: bytes | None = None) -> None:
         """Log ``change`` (``record``: its encoding, when the caller has it already)."""
-        kind = change_kind(change.op)
-        assert kind in CHANGE_KINDS
-        dot = change.dot
-        self._db.execute(
-            "INSERT INTO changes (site, incarnation, counter, user, mailbox, kind, body, record) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (dot.site, dot.incarnation, dot.counter, user, mailbox, kind, body,
-             record if record is not None else encode_change(change)),
-        )
+        self.add_change_records([(change, user, mailbox, body, record)])
 
     def add_changes(self, changes: Iterable[tuple[Change, str, str, str | None]]) -> None:
         """Log many changes at once: (change, user, mailbox, body) each (an inventory)."""
-        rows = []
-        for change, user, mailbox, body in changes:
-            kind = change_kind(change.op)
-            assert kind in CHANGE_KINDS
-            dot = change.dot
-            rows.append((dot.site, dot.incarnation, dot.counter, user, mailbox, kind, body,
-                         encode_change(change)))
-        self._db.executemany(
-            "INSERT INTO changes (site, incarnation, counter, user, mailbox, kind, body, record) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        self.add_change_records((change, user, mailbox, body, None)
+                                for change, user, mailbox, body in changes)
 
     def changes_of_stream(self, stream: Stream, *, above: int) -> list[LoggedChange]:
         """The logged changes of ``stream`` with a counter above ``above``, in order."""

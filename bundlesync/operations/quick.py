@@ -156,9 +156,10 @@ def run(args: Sequence[str], *, why: list[str] | None = None) -> int | None:
             finally:
                 site.index.close()
     except KeyboardInterrupt:
-        print("Interrupted; nothing half-done was kept.", file=sys.stderr)
+        said = "Interrupted; nothing half-done was kept."  # as the full path says it
+        print(said, file=sys.stderr)
         return _finish(request, 130, None, error={
-            "code": "interrupted", "message": "interrupted", "hint": None, "exit_code": 130})
+            "code": "interrupted", "message": said, "hint": None, "exit_code": 130})
     except Exception as exc:  # any surprise, GiveUp included: the full path decides
         if why is not None:
             why.append(str(exc) if isinstance(exc, GiveUp) else f"{type(exc).__name__}: {exc}")

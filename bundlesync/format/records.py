@@ -390,7 +390,29 @@ def decode_record(cur: Cursor, limits: Limits) -> Record:
 
     Raises cbor.CborError / cbor.CborLimitError for records outside the schema. The
     Body's SHA-256 is *not* checked here (the caller does it, to say which record).
+
+    The commonest records (a body, a want, a message added, expunged or with its
+    flags changed) are first read by a quick path that accepts only what the strict
+    path accepts; anything it does not read as it expects -- another operation, a
+    long string, a bound exceeded, the end of the input, an error -- is read again
+    from its start by the strict path, which decides and says what is wrong.
     """
+    buf = cur.buf
+    # The quick path indexes the buffer directly: only where it ends at ``end``.
+    if cur.end == len(buf) and not isinstance(buf, memoryview):
+        try:
+            record, stop = _quick_record(buf, cur.pos, limits)
+        except (_Irregular, IndexError, UnicodeDecodeError):
+            pass
+        else:
+            if stop <= cur.end:
+                cur.pos = stop
+                return record
+    return _strict_record(cur, limits)
+
+
+def _strict_record(cur: Cursor, limits: Limits) -> Record:
+    """The reference reading of one record: every field through the strict cursor."""
     major, length = cur.head()
     if major != MAJOR_ARRAY:
         raise cbor.CborError("record is not an array")
@@ -420,6 +442,144 @@ def decode_record(cur: Cursor, limits: Limits) -> Record:
     counter = _at_most(cur.uint("timestamp counter"), MAX_HLC_COUNTER, "timestamp counter")
     ts = Timestamp(wall, counter, cur.bytes_exact(16, "timestamp site").hex())
     return Change(dot, ts, _op(cur, limits))
+
+
+# --- the quick path ------------------------------------------------------------------
+#
+# Reads the shapes a bundle is mostly made of with plain indexing and no call per
+# field. It never raises a decoding error of its own: whatever it does not accept
+# as it goes (_Irregular), and an index past the end or invalid UTF-8, hands the
+# record to the strict path. Every check of the strict path is made here too, or
+# leads there: shortest heads, exact types and lengths, text and flag limits,
+# sorted flags, the bounds of §9.1. tests/format/test_records.py compares both
+# paths on valid and damaged records.
+
+
+class _Irregular(Exception):
+    """Not a shape the quick path reads: the strict path decides."""
+
+
+_QUICK_LEAD_CHANGE = b"\x84\x01\x83\x50"  # [1, [site: bstr(16), ...
+_QUICK_LEAD_BODY = b"\x83\x00\x58\x20"  # [0, sha256: bstr(32), ...
+_QUICK_LEAD_WANT = b"\x82\x02\x58\x20"  # [2, sha256: bstr(32)]
+_QUICK_MESSAGE = b"\x83\x82"  # message = [mailbox = [...
+_OP_ADDED = 0x8505  # [5, message, size, internal date, flags]
+_OP_EXPUNGED = 0x8206  # [6, message]
+_OP_FLAGS = 0x8407  # [7, message, added, removed]
+
+
+def _quick_arg(buf: bytes | bytearray, pos: int, base: int) -> tuple[int, int]:
+    """The argument of a head of major type ``base >> 5`` at ``pos`` in its shortest
+    form, and the position after it."""
+    info = buf[pos] - base
+    if 0 <= info < 24:
+        return info, pos + 1
+    if info == 24:
+        value = buf[pos + 1]
+        if value >= 24:
+            return value, pos + 2
+    elif info == 25:
+        value = buf[pos + 1] << 8 | buf[pos + 2]
+        if value >= 0x100:
+            return value, pos + 3
+    elif info == 26:
+        value = int.from_bytes(buf[pos + 1:pos + 5])
+        if value >= 0x10000:
+            return value, pos + 5
+    elif info == 27:
+        value = int.from_bytes(buf[pos + 1:pos + 9])
+        if value >= 0x100000000:
+            return value, pos + 9
+    raise _Irregular
+
+
+def _quick_text(buf: bytes | bytearray, pos: int, limit: int) -> tuple[str, int]:
+    length, pos = _quick_arg(buf, pos, 0x60)
+    if length > limit:
+        raise _Irregular
+    stop = pos + length
+    return buf[pos:stop].decode("utf-8"), stop
+
+
+def _quick_flags(buf: bytes | bytearray, pos: int, limits: Limits
+                 ) -> tuple[frozenset[str], int]:
+    count, pos = _quick_arg(buf, pos, 0x80)
+    if count > limits.max_flags:
+        raise _Irregular
+    flags = []
+    previous = None
+    for _ in range(count):
+        flag, pos = _quick_text(buf, pos, limits.max_text)
+        if previous is not None and previous >= flag:
+            raise _Irregular
+        flags.append(flag)
+        previous = flag
+    return frozenset(flags), pos
+
+
+def _quick_message(buf: bytes | bytearray, pos: int, limits: Limits) -> tuple[MessageRef, int]:
+    if buf[pos:pos + 2] != _QUICK_MESSAGE:
+        raise _Irregular
+    user, pos = _quick_text(buf, pos + 2, limits.max_text)
+    if buf[pos] != 0x50:
+        raise _Irregular
+    mailbox = MailboxRef(user, buf[pos + 1:pos + 17].hex())
+    guid, pos = _quick_text(buf, pos + 17, limits.max_text)
+    if buf[pos] != 0x58 or buf[pos + 1] != 0x20:
+        raise _Irregular
+    return MessageRef(mailbox, guid, buf[pos + 2:pos + 34].hex()), pos + 34
+
+
+def _quick_record(buf: bytes | bytearray, pos: int, limits: Limits) -> tuple[Record, int]:
+    """A body, a want or a message change at ``pos``, and the position after it."""
+    lead = buf[pos:pos + 4]
+    if lead == _QUICK_LEAD_BODY:
+        digest = buf[pos + 4:pos + 36].hex()
+        size, start = _quick_arg(buf, pos + 36, 0x40)
+        stop = start + size
+        if size > limits.max_body or stop > len(buf):
+            raise _Irregular
+        # One copy out of a bytearray (slicing one would copy twice).
+        data = (buf[start:stop] if isinstance(buf, bytes)
+                else memoryview(buf)[start:stop].tobytes())
+        return Body(digest, data), stop
+    if lead == _QUICK_LEAD_WANT:
+        return Want(buf[pos + 4:pos + 36].hex()), pos + 36
+    if lead != _QUICK_LEAD_CHANGE:
+        raise _Irregular
+    site = buf[pos + 4:pos + 20].hex()
+    incarnation, pos = _quick_arg(buf, pos + 20, 0)
+    counter, pos = _quick_arg(buf, pos, 0)
+    if buf[pos] != 0x83 or incarnation > MAX_INCARNATION or counter > MAX_DOT_COUNTER:
+        raise _Irregular
+    wall, pos = _quick_arg(buf, pos + 1, 0)
+    ticks, pos = _quick_arg(buf, pos, 0)
+    if buf[pos] != 0x50 or wall > MAX_WALL_MS or ticks > MAX_HLC_COUNTER:
+        raise _Irregular
+    ts_site = buf[pos + 1:pos + 17].hex()
+    code = buf[pos + 17] << 8 | buf[pos + 18]
+    message, pos = _quick_message(buf, pos + 19, limits)
+    op: Operation
+    if code == _OP_ADDED:
+        size, pos = _quick_arg(buf, pos, 0)
+        if buf[pos] < 0x20:
+            date, pos = _quick_arg(buf, pos, 0)
+        else:
+            negated, pos = _quick_arg(buf, pos, 0x20)
+            date = -1 - negated
+        if not _INT64_MIN <= date <= _INT64_MAX:
+            raise _Irregular
+        flags, pos = _quick_flags(buf, pos, limits)
+        op = MessageAdded(message, size, date, flags)
+    elif code == _OP_EXPUNGED:
+        op = MessageExpunged(message)
+    elif code == _OP_FLAGS:
+        added, pos = _quick_flags(buf, pos, limits)
+        removed, pos = _quick_flags(buf, pos, limits)
+        op = FlagsChanged(message, added, removed)
+    else:
+        raise _Irregular
+    return Change(Dot(site, incarnation, counter), Timestamp(wall, ticks, ts_site), op), pos
 
 
 def _at_most(value: int, maximum: int, what: str) -> int:

@@ -53,10 +53,14 @@ def encode_change(change: Change) -> bytes:
 
 def decode_change(blob: bytes) -> Change:
     """A change back from the log; a damaged row is a :class:`StateError`."""
+    cursor = Cursor(blob)
     try:
-        record = decode_record(Cursor(blob), DEFAULT_LIMITS)
+        record = decode_record(cursor, DEFAULT_LIMITS)
     except CborError as exc:
         raise StateError(f"damaged change record in the state index: {exc}") from exc
+    if cursor.pos != len(blob):
+        raise StateError(f"damaged change record in the state index: "
+                         f"{len(blob) - cursor.pos} bytes after its end")
     if not isinstance(record, Change):
         raise StateError("the change log holds a record that is not a change")
     return record

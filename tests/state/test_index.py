@@ -256,3 +256,12 @@ def test_messages_stored_in_bulk_are_seen_by_the_live_mailboxes(tmp_path: Path) 
         assert index.live_mailboxes("alice") == {one}
         index.store_messages([("alice", two, "b", "0" * 64, True, b"x")])
         assert index.live_mailboxes("alice") == {one, two}
+
+
+@pytest.mark.parametrize("damage", [lambda r: r[:-1], lambda r: r + b"\x00",
+                                    lambda r: b"\x83" + r[1:]])
+def test_a_damaged_change_record_is_a_state_error(damage: object) -> None:
+    record = encode_change(added(A, 1))
+    assert decode_change(record) == added(A, 1)
+    with pytest.raises(StateError, match="damaged change record"):
+        decode_change(damage(record))  # type: ignore[operator]

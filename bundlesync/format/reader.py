@@ -28,11 +28,11 @@ import struct
 import tempfile
 import threading
 from collections import deque
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Protocol, Self
+from typing import IO, Generic, Protocol, Self, TypeVar
 
 from bundlesync.core.model import Body, Record
 from bundlesync.format import cbor
@@ -446,7 +446,7 @@ class OpenBundle:
         assert found is not None
         self._header = found
         self._limits = limits
-        self._active: list[Iterator[Record]] = []
+        self._active: list[Iterator[object]] = []
         # Decompressed bytes of the record stream read so far by records().
         self.content_size = 0
 
@@ -514,7 +514,21 @@ class OpenBundle:
         self.verified.close()
 
     def records(self) -> Iterator[Record]:
+        """The records, in order (see the class docstring)."""
         iterator = self._records()
+        self._active.append(iterator)
+        return iterator
+
+    def records_as_received(self) -> Iterator[tuple[Record, bytes]]:
+        """The records with their encodings: (record, bytes) in order.
+
+        For a change or a want, ``bytes`` is the record exactly as the bundle
+        carries it; the decoder accepts one encoding per record only (bundle-v1
+        §6.3), so these are the bytes the record encodes to, and a caller that
+        keeps the record encoded need not encode it again. For a body it is empty
+        (the body's bytes are its data). Checked as :meth:`records` is.
+        """
+        iterator = self._entries()
         self._active.append(iterator)
         return iterator
 
@@ -553,6 +567,14 @@ class OpenBundle:
                                    "must not be used.")
 
     def _records(self) -> Iterator[Record]:
+        entries = self._entries()
+        try:
+            for record, _encoding in entries:
+                yield record
+        finally:
+            entries.close()
+
+    def _entries(self) -> Generator[tuple[Record, bytes], None, None]:
         limits = self._limits
         expected = self.header.counts
         seen = dict.fromkeys(RECORD_KINDS, 0)
@@ -580,11 +602,17 @@ class OpenBundle:
                 if seen[kind] > expected.get(kind, 0):
                     raise Malformed(f"The bundle holds more {kind} records than the "
                                     f"{expected.get(kind, 0)} its header announces.")
-                if isinstance(record, Body) and not body_hash_matches(record):
-                    raise BodyHashMismatch(f"Record {number}: a message body does not match "
-                                           f"its SHA-256 {record.sha256}.")
+                if isinstance(record, Body):
+                    if not body_hash_matches(record):
+                        raise BodyHashMismatch(f"Record {number}: a message body does not "
+                                               f"match its SHA-256 {record.sha256}.")
+                    encoding = b""
+                else:
+                    # Released at once, so the buffer can grow again below.
+                    with memoryview(buffer) as view:
+                        encoding = view[start:cursor.pos].tobytes()
                 number += 1
-                yield record
+                yield record, encoding
             del buffer[:cursor.pos]
         if buffer:
             raise Malformed("The body ends inside a record.")
@@ -613,70 +641,122 @@ def open_bundle(path: Path, *, identity: SiteIdentity | None, trust: TrustLookup
 # (a change record counts as 1 KiB), so memory stays bounded whatever the sizes.
 READ_AHEAD_BYTES = 32 * 1024 * 1024
 _CHANGE_WEIGHT = 1024
+# Records are handed over in batches of at most this many: a lock round and a
+# thread switch per record cost more than the decoding of a small change record.
+READ_AHEAD_BATCH = 256
+
+T = TypeVar("T")
 
 
-def read_ahead(records: Iterator[Record], *, max_bytes: int = READ_AHEAD_BYTES
-               ) -> Generator[Record, None, None]:
-    """``records``, decoded by a thread of its own ahead of the caller.
+def record_weight(record: Record) -> int:
+    """What a record counts for against the read-ahead bound."""
+    return len(record.data) if isinstance(record, Body) else _CHANGE_WEIGHT
+
+
+def received_weight(entry: tuple[Record, bytes]) -> int:
+    """:func:`record_weight` of a (record, encoding) pair of ``records_as_received``."""
+    record = entry[0]
+    return len(record.data) if isinstance(record, Body) else _CHANGE_WEIGHT
+
+
+class _Handover(Generic[T]):
+    """The batches between the reader thread and the caller, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.lock = threading.Condition()
+        self.max_bytes = max_bytes
+        self.ready: deque[tuple[list[T], BaseException | None, int]] = deque()
+        self.waiting = 0  # bytes of the batches ready
+        self.stopped = False
+        self.done = False
+
+    def put(self, batch: list[T], size: int) -> bool:
+        """Hand a batch over, waiting while the bound is reached; False once stopped."""
+        with self.lock:
+            # Only while the caller has something to take: no wait for ever.
+            while self.waiting and self.waiting + size > self.max_bytes and not self.stopped:
+                self.lock.wait()
+            if self.stopped:
+                return False
+            self.ready.append((batch, None, size))
+            self.waiting += size
+            self.lock.notify_all()
+            return True
+
+    def finish(self, failure: BaseException | None) -> None:
+        """The reader is done; its error (if any) goes to the caller after the rest."""
+        with self.lock:
+            if failure is not None:
+                self.ready.append(([], failure, 0))
+            self.done = True
+            self.lock.notify_all()
+
+    def take(self) -> tuple[list[T], BaseException | None] | None:
+        """The next ready batch (and the reader's error after it); None at the end."""
+        with self.lock:
+            while not self.ready and not self.done:
+                self.lock.wait()
+            if not self.ready:
+                return None
+            items, failure, size = self.ready.popleft()
+            self.waiting -= size
+            self.lock.notify_all()
+            return items, failure
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopped = True
+            self.lock.notify_all()
+
+
+def read_ahead(items: Iterator[T], *, weigh: Callable[[T], int],
+               max_bytes: int = READ_AHEAD_BYTES) -> Generator[T, None, None]:
+    """``items`` (records), decoded by a thread of its own ahead of the caller.
 
     Decompression, decryption and hashing release the GIL: they run while the
-    caller folds and spools the records before them. At most ``max_bytes`` wait
-    (a single larger body is let through alone). An error of the reader is
-    raised to the caller at the record where it happened, in order; when the
+    caller folds and spools the records before them. Items cross in batches (of
+    ``READ_AHEAD_BATCH`` items, or fewer once they weigh a sixteenth of
+    ``max_bytes``): at most ``max_bytes`` (as ``weigh`` counts them) wait, besides
+    the batch being filled and the one the caller is taking; a single larger
+    item is let through alone. An error of the reader is
+    raised to the caller at the item where it happened, in order; when the
     caller stops early (an error of its own, or ``close``), the thread is
     stopped and joined before this returns, so the bundle can be closed.
     """
-    lock = threading.Condition()
-    waiting: deque[tuple[Record | None, BaseException | None, int]] = deque()
-    state = {"bytes": 0, "stop": False, "done": False}
-
-    def weight(record: Record) -> int:
-        return len(record.data) if isinstance(record, Body) else _CHANGE_WEIGHT
+    handover: _Handover[T] = _Handover(max_bytes)
+    batch_bytes = max(max_bytes // 16, 1)
 
     def produce() -> None:
         failure: BaseException | None = None
+        batch: list[T] = []
+        held = 0
         try:
-            for record in records:
-                size = weight(record)
-                with lock:
-                    while (state["bytes"] and state["bytes"] + size > max_bytes
-                           and not state["stop"]):
-                        lock.wait()
-                    if state["stop"]:
+            for item in items:
+                batch.append(item)
+                held += weigh(item)
+                if held >= batch_bytes or len(batch) >= READ_AHEAD_BATCH:
+                    if not handover.put(batch, held):
                         return
-                    waiting.append((record, None, size))
-                    state["bytes"] += size
-                    lock.notify_all()
+                    batch, held = [], 0
         except BaseException as exc:  # handed to the caller, raised there
             failure = exc
         finally:
-            with lock:
-                if failure is not None:
-                    waiting.append((None, failure, 0))
-                state["done"] = True
-                lock.notify_all()
+            # What was read before an error goes first, so it is raised in its place.
+            if batch and not handover.put(batch, held):
+                failure = None
+            handover.finish(failure)
 
     thread = threading.Thread(target=produce, name="bundle-reader", daemon=True)
     thread.start()
     try:
-        while True:
-            with lock:
-                while not waiting and not state["done"]:
-                    lock.wait()
-                if not waiting:
-                    return
-                record, failure, size = waiting.popleft()
-                state["bytes"] -= size
-                lock.notify_all()
+        while (taken := handover.take()) is not None:
+            batch, failure = taken
+            yield from batch
             if failure is not None:
                 raise failure
-            assert record is not None
-            yield record
     finally:
-        with lock:
-            state["stop"] = True
-            lock.notify_all()
+        handover.stop()
         thread.join()
-        closer = getattr(records, "close", None)
+        closer = getattr(items, "close", None)
         if closer is not None:
             closer()

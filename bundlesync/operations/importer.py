@@ -51,7 +51,7 @@ from bundlesync.operations.report import ApplyReport
 from bundlesync.operations.scan import ScanStats, scan_store
 from bundlesync.operations.site import Site
 from bundlesync.operations.spool import SpoolWriter, clear_spool
-from bundlesync.state.codec import decode_change, encode_change
+from bundlesync.state.codec import decode_change
 from bundlesync.state.index import StateIndex
 
 if TYPE_CHECKING:
@@ -230,8 +230,8 @@ def _handle_restore(site: Site, header: BundleHeader, result: ImportResult, *,
                  evidence=evidence, now_ms=now_ms, result=result)
 
 
-def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[Stream],
-          now_ms: int, result: ImportResult) -> None:
+def _take(site: Site, change: Change, record: bytes, *, outcome: BundleOutcome,
+          streams: set[Stream], now_ms: int, result: ImportResult) -> None:
     """Sort one incoming change under this site's own stream with the core and fold it."""
     index = site.index
     ours = site.stream
@@ -246,8 +246,7 @@ def _take(site: Site, change: Change, *, outcome: BundleOutcome, streams: set[St
     intake = sort_incoming([change], held=lambda dot: _held(index, dot))
     for new in intake.new:
         # sort_incoming found no change held under its dot (one change at a time).
-        if fold_change(index, new, record=encode_change(new), superseded=outcome.lost,
-                       unknown=True):
+        if fold_change(index, new, record=record, superseded=outcome.lost, unknown=True):
             outcome.new_changes += 1
             streams.add(new.dot.stream)
     _fork(site, intake.forks, outcome=outcome, streams=streams)
@@ -274,7 +273,9 @@ class _Intake:
     """The incoming changes of one bundle, sorted with the core and folded in batches.
 
     The order of the bundle is kept: a batch is folded before a change that needs
-    the state as it is (one under this site's own stream, a fork) is taken.
+    the state as it is (one under this site's own stream, a fork) is taken. Each
+    change comes with its record as the bundle carried it, which is what the log
+    keeps (the reader accepts one encoding per record: bundle-v1 §6.3).
     """
 
     def __init__(self, site: Site, *, outcome: BundleOutcome, streams: set[Stream],
@@ -284,20 +285,23 @@ class _Intake:
         self.streams = streams
         self.now_ms = now_ms
         self.result = result
-        self.waiting: list[Change] = []
+        self.waiting: list[tuple[Change, bytes]] = []
+        self._ours = site.stream
 
-    def add(self, change: Change) -> None:
-        if change.dot.incarnation > MAX_DOT or change.dot.counter > MAX_DOT:
+    def add(self, change: Change, record: bytes) -> None:
+        dot = change.dot
+        if dot.incarnation > MAX_DOT or dot.counter > MAX_DOT:
             # The state index stores 63-bit integers, and a forged incarnation of ours
             # near the top would leave this site no incarnation to move to.
-            raise BundleRejected(f"a change carries an out-of-range dot {change.dot}")
-        ours = self.site.stream
-        if change.dot.site == ours.site and change.dot.incarnation >= ours.incarnation:
+            raise BundleRejected(f"a change carries an out-of-range dot {dot}")
+        ours = self._ours
+        if dot.site == ours.site and dot.incarnation >= ours.incarnation:
             self.flush()
-            _take(self.site, change, outcome=self.outcome, streams=self.streams,
+            _take(self.site, change, record, outcome=self.outcome, streams=self.streams,
                   now_ms=self.now_ms, result=self.result)
+            self._ours = self.site.stream  # taking it moved this site on
             return
-        self.waiting.append(change)
+        self.waiting.append((change, record))
         if len(self.waiting) >= FOLD_BATCH:
             self.flush()
 
@@ -306,31 +310,45 @@ class _Intake:
         if not batch:
             return
         index = self.site.index
-        by_stream: dict[Stream, list[int]] = {}
-        for change in batch:
-            by_stream.setdefault(change.dot.stream, []).append(change.dot.counter)
-        known = {stream: index.known_counters(stream, min(counters), max(counters))
-                 for stream, counters in by_stream.items()}
+        by_stream: dict[tuple[str, int], list[int]] = {}
+        for change, _record in batch:
+            dot = change.dot
+            by_stream.setdefault((dot.site, dot.incarnation), []).append(dot.counter)
+        known = {key: index.known_counters(Stream(*key), min(counters), max(counters))
+                 for key, counters in by_stream.items()}
         taken: dict[Dot, Change] = {}
 
         def held(dot: Dot) -> Change | None:
             if dot in taken:
                 return taken[dot]
-            return _held(index, dot) if dot.counter in known[dot.stream] else None
+            return _held(index, dot) if dot.counter in known[dot.site, dot.incarnation] else None
 
         run: list[tuple[Change, bytes | None]] = []
-        for change in batch:
+        for change, record in batch:
+            dot = change.dot
+            if dot not in taken and dot.counter not in known[dot.site, dot.incarnation]:
+                # No change is held under this dot, here or earlier in the bundle: the
+                # core would sort it as new (sort_incoming), without a fork to keep.
+                taken[dot] = change
+                run.append((change, record))
+                continue
             intake = sort_incoming([change], held=held)
             for new in intake.new:
                 taken[new.dot] = new
-                run.append((new, encode_change(new)))
-                self.outcome.new_changes += 1
-                self.streams.add(new.dot.stream)
+                run.append((new, record))
             if intake.forks:
-                fold_new(index, run, superseded=self.outcome.lost)
+                self._fold(run)
                 run = []
                 _fork(self.site, intake.forks, outcome=self.outcome, streams=self.streams)
-        fold_new(index, run, superseded=self.outcome.lost)
+        self._fold(run)
+
+    def _fold(self, run: list[tuple[Change, bytes | None]]) -> None:
+        if not run:
+            return
+        fold_new(self.site.index, run, superseded=self.outcome.lost)
+        self.outcome.new_changes += len(run)
+        self.streams.update({Stream(change.dot.site, change.dot.incarnation)
+                             for change, _record in run})
 
 
 def _ingest(site: Site, path: Path, *, now_ms: int, dry_run: bool, outcome: BundleOutcome,
@@ -387,10 +405,13 @@ def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
     newest: Timestamp | None = None
     # Decompression, decryption and the bodies' hashes run in a reader thread
     # ahead of the folding below (bounded: format.reader.READ_AHEAD_BYTES).
-    from bundlesync.format.reader import read_ahead  # noqa: PLC0415 - loaded with the reader
+    from bundlesync.format.reader import (  # noqa: PLC0415 - loaded with the reader
+        read_ahead,
+        received_weight,
+    )
 
     intake = _Intake(site, outcome=outcome, streams=streams, now_ms=now_ms, result=result)
-    for record in read_ahead(bundle.records()):
+    for record, encoding in read_ahead(bundle.records_as_received(), weigh=received_weight):
         if isinstance(record, Want):
             wants.append(record.sha256)
             continue
@@ -406,7 +427,7 @@ def _read_records(site: Site, bundle: OpenBundle, *, now_ms: int, dry_run: bool,
         if newest is None or (record.ts.wall_ms, record.ts.counter) > (
                 newest.wall_ms, newest.counter):
             newest = record.ts
-        intake.add(record)
+        intake.add(record, encoding)
     intake.flush()
     return newest
 

@@ -715,7 +715,7 @@ def read_ahead(items: Iterator[T], *, weigh: Callable[[T], int],
 
     Decompression, decryption and hashing release the GIL: they run while the
     caller folds and spools the records before them. Items cross in batches (of
-    ``READ_AHEAD_BATCH`` items, or fewer once they weigh a sixteenth of
+    ``READ_AHEAD_BATCH`` items, or fewer once they weigh a 32nd of
     ``max_bytes``): at most ``max_bytes`` (as ``weigh`` counts them) wait, besides
     the batch being filled and the one the caller is taking; a single larger
     item is let through alone. An error of the reader is
@@ -724,7 +724,7 @@ def read_ahead(items: Iterator[T], *, weigh: Callable[[T], int],
     stopped and joined before this returns, so the bundle can be closed.
     """
     handover: _Handover[T] = _Handover(max_bytes)
-    batch_bytes = max(max_bytes // 16, 1)
+    batch_bytes = max(max_bytes // 32, 1)
 
     def produce() -> None:
         failure: BaseException | None = None

@@ -332,6 +332,10 @@ class _Intake:
                 taken[dot] = change
                 run.append((change, record))
                 continue
+            if dot not in taken and index.change_record(dot) == record:
+                # The log holds this very record: a duplicate, as the core would
+                # find by decoding it (one encoding per change, bundle-v1 §6.3).
+                continue
             intake = sort_incoming([change], held=held)
             for new in intake.new:
                 taken[new.dot] = new

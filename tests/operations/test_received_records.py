@@ -130,3 +130,25 @@ def test_a_change_in_another_encoding_of_the_same_values_is_refused(sites: Sites
     assert outcome.error is not None and "shortest form" in outcome.error
     assert _logged(sites, "alpha", Stream(bravo, 1)) == {}
     assert sites.digest("alpha") == before
+
+
+def test_changes_received_again_are_duplicates_and_a_changed_one_a_fork(sites: Sites) -> None:
+    """A second bundle (another number) carrying the same records: each is found in
+    the log as these very bytes and skipped. One of them with other content under
+    the same dot is a fork, as before: both sides kept and issued again."""
+    bravo = _pair(sites)
+    changes, body = _changes_of_every_kind(bravo)
+    _send(sites, "bravo", "alpha", [*changes, body], seq=902)
+    sites.import_("alpha")
+    digest = sites.digest("alpha")
+    _send(sites, "bravo", "alpha", [*changes, body], seq=903)
+    [again] = [b for b in sites.import_("alpha").bundles if b.seq == 903]
+    assert (again.status, again.changes, again.new_changes, again.forks) == (
+        "applied", len(changes), 0, 0)
+    assert sites.digest("alpha") == digest
+
+    renamed = Change(changes[2].dot, changes[2].ts,
+                     MailboxRenamed(changes[2].op.mailbox, None, "Other"))  # type: ignore[attr-defined]
+    _send(sites, "bravo", "alpha", [*changes[:2], renamed, *changes[3:], body], seq=904)
+    [forked] = [b for b in sites.import_("alpha").bundles if b.seq == 904]
+    assert (forked.status, forked.new_changes, forked.forks) == ("applied", 0, 1)

@@ -655,8 +655,7 @@ def record_weight(record: Record) -> int:
 
 def received_weight(entry: tuple[Record, bytes]) -> int:
     """:func:`record_weight` of a (record, encoding) pair of ``records_as_received``."""
-    record = entry[0]
-    return len(record.data) if isinstance(record, Body) else _CHANGE_WEIGHT
+    return record_weight(entry[0])
 
 
 class _Handover(Generic[T]):
@@ -718,10 +717,10 @@ def read_ahead(items: Iterator[T], *, weigh: Callable[[T], int],
     ``READ_AHEAD_BATCH`` items, or fewer once they weigh a 32nd of
     ``max_bytes``): at most ``max_bytes`` (as ``weigh`` counts them) wait, besides
     the batch being filled and the one the caller is taking; a single larger
-    item is let through alone. An error of the reader is
-    raised to the caller at the item where it happened, in order; when the
-    caller stops early (an error of its own, or ``close``), the thread is
-    stopped and joined before this returns, so the bundle can be closed.
+    item is let through alone. An error of the reader is raised to the caller
+    at the item where it happened, in order; when the caller stops early (an
+    error of its own, or ``close``), the thread is stopped and joined before
+    this returns, so the bundle can be closed.
     """
     handover: _Handover[T] = _Handover(max_bytes)
     batch_bytes = max(max_bytes // 32, 1)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import islice
 
 from bundlesync.errors import StoreError
 from bundlesync.operations.site import Site
@@ -28,7 +29,11 @@ from bundlesync.stores.base import FolderPath
 READ_AHEAD_BODIES = 64
 READ_AHEAD_BYTES = 16 << 20
 
+# Bodies whose files read_many looks up with one statement.
+PLACES_PER_LOOKUP = 256
+
 Candidate = tuple[str, FolderPath, str]  # (user, folder path, key) of a file holding a body
+Place = tuple[str, str, str, int]  # (user, folder GUID, key, size) of a file holding a body
 
 
 class BodyFinder:
@@ -81,18 +86,18 @@ class BodyFinder:
         """Each of ``bodies`` with its bytes (None if it is nowhere here), in order.
 
         The files are read and hashed in one worker thread, ahead of the caller; the
-        index (whose connection belongs to this thread) is asked here, and nothing
-        else may use the store until the iterator is finished or closed.
+        index (whose connection belongs to this thread) is asked here, a list of
+        :data:`PLACES_PER_LOOKUP` bodies at a time, and nothing else may use the store
+        until the iterator is finished or closed.
         """
         queued: deque[tuple[str, Future[bytes | None], int]] = deque()
         waiting = 0
         with ThreadPoolExecutor(1, thread_name_prefix="body-reader") as reader:
             try:
-                for body in bodies:
-                    rows = self.site.index.files_with_body(body)
-                    size = rows[0].size if rows else 0
+                for body, places in self._placed(bodies):
+                    size = places[0][3] if places else 0
                     queued.append((body, reader.submit(self._read_files, body,
-                                                       self._candidates(rows)), size))
+                                                       self._candidates_at(places)), size))
                     waiting += size
                     while len(queued) > ahead_bodies or (len(queued) > 1
                                                          and waiting > ahead_bytes):
@@ -105,6 +110,27 @@ class BodyFinder:
             finally:
                 for _body, future, _size in queued:
                     future.cancel()
+
+    def _placed(self, bodies: Iterable[str]) -> Iterator[tuple[str, list[Place]]]:
+        """Each of ``bodies`` with the files last seen holding it, looked up a list at
+        a time (a statement per body was most of a first export's SQL)."""
+        it = iter(bodies)
+        while chunk := list(islice(it, PLACES_PER_LOOKUP)):
+            places = self.site.index.places_of_bodies(chunk)
+            for body in chunk:
+                yield body, places.get(body, [])
+
+    def _candidates_at(self, places: Iterable[Place]) -> list[Candidate]:
+        found = []
+        for user, folder, key, _size in places:
+            if user not in self.folders:
+                self.folders[user] = {
+                    row.guid: row.path for row in self.site.index.folders(user)
+                }
+            path = self.folders[user].get(folder)
+            if path is not None:
+                found.append((user, path, key))
+        return found
 
     def _candidates(self, rows: Iterable[FileRow]) -> list[Candidate]:
         found = []

@@ -129,3 +129,29 @@ def test_a_body_held_by_no_file_is_read_from_nowhere(alpha: Site) -> None:
     got = dict(BodyFinder(alpha).read_many([send[0], gone, send[1]]))
     assert got[gone] is None
     assert got[send[0]] is not None and got[send[1]] is not None
+
+
+def test_a_body_whose_first_file_went_is_read_from_another(alpha: Site) -> None:
+    send = plan_of(alpha, VersionVector(), set())
+    places = alpha.index.places_of_bodies(send)
+    [copied] = [body for body in send if len(places[body]) == 2]
+    user, folder, key, _size = places[copied][0]
+    path = next(f.path for f in alpha.index.folders(user) if f.guid == folder)
+    alpha.store.expunge(user, path, key)  # the index still names it first
+    got = list(BodyFinder(alpha).read_many(send))
+    assert [body for body, _data in got] == send
+    assert all(data is not None for _body, data in got)
+    assert dict(got)[copied] == BodyFinder(alpha).read(copied)
+
+
+def test_runs_hold_bodies_of_one_folder_within_their_bounds() -> None:
+    def at(user: str, folder: str, body: str, size: int = 10) -> bodies_module._Located:
+        return body, [(user, (folder,), f"k{body}")], size
+
+    nowhere: bodies_module._Located = ("z", [], 0)
+    located = [at("u", "A", "1"), at("u", "A", "2"), at("u", "B", "3"), nowhere, nowhere,
+               at("v", "B", "4"), at("v", "B", "5"), at("v", "B", "6"),
+               at("v", "B", "7", size=100), at("v", "B", "8")]
+    runs = [[body for body, _candidates, _size in run]
+            for run in bodies_module._runs(located, longest=2, most_bytes=50)]
+    assert runs == [["1", "2"], ["3"], ["z"], ["z"], ["4", "5"], ["6"], ["7"], ["8"]]

@@ -952,19 +952,27 @@ class MaildirStore:
         ``max_size``: not read); the ones gone are left out.
 
         The folder is checked, and its keywords and GUIDs read, once for all; each
-        file is opened once, its size and date taken from the open file.
+        file is opened once, its size and date taken from the open file. The
+        folder's listing is checked against its stamp once too, for the first key:
+        a file renamed since is not found where the listing says and the folder is
+        listed again; a key the listing lacks has the stamp checked again.
         """
         keys = [check_key(key) for key in keys]
         _, directory = self._folder(user, path)
+        files = self._files
         with _io(f"read messages in folder {'/'.join(path)} of user {user!r}"):
             keywords = self._keywords(directory)
             guids = self._uidlist_guids(directory)
             # Few distinct flag combinations occur in a folder: one value for each
             # (an inventory of a huge folder would otherwise hold one set per message).
             decoded: dict[str, frozenset[str]] = {}
+            checked = False
             for key in keys:
                 for attempt in range(_MAX_RETRIES):
-                    entry = self._files.locate(directory, key, refresh=attempt > 0)
+                    entry = files.locate_known(directory, key) if checked and not attempt else None
+                    if entry is None:
+                        entry = files.locate(directory, key, refresh=attempt > 0)
+                        checked = True
                     if entry is None:
                         break
                     try:

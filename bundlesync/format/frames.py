@@ -91,8 +91,10 @@ class FrameEncoder:
         size = self.frame_size
         while view:
             if not self._held and len(view) >= size:
-                # Whole frames straight from the caller's buffer: no copy.
-                yield from self._frame(view[:size])
+                # Whole frames straight from the caller's buffer: no copy, unless
+                # the caller may change it while a worker compresses it.
+                whole = view[:size]
+                yield from self._frame(whole if whole.readonly else whole.tobytes())
                 view = view[size:]
                 continue
             take = min(size - self._held, len(view))

@@ -73,15 +73,36 @@ class BodyFinder:
         """The bytes of ``body`` from a file in ``first``, else from the spool, else from
         any other file holding it; None if it is nowhere here.
 
-        The spool before other files: it is read at an offset, where another file
-        costs an index lookup, an open and a listing of its folder.
+        The spool before other files: its place is known (looked up in bulk by
+        :meth:`expect`), where another file costs an index lookup, an open and a
+        listing of its folder.
         """
+        found = self._find(body, first, give=False)
+        return None if found is None else found[0]
+
+    def take(self, body: str, *, first: Iterable[FileRow] = ()
+             ) -> tuple[bytes, str | None] | None:
+        """:meth:`read`, and a spool file holding exactly these bytes that the caller
+        may make a message's file (each spool file is given once, and only by the
+        reader :meth:`expect` made; None when the bytes came from elsewhere). The
+        bytes are read and checked either way."""
+        return self._find(body, first, give=True)
+
+    def _find(self, body: str, first: Iterable[FileRow], *, give: bool
+              ) -> tuple[bytes, str | None] | None:
         found = self._read_files(body, self._candidates(first))
-        if found is None:
-            found = self._read_spool(body)
-        if found is None:
-            found = self._read_files(body, self._candidates(self.site.index.files_with_body(body)))
-        return found
+        if found is not None:
+            return found, None
+        if self.spool is not None and give:
+            spooled = self.spool.take(body)
+            if spooled is not None:
+                return spooled
+        else:
+            data = self._read_spool(body)
+            if data is not None:
+                return data, None
+        found = self._read_files(body, self._candidates(self.site.index.files_with_body(body)))
+        return None if found is None else (found, None)
 
     def read_many(self, bodies: Iterable[str], *, ahead_bodies: int = READ_AHEAD_BODIES,
                   ahead_bytes: int = READ_AHEAD_BYTES

@@ -18,6 +18,11 @@ mark, so a run killed at any point is finished by the next run (every run
 starts here) with the result of one clean run: the store actions are
 idempotent, and what the index did not record is done again harmlessly.
 With ``dry_run`` nothing is done; the report says what would be.
+
+Users with little pending work are applied together (:func:`_apply_together`):
+the placements of all of them in one store batch and one transaction, then
+their removals in another, where each user alone costs a sync of the file
+system and three commits.
 """
 
 from __future__ import annotations

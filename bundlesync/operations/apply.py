@@ -555,8 +555,9 @@ class _UserApply:
 # Users with little pending work are applied together: one index transaction and
 # one store batch (one syncfs) for the placements of all of them, then one of each
 # for their removals, where each user alone cost three commits and a syncfs. A
-# group holds at most this many pending instances, and at most this many folders
-# (the Maildir store keeps the listings of 64 folders between the two passes).
+# group holds at most this many pending instances, in at most this many mailboxes
+# (the folders the two passes work in: the Maildir store keeps the listings of 64
+# folders between them).
 GROUP_MESSAGES = 2 * APPLY_BATCH
 GROUP_FOLDERS = 48
 
@@ -615,6 +616,7 @@ class _Users:
         self.applied: list[str] = []
         self.counts = site.index.pending_counts()
         self.group: list[_UserApply] = []
+        self.size = self.boxes = 0  # the group's pending instances and their mailboxes
 
     def work(self, user: str) -> _UserApply:
         return _UserApply(self.site, user, dry_run=self.dry_run, report=self.report,
@@ -622,20 +624,21 @@ class _Users:
 
     def add(self, user: str) -> None:
         work = self.work(user)
-        size = self.counts.get(user, 0)
+        size, boxes = self.counts.get(user, (0, 0))
         if self.dry_run or size > APPLY_BATCH:
             self.flush()
             self.alone(work)
             return
-        group = self.group
-        if group and (sum(self.counts.get(w.user, 0) for w in group) + size > GROUP_MESSAGES
-                      or sum(len(w.folders.by_guid) for w in group)
-                      + len(work.folders.by_guid) > GROUP_FOLDERS):
+        if self.group and (self.size + size > GROUP_MESSAGES
+                           or self.boxes + boxes > GROUP_FOLDERS):
             self.flush()  # a new group
         self.group.append(work)
+        self.size += size
+        self.boxes += boxes
 
     def flush(self) -> None:
         works, self.group = self.group, []
+        self.size = self.boxes = 0
         if len(works) == 1:
             self.alone(works[0])
         elif works and _apply_together(works, self.report):

@@ -982,10 +982,11 @@ class StateIndex:
         )
         return list(rows)
 
-    def pending_counts(self) -> dict[str, int]:
-        """User -> how many message instances are pending (one pass over the journal)."""
-        return {str(user): int(n) for user, n in self._db.execute(
-            "SELECT user, COUNT(*) FROM pending GROUP BY user")}
+    def pending_counts(self) -> dict[str, tuple[int, int]]:
+        """User -> (message instances pending, mailboxes they are in), in one pass
+        over the journal."""
+        return {str(user): (int(n), int(boxes)) for user, n, boxes in self._db.execute(
+            "SELECT user, COUNT(*), COUNT(DISTINCT mailbox) FROM pending GROUP BY user")}
 
     def clear_pending_message(self, user: str, mailbox: str, guid: str, body: str) -> None:
         self._db.execute(

@@ -137,3 +137,16 @@ def test_a_user_with_a_large_change_is_applied_alone(sites: Sites,
     assert sites.digest("bravo") == sites.digest("alpha")
     # Each user alone: a batch for the two placements, one for the expunge.
     assert store.batches == 4
+
+
+def test_a_group_holds_the_pending_mail_of_at_most_so_many_mailboxes(
+        sites: Sites, monkeypatch: pytest.MonkeyPatch) -> None:
+    _changed_both_users(sites)
+    # Each user's changes are in two mailboxes (INBOX and Sent): two users would
+    # make a group of four, so each user is a group of its own.
+    monkeypatch.setattr(apply, "GROUP_FOLDERS", 3)
+    location = str(sites.root / "bravo" / "mail" / "%d" / "%n" / "Maildir")
+    store = CountingStore(location)
+    _import_with(sites, store, [])
+    assert sites.digest("bravo") == sites.digest("alpha")
+    assert store.batches == 4

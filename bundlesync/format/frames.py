@@ -48,7 +48,9 @@ class FrameEncoder:
         self._local = threading.local()
         self._ahead = max(1, ahead)
         self._queued: deque[tuple[Future[bytes], int]] = deque()
-        self._pending = bytearray()
+        # The start of the next frame: pieces of the caller's buffers, not yet copied.
+        self._parts: list[memoryview | bytes] = []
+        self._held = 0
         self.content_bytes = 0
         self.frames = 0
 
@@ -73,8 +75,8 @@ class FrameEncoder:
         if self._executor is None:
             yield from self._pieces(self._compressor.compress(content), len(content))
             return
-        # The content is not copied: a memoryview keeps the caller's bytes alive,
-        # and a filled bytearray is never written to again (a new one is started).
+        # The content is not copied: a memoryview keeps the caller's (read-only)
+        # bytes alive, and a joined frame is bytes of its own.
         self._queued.append((self._executor.submit(self._compress_in_worker, content),
                              len(content)))
         while len(self._queued) > self._ahead:
@@ -88,22 +90,33 @@ class FrameEncoder:
         view = memoryview(data)
         size = self.frame_size
         while view:
-            if not self._pending and len(view) >= size:
-                # Whole frames straight from the caller's buffer: no copy.
-                yield from self._frame(view[:size])
+            if not self._held and len(view) >= size:
+                # Whole frames straight from the caller's buffer: no copy, unless
+                # the caller may change it while a worker compresses it.
+                whole = view[:size]
+                yield from self._frame(whole if whole.readonly else whole.tobytes())
                 view = view[size:]
                 continue
-            take = min(size - len(self._pending), len(view))
-            self._pending += view[:take]
+            take = min(size - self._held, len(view))
+            # The pieces of a frame are joined once, when it is full: appending to
+            # one growing buffer copied each byte again at every reallocation. A
+            # piece of a buffer the caller may change is copied now.
+            piece = view[:take]
+            self._parts.append(piece if piece.readonly else piece.tobytes())
+            self._held += take
             view = view[take:]
-            if len(self._pending) == size:
-                yield from self._frame(self._pending)
-                self._pending = bytearray()
+            if self._held == size:
+                yield from self._frame(self._joined())
+
+    def _joined(self) -> bytes:
+        content = b"".join(self._parts)
+        self._parts = []
+        self._held = 0
+        return content
 
     def finish(self) -> Iterator[bytes]:
-        if self._pending:
-            yield from self._frame(self._pending)
-            self._pending = bytearray()
+        if self._held:
+            yield from self._frame(self._joined())
         while self._queued:
             yield from self._oldest()
         yield END_FRAME

@@ -368,9 +368,9 @@ class _UserApply:
         self.put_file(row.with_flags(stored))
 
     def deliver(self, path: FolderPath, key: str, data: bytes, flags: frozenset[str],
-                internal_date: int) -> StoredMessage:
+                internal_date: int, *, source: str | None = None) -> StoredMessage:
         return self.store.add_message(self.user, path, key=key, data=data, flags=flags,
-                                      internal_date=internal_date)
+                                      internal_date=internal_date, source=source)
 
     def place(self, ref: MessageRef, state: MessageState, folder: str | None, path: FolderPath,
               holders: list[FileRow]) -> bool:
@@ -380,7 +380,10 @@ class _UserApply:
             self.report.message(self.user, path, "added", size=state.size)
             return True
         assert folder is not None
-        data = self.bodies.read(ref.body, first=holders)
+        # The bytes are read (and checked) even when the store will link the spool
+        # file instead of writing them: the size limit and the names' S=/W= need them.
+        found = self.bodies.take(ref.body, first=holders)
+        data, source = (None, None) if found is None else found
         limit = self.site.config.limits.max_message_size
         if data is not None and len(data) > limit:
             # The bytes count, not the size the change claims.
@@ -401,7 +404,7 @@ class _UserApply:
             try:
                 # The last resort, a fresh name, is made only when it is needed.
                 stored = self.deliver(path, key or new_message_key(now_ns=time.time_ns()),
-                                      data, flags, state.internal_date)
+                                      data, flags, state.internal_date, source=source)
                 break
             except (KeyInUse, UnsafeName) as exc:
                 # The name holds other bytes here (rule 8), or its S=/W= fields do not

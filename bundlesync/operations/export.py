@@ -147,22 +147,39 @@ class _BundleContent:
         return counts
 
     def _bodies_to_send(self) -> Iterator[str]:
+        """The bodies this bundle carries, in the order of the first add that decides
+        each: a body goes with the first uncovered add whose instance is still alive
+        here, unless the peer holds it already (an add of it is covered) and has not
+        asked for it.
+
+        The adds come with their registers' liveness from one join per stream, and
+        the bodies' acknowledgement is looked up a list at a time: a first export
+        plans 100,000 bodies without decoding a change or a statement per body.
+        """
         index = self.site.index
-        decided: set[str] = set()
-        for logged in index.changes_not_covered(self.ack):
-            body = logged.body
-            if body is None or body in decided:
+        decided: dict[str, None] = {}  # insertion-ordered
+        for add in index.adds_not_covered(self.ack):
+            body = add.body
+            if body in decided:
                 continue
-            op = decode_change(logged.record).op
-            assert isinstance(op, MessageAdded)
-            state = load_message(index, op.message)
-            if state is None or not state.alive:
+            alive = add.alive
+            if alive is None:
+                # Logged before the log kept the message GUID: the record says which
+                # instance it adds.
+                op = decode_change(add.record).op
+                assert isinstance(op, MessageAdded)
+                state = load_message(index, op.message)
+                alive = state is not None and state.alive
+            if not alive:
                 continue  # another add of the same body may still need it
-            decided.add(body)
-            if body in self.asked or not index.body_known_to(body, self.ack):
+            decided[body] = None
+        known = index.bodies_known_to(
+            (body for body in decided if body not in self.asked), self.ack)
+        for body in decided:
+            if body in self.asked or body not in known:
                 yield body
         # Asked for, but not among the changes this peer lacks: sent all the same.
-        yield from sorted(self.asked - decided)
+        yield from sorted(self.asked - decided.keys())
 
     def records(self) -> Iterator[Record | EncodedChange | HashedBody]:
         # The writer's record wrappers: loaded with the writer, only when one is written.

@@ -4,7 +4,9 @@
 abruptly (``os._exit``, like kill -9: no cleanup, no rollback, no flush) the
 n-th time it passes the point ``name``. Unset, a pass costs one dict lookup.
 Points: ``ingest`` (after a bundle's records are folded, before the commit),
-``apply`` (after each store action, before the index records it), ``deliver``
+``apply`` (after each store action, before the index records it), ``written``
+(after a store batch's messages are in ``tmp/``, linked from the spool or
+written, before they are synced and named), ``deliver``
 (after each message of a store batch is named in ``cur/``, before the batch's
 directories are synced), ``batch`` (after a store batch is durable, before the
 index records it), ``folder``

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 # As bundlesync.state.index.SCHEMA_VERSION (a test checks it).
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class NotAtRest(Exception):  # not an error: the full path opens the index

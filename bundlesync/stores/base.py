@@ -122,6 +122,7 @@ class Store(Protocol):
         data: bytes,
         flags: frozenset[str],
         internal_date: int,
+        source: str | None = None,
     ) -> StoredMessage:
         """Deliver a message atomically (tmp/, fsync, rename into cur/).
 
@@ -129,6 +130,13 @@ class Store(Protocol):
         there, it is returned unchanged (its flags set to ``flags``). The returned
         message carries the flags actually stored. Raises ``KeyInUse`` if the key
         holds other bytes, ``UnsafeName`` if the key cannot name these bytes.
+
+        ``source``, if given, is a durable file holding exactly ``data`` that the
+        caller gives up: the store may make it the message's file (Maildir: a hard
+        link, given the owner, mode and date a delivered file gets) instead of
+        writing the bytes again. It is taken only while no other name links to it
+        (two messages never share a file); otherwise, or if it cannot be linked,
+        the bytes are written as without it.
         """
         ...
 
@@ -140,8 +148,10 @@ class Store(Protocol):
         ``add_message`` inside may return before the message is visible; it is
         visible (and on disk) when the block ends, and so are the renames and
         unlinks of ``set_flags`` and ``expunge``. Callers record the block's work
-        as done only after the block. ``step("deliver")`` is called after each
-        message is named at the end (the kill -9 tests stop there).
+        as done only after the block. ``step("written")`` is called once the
+        block's messages are all in ``tmp/``, before they are synced and named, and
+        ``step("deliver")`` after each message is named at the end (the kill -9
+        tests stop there).
         """
         ...
 

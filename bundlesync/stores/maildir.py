@@ -26,7 +26,10 @@ How the adapter behaves next to Dovecot and a delivery agent:
 
 * Delivery: ``tmp/<unique>``, write, mtime := internal date (Dovecot's received
   date), fsync, link (which never replaces a file) to ``cur/<key>:2,<letters>``,
-  fsync ``cur/``, unlink the tmp name.
+  fsync ``cur/``, unlink the tmp name. A delivery given a durable file holding
+  its bytes (bundlesync's spool) hard-links that file into ``tmp/`` instead of
+  writing them, when it is on the same file system and linked nowhere else;
+  the rest is the same.
 * A flag change is a rename in place (``new/`` stays ``new/``); an expunge is an
   unlink. If the file was renamed meanwhile (by Dovecot), the folder is listed
   again and the file found by its key; it is never duplicated.
@@ -173,6 +176,7 @@ class _Write:
     data: bytes
     owner: Owner
     date_ns: int
+    source: str | None  # a file with these bytes to link instead (add_message's source)
 
 
 @dataclass
@@ -200,8 +204,12 @@ def _storable(flags: frozenset[str]) -> frozenset[str]:
 
 
 def _write_tmp(tmp_path: str, data: bytes, owner: Owner, date_ns: int, *,
-               sync: bool = False) -> None:
-    """Write one message file under its tmp/ name (in a writer thread in a batch)."""
+               sync: bool = False, source: str | None = None) -> None:
+    """Write one message file under its tmp/ name (in a writer thread in a batch),
+    or link ``source`` there when it can be taken (:func:`_link_tmp`)."""
+    if source is not None and _link_tmp(tmp_path, source, len(data), owner, date_ns,
+                                        sync=sync):
+        return
     fd = os.open(tmp_path, _CREATE_FLAGS, FILE_MODE)
     try:
         fsio.write_all(fd, data)
@@ -213,6 +221,44 @@ def _write_tmp(tmp_path: str, data: bytes, owner: Owner, date_ns: int, *,
             os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _link_tmp(tmp_path: str, source: str, size: int, owner: Owner, date_ns: int, *,
+              sync: bool) -> bool:
+    """Make ``source`` the message file under its tmp/ name; False if it cannot be
+    (the caller writes the bytes then).
+
+    The file gets what :func:`_write_tmp` gives a written one -- the owner and the
+    received date; its mode is the 0600 both are created with -- before it gets a
+    name in the folder. Everything is done through ``source``'s name, in a
+    directory only this process's user can enter, never through the tmp/ name,
+    which the folder's owner could swap for a link to a file of someone else's.
+    It is taken only while ``source`` is its one name: a file linked elsewhere
+    already -- to another message, or by a run killed before it recorded the
+    delivery -- is never shared (a change to its owner or date would change that
+    other message too). Its bytes are not read again: ``source`` is a durable file
+    the caller read and checked.
+    """
+    try:
+        st = os.lstat(source)
+        if st.st_nlink != 1 or st.st_size != size or not stat.S_ISREG(st.st_mode):
+            return False
+        if owner is not None:
+            os.chown(source, *owner, follow_symlinks=False)
+        # Dovecot takes the file's mtime as the received date.
+        os.utime(source, ns=(date_ns, date_ns), follow_symlinks=False)
+        if sync:
+            fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.link(source, tmp_path, follow_symlinks=False)
+    except OSError:
+        # EXDEV (another file system), EPERM (no hard links there), a vanished
+        # source, anything: the bytes are at hand, write them.
+        return False
+    return True
 
 
 _Parsed = TypeVar("_Parsed")
@@ -955,19 +1001,27 @@ class MaildirStore:
         ``max_size``: not read); the ones gone are left out.
 
         The folder is checked, and its keywords and GUIDs read, once for all; each
-        file is opened once, its size and date taken from the open file.
+        file is opened once, its size and date taken from the open file. The
+        folder's listing is checked against its stamp once too, for the first key:
+        a file renamed since is not found where the listing says and the folder is
+        listed again; a key the listing lacks has the stamp checked again.
         """
         keys = [check_key(key) for key in keys]
         _, directory = self._folder(user, path)
+        files = self._files
         with _io(f"read messages in folder {'/'.join(path)} of user {user!r}"):
             keywords = self._keywords(directory)
             guids = self._uidlist_guids(directory)
             # Few distinct flag combinations occur in a folder: one value for each
             # (an inventory of a huge folder would otherwise hold one set per message).
             decoded: dict[str, frozenset[str]] = {}
+            checked = False
             for key in keys:
                 for attempt in range(_MAX_RETRIES):
-                    entry = self._files.locate(directory, key, refresh=attempt > 0)
+                    entry = files.locate_known(directory, key) if checked and not attempt else None
+                    if entry is None:
+                        entry = files.locate(directory, key, refresh=attempt > 0)
+                        checked = True
                     if entry is None:
                         break
                     try:
@@ -998,14 +1052,18 @@ class MaildirStore:
         data: bytes,
         flags: frozenset[str],
         internal_date: int,
+        source: str | None = None,
     ) -> StoredMessage:
         """Deliver through tmp/ into cur/ (idempotent for the same key and bytes).
 
         KeyInUse if the key holds different bytes. The returned flags are the
-        ones stored (keywords beyond the folder's 26 are not).
+        ones stored (keywords beyond the folder's 26 are not). ``source``, a file
+        holding ``data`` that the caller gives up, is hard-linked into tmp/
+        instead of writing the bytes when it is on this file system and no other
+        name links to it (``Store.add_message``).
         """
         return self._add(user, path, key=key, data=data, flags=flags,
-                         internal_date=internal_date)
+                         internal_date=internal_date, source=source)
 
     def _delivery_dir(self, batch: _Batch | None, user: str, path: FolderPath
                       ) -> tuple[str, str, bool]:
@@ -1030,6 +1088,7 @@ class MaildirStore:
         data: bytes,
         flags: frozenset[str],
         internal_date: int,
+        source: str | None,
     ) -> StoredMessage:
         check_key(key)
         size = len(data)
@@ -1080,7 +1139,7 @@ class MaildirStore:
                 batch.ready.add(directory)
                 batch.places[(user, path)] = (root, directory)
                 batch.deliveries.append(_Delivery(tmp_path, directory, key, stored))
-                batch.waiting.append(_Write(tmp_path, data, owner, date_ns))
+                batch.waiting.append(_Write(tmp_path, data, owner, date_ns, source))
                 batch.waiting_bytes += size
                 if batch.waiting_bytes > MAX_BYTES_WAITING:
                     self._write_waiting(batch)
@@ -1088,7 +1147,7 @@ class MaildirStore:
                                      internal_date=max(0, internal_date))
             name = FileName(key=key, letters="").with_letters(letters)
             try:
-                _write_tmp(tmp_path, data, owner, date_ns, sync=self._fsync)
+                _write_tmp(tmp_path, data, owner, date_ns, sync=self._fsync, source=source)
                 placed = self._place(tmp_path, os.path.join(directory, "cur", name))
             finally:
                 with contextlib.suppress(FileNotFoundError):
@@ -1119,6 +1178,10 @@ class MaildirStore:
         outlives the batch.
         """
         waiting, batch.waiting, batch.waiting_bytes = batch.waiting, [], 0
+        # Links first, in this thread: a few short system calls each, which
+        # writer threads would only spend handing the GIL back and forth.
+        waiting = [item for item in waiting if item.source is None or not _link_tmp(
+            item.tmp_path, item.source, len(item.data), item.owner, item.date_ns, sync=False)]
         if WRITER_THREADS == 0 or len(waiting) < 2 * WRITER_THREADS:
             for item in waiting:
                 _write_tmp(item.tmp_path, item.data, item.owner, item.date_ns)
@@ -1142,8 +1205,9 @@ class MaildirStore:
         """Deliver, re-flag and expunge many messages with one sync instead of one each.
 
         Inside the block, ``add_message`` hands each message to writer threads that
-        write it into ``tmp/``, and returns at once; new keywords are collected.
-        When the block ends: the writes are awaited, each folder's new keywords
+        write it into ``tmp/`` (or link its ``source`` there), and returns at once;
+        new keywords are collected. When the block ends: the writes are awaited
+        (then ``step("written")``), each folder's new keywords
         are added to ``dovecot-keywords`` (once per folder), the file system is
         synced once (``syncfs``), every message is renamed into ``cur/``, and each
         touched ``cur/`` -- and each ``cur/`` or ``new/`` where ``set_flags`` or
@@ -1171,6 +1235,8 @@ class MaildirStore:
             self._batch = None
         with _io("make delivered messages durable"):
             try:
+                if step is not None and batch.deliveries:
+                    step("written")
                 self._name_deliveries(batch, step)
             finally:
                 for delivery in batch.deliveries:

@@ -206,8 +206,12 @@ class MemoryStore:
         data: bytes,
         flags: frozenset[str],
         internal_date: int,
+        source: str | None = None,
     ) -> StoredMessage:
-        """Add (idempotent for the same key and bytes; KeyInUse for other bytes)."""
+        """Add (idempotent for the same key and bytes; KeyInUse for other bytes).
+
+        ``source`` is not used: the bytes are kept in memory."""
+        del source
         check_key(key)
         problem = misstated_size(key, data)
         if problem is not None:

@@ -54,11 +54,12 @@ class _ReadOnlyFor(MaildirStore):
     broken = BOB
 
     def add_message(self, user: str, path: FolderPath, *, key: str, data: bytes,
-                    flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
+                    flags: frozenset[str], internal_date: int,
+                    source: str | None = None):  # type: ignore[no-untyped-def]
         if user == self.broken:
             raise StoreError(f"cannot write into the Maildir of {user}: read-only file system")
         return super().add_message(user, path, key=key, data=data, flags=flags,
-                                   internal_date=internal_date)
+                                   internal_date=internal_date, source=source)
 
 
 def test_a_users_failure_is_reported_honestly_and_clears_when_fixed(

@@ -34,6 +34,7 @@ from bundlesync.format import (
     write_bundle,
 )
 from bundlesync.format.crypto import StreamEncryptor
+from bundlesync.format.frames import FrameEncoder
 from bundlesync.format.records import encode_record
 from tests.format.helpers import A, B, counts_of, trust
 
@@ -154,3 +155,31 @@ def test_chunks_sealed_in_threads_are_the_same_bytes() -> None:
     with ThreadPoolExecutor(2) as executor:
         assert sealed(executor, drain=True) == one
         assert sealed(executor, drain=False) == one
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_frames_of_a_stream_written_in_any_pieces_are_the_same(threads: int | None) -> None:
+    rng = random.Random(7)
+    stream = bytes(rng.getrandbits(8) for _ in range(5000)) * 3
+    cuts = sorted(rng.sample(range(1, len(stream)), 40))
+
+    def frames(pieces: list[bytes | bytearray | memoryview]) -> bytes:
+        executor = ThreadPoolExecutor(threads) if threads else None
+        try:
+            encoder = FrameEncoder(frame_size=1000, level=3, executor=executor)
+            out = []
+            for piece in pieces:
+                out.extend(encoder.write(piece))
+                if isinstance(piece, bytearray):
+                    piece[:] = bytes(len(piece))  # the caller reuses its buffer
+            out.extend(encoder.finish())
+            return b"".join(out)
+        finally:
+            if executor is not None:
+                executor.shutdown()
+
+    whole = frames([stream])
+    parts = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    assert frames(list(parts)) == whole
+    assert frames([bytearray(p) for p in parts]) == whole
+    assert frames([memoryview(p) for p in parts]) == whole

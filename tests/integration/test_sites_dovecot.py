@@ -137,6 +137,15 @@ def test_import_shows_site_a_exactly_in_doveadm_and_imap(dovecot: Dovecot) -> No
     result = pair.import_("b")
     assert result.report.added == 9
     assert dovecot.dump(pair.maildir["b"]) == dovecot.dump(pair.maildir["a"])
+    # Delivered from the spool (linked, not written): each file Dovecot's user's own,
+    # 0600, and a file of its own.
+    files = [path for path in pair.maildir["b"].rglob("*")
+             if path.parent.name in ("cur", "new") and path.is_file()]
+    assert len(files) == 9
+    for path in files:
+        st = path.stat()
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777, st.st_nlink) == (
+            dovecot.uid, dovecot.gid, 0o600, 1)
     assert dovecot.mailboxes(pair.maildir["b"]) == dovecot.mailboxes(pair.maildir["a"])
     assert (dovecot.mailboxes(pair.maildir["b"], subscribed=True)
             == dovecot.mailboxes(pair.maildir["a"], subscribed=True))

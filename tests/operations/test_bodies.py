@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
 from bundlesync.operations.bodies import BodyFinder
 from bundlesync.operations.site import Site, open_site, site_lock
-from bundlesync.stores.base import FolderPath
+from bundlesync.stores.base import FolderPath, StoredMessage
 from bundlesync.stores.maildir import MaildirStore
 from tests.operations.conftest import Sites
 
@@ -58,7 +59,18 @@ def test_read_many_reads_a_bounded_number_ahead(alpha: Site,
             started += 1
         return read_body(user, path, key)
 
+    read_messages = alpha.store.read_messages
+
+    def counting_many(user: str, path: FolderPath, keys: Iterable[str], *,
+                      max_size: int) -> Iterator[tuple[StoredMessage, bytes | None]]:
+        nonlocal started
+        keys = list(keys)
+        with lock:
+            started += len(keys)
+        return read_messages(user, path, keys, max_size=max_size)
+
     monkeypatch.setattr(alpha.store, "read_body", counting)
+    monkeypatch.setattr(alpha.store, "read_messages", counting_many)
     reader = BodyFinder(alpha).read_many(bodies, ahead_bodies=4, ahead_bytes=1 << 30)
     for handed, _item in enumerate(reader, start=1):
         assert started <= handed + 4

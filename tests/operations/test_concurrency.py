@@ -26,9 +26,10 @@ class DeliveringStore(MaildirStore):
         self.delivered: list[str] = []
 
     def add_message(self, user: str, path: FolderPath, *, key: str, data: bytes,
-                    flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
+                    flags: frozenset[str], internal_date: int,
+                    source: str | None = None):  # type: ignore[no-untyped-def]
         stored = super().add_message(user, path, key=key, data=data, flags=flags,
-                                     internal_date=internal_date)
+                                     internal_date=internal_date, source=source)
         self.lda_delivers()
         return stored
 
@@ -49,11 +50,12 @@ class FailingStore(MaildirStore):
         self.broken = broken
 
     def add_message(self, user: str, path: FolderPath, *, key: str, data: bytes,
-                    flags: frozenset[str], internal_date: int):  # type: ignore[no-untyped-def]
+                    flags: frozenset[str], internal_date: int,
+                    source: str | None = None):  # type: ignore[no-untyped-def]
         if user == self.broken:
             raise StoreError(f"cannot write into the Maildir of {user}: read-only file system")
         return super().add_message(user, path, key=key, data=data, flags=flags,
-                                   internal_date=internal_date)
+                                   internal_date=internal_date, source=source)
 
 
 def location(sites: Sites, name: str) -> str:

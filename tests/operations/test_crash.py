@@ -66,11 +66,14 @@ def test_kill_at_every_step_then_rerun_converges(
     _crash_at_every_step(prepared, tmp_path_factory, point)
 
 
-@pytest.mark.parametrize("point", ["deliver", "batch"])
+@pytest.mark.parametrize("point", ["written", "deliver", "batch"])
 def test_kill_while_a_first_transfer_is_delivered_then_rerun_converges(
         sites: Sites, tmp_path_factory: pytest.TempPathFactory, point: str) -> None:
-    # Every message is new here: delivered in batches, written by writer threads,
-    # synced once, then named one by one -- a kill anywhere in between.
+    # Every message is new here: delivered in batches (each spool file linked into
+    # tmp/, or written there), synced once, then named one by one -- a kill anywhere
+    # in between, and before the index records the batch. "written": the batch's
+    # spool files are linked into tmp/ (with the owner and date changed), nothing
+    # is named yet; the next run removes those tmp/ names and links them again.
     sites.add("alpha", populate_per_folder=1)
     sites.add("bravo")
     sites.befriend("alpha", "bravo")
@@ -119,7 +122,17 @@ def _crash_at_every_step(sites: Sites, tmp_path_factory: pytest.TempPathFactory,
         again = bundlesync(sites.homes["bravo"], "import", str(sites.drop))
         assert again.returncode == 0, again.stderr
         assert sites.digest("bravo") == expected, f"after a crash at {point} step {step}"
+        assert _no_shared_files(sites.root / "bravo" / "mail"), f"{point} step {step}"
         once_more = bundlesync(sites.homes["bravo"], "import", str(sites.drop))
         assert "already applied" in once_more.stdout
         assert sites.digest("bravo") == expected
     assert crashes > 0
+
+
+def _no_shared_files(mail: Path) -> bool:
+    """Whether every message file is a file of its own (a spool file linked into
+    two messages would make one inode two messages)."""
+    inodes = [os.lstat(os.path.join(directory, name)).st_ino
+              for directory, _dirs, names in os.walk(mail)
+              if os.path.basename(directory) in ("cur", "new") for name in names]
+    return len(set(inodes)) == len(inodes)

@@ -63,6 +63,27 @@ def test_a_version_3_log_is_migrated_to_stable_kind_names(tmp_path: Path) -> Non
     assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
+def test_a_version_4_log_is_migrated_and_its_adds_planned_by_their_records(
+        tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    db = sqlite3.connect(path)
+    for version in range(1, 5):
+        db.executescript(MIGRATIONS[version])
+    db.execute("PRAGMA user_version = 4")
+    old = added(A, 1)
+    db.execute("INSERT INTO changes VALUES (?, 1, 1, 'alice', ?, 'message-added', ?, ?)",
+               (A, BOX.guid, f"{1:064x}", encode_change(old)))
+    db.commit()
+    db.close()
+    with StateIndex(path) as index:
+        log(index, added(A, 2))
+        first, second = index.adds_not_covered(VersionVector.of({}))
+    # Logged before the column: the record, to be decoded; logged after: the GUID.
+    assert (first.guid, first.alive, decode_change(first.record)) == (None, None, old)
+    assert (second.guid, second.alive, second.record) == (f"m{A[0]}2", False, b"")
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 def test_new_changes_are_logged_under_the_format_kind(tmp_path: Path) -> None:
     with StateIndex(tmp_path / "s", create=True) as index:
         log(index, created(A, 1), added(A, 2), added(A, 3))

@@ -18,10 +18,12 @@ from typing import Any
 
 import pytest
 
+from bundlesync.core.model import Stream, VersionVector
 from bundlesync.operations import scan
 from bundlesync.state import index as index_module
 from bundlesync.state.index import FileRow, StateIndex
 from tests.operations.conftest import Sites
+from tests.state.test_index import BOX, A, B, added
 
 # Tables whose size follows the store or the change log.
 BIG_TABLES = {"changes", "messages", "files", "mailboxes", "folders", "pending", "spool",
@@ -223,3 +225,31 @@ def test_the_rows_of_many_keys_are_seeks_a_statement_at_a_time(tmp_path: Path) -
 def test_a_literal_is_normalised() -> None:
     assert normalise("SELECT 1 FROM t WHERE a = 'x''y' AND b = X'00ff' AND c = 12") == (
         "SELECT ? FROM t WHERE a = ? AND b = ? AND c = ?")
+
+
+def test_the_export_plans_and_locates_bodies_with_seeks(tmp_path: Path) -> None:
+    """A first export's bulk statements: the uncovered adds joined to their registers
+    by primary key, and bodies looked up a list at a time by their indexes."""
+    with StateIndex(tmp_path / "state.sqlite", create=True) as index:
+        with index.transaction():
+            index.add_change(added(A, 1), user=BOX.user, mailbox=BOX.guid,
+                             body=f"{1:064x}")
+        seen: list[str] = []
+        index.trace(seen.append)
+        ack = VersionVector.of({Stream(A, 1): 0})
+        [add] = index.adds_not_covered(ack)
+        assert (add.guid, add.alive) == (f"m{A[0]}1", False)  # no register: not alive
+        index.bodies_known_to(["b1", "b2"], VersionVector.of({Stream(B, 1): 1}))
+        index.places_of_bodies(["b1", "b2"])
+        [adds] = [s for s in seen if "LEFT JOIN" in s]
+        [known] = [s for s in seen if "FROM changes WHERE body IN" in s]
+        [places] = [s for s in seen if "FROM files WHERE body IN" in s]
+        plans = {name: index.explain(statement) for name, statement in
+                 (("adds", adds), ("known", known), ("places", places))}
+    assert plans == {
+        "adds": ["SEARCH c USING PRIMARY KEY (site=? AND incarnation=? AND counter>?)",
+                 "SEARCH m USING PRIMARY KEY (user=? AND mailbox=? AND guid=? AND body=?) "
+                 "LEFT-JOIN"],
+        "known": ["SEARCH changes USING COVERING INDEX changes_body (body=?)"],
+        "places": ["SEARCH files USING INDEX files_body (body=?)"],
+    }

@@ -115,6 +115,26 @@ def test_messages_in_new_and_cur_with_any_name_shape_are_read(
     }
 
 
+def test_read_messages_sees_files_renamed_or_delivered_after_the_listing(
+    maildir: Path, store: MaildirStore
+) -> None:
+    put(maildir / "cur" / "a:2,")
+    put(maildir / "cur" / "b:2,")
+    put(maildir / "cur" / "c:2,")
+    assert [m.key for m in store.messages("", INBOX)] == ["a", "b", "c"]  # listing held
+    # Meanwhile another program flags b, expunges c and delivers d; the folder's
+    # stamp may not even have moved (a coarse clock).
+    stamp = os.stat(maildir / "cur").st_mtime_ns
+    os.rename(maildir / "cur" / "b:2,", maildir / "cur" / "b:2,S")
+    os.unlink(maildir / "cur" / "c:2,")
+    put(maildir / "new" / "d", data=BODY + b"d")
+    os.utime(maildir / "cur", ns=(stamp, stamp))
+    read = {m.key: (m.flags, data) for m, data in
+            store.read_messages("", INBOX, ["a", "b", "c", "d"], max_size=1000)}
+    assert read == {"a": (frozenset(), BODY), "b": ({SEEN}, BODY),
+                    "d": (frozenset(), BODY + b"d")}
+
+
 def test_guids_come_from_the_uidlist_g_extension(maildir: Path, store: MaildirStore) -> None:
     put(maildir / "cur" / "copied,S=18:2,S")
     put(maildir / "cur" / "own:2,")

@@ -18,6 +18,11 @@ mark, so a run killed at any point is finished by the next run (every run
 starts here) with the result of one clean run: the store actions are
 idempotent, and what the index did not record is done again harmlessly.
 With ``dry_run`` nothing is done; the report says what would be.
+
+Users with little pending work are applied together (:func:`_apply_together`):
+the placements of all of them in one store batch and one transaction, then
+their removals in another, where each user alone costs a sync of the file
+system and three commits.
 """
 
 from __future__ import annotations
@@ -109,6 +114,10 @@ class _UserApply:
         self.holders: dict[tuple[str, str, str], list[FileRow]] = {}
         self.taken: dict[str, set[str]] = {}  # folder GUID -> keys of files in it
         self.recording: dict[tuple[str, str], FileRow] = {}
+        # What begin() found to do, for apply_items() and finish().
+        self.late: list[DeleteFolder] = []
+        self.placing: list[tuple[str, str, str]] = []
+        self.removing: list[tuple[str, str, str]] = []
 
     def wanted(self, path: FolderPath) -> bool:
         wants = self.wants.get(path)
@@ -471,18 +480,19 @@ class _UserApply:
 
     # -- the whole user --------------------------------------------------------------
 
-    def run(self) -> None:
+    def begin(self) -> None:
+        """Make the user's Maildir, create and rename folders, and sort the pending
+        instances into :attr:`placing` and :attr:`removing` (held-back ones stay)."""
         if not self.dry_run:
             self.store.ensure_user(self.user)
-        early, late = self.plan()
+        early, self.late = self.plan()
         for action in early:
             with self.index.transaction():
                 self.do_folder(action)
         pending = self.index.pending_messages(self.user)
         # Placements first, removals after: the body of a message moved to another
         # folder is read from its old file before that file goes.
-        placing: list[tuple[str, str, str]] = []
-        removing: list[tuple[str, str, str]] = []
+        self.placing, self.removing = [], []
         any_excluded = not all(self.wanted(path) for path in self.folders.by_guid.values())
         for start in range(0, len(pending), APPLY_BATCH):
             some = pending[start:start + APPLY_BATCH]
@@ -495,40 +505,168 @@ class _UserApply:
                     continue  # stays pending: applied once the filter is lifted
                 # Placed if the merged state wants it in some folder.
                 placed = item in alive and self.target(item[0]) is not None
-                (placing if placed else removing).append(item)
+                (self.placing if placed else self.removing).append(item)
+
+    def apply_items(self, items: Sequence[tuple[str, str, str]]) -> None:
+        """Reconcile ``items`` (at most :data:`APPLY_BATCH`) inside the caller's index
+        transaction and store batch; their file rows and cleared marks are written
+        now, and the caller commits them only after the store's batch has ended."""
+        done: list[tuple[str, str, str]] = []
+        self.prefetch(items)
+        try:
+            for mailbox, guid, body in items:
+                if self.message(mailbox, guid, body) and not self.dry_run:
+                    done.append((mailbox, guid, body))
+                if self.tick is not None:
+                    self.tick()
+            self.record()
+        finally:
+            self.end_batch()
+        # Nothing in the batch reads the pending marks: cleared in one go.
+        self.index.clear_pending_messages(self.user, done)
+
+    def finish(self) -> None:
+        """Delete the folders the plan removes, write the subscriptions, and clear
+        the user's pending mark (the caller's transaction)."""
+        for deletion in self.late:
+            self.delete_folder(deletion)
+        self.subscriptions()
+        self.held_back |= self.held_folders()
+        if not self.dry_run and not self.held_back:
+            # A user with held-back mailboxes stays pending: lifting the filter
+            # creates, renames and fills them.
+            self.index.clear_pending_user(self.user)
+
+    def run(self) -> None:
+        """Apply this user's pending work alone, one transaction per batch."""
+        self.begin()
         # Batches keep the index's commits (and their fsyncs) few; a crash inside one
         # only repeats idempotent store actions.
-        for work in (placing, removing):
+        for work in (self.placing, self.removing):
             for start in range(0, len(work), APPLY_BATCH):
                 # The store's batch ends (messages durable and named) before the
                 # index commits that they are there.
                 with self.index.transaction():
-                    done: list[tuple[str, str, str]] = []
-                    some = work[start:start + APPLY_BATCH]
-                    self.prefetch(some)
-                    try:
-                        with self.store.batch(step=failpoints.reached):
-                            for mailbox, guid, body in some:
-                                if self.message(mailbox, guid, body) and not self.dry_run:
-                                    done.append((mailbox, guid, body))
-                                if self.tick is not None:
-                                    self.tick()
-                        self.record()
-                    finally:
-                        self.end_batch()
-                    # Nothing in the batch reads the pending marks: cleared in one go.
-                    self.index.clear_pending_messages(self.user, done)
+                    with self.store.batch(step=failpoints.reached):
+                        self.apply_items(work[start:start + APPLY_BATCH])
                     # The batch is durable and named; the index has not recorded it.
                     failpoints.reached("batch")
         with self.index.transaction():
-            for deletion in late:
-                self.delete_folder(deletion)
-            self.subscriptions()
-            self.held_back |= self.held_folders()
-            if not self.dry_run and not self.held_back:
-                # A user with held-back mailboxes stays pending: lifting the filter
-                # creates, renames and fills them.
-                self.index.clear_pending_user(self.user)
+            self.finish()
+
+
+# Users with little pending work are applied together: one index transaction and
+# one store batch (one syncfs) for the placements of all of them, then one of each
+# for their removals, where each user alone cost three commits and a syncfs. A
+# group holds at most this many pending instances, in at most this many mailboxes
+# (the folders the two passes work in: the Maildir store keeps the listings of 64
+# folders between them).
+GROUP_MESSAGES = 2 * APPLY_BATCH
+GROUP_FOLDERS = 48
+
+
+def _apply_together(works: Sequence[_UserApply], report: ApplyReport) -> bool:
+    """Apply the users of ``works`` together; False if a store error stopped it.
+
+    Placements of every user, then (committed) removals of every user: a moved
+    message's new file is durable and recorded before its old one goes, as when
+    each user is applied alone. Each pass is one transaction, committed only
+    after its store batch ended, so a crash or an error anywhere leaves what the
+    pass did to the store for the next run to find again (idempotent), and its
+    report is kept only once it is committed. After False the caller applies
+    the users that are still pending one by one, which names the one that fails.
+    """
+    site = works[0].site
+    part = ApplyReport()
+    try:
+        for passing in ("placing", "removing"):
+            for work in works:
+                work.report = part
+            with site.index.transaction():
+                if passing == "placing":
+                    for work in works:
+                        work.begin()
+                with site.store.batch(step=failpoints.reached):
+                    for work in works:
+                        items = work.placing if passing == "placing" else work.removing
+                        for start in range(0, len(items), APPLY_BATCH):
+                            work.apply_items(items[start:start + APPLY_BATCH])
+                failpoints.reached("batch")
+                if passing == "removing":
+                    for work in works:
+                        work.finish()
+            report.absorb(part)
+            part = ApplyReport()
+    except StoreError:
+        return False
+    finally:
+        for work in works:
+            work.report = report
+    return True
+
+
+class _Users:
+    """The users of one apply, each alone or in a group with others (see above)."""
+
+    def __init__(self, site: Site, *, dry_run: bool, report: ApplyReport, held: HeldBack,
+                 tick: Callable[[], None], bodies: BodyFinder) -> None:
+        self.site = site
+        self.dry_run = dry_run
+        self.report = report
+        self.held = held
+        self.tick = tick
+        self.bodies = bodies
+        self.applied: list[str] = []
+        self.counts = site.index.pending_counts()
+        self.group: list[_UserApply] = []
+        self.size = self.boxes = 0  # the group's pending instances and their mailboxes
+
+    def work(self, user: str) -> _UserApply:
+        return _UserApply(self.site, user, dry_run=self.dry_run, report=self.report,
+                          tick=self.tick, bodies=self.bodies)
+
+    def add(self, user: str) -> None:
+        work = self.work(user)
+        size, boxes = self.counts.get(user, (0, 0))
+        if self.dry_run or size > APPLY_BATCH:
+            self.flush()
+            self.alone(work)
+            return
+        if self.group and (self.size + size > GROUP_MESSAGES
+                           or self.boxes + boxes > GROUP_FOLDERS):
+            self.flush()  # a new group
+        self.group.append(work)
+        self.size += size
+        self.boxes += boxes
+
+    def flush(self) -> None:
+        works, self.group = self.group, []
+        self.size = self.boxes = 0
+        if len(works) == 1:
+            self.alone(works[0])
+        elif works and _apply_together(works, self.report):
+            self.applied.extend(work.user for work in works)
+            for work in works:
+                self.gather(work)
+        else:
+            # Once more, one user at a time, each from what is still pending: the
+            # store's actions are idempotent, and a failure is that user's alone.
+            for work in works:
+                self.alone(self.work(work.user))
+
+    def alone(self, work: _UserApply) -> None:
+        try:
+            work.run()
+            self.applied.append(work.user)
+        except StoreError as exc:
+            self.report.fail(work.user, exc)
+            self.held.failed = True
+        self.gather(work)
+
+    def gather(self, work: _UserApply) -> None:
+        if work.held_back:
+            self.held.mailboxes[work.user] = sorted("/".join(p) for p in work.held_back)
+        self.held.messages += work.held_messages
 
 
 def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | None = None,
@@ -547,14 +685,14 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
 
     def tick() -> None:
         nonlocal done
-        done += 1
+        done = min(done + 1, total)  # a group applied again user by user counts once
         if progress is not None:
             progress("messages applied", done, total)
 
     held = held if held is not None else HeldBack()
     present = set(site.store.users())
     new_users = 0
-    applied: list[str] = []
+    users = _Users(site, dry_run=dry_run, report=report, held=held, tick=tick, bodies=bodies)
     try:
         for user in site.index.pending_users():
             if not site.config.users.matches(user):
@@ -567,23 +705,15 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
                         f"user {user or '(store)'} was not created"))
                     held.failed = True
                     continue
-            work = _UserApply(site, user, dry_run=dry_run, report=report, tick=tick, bodies=bodies)
-            try:
-                work.run()
-                applied.append(user)
-            except StoreError as exc:
-                report.fail(user, exc)
-                held.failed = True
-            if work.held_back:
-                held.mailboxes[user] = sorted("/".join(p) for p in work.held_back)
-            held.messages += work.held_messages
+            users.add(user)
+        users.flush()
     finally:
         bodies.close()
     if not dry_run:
         with site.index.transaction():
             site.index.set_held_back(held.mailboxes)
         # What only this apply changed need not be listed by the next scan.
-        keep_applied_stamps(site, applied)
+        keep_applied_stamps(site, users.applied)
     report.warnings.extend(site.store.take_warnings())
     return report
 

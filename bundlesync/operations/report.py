@@ -84,6 +84,21 @@ class ApplyReport:
     def warn(self, text: str) -> None:
         self.warnings.append(text)
 
+    def absorb(self, other: ApplyReport) -> None:
+        """Add what ``other`` recorded (work done apart, kept once it was committed)."""
+        for where, tally in other.tallies.items():
+            mine = self.tallies[where]
+            mine.added += tally.added
+            mine.expunged += tally.expunged
+            mine.flags += tally.flags
+            mine.bytes_added += tally.bytes_added
+            mine.conflicts += tally.conflicts
+        self.mailboxes.extend(other.mailboxes)
+        self.subscription_changes += other.subscription_changes
+        self.missing.extend(other.missing)
+        self.failures.update(other.failures)
+        self.warnings.extend(other.warnings)
+
     # -- reading ---------------------------------------------------------------------
 
     @property

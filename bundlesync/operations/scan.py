@@ -74,7 +74,7 @@ from bundlesync.operations.scandiff import (
 )
 from bundlesync.operations.site import Site
 from bundlesync.state.index import FileRow, FolderRow
-from bundlesync.stores.base import FolderInfo, FolderPath, StoredMessage
+from bundlesync.stores.base import FolderInfo, FolderPath, FolderStamp, StoredMessage
 from bundlesync.stores.errors import MessageMissing
 
 # Changes made before their dots are checked against the log in one query (bounded,
@@ -382,8 +382,10 @@ def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
     failpoints.reached("stamps")
     index, store = site.index, site.store
     wants = site.config.filters.wants
-    candidates: list[tuple[str, FolderRow]] = []
-    young: list[tuple[str, FolderRow]] = []
+    # The stamp read here is the first of the check's two for a settled folder: any
+    # change after it moves the second one or shows in the listing between them.
+    candidates: list[tuple[str, FolderRow, FolderStamp | None]] = []
+    young: list[tuple[str, FolderRow, FolderStamp | None]] = []
     for user in users:
         for row in index.folders(user):
             if not wants(row.path):
@@ -394,22 +396,37 @@ def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
                 continue
             if stamp is None or stamp.marks == row.marks:
                 continue
-            (young if stamp.racy else candidates).append((user, row))
-    if young and _worth_settling(site, young):
-        time.sleep(SETTLE_S)  # once for all
-        candidates.extend(young)
-    if not candidates:
+            if stamp.racy:
+                young.append((user, row, None))  # read again once settled
+            else:
+                candidates.append((user, row, stamp))
+    young_seen = time.monotonic()
+    settle = bool(young) and _worth_settling(site, [(u, r) for u, r, _ in young])
+    if not candidates and not settle:
         return 0
     kept = 0
     with index.transaction():
-        for user, row in candidates:
-            try:
-                marks = _checked_stamp(site, user, row)
-            except StoreError:
-                continue  # changing under us, or unreadable: the next scan lists it
-            if marks is not None:
-                index.set_folder_marks(user, row.guid, marks)
-                kept += 1
+        kept += _keep_checked(site, candidates)
+        if settle:
+            # The settled folders were checked meanwhile: wait only for what is left.
+            left = SETTLE_S - (time.monotonic() - young_seen)
+            if left > 0:
+                time.sleep(left)
+            kept += _keep_checked(site, young)
+    return kept
+
+
+def _keep_checked(site: Site, folders: Sequence[tuple[str, FolderRow, FolderStamp | None]]
+                  ) -> int:
+    kept = 0
+    for user, row, before in folders:
+        try:
+            marks = _checked_stamp(site, user, row, before)
+        except StoreError:
+            continue  # changing under us, or unreadable: the next scan lists it
+        if marks is not None:
+            site.index.set_folder_marks(user, row.guid, marks)
+            kept += 1
     return kept
 
 
@@ -422,11 +439,13 @@ def _worth_settling(site: Site, young: Sequence[tuple[str, FolderRow]]) -> bool:
     return files >= SETTLE_MIN_FILES
 
 
-def _checked_stamp(site: Site, user: str, row: FolderRow) -> tuple[int, ...] | None:
+def _checked_stamp(site: Site, user: str, row: FolderRow,
+                   before: FolderStamp | None = None) -> tuple[int, ...] | None:
     """The folder's stamp if its names match the index across two equal, settled
-    stamps; else None (the next scan lists it)."""
+    stamps (the first one read now unless given); else None (the next scan lists it)."""
     store = site.store
-    before = store.folder_stamp(user, row.path)
+    if before is None:
+        before = store.folder_stamp(user, row.path)
     if before is None or before.racy:
         return None
     names = store.message_flags(user, row.path)

@@ -1006,6 +1006,12 @@ class StateIndex:
         )
         return list(rows)
 
+    def pending_counts(self) -> dict[str, tuple[int, int]]:
+        """User -> (message instances pending, mailboxes they are in), in one pass
+        over the journal."""
+        return {str(user): (int(n), int(boxes)) for user, n, boxes in self._db.execute(
+            "SELECT user, COUNT(*), COUNT(DISTINCT mailbox) FROM pending GROUP BY user")}
+
     def clear_pending_message(self, user: str, mailbox: str, guid: str, body: str) -> None:
         self._db.execute(
             "DELETE FROM pending WHERE user = ? AND mailbox = ? AND guid = ? AND body = ?",
@@ -1245,7 +1251,11 @@ class StateIndex:
 
     def set_held_back(self, mailboxes: dict[str, list[str]]) -> None:
         """Remember which mailboxes a filter held back at the last apply (for status)."""
-        self._set_meta_text(_HELD_BACK, encode_held_back(mailboxes))
+        value = encode_held_back(mailboxes)
+        current = self._meta_text(_HELD_BACK)
+        # Unchanged (nearly always): no page written, so the commit syncs nothing.
+        if current != value:
+            self._set_meta_text(_HELD_BACK, value)
 
     def held_back(self) -> dict[str, list[str]]:
         """User -> names of the mailboxes a filter held back at the last apply."""

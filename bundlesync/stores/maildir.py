@@ -133,6 +133,9 @@ MAX_DOVECOT_FILE = 128 * 1024 * 1024
 # passes (placements, then removals, bodies read from other folders), and four
 # folders made it list most folders again and again. Bounded by the files held too.
 _INDEX_CACHE = 64
+# A batch that renamed or named files in more directories than this makes them
+# durable with one sync of the file system instead of one fsync each.
+_DIR_SYNCS = 16
 _INDEX_ENTRIES = 100_000  # about 35 MB; one folder of that size was always kept whole
 _KEYWORDS_CACHE = 64
 _FOLDER_NAMES_CACHE = 4096
@@ -1273,7 +1276,11 @@ class MaildirStore:
                 step("deliver")
         for directory in named:
             self._files.settle(directory)
-        if self._fsync:
+        if self._fsync and len(touched) > _DIR_SYNCS:
+            # Many directories (a batch of several users' small changes): one flush
+            # of the file system waits once where each fsync waited for its own write.
+            fsio.sync_file_systems(sorted(touched))
+        elif self._fsync:
             for directory in sorted(touched):
                 with contextlib.suppress(FileNotFoundError):  # a folder deleted meanwhile
                     fsio.fsync_dir(directory)

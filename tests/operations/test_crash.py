@@ -82,6 +82,26 @@ def test_kill_while_a_first_transfer_is_delivered_then_rerun_converges(
     _crash_at_every_step(sites, tmp_path_factory, point, stride=5 if point == "deliver" else 1)
 
 
+@pytest.mark.parametrize("point", ["apply", "batch"])
+def test_kill_while_small_changes_of_two_users_are_applied_together_then_rerun_converges(
+        sites: Sites, tmp_path_factory: pytest.TempPathFactory, point: str) -> None:
+    # Both users' placements share one store batch and one commit, then both users'
+    # removals: a kill anywhere in either pass.
+    alpha = sites.add("alpha", populate_per_folder=2)
+    sites.add("bravo")
+    sites.befriend("alpha", "bravo")
+    sites.export("alpha")
+    sites.import_("bravo")
+    inbox = ("INBOX",)
+    for number, user in enumerate(alpha.users()):
+        first, second = alpha.messages(user, inbox)[:2]
+        alpha.set_flags(user, inbox, first.key, first.flags | {"\\Answered"})
+        alpha.expunge(user, inbox, second.key)
+        sites.deliver("alpha", user, ("Sent",), 800 + number)
+    sites.export("alpha")
+    _crash_at_every_step(sites, tmp_path_factory, point)
+
+
 def _crash_at_every_step(sites: Sites, tmp_path_factory: pytest.TempPathFactory,
                          point: str, *, stride: int = 1) -> None:
     saved = tmp_path_factory.mktemp("saved")

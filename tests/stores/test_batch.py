@@ -169,3 +169,25 @@ def test_a_write_failing_in_a_writer_thread_fails_the_batch_and_leaves_nothing(
         deliver()
     assert store.messages("", INBOX) == []
     assert os.listdir(tmp_path / "Maildir" / "tmp") == []
+
+
+def test_a_batch_touching_many_directories_syncs_the_file_system_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Several users' small changes in one batch: a flag change in each of many folders.
+    store = MaildirStore(str(tmp_path / "%u" / "Maildir"))
+    users = [f"u{n}" for n in range(maildir._DIR_SYNCS + 1)]
+    for user in users:
+        store.ensure_user(user)
+        store.add_message(user, INBOX, key="k", data=body(0), flags=frozenset(),
+                          internal_date=0)
+    synced = _calls(monkeypatch, fsio, "fsync_dir")
+    flushed = _calls(monkeypatch, fsio, "sync_file_systems")
+    with store.batch():
+        for user in users:
+            store.set_flags(user, INBOX, "k", frozenset({"\\Seen"}))
+        assert flushed == []
+    assert synced == []
+    [directories] = flushed
+    assert sorted(directories) == sorted(  # type: ignore[call-overload]
+        str(tmp_path / user / "Maildir" / "cur") for user in users)
+    assert all(store.messages(user, INBOX)[0].flags == {"\\Seen"} for user in users)

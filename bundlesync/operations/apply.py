@@ -713,7 +713,9 @@ def apply_pending(site: Site, *, dry_run: bool = False, report: ApplyReport | No
         with site.index.transaction():
             site.index.set_held_back(held.mailboxes)
         # What only this apply changed need not be listed by the next scan.
-        keep_applied_stamps(site, users.applied)
+        keep_applied_stamps(site, users.applied, touched={
+            where for where, tally in report.tallies.items()
+            if tally.added or tally.expunged or tally.flags})
     report.warnings.extend(site.store.take_warnings())
     return report
 

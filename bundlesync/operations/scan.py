@@ -363,10 +363,16 @@ SETTLE_MIN_FOLDERS = 8
 SETTLE_MIN_FILES = 2000
 
 
-def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
+def keep_applied_stamps(site: Site, users: Iterable[str],
+                        touched: Collection[tuple[str, FolderPath]] | None = None) -> int:
     """Remember the new stamp of each folder whose files are as the index records them.
 
-    Called right after an apply's last write. A folder whose stamp moved since the
+    Called right after an apply's last write, with the (user, folder) pairs the apply
+    changed in the store when it knows them: only those are checked. A folder the
+    apply did not touch but whose stamp moved was changed by someone else, and its
+    listing could only differ from the index: the next scan lists it anyway, so
+    listing it here would be wasted (an export applying what its last scan recorded
+    changes no folder at all). A folder whose stamp moved since the
     index recorded it (the apply changed it -- or someone else did) is checked:
     stamp, list the names, stamp again; the stamp is kept only if it was not racy,
     did not move across the listing, and the listing equals the index's files
@@ -388,7 +394,7 @@ def keep_applied_stamps(site: Site, users: Iterable[str]) -> int:
     young: list[tuple[str, FolderRow, FolderStamp | None]] = []
     for user in users:
         for row in index.folders(user):
-            if not wants(row.path):
+            if not wants(row.path) or (touched is not None and (user, row.path) not in touched):
                 continue
             try:
                 stamp = store.folder_stamp(user, row.path)

@@ -17,6 +17,7 @@ import pytest
 
 from bundlesync.operations import failpoints, scan
 from bundlesync.operations.demo import demo_message
+from bundlesync.operations.site import open_site, site_lock
 from bundlesync.stores.base import INBOX
 from bundlesync.stores.folder_files import marks, timestamp_step_ns
 from bundlesync.stores.maildir import MaildirStore
@@ -128,3 +129,24 @@ def test_a_small_import_does_not_wait_for_its_young_stamps(
     after = sites.export("bravo")
     assert after.scan.folders_listed > 0  # the young folders were left to this scan ...
     assert after.scan.changes == 0  # ... which finds nothing new in them
+
+
+def test_an_apply_that_changes_no_folder_lists_none(sites: Sites) -> None:
+    """An export applying what its own last scan recorded changes nothing in the
+    store: a folder whose stamp another writer moved meanwhile is left to the scan,
+    not listed a second time by the stamp check."""
+    user = _exchange(sites)
+    _lda_delivery(sites, "alpha", user, 779)
+    sites.export("alpha")  # records the delivery; what it recorded is applied next run
+    with site_lock(sites.homes["alpha"]):
+        site = open_site(sites.homes["alpha"])
+        try:
+            assert site.index.has_pending()  # so the next export applies first
+        finally:
+            site.index.close()
+    _lda_delivery(sites, "alpha", user, 780)
+    listed: list[str] = []
+    with failpoints.acting_at("stamp-listed", lambda: listed.append("listed")):
+        after = sites.export("alpha")
+    assert listed == []
+    assert after.scan.added == 1  # the scan lists the folder and finds the delivery

@@ -84,6 +84,14 @@ class Sites:
     def digest(self, name: str) -> object:
         return store_digest(self.stores[name])
 
+    def in_step(self, a: str, b: str) -> None:
+        """Befriend ``a`` and ``b`` and exchange everything, acknowledgements included."""
+        self.befriend(a, b)
+        self.export(a)
+        self.import_(b)
+        self.export(b)
+        self.import_(a)
+
     def deliver(self, name: str, user: str, folder: tuple[str, ...], number: int,
                 flags: frozenset[str] = frozenset()) -> str:
         data, when = demo_message(user, number)

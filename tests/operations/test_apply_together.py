@@ -55,11 +55,7 @@ def _changed_both_users(sites: Sites) -> None:
     """Alpha and bravo in step, then a flag change, an expunge and a delivery per user."""
     alpha = sites.add("alpha", populate_per_folder=2)
     sites.add("bravo")
-    sites.befriend("alpha", "bravo")
-    sites.export("alpha")
-    sites.import_("bravo")
-    sites.export("bravo")
-    sites.import_("alpha")
+    sites.in_step("alpha", "bravo")
     for number, user in enumerate(USERS):
         first, second = alpha.messages(user, INBOX)[:2]
         alpha.set_flags(user, INBOX, first.key, first.flags | {ANSWERED})
@@ -126,17 +122,21 @@ def test_a_users_failure_in_a_shared_pass_is_named_and_the_other_is_applied(
     assert sites.digest("bravo") == alpha
 
 
+def _batches_of_import(sites: Sites) -> int:
+    """Import at bravo through a store that counts its batches; bravo converges."""
+    store = CountingStore(str(sites.root / "bravo" / "mail" / "%d" / "%n" / "Maildir"))
+    _import_with(sites, store, [])
+    assert sites.digest("bravo") == sites.digest("alpha")
+    return store.batches
+
+
 def test_a_user_with_a_large_change_is_applied_alone(sites: Sites,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     _changed_both_users(sites)
     # Each user's three pending instances count as a large change here.
     monkeypatch.setattr(apply, "APPLY_BATCH", 2)
-    location = str(sites.root / "bravo" / "mail" / "%d" / "%n" / "Maildir")
-    store = CountingStore(location)
-    _import_with(sites, store, [])
-    assert sites.digest("bravo") == sites.digest("alpha")
     # Each user alone: a batch for the two placements, one for the expunge.
-    assert store.batches == 4
+    assert _batches_of_import(sites) == 4
 
 
 def test_a_group_holds_the_pending_mail_of_at_most_so_many_mailboxes(
@@ -145,8 +145,4 @@ def test_a_group_holds_the_pending_mail_of_at_most_so_many_mailboxes(
     # Each user's changes are in two mailboxes (INBOX and Sent): two users would
     # make a group of four, so each user is a group of its own.
     monkeypatch.setattr(apply, "GROUP_FOLDERS", 3)
-    location = str(sites.root / "bravo" / "mail" / "%d" / "%n" / "Maildir")
-    store = CountingStore(location)
-    _import_with(sites, store, [])
-    assert sites.digest("bravo") == sites.digest("alpha")
-    assert store.batches == 4
+    assert _batches_of_import(sites) == 4

@@ -8,7 +8,9 @@ reads the store, bravo writes an empty copy), exports alpha's first bundle,
 snapshots bravo before importing it, imports it, mutates alpha's store by 1 %
 (``benchmarks.mutate``), exchanges the acknowledgement and exports the 1 %
 bundle, snapshotting bravo again. ``run`` restores bravo from the snapshot and
-imports the chosen bundle once, so every mode measures the same work:
+imports the chosen bundle once, so every mode measures the same work. The
+copy it replaces is set aside and deleted after the measurement, and a run that
+starts within a minute of such a deletion waits first: see ``_restore``.
 
 - ``time``: a child process; wall, user and system time;
 - ``cprofile``: in this process, the 30 dearest functions by cumulative time;
@@ -50,12 +52,43 @@ def _snapshot(work: Path, name: str) -> None:
         subprocess.run(["cp", "-a", str(work / part), str(target / part)], check=True)
 
 
-def _restore(work: Path, name: str) -> None:
+# The kernel passes over inodes freed in the last minute (five when their table
+# block is still dirty; the deletion is followed by a sync, so one).
+QUIET_AFTER_DELETE_S = 65
+
+
+def _restore(work: Path, name: str) -> Path:
+    """Put bravo and its copy back as snapshot ``name``; the old ones go aside.
+
+    They are moved, not deleted: on ext4 without a journal, files created soon
+    after many were deleted cost several times more system time (the inode
+    allocator passes over the recently freed ones), which would bill this
+    script's clean-up to the import it measures. The caller deletes the returned
+    directory after the measurement (:func:`_put_away`), and a run that follows
+    such a deletion within :data:`QUIET_AFTER_DELETE_S` waits out the rest first.
+    """
+    marker = work / "deleted-at"
+    if marker.exists():
+        wait = QUIET_AFTER_DELETE_S - (time.time() - float(marker.read_text()))
+        if wait > 0:
+            print(f"waiting {wait:.0f} s after the last run's clean-up (see _restore)")
+            time.sleep(wait)
+    aside = work / f"aside-{time.time_ns()}"
+    aside.mkdir()
     for part in ("bravo", "copy"):
-        shutil.rmtree(work / part, ignore_errors=True)
+        if (work / part).exists():
+            (work / part).rename(aside / part)
         subprocess.run(["cp", "-a", str(work / name / part), str(work / part)], check=True)
     # The copies are in the page cache; drop what the import writes only.
     os.sync()
+    return aside
+
+
+def _put_away(work: Path, aside: Path) -> None:
+    """Delete what :func:`_restore` set aside, and note when (for the next run)."""
+    shutil.rmtree(aside, ignore_errors=True)
+    os.sync()
+    (work / "deleted-at").write_text(f"{time.time()}\n")
 
 
 def prepare(work: Path, *, users: int, folders: int, messages: int) -> None:
@@ -110,7 +143,14 @@ def _count_sql(counts: collections.Counter[str]) -> None:
 
 
 def run(work: Path, which: str, mode: str) -> None:
-    _restore(work, f"before-{which}")
+    aside = _restore(work, f"before-{which}")
+    try:
+        _measure(work, which, mode)
+    finally:
+        _put_away(work, aside)
+
+
+def _measure(work: Path, which: str, mode: str) -> None:
     args = ["--home", str(work / "bravo"), "import", str(work / f"drop-{which}")]
     files = sum(len(f) for _, _, f in os.walk(work / "copy"))
     print(f"import of drop-{which} (the copy holds {files} files before)")

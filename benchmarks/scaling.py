@@ -128,8 +128,10 @@ def measure(command: list[str], work: Path, count: int, *, args: argparse.Namesp
         runs.append(one_sequence(sites, src, seed=args.seed, frac=args.frac,
                                  renames=args.renames, progress=progress, messages=count,
                                  nbytes=stats.bytes))
-        shutil.rmtree(run_dir, ignore_errors=True)
-    shutil.rmtree(pristine, ignore_errors=True)
+    # The stores of this count stay until the whole run ends (main removes the work
+    # directory): on ext4 without a journal, files created within a minute or so of
+    # deleting many cost several times more system time, which deleting them here
+    # would bill to the next count's steps.
     point = Point(count, store_bytes=stats.bytes, runs=args.runs)
     for phase in PHASES:
         point.seconds[phase] = statistics.median(r[phase].seconds for r in runs)
